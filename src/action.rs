@@ -1,0 +1,102 @@
+//! The operations of the ring, as named in policies and audit records.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One operation of the ring. Every public call maps to exactly one action,
+/// which is what access control decides on and what the audit trail records.
+///
+/// `seal` is authorized as [`Action::GenerateDataKey`] and `open` as
+/// [`Action::Decrypt`], as the AWS Encryption SDK's calls are: whoever may
+/// decrypt a wrapped data key may open the message it protects, so separate
+/// actions would only pretend to separate them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Action {
+    /// Create a key.
+    CreateKey,
+    /// Read a key's metadata.
+    DescribeKey,
+    /// List the keys of the ring.
+    ListKeys,
+    /// Create an alias.
+    CreateAlias,
+    /// Point an existing alias at another key.
+    UpdateAlias,
+    /// Delete an alias.
+    DeleteAlias,
+    /// List aliases.
+    ListAliases,
+    /// Add or change tags of a key.
+    TagResource,
+    /// Remove tags from a key.
+    UntagResource,
+    /// List a key's tags.
+    ListResourceTags,
+    /// Encrypt up to 4096 bytes directly under a key.
+    Encrypt,
+    /// Decrypt a ciphertext blob (also: open an envelope message).
+    Decrypt,
+    /// The decrypting half of re-encryption (checked on the source key).
+    ReEncryptFrom,
+    /// The encrypting half of re-encryption (checked on the destination key).
+    ReEncryptTo,
+    /// Generate a data key with its plaintext (also: seal an envelope message).
+    GenerateDataKey,
+    /// Generate a data key without its plaintext.
+    GenerateDataKeyWithoutPlaintext,
+    /// Draw random bytes from the ring's generator.
+    GenerateRandom,
+}
+
+impl Action {
+    /// Every action, in declaration order.
+    pub const ALL: &'static [Action] = &[
+        Action::CreateKey,
+        Action::DescribeKey,
+        Action::ListKeys,
+        Action::CreateAlias,
+        Action::UpdateAlias,
+        Action::DeleteAlias,
+        Action::ListAliases,
+        Action::TagResource,
+        Action::UntagResource,
+        Action::ListResourceTags,
+        Action::Encrypt,
+        Action::Decrypt,
+        Action::ReEncryptFrom,
+        Action::ReEncryptTo,
+        Action::GenerateDataKey,
+        Action::GenerateDataKeyWithoutPlaintext,
+        Action::GenerateRandom,
+    ];
+
+    /// The action's name, as written in policies: `strongroom:Encrypt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::CreateKey => "strongroom:CreateKey",
+            Action::DescribeKey => "strongroom:DescribeKey",
+            Action::ListKeys => "strongroom:ListKeys",
+            Action::CreateAlias => "strongroom:CreateAlias",
+            Action::UpdateAlias => "strongroom:UpdateAlias",
+            Action::DeleteAlias => "strongroom:DeleteAlias",
+            Action::ListAliases => "strongroom:ListAliases",
+            Action::TagResource => "strongroom:TagResource",
+            Action::UntagResource => "strongroom:UntagResource",
+            Action::ListResourceTags => "strongroom:ListResourceTags",
+            Action::Encrypt => "strongroom:Encrypt",
+            Action::Decrypt => "strongroom:Decrypt",
+            Action::ReEncryptFrom => "strongroom:ReEncryptFrom",
+            Action::ReEncryptTo => "strongroom:ReEncryptTo",
+            Action::GenerateDataKey => "strongroom:GenerateDataKey",
+            Action::GenerateDataKeyWithoutPlaintext => "strongroom:GenerateDataKeyWithoutPlaintext",
+            Action::GenerateRandom => "strongroom:GenerateRandom",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,115 @@
+//! Thin, internal wrappers over the RustCrypto AEADs and HKDF. No primitive is
+//! implemented here: this only adapts buffers and errors.
+
+use crate::error::{Error, Result};
+use crate::key::SymmetricAlgorithm;
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::ChaCha20Poly1305;
+
+/// Nonce length of both suites.
+pub(crate) const NONCE_LEN: usize = 12;
+/// Tag length of both suites.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// A keyed AEAD instance. The key schedule is zeroized on drop (the
+/// `zeroize` features of aes-gcm and chacha20poly1305).
+pub(crate) enum Cipher {
+    Aes(Box<Aes256Gcm>),
+    ChaCha(Box<ChaCha20Poly1305>),
+}
+
+impl std::fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cipher::Aes(_) => f.write_str("Cipher::Aes256Gcm(<redacted>)"),
+            Cipher::ChaCha(_) => f.write_str("Cipher::ChaCha20Poly1305(<redacted>)"),
+        }
+    }
+}
+
+impl Cipher {
+    pub(crate) fn new(alg: SymmetricAlgorithm, key: &[u8; 32]) -> Cipher {
+        match alg {
+            SymmetricAlgorithm::Aes256Gcm => Cipher::Aes(Box::new(Aes256Gcm::new(&(*key).into()))),
+            SymmetricAlgorithm::ChaCha20Poly1305 => {
+                Cipher::ChaCha(Box::new(ChaCha20Poly1305::new(&(*key).into())))
+            }
+        }
+    }
+
+    /// Appends `ciphertext || tag` of `plaintext` to `out`.
+    pub(crate) fn seal_append(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let buf = &mut out[start..];
+        let tag: [u8; TAG_LEN] = match self {
+            Cipher::Aes(c) => c
+                .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
+                .map_err(|_| Error::invalid("message too long for the AEAD"))?
+                .into(),
+            Cipher::ChaCha(c) => c
+                .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
+                .map_err(|_| Error::invalid("message too long for the AEAD"))?
+                .into(),
+        };
+        out.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Decrypts `ciphertext || tag`, appending the plaintext to `out`. On
+    /// failure `out` is restored to its former length (and the partial
+    /// plaintext overwritten) and the opaque error returned.
+    pub(crate) fn open_append(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ct_and_tag: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let body_len = ct_and_tag
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(Error::DecryptionFailed)?;
+        let (ct, tag) = ct_and_tag.split_at(body_len);
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| Error::DecryptionFailed)?;
+        let start = out.len();
+        out.extend_from_slice(ct);
+        let buf = &mut out[start..];
+        let ok = match self {
+            Cipher::Aes(c) => c
+                .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &tag.into())
+                .is_ok(),
+            Cipher::ChaCha(c) => c
+                .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &tag.into())
+                .is_ok(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            use zeroize::Zeroize;
+            out[start..].zeroize();
+            out.truncate(start);
+            Err(Error::DecryptionFailed)
+        }
+    }
+}
+
+/// HKDF-SHA256 extract-and-expand into a fixed-size array.
+pub(crate) fn hkdf_sha256<const N: usize>(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[&[u8]],
+) -> Result<[u8; N]> {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm);
+    let mut out = [0u8; N];
+    hk.expand_multi_info(info, &mut out)
+        .map_err(|_| Error::invalid("HKDF output length out of range"))?;
+    Ok(out)
+}

@@ -1,0 +1,900 @@
+//! The [`KeyRing`] facade, the caller handle [`Client`], and the one pipeline
+//! every operation goes through.
+
+use crate::action::Action;
+use crate::backend::{KeyBackend, MaterialId, MemoryBackend};
+use crate::clock::{Clock, SystemClock};
+use crate::envelope::blob::{self, BlobHeader};
+use crate::envelope::message;
+use crate::envelope::{
+    DataKey, Decrypted, EncryptionContext, MAX_PLAINTEXT_LEN, Opened, SealOptions,
+};
+use crate::error::{Error, Result};
+use crate::key::{
+    Alias, CreateKeyOptions, KeyId, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUsage,
+    KeyVersionInfo, MAX_TAGS, SymmetricAlgorithm, validate_description, validate_tag,
+};
+use crate::principal::Principal;
+use crate::random::{OsRandom, RandomSource, random_array};
+use crate::secret::SecretBytes;
+use crate::store::{MemoryStore, MetadataStore};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Largest request of [`Client::generate_random`].
+pub const MAX_RANDOM_LEN: usize = 1024;
+/// Largest page of the list calls.
+pub const MAX_PAGE_LIMIT: usize = 1000;
+
+/// The ring: one value an application holds, cheap to clone, `Send + Sync`.
+///
+/// Operations are performed *as someone*: get a [`Client`] for the caller's
+/// principal with [`KeyRing::client`].
+///
+/// ```
+/// use strongroom::{KeyRing, Principal, KeySpec, CreateKeyOptions, EncryptionContext};
+/// # fn main() -> Result<(), strongroom::Error> {
+/// let ring = KeyRing::in_memory();
+/// let alice = ring.client(Principal::user("alice")?);
+/// let key = alice.create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/app"))?;
+/// let ctx = EncryptionContext::new().with("tenant", "42");
+/// let message = alice.seal("alias/app", b"hello", &ctx)?;
+/// let opened = alice.open(&message, &ctx)?;
+/// assert_eq!(opened.plaintext.expose_secret(), b"hello");
+/// assert_eq!(opened.key_id, key);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct KeyRing {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn KeyBackend>,
+    store: Arc<dyn MetadataStore>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn RandomSource>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("backend", &self.inner.backend.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// A ring with the memory backend and memory store: no setup, nothing
+    /// persisted.
+    pub fn in_memory() -> KeyRing {
+        KeyRing::builder().build()
+    }
+
+    /// A builder to choose backend, store, clock and random source.
+    pub fn builder() -> KeyRingBuilder {
+        KeyRingBuilder::default()
+    }
+
+    /// A handle that performs operations as `principal`.
+    pub fn client(&self, principal: Principal) -> Client {
+        Client {
+            ring: self.clone(),
+            principal,
+        }
+    }
+
+    /// The name of the ring's backend.
+    pub fn backend_name(&self) -> &str {
+        self.inner.backend.name()
+    }
+}
+
+/// Builds a [`KeyRing`]. Every part has a default: memory backend, memory
+/// store, system clock, OS random generator.
+#[derive(Default)]
+pub struct KeyRingBuilder {
+    backend: Option<Arc<dyn KeyBackend>>,
+    store: Option<Arc<dyn MetadataStore>>,
+    clock: Option<Arc<dyn Clock>>,
+    rng: Option<Arc<dyn RandomSource>>,
+}
+
+impl fmt::Debug for KeyRingBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRingBuilder").finish_non_exhaustive()
+    }
+}
+
+impl KeyRingBuilder {
+    /// The backend that holds master-key material.
+    pub fn backend(mut self, backend: Arc<dyn KeyBackend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The store that holds key metadata.
+    pub fn store(mut self, store: Arc<dyn MetadataStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The random source for key ids, data keys and message ids (and, if no
+    /// backend is given, for the default memory backend too).
+    pub fn random(mut self, rng: Arc<dyn RandomSource>) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// Builds the ring.
+    pub fn build(self) -> KeyRing {
+        let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(OsRandom));
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Arc::new(MemoryBackend::with_random(rng.clone())));
+        KeyRing {
+            inner: Arc::new(Inner {
+                backend,
+                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                rng,
+            }),
+        }
+    }
+}
+
+/// One page of a list call.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass as `marker` to get the next page; `None` on the last page.
+    pub next_marker: Option<String>,
+}
+
+/// An alias and the key it points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AliasEntry {
+    /// The alias.
+    pub alias: Alias,
+    /// Its key.
+    pub key_id: KeyId,
+}
+
+/// What an operation acts on, before resolution.
+enum Target<'a> {
+    /// No key: ring-wide (CreateKey, ListKeys, GenerateRandom).
+    Ring,
+    /// A key id or alias from the caller.
+    Ref(&'a str),
+    /// A key id read from a ciphertext (an error if the ciphertext is malformed).
+    Id(Result<KeyId>),
+}
+
+/// How `open` checks the caller's context against the message's.
+#[derive(Clone, Copy)]
+enum ContextMatch {
+    Exact,
+    Contains,
+}
+
+impl Inner {
+    /// The pipeline. Every public operation runs through here, in this order:
+    /// 1. resolve the alias / key id to metadata;
+    /// 2. authorize the principal for the action on the key;
+    /// 3. check the key's state and usage for the action;
+    /// 4. do the work (backend, formats).
+    ///
+    /// The work closure runs only after 1-3 passed, so no key material is
+    /// touched for a refused request.
+    fn run<T>(
+        &self,
+        principal: &Principal,
+        action: Action,
+        target: Target<'_>,
+        context: Option<&EncryptionContext>,
+        work: impl FnOnce(Option<&Arc<KeyMetadata>>) -> Result<T>,
+    ) -> Result<T> {
+        let meta = match target {
+            Target::Ring => None,
+            Target::Ref(r) => Some(self.resolve(r)?),
+            Target::Id(id) => Some(self.load(&id?)?),
+        };
+        self.authorize(principal, action, meta.as_deref(), context)?;
+        if let Some(m) = &meta {
+            check_usable(m, action)?;
+        }
+        work(meta.as_ref())
+    }
+
+    /// Access decision. Key policies and grants are not implemented yet: every
+    /// principal the application hands the ring is allowed every action.
+    /// This is the single place where they will be evaluated.
+    fn authorize(
+        &self,
+        _principal: &Principal,
+        _action: Action,
+        _key: Option<&KeyMetadata>,
+        _context: Option<&EncryptionContext>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn load(&self, id: &KeyId) -> Result<Arc<KeyMetadata>> {
+        self.store
+            .get_key(id)?
+            .ok_or_else(|| Error::KeyNotFound(id.to_string()))
+    }
+
+    fn resolve(&self, key_ref: &str) -> Result<Arc<KeyMetadata>> {
+        if key_ref.starts_with(Alias::PREFIX) {
+            let alias = Alias::parse(key_ref)?;
+            let id = self
+                .store
+                .resolve_alias(&alias)?
+                .ok_or_else(|| Error::AliasNotFound(alias.to_string()))?;
+            self.load(&id)
+        } else {
+            self.load(&KeyId::parse(key_ref)?)
+        }
+    }
+
+    fn random_key(&self) -> Result<Zeroizing<[u8; 32]>> {
+        Ok(Zeroizing::new(random_array(self.rng.as_ref())?))
+    }
+
+    /// Encrypts up to 4 KiB under the key's primary version into a blob.
+    fn encrypt_blob(&self, meta: &KeyMetadata, plaintext: &[u8], ctx: &[u8]) -> Result<Vec<u8>> {
+        let alg = symmetric(meta)?;
+        let version = meta.primary_version;
+        let mut out = blob::encode_header(alg.suite_id(), &meta.key_id, version)?;
+        let aad = blob::aad(&out, ctx);
+        let payload = self.backend.encrypt(
+            &MaterialId::new(meta.key_id.clone(), version),
+            &aad,
+            plaintext,
+        )?;
+        out.extend_from_slice(&payload);
+        Ok(out)
+    }
+
+    /// Decrypts a parsed blob with the key it names.
+    fn decrypt_blob(
+        &self,
+        meta: &KeyMetadata,
+        h: &BlobHeader<'_>,
+        ctx: &[u8],
+    ) -> Result<SecretBytes> {
+        if !meta.has_version(h.version) {
+            return Err(Error::KeyNotFound(format!(
+                "{}#v{}",
+                meta.key_id, h.version
+            )));
+        }
+        if symmetric(meta)?.suite_id() != h.suite {
+            return Err(Error::DecryptionFailed);
+        }
+        let aad = blob::aad(h.header, ctx);
+        self.backend.decrypt(
+            &MaterialId::new(meta.key_id.clone(), h.version),
+            &aad,
+            h.payload,
+        )
+    }
+}
+
+/// The usage an action needs, if it is a cryptographic operation.
+fn required_usage(action: Action) -> Option<KeyUsage> {
+    match action {
+        Action::Encrypt
+        | Action::Decrypt
+        | Action::ReEncryptFrom
+        | Action::ReEncryptTo
+        | Action::GenerateDataKey
+        | Action::GenerateDataKeyWithoutPlaintext => Some(KeyUsage::EncryptDecrypt),
+        _ => None,
+    }
+}
+
+/// State and usage checks: cryptographic actions need an enabled key of the
+/// right usage; management actions work in any state.
+fn check_usable(meta: &KeyMetadata, action: Action) -> Result<()> {
+    let Some(usage) = required_usage(action) else {
+        return Ok(());
+    };
+    if meta.state != KeyState::Enabled {
+        return Err(Error::InvalidKeyState {
+            key_id: meta.key_id.to_string(),
+            state: meta.state.to_string(),
+            action: action.to_string(),
+        });
+    }
+    if meta.usage != usage {
+        return Err(Error::WrongKeyUsage {
+            key_id: meta.key_id.to_string(),
+            usage: meta.usage.to_string(),
+            action: action.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The symmetric algorithm of an encryption key.
+fn symmetric(meta: &KeyMetadata) -> Result<SymmetricAlgorithm> {
+    meta.spec.symmetric_algorithm().ok_or_else(|| {
+        Error::Unsupported(format!(
+            "key {} ({}) is not a symmetric encryption key",
+            meta.key_id, meta.spec
+        ))
+    })
+}
+
+fn need(meta: Option<&Arc<KeyMetadata>>) -> Result<&Arc<KeyMetadata>> {
+    meta.ok_or_else(|| Error::KeyNotFound("(none)".into()))
+}
+
+fn check_limit(limit: usize) -> Result<()> {
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(Error::invalid(format!(
+            "limit must be 1 to {MAX_PAGE_LIMIT}"
+        )));
+    }
+    Ok(())
+}
+
+/// Performs operations on a [`KeyRing`] as one principal. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    ring: KeyRing,
+    principal: Principal,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("principal", &self.principal.to_string())
+            .field("ring", &self.ring)
+            .finish()
+    }
+}
+
+impl Client {
+    fn inner(&self) -> &Inner {
+        &self.ring.inner
+    }
+
+    fn run<T>(
+        &self,
+        action: Action,
+        target: Target<'_>,
+        context: Option<&EncryptionContext>,
+        work: impl FnOnce(Option<&Arc<KeyMetadata>>) -> Result<T>,
+    ) -> Result<T> {
+        self.inner()
+            .run(&self.principal, action, target, context, work)
+    }
+
+    /// The principal this client acts as.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    // ---- keys -------------------------------------------------------------
+
+    /// Creates a customer key of `spec` with one version and returns its id.
+    ///
+    /// Fails with [`Error::InvalidArgument`] for a bad alias, tag, description
+    /// or usage, [`Error::AliasExists`] if the alias is taken (nothing is
+    /// created then), [`Error::Unsupported`] if the backend cannot hold `spec`.
+    pub fn create_key(&self, spec: KeySpec, options: CreateKeyOptions) -> Result<KeyId> {
+        self.run(Action::CreateKey, Target::Ring, None, |_| {
+            let inner = self.inner();
+            validate_description(&options.description)?;
+            if options.tags.len() > MAX_TAGS {
+                return Err(Error::invalid(format!(
+                    "a key may have at most {MAX_TAGS} tags"
+                )));
+            }
+            for (k, v) in &options.tags {
+                validate_tag(k, v)?;
+            }
+            let alias = options
+                .alias
+                .as_deref()
+                .map(Alias::parse_user)
+                .transpose()?;
+            let usage = options.usage.unwrap_or(spec.allowed_usages()[0]);
+            if !spec.allowed_usages().contains(&usage) {
+                return Err(Error::invalid(format!(
+                    "usage {usage} is not allowed for key spec {spec}"
+                )));
+            }
+            if !inner.backend.supports(spec) {
+                return Err(Error::Unsupported(format!(
+                    "backend {} cannot hold {spec} keys",
+                    inner.backend.name()
+                )));
+            }
+            if let Some(a) = &alias
+                && inner.store.resolve_alias(a)?.is_some()
+            {
+                return Err(Error::AliasExists(a.to_string()));
+            }
+            let now = inner.clock.now();
+            let key_id = KeyId::generate(inner.rng.as_ref())?;
+            let meta = KeyMetadata {
+                key_id: key_id.clone(),
+                spec,
+                usage,
+                state: KeyState::Enabled,
+                manager: KeyManager::Customer,
+                description: options.description.clone(),
+                created_at: now,
+                created_by: self.principal.clone(),
+                primary_version: 1,
+                versions: vec![KeyVersionInfo {
+                    version: 1,
+                    created_at: now,
+                }],
+                tags: options.tags.clone(),
+            };
+            let mref = MaterialId::new(key_id.clone(), 1);
+            inner.backend.generate(&mref, spec)?;
+            if let Err(e) = inner.store.insert_key(meta, alias.as_ref()) {
+                // Roll back: no material without metadata.
+                let _ = inner.backend.destroy(&mref);
+                return Err(e);
+            }
+            Ok(key_id)
+        })
+    }
+
+    /// The metadata of a key, by id or alias.
+    pub fn describe_key(&self, key: &str) -> Result<KeyMetadata> {
+        self.run(Action::DescribeKey, Target::Ref(key), None, |m| {
+            Ok(KeyMetadata::clone(need(m)?))
+        })
+    }
+
+    /// Lists keys in id order, at most `limit` (1 to 1000) per page. Pass the
+    /// previous page's `next_marker` to continue.
+    pub fn list_keys(&self, limit: usize, marker: Option<&str>) -> Result<Page<KeyMetadata>> {
+        self.run(Action::ListKeys, Target::Ring, None, |_| {
+            check_limit(limit)?;
+            let after = marker
+                .map(|m| KeyId::parse(m).map_err(|_| Error::invalid("marker is not a key id")))
+                .transpose()?;
+            let mut keys = self.inner().store.list_keys(after.as_ref(), limit + 1)?;
+            let next_marker = if keys.len() > limit {
+                keys.truncate(limit);
+                keys.last().map(|k| k.key_id.to_string())
+            } else {
+                None
+            };
+            Ok(Page {
+                items: keys.iter().map(|k| KeyMetadata::clone(k)).collect(),
+                next_marker,
+            })
+        })
+    }
+
+    // ---- aliases ----------------------------------------------------------
+
+    /// Creates `alias` (`alias/...`) pointing at `key`.
+    pub fn create_alias(&self, alias: &str, key: &str) -> Result<()> {
+        self.run(Action::CreateAlias, Target::Ref(key), None, |m| {
+            let alias = Alias::parse_user(alias)?;
+            self.inner().store.create_alias(&alias, &need(m)?.key_id)
+        })
+    }
+
+    /// Points an existing alias at another key.
+    pub fn update_alias(&self, alias: &str, key: &str) -> Result<()> {
+        self.run(Action::UpdateAlias, Target::Ref(key), None, |m| {
+            let alias = Alias::parse_user(alias)?;
+            self.inner().store.update_alias(&alias, &need(m)?.key_id)
+        })
+    }
+
+    /// Deletes an alias (the key stays).
+    pub fn delete_alias(&self, alias: &str) -> Result<()> {
+        let parsed = Alias::parse(alias)?;
+        self.run(Action::DeleteAlias, Target::Ref(alias), None, |_| {
+            self.inner().store.delete_alias(&parsed)
+        })
+    }
+
+    /// Lists aliases in name order, all of them or only those of `key`.
+    pub fn list_aliases(
+        &self,
+        key: Option<&str>,
+        limit: usize,
+        marker: Option<&str>,
+    ) -> Result<Page<AliasEntry>> {
+        let target = key.map_or(Target::Ring, Target::Ref);
+        self.run(Action::ListAliases, target, None, |m| {
+            check_limit(limit)?;
+            let after = marker
+                .map(|m| Alias::parse(m).map_err(|_| Error::invalid("marker is not an alias")))
+                .transpose()?;
+            let key = m.map(|m| &m.key_id);
+            let mut list = self
+                .inner()
+                .store
+                .list_aliases(key, after.as_ref(), limit + 1)?;
+            let next_marker = if list.len() > limit {
+                list.truncate(limit);
+                list.last().map(|(a, _)| a.to_string())
+            } else {
+                None
+            };
+            Ok(Page {
+                items: list
+                    .into_iter()
+                    .map(|(alias, key_id)| AliasEntry { alias, key_id })
+                    .collect(),
+                next_marker,
+            })
+        })
+    }
+
+    // ---- tags -------------------------------------------------------------
+
+    /// Adds or replaces tags on a key (at most 50 tags in all).
+    pub fn tag_key(&self, key: &str, tags: &[(&str, &str)]) -> Result<()> {
+        self.run(Action::TagResource, Target::Ref(key), None, |m| {
+            for (k, v) in tags {
+                validate_tag(k, v)?;
+            }
+            self.inner()
+                .store
+                .update_key(&need(m)?.key_id, &mut |meta| {
+                    for (k, v) in tags {
+                        meta.tags.insert((*k).to_owned(), (*v).to_owned());
+                    }
+                    if meta.tags.len() > MAX_TAGS {
+                        return Err(Error::invalid(format!(
+                            "a key may have at most {MAX_TAGS} tags"
+                        )));
+                    }
+                    Ok(())
+                })?;
+            Ok(())
+        })
+    }
+
+    /// Removes tags from a key; absent tag keys are ignored.
+    pub fn untag_key(&self, key: &str, tag_keys: &[&str]) -> Result<()> {
+        self.run(Action::UntagResource, Target::Ref(key), None, |m| {
+            self.inner()
+                .store
+                .update_key(&need(m)?.key_id, &mut |meta| {
+                    for k in tag_keys {
+                        meta.tags.remove(*k);
+                    }
+                    Ok(())
+                })?;
+            Ok(())
+        })
+    }
+
+    /// A key's tags.
+    pub fn list_tags(&self, key: &str) -> Result<BTreeMap<String, String>> {
+        self.run(Action::ListResourceTags, Target::Ref(key), None, |m| {
+            Ok(need(m)?.tags.clone())
+        })
+    }
+
+    // ---- direct encryption ------------------------------------------------
+
+    /// Encrypts 1 to 4096 bytes directly under the key's primary version. The
+    /// blob names the key id and version; `context` must be given again,
+    /// exactly, to decrypt. For larger data use [`Client::seal`].
+    pub fn encrypt(
+        &self,
+        key: &str,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
+        self.run(Action::Encrypt, Target::Ref(key), Some(context), |m| {
+            if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT_LEN {
+                return Err(Error::invalid(format!(
+                    "plaintext must be 1 to {MAX_PLAINTEXT_LEN} bytes (got {}); use seal for larger data",
+                    plaintext.len()
+                )));
+            }
+            let ctx = context.canonical_bytes()?;
+            self.inner().encrypt_blob(need(m)?, plaintext, &ctx)
+        })
+    }
+
+    /// Decrypts a blob of [`Client::encrypt`] (or a data key's ciphertext). The
+    /// key is read from the blob, as a KMS Decrypt does.
+    pub fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted> {
+        self.decrypt_checked(ciphertext, context, None)
+    }
+
+    /// Like [`Client::decrypt`], but fails with [`Error::IncorrectKey`] unless
+    /// the blob names `expected_key` (an id or alias).
+    pub fn decrypt_with_key(
+        &self,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+        expected_key: &str,
+    ) -> Result<Decrypted> {
+        self.decrypt_checked(ciphertext, context, Some(expected_key))
+    }
+
+    fn decrypt_checked(
+        &self,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+        expected_key: Option<&str>,
+    ) -> Result<Decrypted> {
+        let parsed = blob::parse(ciphertext);
+        let target = Target::Id(
+            parsed
+                .as_ref()
+                .map(|h| h.key_id.clone())
+                .map_err(Clone::clone),
+        );
+        self.run(Action::Decrypt, target, Some(context), |m| {
+            let meta = need(m)?;
+            let h = parsed?;
+            if let Some(exp) = expected_key {
+                let want = self.inner().resolve(exp)?;
+                if want.key_id != meta.key_id {
+                    return Err(Error::IncorrectKey {
+                        expected: want.key_id.to_string(),
+                        found: meta.key_id.to_string(),
+                    });
+                }
+            }
+            let ctx = context.canonical_bytes()?;
+            let plaintext = self.inner().decrypt_blob(meta, &h, &ctx)?;
+            Ok(Decrypted {
+                plaintext,
+                key_id: meta.key_id.clone(),
+                key_version: h.version,
+            })
+        })
+    }
+
+    /// Decrypts under the source key and encrypts under `destination_key`
+    /// (its primary version) in one call: the plaintext never reaches the
+    /// caller. Needs `ReEncryptFrom` on the source and `ReEncryptTo` on the
+    /// destination.
+    pub fn re_encrypt(
+        &self,
+        ciphertext: &[u8],
+        source_context: &EncryptionContext,
+        destination_key: &str,
+        destination_context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
+        let parsed = blob::parse(ciphertext);
+        let target = Target::Id(
+            parsed
+                .as_ref()
+                .map(|h| h.key_id.clone())
+                .map_err(Clone::clone),
+        );
+        self.run(Action::ReEncryptFrom, target, Some(source_context), |m| {
+            let h = parsed?;
+            let src_ctx = source_context.canonical_bytes()?;
+            let plaintext = self.inner().decrypt_blob(need(m)?, &h, &src_ctx)?;
+            self.run(
+                Action::ReEncryptTo,
+                Target::Ref(destination_key),
+                Some(destination_context),
+                |d| {
+                    let dst_ctx = destination_context.canonical_bytes()?;
+                    self.inner()
+                        .encrypt_blob(need(d)?, plaintext.expose_secret(), &dst_ctx)
+                },
+            )
+        })
+    }
+
+    // ---- data keys --------------------------------------------------------
+
+    /// A fresh 256-bit data key: its plaintext and its ciphertext under the
+    /// key's primary version, bound to `context`.
+    pub fn generate_data_key(&self, key: &str, context: &EncryptionContext) -> Result<DataKey> {
+        self.run(
+            Action::GenerateDataKey,
+            Target::Ref(key),
+            Some(context),
+            |m| {
+                let meta = need(m)?;
+                let ctx = context.canonical_bytes()?;
+                let dk = self.inner().random_key()?;
+                let ciphertext = self.inner().encrypt_blob(meta, dk.as_slice(), &ctx)?;
+                Ok(DataKey {
+                    plaintext: SecretBytes::from_slice(dk.as_slice()),
+                    ciphertext,
+                    key_id: meta.key_id.clone(),
+                    key_version: meta.primary_version,
+                })
+            },
+        )
+    }
+
+    /// A fresh data key, returned only encrypted (for a component that will
+    /// decrypt it later).
+    pub fn generate_data_key_without_plaintext(
+        &self,
+        key: &str,
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
+        self.run(
+            Action::GenerateDataKeyWithoutPlaintext,
+            Target::Ref(key),
+            Some(context),
+            |m| {
+                let ctx = context.canonical_bytes()?;
+                let dk = self.inner().random_key()?;
+                self.inner().encrypt_blob(need(m)?, dk.as_slice(), &ctx)
+            },
+        )
+    }
+
+    /// Decrypts a data key's ciphertext back into a [`DataKey`]. Fails with
+    /// the opaque error if the blob does not hold a 32-byte key.
+    pub fn decrypt_data_key(
+        &self,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<DataKey> {
+        let d = self.decrypt(ciphertext, context)?;
+        if d.plaintext.len() != 32 {
+            return Err(Error::DecryptionFailed);
+        }
+        Ok(DataKey {
+            plaintext: d.plaintext,
+            ciphertext: ciphertext.to_vec(),
+            key_id: d.key_id,
+            key_version: d.key_version,
+        })
+    }
+
+    // ---- envelope messages ------------------------------------------------
+
+    /// Encrypts data of any size into a self-contained envelope message: a
+    /// fresh data key wrapped by `key`, a key commitment, the context, and the
+    /// data in 64 KiB frames. Authorized as `GenerateDataKey`.
+    pub fn seal(&self, key: &str, data: &[u8], context: &EncryptionContext) -> Result<Vec<u8>> {
+        self.seal_with(key, data, context, SealOptions::default())
+    }
+
+    /// [`Client::seal`] with options (frame length).
+    pub fn seal_with(
+        &self,
+        key: &str,
+        data: &[u8],
+        context: &EncryptionContext,
+        options: SealOptions,
+    ) -> Result<Vec<u8>> {
+        self.run(
+            Action::GenerateDataKey,
+            Target::Ref(key),
+            Some(context),
+            |m| {
+                let meta = need(m)?;
+                let inner = self.inner();
+                let ctx = context.canonical_bytes()?;
+                let suite = symmetric(meta)?;
+                let dk = inner.random_key()?;
+                let wrapped = inner.encrypt_blob(meta, dk.as_slice(), &ctx)?;
+                let message_id: [u8; message::MESSAGE_ID_LEN] = random_array(inner.rng.as_ref())?;
+                let derived = message::derive(suite, &message_id, dk.as_slice())?;
+                let header = message::encode_header(
+                    suite,
+                    options.frame_len,
+                    &message_id,
+                    &ctx,
+                    &[wrapped],
+                    &derived.commitment,
+                )?;
+                message::encrypt_body(header, &derived, &message_id, options.frame_len, data)
+            },
+        )
+    }
+
+    /// Opens an envelope message. `context` must equal the message's context
+    /// exactly; every failure is [`Error::DecryptionFailed`].
+    pub fn open(&self, message: &[u8], context: &EncryptionContext) -> Result<Opened> {
+        self.open_inner(message, context, ContextMatch::Exact)
+    }
+
+    /// Opens an envelope message whose context contains every pair of
+    /// `required` (and maybe more); the full context is returned in
+    /// [`Opened::context`]. Use it when the reader knows only some pairs.
+    pub fn open_requiring(&self, message: &[u8], required: &EncryptionContext) -> Result<Opened> {
+        self.open_inner(message, required, ContextMatch::Contains)
+    }
+
+    fn open_inner(
+        &self,
+        msg: &[u8],
+        context: &EncryptionContext,
+        mode: ContextMatch,
+    ) -> Result<Opened> {
+        let inner = self.inner();
+        let header = message::parse_header(msg);
+        // Pick the first wrapped key whose master key this ring holds.
+        let chosen = header.as_ref().map_err(Clone::clone).and_then(|h| {
+            h.wrapped_keys
+                .iter()
+                .filter_map(|w| blob::parse(w).ok())
+                .find(|b| matches!(inner.store.get_key(&b.key_id), Ok(Some(_))))
+                .ok_or(Error::DecryptionFailed)
+        });
+        let target = Target::Id(
+            chosen
+                .as_ref()
+                .map(|b| b.key_id.clone())
+                .map_err(Clone::clone),
+        );
+        self.run(Action::Decrypt, target, Some(context), |m| {
+            let h = header?;
+            let wrapped = chosen?;
+            let ok = match mode {
+                ContextMatch::Exact => h.context == *context,
+                ContextMatch::Contains => h.context.contains_all(context),
+            };
+            if !ok {
+                return Err(Error::DecryptionFailed);
+            }
+            let ctx = h
+                .context
+                .canonical_bytes()
+                .map_err(|_| Error::DecryptionFailed)?;
+            let dk = match inner.decrypt_blob(need(m)?, &wrapped, &ctx) {
+                Ok(dk) if dk.len() == 32 => dk,
+                Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
+                    return Err(Error::DecryptionFailed);
+                }
+                Err(e) => return Err(e),
+            };
+            let plaintext = message::decrypt_body(&h, dk.expose_secret())?;
+            let plaintext = SecretBytes::from_zeroizing(plaintext);
+            Ok(Opened {
+                plaintext,
+                context: h.context.clone(),
+                key_id: wrapped.key_id.clone(),
+                key_version: wrapped.version,
+            })
+        })
+    }
+
+    // ---- randomness -------------------------------------------------------
+
+    /// 1 to 1024 random bytes from the ring's generator.
+    pub fn generate_random(&self, len: usize) -> Result<SecretBytes> {
+        self.run(Action::GenerateRandom, Target::Ring, None, |_| {
+            if len == 0 || len > MAX_RANDOM_LEN {
+                return Err(Error::invalid(format!(
+                    "random length must be 1 to {MAX_RANDOM_LEN} bytes"
+                )));
+            }
+            let mut buf = vec![0u8; len];
+            self.inner().rng.fill(&mut buf)?;
+            Ok(SecretBytes::new(buf))
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! # strongroom
+//!
+//! An in-process key management service: what a cloud KMS gives an
+//! application, as a library.
+//!
+//! - **Master keys never leave their backend in plaintext.** A [`KeyBackend`]
+//!   holds them and performs operations with them; nothing in its interface
+//!   returns key bytes.
+//! - **Envelope encryption.** [`Client::seal`] encrypts data of any size under
+//!   a fresh data key, wraps the data key with a master key, commits to it, and
+//!   binds an [`EncryptionContext`]; [`Client::open`] reverses it.
+//! - **Self-describing ciphertexts.** Every blob and message names the key id
+//!   and key version that opens it (see `docs/FORMAT.md`).
+//! - **One pipeline.** Every call is made *as someone* (a [`Principal`],
+//!   through a [`Client`]) and runs through one pipeline: resolve the key,
+//!   authorize, check state and usage, do the work.
+//!
+//! ```
+//! use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
+//!
+//! # fn main() -> Result<(), strongroom::Error> {
+//! let ring = KeyRing::in_memory();
+//! let app = ring.client(Principal::service("billing")?);
+//! app.create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/invoices"))?;
+//!
+//! let ctx = EncryptionContext::new().with("tenant", "acme");
+//! let message = app.seal("alias/invoices", b"invoice #1", &ctx)?;
+//! let opened = app.open(&message, &ctx)?;
+//! assert_eq!(opened.plaintext.expose_secret(), b"invoice #1");
+//!
+//! // Small secrets can be encrypted directly (up to 4096 bytes).
+//! let blob = app.encrypt("alias/invoices", b"api-token", &ctx)?;
+//! assert_eq!(app.decrypt(&blob, &ctx)?.plaintext.expose_secret(), b"api-token");
+//! # Ok(()) }
+//! ```
+//!
+//! ## What is not here yet
+//! Key policies and grants are not implemented: the ring currently allows
+//! every principal every action. Rotation, lifecycle, signing keys, the file
+//! keystore, PKCS#11 and audit are planned (see CHANGELOG.md).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+
+mod action;
+pub mod backend;
+mod clock;
+mod crypto;
+mod envelope;
+mod error;
+pub mod hazmat;
+mod key;
+mod keyring;
+mod principal;
+mod random;
+mod secret;
+pub mod store;
+
+pub use action::Action;
+pub use backend::{KeyBackend, MaterialId, MemoryBackend};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use envelope::{
+    DEFAULT_FRAME_LEN, DataKey, Decrypted, EncryptionContext, MAX_CONTEXT_BYTES, MAX_FRAME_LEN,
+    MAX_PLAINTEXT_LEN, Opened, SealOptions,
+};
+pub use error::{Error, Result};
+pub use key::{
+    Alias, CreateKeyOptions, KeyId, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUsage,
+    KeyVersionInfo, MAX_TAGS, SymmetricAlgorithm,
+};
+pub use keyring::{
+    AliasEntry, Client, KeyRing, KeyRingBuilder, MAX_PAGE_LIMIT, MAX_RANDOM_LEN, Page,
+};
+pub use principal::{Principal, PrincipalKind};
+pub use random::{OsRandom, RandomSource};
+pub use secret::SecretBytes;
+pub use store::{MemoryStore, MetadataStore};
