@@ -41,7 +41,10 @@ fn main() -> Result<(), strongroom::Error> {
 
     // The wrong context is refused with one opaque error.
     let wrong = EncryptionContext::new().with("tenant", "evil");
-    println!("decrypt with the wrong context: {}", app.decrypt(&blob, &wrong).unwrap_err());
+    println!(
+        "decrypt with the wrong context: {}",
+        app.decrypt(&blob, &wrong).unwrap_err()
+    );
 
     // Envelope encryption of 1 MiB: a fresh data key per message.
     let data: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
@@ -60,7 +63,10 @@ fn main() -> Result<(), strongroom::Error> {
     let dk = app.generate_data_key("alias/quickstart", &ctx)?;
     println!("data key: {dk:?}");
     let again = app.decrypt_data_key(dk.ciphertext(), &ctx)?;
-    println!("data key decrypts to the same bytes: {}", again.plaintext() == dk.plaintext());
+    println!(
+        "data key decrypts to the same bytes: {}",
+        again.plaintext() == dk.plaintext()
+    );
 
     println!("rotation: none yet (every ciphertext above names version 1)");
     Ok(())

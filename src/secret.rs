@@ -2,7 +2,7 @@
 
 use std::fmt;
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// Secret bytes of any length (plaintext, data keys, random bytes).
 ///
@@ -63,13 +63,3 @@ impl PartialEq for SecretBytes {
 }
 
 impl Eq for SecretBytes {}
-
-/// 32 bytes of secret key material. Zeroized on drop, redacted in `Debug`.
-#[derive(Zeroize, zeroize::ZeroizeOnDrop)]
-pub(crate) struct Key32(pub(crate) [u8; 32]);
-
-impl fmt::Debug for Key32 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Key32(<redacted>)")
-    }
-}

@@ -1,20 +1,15 @@
 //! The in-memory backend: material lives in process memory, zeroized when
 //! destroyed or dropped, and is lost when the process ends.
 
+use super::material::Material;
 use super::{KeyBackend, MaterialId};
-use crate::crypto::{Cipher, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
-use crate::random::{OsRandom, RandomSource, random_array};
-use crate::secret::{Key32, SecretBytes};
+use crate::random::{OsRandom, RandomSource};
+use crate::secret::SecretBytes;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
-
-/// Material of one key version.
-enum Material {
-    Symmetric(Cipher),
-}
 
 /// Keeps master keys in process memory. The embedded default.
 ///
@@ -38,6 +33,18 @@ impl MemoryBackend {
             rng,
             keys: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Installs material from its raw encoding (used by stores that persist
+    /// material and by key import). Fails if `id` exists.
+    pub(crate) fn insert_raw(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        let material = Material::from_raw(spec, raw)?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if keys.contains_key(id) {
+            return Err(Error::invalid(format!("material {id} already exists")));
+        }
+        keys.insert(id.clone(), Arc::new(material));
+        Ok(())
     }
 
     fn get(&self, id: &MaterialId) -> Result<Arc<Material>> {
@@ -75,41 +82,16 @@ impl KeyBackend for MemoryBackend {
     }
 
     fn generate(&self, id: &MaterialId, spec: KeySpec) -> Result<()> {
-        let material = match spec {
-            KeySpec::Symmetric(alg) => {
-                let key = Key32(random_array(self.rng.as_ref())?);
-                Material::Symmetric(Cipher::new(alg, &key.0))
-            }
-        };
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        if keys.contains_key(id) {
-            return Err(Error::invalid(format!("material {id} already exists")));
-        }
-        keys.insert(id.clone(), Arc::new(material));
-        Ok(())
+        let raw = Material::generate_raw(spec, self.rng.as_ref())?;
+        self.insert_raw(id, spec, &raw)
     }
 
     fn encrypt(&self, id: &MaterialId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let m = self.get(id)?;
-        let Material::Symmetric(cipher) = m.as_ref();
-        let nonce: [u8; NONCE_LEN] = random_array(self.rng.as_ref())?;
-        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
-        out.extend_from_slice(&nonce);
-        cipher.seal_append(&nonce, aad, plaintext, &mut out)?;
-        Ok(out)
+        self.get(id)?.encrypt(self.rng.as_ref(), aad, plaintext)
     }
 
     fn decrypt(&self, id: &MaterialId, aad: &[u8], payload: &[u8]) -> Result<SecretBytes> {
-        let m = self.get(id)?;
-        let Material::Symmetric(cipher) = m.as_ref();
-        if payload.len() < NONCE_LEN + TAG_LEN {
-            return Err(Error::DecryptionFailed);
-        }
-        let (nonce, rest) = payload.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Error::DecryptionFailed)?;
-        let mut out = Vec::with_capacity(rest.len());
-        cipher.open_append(&nonce, aad, rest, &mut out)?;
-        Ok(SecretBytes::new(out))
+        self.get(id)?.decrypt(aad, payload)
     }
 
     fn destroy(&self, id: &MaterialId) -> Result<()> {

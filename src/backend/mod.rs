@@ -8,6 +8,7 @@
 //! Metadata (which keys exist, their versions and state) is not the backend's
 //! business: that is the [`crate::store::MetadataStore`].
 
+pub(crate) mod material;
 mod memory;
 
 pub use memory::MemoryBackend;
@@ -78,4 +79,37 @@ pub trait KeyBackend: Send + Sync + Debug {
 
     /// True if the backend holds material under `id`.
     fn contains(&self, id: &MaterialId) -> Result<bool>;
+
+    // ---- optional capabilities: asymmetric and MAC keys -------------------
+    // Defaulted to `Unsupported`, so a backend implements only what it can.
+
+    /// Signs with private material. For ECDSA P-256 `data` is the SHA-256
+    /// digest (32 bytes; hashing happens outside the backend, as with
+    /// PKCS#11 `CKM_ECDSA`) and the result is the raw `r || s` (64 bytes);
+    /// for Ed25519 `data` is the whole message and the result the 64-byte
+    /// signature.
+    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
+        let _ = data;
+        Err(crate::Error::Unsupported(format!(
+            "backend {} cannot sign with {id}",
+            self.name()
+        )))
+    }
+
+    /// The public key of asymmetric material, as SubjectPublicKeyInfo DER.
+    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
+        Err(crate::Error::Unsupported(format!(
+            "backend {} has no public key for {id}",
+            self.name()
+        )))
+    }
+
+    /// Computes a MAC tag over `message` with MAC material.
+    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
+        let _ = message;
+        Err(crate::Error::Unsupported(format!(
+            "backend {} cannot compute a MAC with {id}",
+            self.name()
+        )))
+    }
 }
