@@ -1,0 +1,304 @@
+//! Key management: create, describe, list, aliases, tags, principals.
+
+use std::collections::BTreeSet;
+use strongroom::{
+    CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, KeyState, KeyUsage, Principal,
+    SymmetricAlgorithm,
+};
+
+fn client() -> strongroom::Client {
+    KeyRing::in_memory().client(Principal::user("alice").unwrap())
+}
+
+#[test]
+fn create_and_describe() {
+    let c = client();
+    let id = c
+        .create_key(
+            KeySpec::Symmetric(SymmetricAlgorithm::ChaCha20Poly1305),
+            CreateKeyOptions::new()
+                .description("payments")
+                .alias("alias/payments")
+                .tag("team", "core"),
+        )
+        .unwrap();
+    assert_eq!(id.as_str().len(), 36);
+    for r in [id.as_str(), "alias/payments"] {
+        let m = c.describe_key(r).unwrap();
+        assert_eq!(m.key_id, id);
+        assert_eq!(
+            m.spec,
+            KeySpec::Symmetric(SymmetricAlgorithm::ChaCha20Poly1305)
+        );
+        assert_eq!(m.usage, KeyUsage::EncryptDecrypt);
+        assert_eq!(m.state, KeyState::Enabled);
+        assert_eq!(m.description, "payments");
+        assert_eq!(m.created_by.to_string(), "user:alice");
+        assert_eq!(m.primary_version, 1);
+        assert_eq!(m.tags.get("team").map(String::as_str), Some("core"));
+    }
+}
+
+#[test]
+fn default_spec_is_aes_gcm_and_usage_is_enforced() {
+    let c = client();
+    let id = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    assert_eq!(
+        c.describe_key(id.as_str()).unwrap().spec,
+        KeySpec::Symmetric(SymmetricAlgorithm::Aes256Gcm)
+    );
+    let err = c
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().usage(KeyUsage::SignVerify),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument(ref m) if m.contains("SIGN_VERIFY")),
+        "{err}"
+    );
+}
+
+#[test]
+fn alias_rules() {
+    let c = client();
+    let id = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let long_ok = format!("alias/{}", "a".repeat(250));
+    assert!(c.create_alias(&long_ok, id.as_str()).is_ok());
+    for bad in [
+        "payments".to_string(),
+        "alias/".to_string(),
+        "alias/has space".to_string(),
+        "alias/ümlaut".to_string(),
+        "alias/semi;colon".to_string(),
+        "Alias/x".to_string(),
+        format!("alias/{}", "a".repeat(251)),
+        "alias/strongroom/managed".to_string(),
+    ] {
+        let err = c.create_alias(&bad, id.as_str()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err}");
+        let err = c
+            .create_key(
+                KeySpec::default(),
+                CreateKeyOptions::new().alias(bad.clone()),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err}");
+    }
+    assert!(c.create_alias("alias/ok:a/b_c-d", id.as_str()).is_ok());
+}
+
+#[test]
+fn alias_lifecycle() {
+    let c = client();
+    let a = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/x"))
+        .unwrap();
+    let b = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    // Duplicate alias: the second key is not created.
+    let before = c.list_keys(100, None).unwrap().items.len();
+    assert!(matches!(
+        c.create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/x")),
+        Err(Error::AliasExists(_))
+    ));
+    assert_eq!(c.list_keys(100, None).unwrap().items.len(), before);
+    assert!(matches!(
+        c.create_alias("alias/x", b.as_str()),
+        Err(Error::AliasExists(_))
+    ));
+
+    let ctx = EncryptionContext::new();
+    let blob = c.encrypt("alias/x", b"1", &ctx).unwrap();
+    assert_eq!(c.decrypt(&blob, &ctx).unwrap().key_id, a);
+    c.update_alias("alias/x", b.as_str()).unwrap();
+    let blob = c.encrypt("alias/x", b"1", &ctx).unwrap();
+    assert_eq!(c.decrypt(&blob, &ctx).unwrap().key_id, b);
+    assert!(matches!(
+        c.update_alias("alias/none", b.as_str()),
+        Err(Error::AliasNotFound(_))
+    ));
+
+    c.create_alias("alias/y", a.as_str()).unwrap();
+    let all = c.list_aliases(None, 100, None).unwrap();
+    assert_eq!(
+        all.items
+            .iter()
+            .map(|e| e.alias.as_str())
+            .collect::<Vec<_>>(),
+        vec!["alias/x", "alias/y"]
+    );
+    let of_a = c.list_aliases(Some(a.as_str()), 100, None).unwrap();
+    assert_eq!(of_a.items.len(), 1);
+    assert_eq!(of_a.items[0].alias.as_str(), "alias/y");
+
+    c.delete_alias("alias/x").unwrap();
+    assert!(matches!(
+        c.delete_alias("alias/x"),
+        Err(Error::AliasNotFound(_))
+    ));
+    assert!(matches!(
+        c.describe_key("alias/x"),
+        Err(Error::AliasNotFound(_))
+    ));
+    // The key stays.
+    assert!(c.describe_key(b.as_str()).is_ok());
+}
+
+#[test]
+fn list_keys_paginates() {
+    let c = client();
+    let mut made = BTreeSet::new();
+    for _ in 0..25 {
+        made.insert(
+            c.create_key(KeySpec::default(), CreateKeyOptions::new())
+                .unwrap(),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    let mut marker: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = c.list_keys(10, marker.as_deref()).unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 10);
+        for k in page.items {
+            assert!(seen.insert(k.key_id));
+        }
+        match page.next_marker {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, made);
+    assert!(matches!(
+        c.list_keys(0, None),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.list_keys(1001, None),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.list_keys(10, Some("alias/x")),
+        Err(Error::InvalidArgument(_))
+    ));
+    let page = c.list_aliases(None, 5, None).unwrap();
+    assert!(page.items.is_empty() && page.next_marker.is_none());
+}
+
+#[test]
+fn tags() {
+    let c = client();
+    let id = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let id = id.as_str();
+    c.tag_key(id, &[("env", "prod"), ("team", "core")]).unwrap();
+    c.tag_key(id, &[("env", "staging")]).unwrap();
+    let t = c.list_tags(id).unwrap();
+    assert_eq!(t.get("env").map(String::as_str), Some("staging"));
+    assert_eq!(t.len(), 2);
+    c.untag_key(id, &["team", "absent"]).unwrap();
+    assert_eq!(c.list_tags(id).unwrap().len(), 1);
+    for (k, v) in [("", "v"), ("strongroom:x", "v"), ("k\n", "v")] {
+        assert!(matches!(
+            c.tag_key(id, &[(k, v)]),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    let long = "v".repeat(257);
+    assert!(matches!(
+        c.tag_key(id, &[("k", &long)]),
+        Err(Error::InvalidArgument(_))
+    ));
+    let many: Vec<(String, String)> = (0..50).map(|i| (format!("k{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let err = c.tag_key(id, &many).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument(ref m) if m.contains("50")),
+        "{err}"
+    );
+    // The failed call changed nothing.
+    assert_eq!(c.list_tags(id).unwrap().len(), 1);
+}
+
+#[test]
+fn principals_parse_and_flow_into_metadata() {
+    for ok in [
+        "user:alice",
+        "service:billing",
+        "role:admin",
+        "user:a.b@example.com",
+    ] {
+        let p: Principal = ok.parse().unwrap();
+        assert_eq!(p.to_string(), ok);
+    }
+    for bad in ["alice", "group:x", "user:", "user:has space", ":x"] {
+        assert!(
+            matches!(bad.parse::<Principal>(), Err(Error::InvalidArgument(_))),
+            "{bad}"
+        );
+    }
+    let ring = KeyRing::in_memory();
+    let svc = ring.client(Principal::service("billing").unwrap());
+    let id = svc
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let alice = ring.client(Principal::user("alice").unwrap());
+    assert_eq!(
+        alice
+            .describe_key(id.as_str())
+            .unwrap()
+            .created_by
+            .to_string(),
+        "service:billing"
+    );
+}
+
+#[test]
+fn key_ids_are_validated() {
+    let c = client();
+    for bad in ["", "has space", "x/y"] {
+        assert!(
+            matches!(c.describe_key(bad), Err(Error::InvalidArgument(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn ring_is_send_sync_and_threads_share_it() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<KeyRing>();
+    assert_send_sync::<strongroom::Client>();
+    let c = client();
+    let id = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let c = c.clone();
+            let id = id.clone();
+            std::thread::spawn(move || {
+                let ctx = EncryptionContext::new().with("t", t.to_string());
+                for i in 0..50u32 {
+                    let m = c.seal(id.as_str(), &i.to_be_bytes(), &ctx).unwrap();
+                    assert_eq!(
+                        c.open(&m, &ctx).unwrap().plaintext.expose_secret(),
+                        i.to_be_bytes()
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
