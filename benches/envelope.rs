@@ -1,1 +1,194 @@
-fn main() {}
+//! Envelope encryption against raw AEAD baselines measured in the same run.
+//!
+//! Run: `cargo bench --bench envelope`, then
+//! `cargo run --release --example bench_report` for the table of ratios.
+//!
+//! Groups (each holds our path and its baseline, same bytes, same run):
+//! - `seal_aes` / `seal_chacha`: `seal` and `open` vs raw AEAD encryption
+//!   and decryption of the same bytes with a pre-built key;
+//! - `direct`: `encrypt`/`decrypt` of 1 KiB vs one raw AEAD call with a
+//!   fresh OS-random nonce; `generate_data_key` vs the composite minimum
+//!   (one OS RNG fill + one AEAD wrap of 32 bytes); `seal` of 1 KiB vs the
+//!   composite minimum of an envelope (RNG fill + wrap + body AEAD);
+//! - `scale`: `encrypt` of 1 KiB with 10 and with 100,000 keys in the ring.
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::Duration;
+use strongroom::{
+    Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal, SymmetricAlgorithm,
+};
+
+const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 1024 * 1024];
+
+fn client_with_key(alg: SymmetricAlgorithm) -> (Client, String) {
+    let ring = KeyRing::in_memory();
+    let c = ring.client(Principal::service("bench").unwrap());
+    let id = c
+        .create_key(KeySpec::Symmetric(alg), CreateKeyOptions::new())
+        .unwrap();
+    (c, id.to_string())
+}
+
+fn raw_seal<A: AeadInOut>(cipher: &A, nonce: &aes_gcm::aead::Nonce<A>, buf: &mut [u8]) {
+    let tag = cipher
+        .encrypt_inout_detached(nonce, b"", buf.into())
+        .unwrap();
+    black_box(tag);
+}
+
+fn seal_group<A: AeadInOut + KeyInit>(c: &mut Criterion, name: &str, alg: SymmetricAlgorithm) {
+    let (client, key) = client_with_key(alg);
+    let ctx = EncryptionContext::new().with("bench", "1");
+    let raw = A::new(&Default::default());
+    let nonce = aes_gcm::aead::Nonce::<A>::default();
+    let mut g = c.benchmark_group(name);
+    for n in SIZES {
+        let data = vec![0x5au8; n];
+        g.throughput(Throughput::Bytes(n as u64));
+        g.bench_with_input(BenchmarkId::new("seal", n), &data, |b, d| {
+            b.iter(|| black_box(client.seal(&key, d, &ctx).unwrap()))
+        });
+        let msg = client.seal(&key, &data, &ctx).unwrap();
+        g.bench_with_input(BenchmarkId::new("open", n), &msg, |b, m| {
+            b.iter(|| black_box(client.open(m, &ctx).unwrap()))
+        });
+        g.bench_with_input(BenchmarkId::new("raw_encrypt", n), &data, |b, d| {
+            b.iter(|| {
+                let mut buf = d.clone();
+                raw_seal(&raw, &nonce, &mut buf);
+                black_box(buf)
+            })
+        });
+        let mut ct = data.clone();
+        let tag = raw
+            .encrypt_inout_detached(&nonce, b"", ct.as_mut_slice().into())
+            .unwrap();
+        g.bench_with_input(BenchmarkId::new("raw_decrypt", n), &ct, |b, ct| {
+            b.iter(|| {
+                let mut buf = ct.clone();
+                raw.decrypt_inout_detached(&nonce, b"", buf.as_mut_slice().into(), &tag)
+                    .unwrap();
+                black_box(buf)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn seal_aes(c: &mut Criterion) {
+    seal_group::<aes_gcm::Aes256Gcm>(c, "seal_aes", SymmetricAlgorithm::Aes256Gcm);
+}
+
+fn seal_chacha(c: &mut Criterion) {
+    seal_group::<chacha20poly1305::ChaCha20Poly1305>(
+        c,
+        "seal_chacha",
+        SymmetricAlgorithm::ChaCha20Poly1305,
+    );
+}
+
+fn direct(c: &mut Criterion) {
+    let (client, key) = client_with_key(SymmetricAlgorithm::Aes256Gcm);
+    let ctx = EncryptionContext::new().with("bench", "1");
+    let raw = aes_gcm::Aes256Gcm::new(&Default::default());
+    let data = vec![0x5au8; 1024];
+    let mut g = c.benchmark_group("direct");
+
+    // Composite minimum of one AEAD call: a fresh OS-random nonce + AEAD.
+    g.bench_function("raw_aead_1k", |b| {
+        b.iter(|| {
+            let mut nonce = [0u8; 12];
+            getrandom::fill(&mut nonce).unwrap();
+            let mut buf = data.clone();
+            raw_seal(&raw, &nonce.into(), &mut buf);
+            black_box(buf)
+        })
+    });
+    g.bench_function("encrypt_1k", |b| {
+        b.iter(|| black_box(client.encrypt(&key, &data, &ctx).unwrap()))
+    });
+    let blob = client.encrypt(&key, &data, &ctx).unwrap();
+    g.bench_function("decrypt_1k", |b| {
+        b.iter(|| black_box(client.decrypt(&blob, &ctx).unwrap()))
+    });
+
+    // Composite minimum of a data key: one RNG fill (key + nonce) + one wrap.
+    g.bench_function("composite_data_key", |b| {
+        b.iter(|| {
+            let mut rnd = [0u8; 44];
+            getrandom::fill(&mut rnd).unwrap();
+            let (dk, nonce) = rnd.split_at(32);
+            let mut buf = dk.to_vec();
+            raw_seal(&raw, &<[u8; 12]>::try_from(nonce).unwrap().into(), &mut buf);
+            black_box(buf)
+        })
+    });
+    g.bench_function("generate_data_key", |b| {
+        b.iter(|| black_box(client.generate_data_key(&key, &ctx).unwrap()))
+    });
+
+    // Composite minimum of an envelope of 1 KiB: one RNG fill, a wrap of the
+    // data key, and the AEAD of the body under the data key.
+    g.bench_function("composite_seal_1k", |b| {
+        b.iter(|| {
+            let mut rnd = [0u8; 44];
+            getrandom::fill(&mut rnd).unwrap();
+            let (dk, nonce) = rnd.split_at(32);
+            let nonce: [u8; 12] = nonce.try_into().unwrap();
+            let mut wrapped = dk.to_vec();
+            raw_seal(&raw, &nonce.into(), &mut wrapped);
+            let body_cipher = aes_gcm::Aes256Gcm::new_from_slice(dk).unwrap();
+            let mut buf = data.clone();
+            raw_seal(&body_cipher, &nonce.into(), &mut buf);
+            black_box((wrapped, buf))
+        })
+    });
+    g.bench_function("seal_1k", |b| {
+        b.iter(|| black_box(client.seal(&key, &data, &ctx).unwrap()))
+    });
+    g.finish();
+}
+
+fn scale(c: &mut Criterion) {
+    let ctx = EncryptionContext::new().with("bench", "1");
+    let data = vec![0x5au8; 1024];
+    let mut g = c.benchmark_group("scale");
+    for n in [10usize, 100_000] {
+        let ring = KeyRing::in_memory();
+        let client = ring.client(Principal::service("bench").unwrap());
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(
+                client
+                    .create_key(KeySpec::default(), CreateKeyOptions::new())
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        // Spread calls over all keys so lookups are not all cache-hot.
+        let mut i = 0usize;
+        g.bench_function(BenchmarkId::new("encrypt_1k_keys", n), |b| {
+            b.iter(|| {
+                i = (i + 7919) % ids.len();
+                black_box(client.encrypt(&ids[i], &data, &ctx).unwrap())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = seal_aes, seal_chacha, direct, scale
+}
+criterion_main!(benches);

@@ -378,7 +378,7 @@ fn debug_output_shows_no_key_bytes() {
         assert!(!d.contains(&format!("{secret:?}")), "{d}");
         for w in secret.windows(4) {
             assert!(
-                !d.contains(&format!("{w:?}").trim_matches(['[', ']'])),
+                !d.contains(format!("{w:?}").trim_matches(['[', ']'])),
                 "{d}"
             );
         }

@@ -93,7 +93,9 @@ fn blob_inputs() -> Vec<(&'static str, BTreeMap<String, String>, Vec<u8>)> {
     ]
 }
 
-fn message_inputs() -> Vec<(&'static str, BTreeMap<String, String>, u32, Vec<u8>)> {
+type MessageInput = (&'static str, BTreeMap<String, String>, u32, Vec<u8>);
+
+fn message_inputs() -> Vec<MessageInput> {
     let ctx = |p: &[(&str, &str)]| {
         p.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

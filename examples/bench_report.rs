@@ -1,0 +1,99 @@
+//! Prints one table of ratios (ours / baseline) from the last criterion run.
+//!
+//! Run `cargo bench --bench envelope` first, then
+//! `cargo run --release --example bench_report`.
+//!
+//! For throughput rows the ratio is our throughput over the baseline's
+//! (higher is better, 1.00 = as fast as raw AEAD). For latency rows it is
+//! baseline time over our time, i.e. the same "fraction of baseline speed".
+
+use std::path::{Path, PathBuf};
+
+fn mean_ns(root: &Path, group: &str, id: &str) -> Option<f64> {
+    let path: PathBuf = root.join(group).join(id).join("new").join("estimates.json");
+    let text = std::fs::read_to_string(&path).ok()?;
+    // Minimal extraction of "mean":{..."point_estimate":X: avoids a JSON
+    // dependency in the library for an example.
+    let mean = text.find("\"mean\"")?;
+    let rest = &text[mean..];
+    let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+    let rest = &rest[pe..];
+    let end = rest.find([',', '}'])?;
+    rest[..end].trim().parse().ok()
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
+    let sizes = [64usize, 1024, 16384, 1048576];
+    let mut rows: Vec<(String, Option<f64>, Option<f64>, &str)> = Vec::new();
+    for (group, aead) in [
+        ("seal_aes", "AES-256-GCM"),
+        ("seal_chacha", "ChaCha20-Poly1305"),
+    ] {
+        for n in sizes {
+            let target = if n == 1048576 { "≥ 0.90" } else { "" };
+            rows.push((
+                format!("seal {n} B vs raw {aead} encrypt"),
+                mean_ns(&root, group, &format!("seal/{n}")),
+                mean_ns(&root, group, &format!("raw_encrypt/{n}")),
+                target,
+            ));
+            rows.push((
+                format!("open {n} B vs raw {aead} decrypt"),
+                mean_ns(&root, group, &format!("open/{n}")),
+                mean_ns(&root, group, &format!("raw_decrypt/{n}")),
+                target,
+            ));
+        }
+    }
+    let d = |id: &str| mean_ns(&root, "direct", id);
+    rows.push((
+        "encrypt 1 KiB vs RNG nonce + AEAD".into(),
+        d("encrypt_1k"),
+        d("raw_aead_1k"),
+        "",
+    ));
+    rows.push((
+        "decrypt 1 KiB vs RNG nonce + AEAD".into(),
+        d("decrypt_1k"),
+        d("raw_aead_1k"),
+        "",
+    ));
+    rows.push((
+        "generate_data_key vs RNG fill + wrap".into(),
+        d("generate_data_key"),
+        d("composite_data_key"),
+        "",
+    ));
+    rows.push((
+        "seal 1 KiB vs RNG fill + wrap + body AEAD".into(),
+        d("seal_1k"),
+        d("composite_seal_1k"),
+        "≥ 0.70",
+    ));
+    rows.push((
+        "encrypt 1 KiB: 100,000 keys vs 10 keys".into(),
+        mean_ns(&root, "scale", "encrypt_1k_keys/100000"),
+        mean_ns(&root, "scale", "encrypt_1k_keys/10"),
+        "≥ 0.83 (≤ 1.2× latency)",
+    ));
+
+    println!(
+        "{:<48} {:>12} {:>12} {:>7}  target",
+        "comparison", "ours (µs)", "base (µs)", "ratio"
+    );
+    for (name, ours, base, target) in rows {
+        match (ours, base) {
+            (Some(o), Some(b)) => println!(
+                "{name:<48} {:>12.2} {:>12.2} {:>7.2}  {target}",
+                o / 1000.0,
+                b / 1000.0,
+                b / o
+            ),
+            _ => println!(
+                "{name:<48} {:>12} {:>12} {:>7}  (not measured)",
+                "-", "-", "-"
+            ),
+        }
+    }
+}
