@@ -101,15 +101,20 @@ impl Cipher {
     }
 }
 
-/// HKDF-SHA256 extract-and-expand into a fixed-size array.
-pub(crate) fn hkdf_sha256<const N: usize>(
+/// HKDF-SHA256: one extract, then one expand per info, each into 32 bytes.
+/// Extracting once keeps the SHA-256 work of a message's key derivation to
+/// the minimum (this CPU class often lacks SHA extensions).
+pub(crate) fn hkdf_sha256_pair(
     salt: &[u8],
     ikm: &[u8],
-    info: &[&[u8]],
-) -> Result<[u8; N]> {
+    info_a: &[&[u8]],
+    info_b: &[&[u8]],
+) -> Result<(zeroize::Zeroizing<[u8; 32]>, zeroize::Zeroizing<[u8; 32]>)> {
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm);
-    let mut out = [0u8; N];
-    hk.expand_multi_info(info, &mut out)
+    let mut a = zeroize::Zeroizing::new([0u8; 32]);
+    let mut b = zeroize::Zeroizing::new([0u8; 32]);
+    hk.expand_multi_info(info_a, a.as_mut_slice())
+        .and_then(|_| hk.expand_multi_info(info_b, b.as_mut_slice()))
         .map_err(|_| Error::invalid("HKDF output length out of range"))?;
-    Ok(out)
+    Ok((a, b))
 }

@@ -49,3 +49,107 @@ impl RandomSource for InsecureSeededRandom {
         Ok(())
     }
 }
+
+/// Entry points for the fuzz targets under `fuzz/` and for the regression
+/// test that replays their seeds and crashes (`tests/fuzz_regressions.rs`).
+///
+/// Each takes arbitrary bytes and must never panic. They run against a ring
+/// built with [`InsecureSeededRandom`] from the seed of the frozen format
+/// vectors, so it holds the real master keys that the vectors (the fuzz
+/// seeds) name, and mutated inputs reach authentication and framing code,
+/// not just key lookup.
+pub mod fuzzing {
+    use super::InsecureSeededRandom;
+    use crate::{
+        Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal,
+        SymmetricAlgorithm,
+    };
+    use std::sync::{Arc, OnceLock};
+
+    /// The seed of `tests/vectors/format-v1.json`.
+    pub const VECTOR_SEED: [u8; 32] = *b"strongroom format vectors seed 1";
+
+    fn client() -> Option<&'static Client> {
+        static CLIENT: OnceLock<Option<Client>> = OnceLock::new();
+        CLIENT
+            .get_or_init(|| {
+                let ring = KeyRing::builder()
+                    .random(Arc::new(InsecureSeededRandom::new(VECTOR_SEED)))
+                    .build();
+                let c = ring.client(Principal::service("vectors").ok()?);
+                for (alias, alg) in [
+                    ("alias/vectors-aes", SymmetricAlgorithm::Aes256Gcm),
+                    ("alias/vectors-chacha", SymmetricAlgorithm::ChaCha20Poly1305),
+                ] {
+                    c.create_key(
+                        KeySpec::Symmetric(alg),
+                        CreateKeyOptions::new().alias(alias),
+                    )
+                    .ok()?;
+                }
+                Some(c)
+            })
+            .as_ref()
+    }
+
+    /// Splits an input into a context (first byte = length of a canonical
+    /// context encoding) and the rest.
+    fn split_context(data: &[u8]) -> (EncryptionContext, &[u8]) {
+        let Some((&n, rest)) = data.split_first() else {
+            return (EncryptionContext::new(), data);
+        };
+        let n = (n as usize).min(rest.len());
+        let ctx = EncryptionContext::from_canonical_bytes(&rest[..n]).unwrap_or_default();
+        (ctx, &rest[n..])
+    }
+
+    /// `decrypt` of arbitrary bytes, with the empty context and with the
+    /// context of the second blob vector.
+    pub fn decrypt_blob(data: &[u8]) {
+        if let Some(c) = client() {
+            let _ = c.decrypt(data, &EncryptionContext::new());
+            let ctx = EncryptionContext::new()
+                .with("app", "billing")
+                .with("tenant", "acme");
+            if let Ok(d) = c.decrypt(data, &ctx) {
+                // Anything that authenticates must re-encrypt and decrypt.
+                let again = c.encrypt(d.key_id.as_str(), d.plaintext.expose_secret(), &ctx);
+                assert!(again.is_ok_and(|b| c.decrypt(&b, &ctx).is_ok()));
+            }
+        }
+    }
+
+    /// `open` of arbitrary bytes, with the stored context of every vector.
+    pub fn open_message(data: &[u8]) {
+        if let Some(c) = client() {
+            for ctx in [
+                EncryptionContext::new(),
+                EncryptionContext::new().with("tenant", "acme"),
+                EncryptionContext::new().with("a", "1").with("b", "2"),
+                EncryptionContext::new().with("tenant", "zeta"),
+            ] {
+                if let Ok(o) = c.open(data, &ctx) {
+                    assert_eq!(o.context, ctx);
+                }
+            }
+        }
+    }
+
+    /// `open_requiring` with a required context taken from the input.
+    pub fn open_requiring(data: &[u8]) {
+        let (required, msg) = split_context(data);
+        if let Some(c) = client()
+            && let Ok(o) = c.open_requiring(msg, &required)
+        {
+            assert!(o.context.contains_all(&required));
+        }
+    }
+
+    /// Canonical context decoding: whatever decodes must re-encode to the
+    /// same bytes.
+    pub fn context(data: &[u8]) {
+        if let Ok(ctx) = EncryptionContext::from_canonical_bytes(data) {
+            assert_eq!(ctx.canonical_bytes().ok().as_deref(), Some(data));
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The envelope message (docs/FORMAT.md, "Envelope message").
 
 use super::{EncryptionContext, MAGIC, Reader};
-use crate::crypto::{Cipher, NONCE_LEN, TAG_LEN, hkdf_sha256};
+use crate::crypto::{Cipher, NONCE_LEN, TAG_LEN, hkdf_sha256_pair};
 use crate::error::{Error, Result};
 use crate::key::SymmetricAlgorithm;
 use subtle::ConstantTimeEq;
@@ -82,16 +82,12 @@ pub(crate) fn derive(
     data_key: &[u8],
 ) -> Result<Derived> {
     let sid = [suite.suite_id()];
-    let body_key = Zeroizing::new(hkdf_sha256::<32>(
+    let (body_key, commitment) = hkdf_sha256_pair(
         message_id,
         data_key,
         &[LABEL_BODY_KEY, &sid],
-    )?);
-    let commitment = Zeroizing::new(hkdf_sha256::<32>(
-        message_id,
-        data_key,
         &[LABEL_COMMIT, &sid],
-    )?);
+    )?;
     Ok(Derived {
         cipher: Cipher::new(suite, &body_key),
         commitment,

@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""Writes fuzz seed corpora from the frozen format vectors.
+
+Run from the repository root: python3 fuzz/make_seeds.py
+"""
+import json, os, struct
+
+v = json.load(open("tests/vectors/format-v1.json"))
+
+def ctx_bytes(ctx):
+    out = struct.pack(">H", len(ctx))
+    for k in sorted(ctx, key=lambda s: s.encode()):
+        kb, vb = k.encode(), ctx[k].encode()
+        out += struct.pack(">H", len(kb)) + kb + struct.pack(">H", len(vb)) + vb
+    return out
+
+def write(target, name, data):
+    d = os.path.join("fuzz", "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, name), "wb").write(data)
+
+for i, b in enumerate(v["blobs"]):
+    write("blob", f"vector-{i}", bytes.fromhex(b["ciphertext_hex"]))
+    write("context", f"blob-{i}", ctx_bytes(b["context"]))
+for i, m in enumerate(v["messages"]):
+    msg = bytes.fromhex(m["message_hex"])
+    write("message", f"vector-{i}", msg)
+    c = ctx_bytes(m["context"])
+    write("open_requiring", f"vector-{i}", bytes([len(c)]) + c + msg)
+    write("context", f"message-{i}", c)
