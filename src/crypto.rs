@@ -101,6 +101,9 @@ impl Cipher {
     }
 }
 
+/// 32 secret bytes, zeroized on drop.
+pub(crate) type Secret32 = zeroize::Zeroizing<[u8; 32]>;
+
 /// HKDF-SHA256: one extract, then one expand per info, each into 32 bytes.
 /// Extracting once keeps the SHA-256 work of a message's key derivation to
 /// the minimum (this CPU class often lacks SHA extensions).
@@ -109,7 +112,7 @@ pub(crate) fn hkdf_sha256_pair(
     ikm: &[u8],
     info_a: &[&[u8]],
     info_b: &[&[u8]],
-) -> Result<(zeroize::Zeroizing<[u8; 32]>, zeroize::Zeroizing<[u8; 32]>)> {
+) -> Result<(Secret32, Secret32)> {
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm);
     let mut a = zeroize::Zeroizing::new([0u8; 32]);
     let mut b = zeroize::Zeroizing::new([0u8; 32]);
