@@ -25,6 +25,7 @@ for i, b in enumerate(v["blobs"]):
 for i, m in enumerate(v["messages"]):
     msg = bytes.fromhex(m["message_hex"])
     write("message", f"vector-{i}", msg)
+    write("stream", f"vector-{i}", msg)
     c = ctx_bytes(m["context"])
     write("open_requiring", f"vector-{i}", bytes([len(c)]) + c + msg)
     write("context", f"message-{i}", c)

@@ -135,6 +135,22 @@ pub mod fuzzing {
         }
     }
 
+    /// `open_reader` (streaming) of arbitrary bytes, read to the end.
+    pub fn open_stream(data: &[u8]) {
+        use std::io::Read;
+        if let Some(c) = client() {
+            let ctx = EncryptionContext::new().with("tenant", "acme");
+            if let Ok(mut r) = c.open_reader(data, &ctx) {
+                let mut out = Vec::new();
+                if r.read_to_end(&mut out).is_ok() {
+                    // A stream that reads to the end must open in memory too.
+                    let whole = c.open(data, &ctx);
+                    assert!(whole.is_ok_and(|o| o.plaintext.expose_secret() == out.as_slice()));
+                }
+            }
+        }
+    }
+
     /// `open_requiring` with a required context taken from the input.
     pub fn open_requiring(data: &[u8]) {
         let (required, msg) = split_context(data);

@@ -61,7 +61,7 @@ pub use backend::{KeyBackend, MaterialId, MemoryBackend};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use envelope::{
     DEFAULT_FRAME_LEN, DataKey, Decrypted, EncryptionContext, MAX_CONTEXT_BYTES, MAX_FRAME_LEN,
-    MAX_PLAINTEXT_LEN, Opened, SealOptions,
+    MAX_PLAINTEXT_LEN, OpenReader, Opened, SealOptions, SealWriter,
 };
 pub use error::{Error, Result};
 pub use key::{

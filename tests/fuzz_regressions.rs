@@ -45,6 +45,11 @@ fn message_seeds_and_regressions() {
 }
 
 #[test]
+fn stream_seeds_and_regressions() {
+    assert!(replay("stream", fuzzing::open_stream) >= 4);
+}
+
+#[test]
 fn open_requiring_seeds_and_regressions() {
     assert!(replay("open_requiring", fuzzing::open_requiring) >= 4);
 }

@@ -176,31 +176,96 @@ pub(crate) fn encrypt_body(
         header.len() + TAG_LEN + n_regular * (4 + f + TAG_LEN) + (4 + 4 + 4 + final_len + TAG_LEN);
     header.reserve_exact(total - header.len());
     let mut out = header;
-    // Header tag: AEAD over the empty string with the header as AAD, nonce 0.
-    let mut tag = Vec::with_capacity(TAG_LEN);
-    derived
-        .cipher
-        .seal_append(&nonce_for(0), &out, &[], &mut tag)?;
+    let tag = header_tag(derived, &out)?;
     out.extend_from_slice(&tag);
     let mut seq: u32 = 1;
     for chunk in data[..n_regular * f].chunks_exact(f) {
-        out.extend_from_slice(&seq.to_be_bytes());
-        let aad = frame_aad(message_id, false, seq, f as u64);
-        derived
-            .cipher
-            .seal_append(&nonce_for(seq), &aad, chunk, &mut out)?;
+        seal_frame(derived, message_id, seq, false, chunk, &mut out)?;
         seq += 1;
     }
-    let last = &data[n_regular * f..];
-    out.extend_from_slice(&FINAL_MARKER.to_be_bytes());
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(&(last.len() as u32).to_be_bytes());
-    let aad = frame_aad(message_id, true, seq, last.len() as u64);
-    derived
-        .cipher
-        .seal_append(&nonce_for(seq), &aad, last, &mut out)?;
+    seal_frame(
+        derived,
+        message_id,
+        seq,
+        true,
+        &data[n_regular * f..],
+        &mut out,
+    )?;
     Ok(out)
 }
+
+/// The header tag: AEAD of the empty string under the body key, nonce 0,
+/// with every header byte before the tag as associated data.
+pub(crate) fn header_tag(derived: &Derived, header: &[u8]) -> Result<[u8; TAG_LEN]> {
+    let mut tag = Vec::with_capacity(TAG_LEN);
+    derived
+        .cipher
+        .seal_append(&nonce_for(0), header, &[], &mut tag)?;
+    tag.try_into()
+        .map_err(|_| Error::invalid("AEAD produced a tag of the wrong length"))
+}
+
+/// Appends one frame (regular or final) holding `chunk` to `out`.
+pub(crate) fn seal_frame(
+    derived: &Derived,
+    message_id: &[u8; MESSAGE_ID_LEN],
+    seq: u32,
+    is_final: bool,
+    chunk: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    // Regular frames 1..=2^32-3, the final frame at most 2^32-2 (readers
+    // enforce the same bounds).
+    let max = if is_final {
+        FINAL_MARKER - 1
+    } else {
+        FINAL_MARKER - 2
+    };
+    if seq == 0 || seq > max {
+        return Err(Error::invalid("too many frames: use a larger frame length"));
+    }
+    let len = u32::try_from(chunk.len()).map_err(|_| Error::invalid("frame too large"))?;
+    if is_final {
+        out.extend_from_slice(&FINAL_MARKER.to_be_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
+    let aad = frame_aad(message_id, is_final, seq, u64::from(len));
+    derived
+        .cipher
+        .seal_append(&nonce_for(seq), &aad, chunk, out)
+}
+
+/// Decrypts one frame's `ciphertext || tag`, appending the plaintext to `out`.
+pub(crate) fn open_frame(
+    derived: &Derived,
+    message_id: &[u8; MESSAGE_ID_LEN],
+    seq: u32,
+    is_final: bool,
+    ct_and_tag: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let len = ct_and_tag
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(Error::DecryptionFailed)? as u64;
+    let aad = frame_aad(message_id, is_final, seq, len);
+    derived
+        .cipher
+        .open_append(&nonce_for(seq), &aad, ct_and_tag, out)
+}
+
+/// The final-frame marker.
+pub(crate) const FINAL: u32 = FINAL_MARKER;
+
+/// Tag length, for the streaming module.
+pub(crate) const TAG_LEN_PUB: usize = TAG_LEN;
+
+/// Largest wrapped-key entry a reader accepts: a ciphertext blob with a
+/// 255-byte key id holding at most 4096 bytes.
+pub(crate) const MAX_WRAPPED_LEN: usize = 6 + 255 + 4 + 12 + 4096 + 16;
 
 /// Parses the header. Malformed input is the opaque decryption error.
 pub(crate) fn parse_header(msg: &[u8]) -> Result<MessageHeader<'_>> {
@@ -246,8 +311,9 @@ pub(crate) fn parse_header(msg: &[u8]) -> Result<MessageHeader<'_>> {
     })
 }
 
-/// Checks the commitment and header tag, then decrypts every frame.
-pub(crate) fn decrypt_body(h: &MessageHeader<'_>, data_key: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+/// Recomputes the commitment from the data key (constant-time compare) and
+/// verifies the header tag; returns the body cipher.
+pub(crate) fn verify_header(h: &MessageHeader<'_>, data_key: &[u8]) -> Result<Derived> {
     let derived = derive(h.suite, &h.message_id, data_key)?;
     if !bool::from(derived.commitment.ct_eq(&h.commitment)) {
         return Err(Error::DecryptionFailed);
@@ -256,6 +322,14 @@ pub(crate) fn decrypt_body(h: &MessageHeader<'_>, data_key: &[u8]) -> Result<Zer
     derived
         .cipher
         .open_append(&nonce_for(0), h.authenticated, &h.header_tag, &mut scratch)?;
+    Ok(derived)
+}
+
+/// Decrypts every frame of an in-memory body.
+pub(crate) fn decrypt_frames(
+    h: &MessageHeader<'_>,
+    derived: &Derived,
+) -> Result<Zeroizing<Vec<u8>>> {
     let f = h.frame_len as usize;
     // Capacity fixed up front: plaintext is never reallocated (and so never
     // left behind unzeroized).
@@ -271,20 +345,14 @@ pub(crate) fn decrypt_body(h: &MessageHeader<'_>, data_key: &[u8]) -> Result<Zer
                 return Err(Error::DecryptionFailed);
             }
             let ct = r.take(len as usize + TAG_LEN)?;
-            let aad = frame_aad(&h.message_id, true, seq, u64::from(len));
-            derived
-                .cipher
-                .open_append(&nonce_for(seq), &aad, ct, &mut out)?;
+            open_frame(derived, &h.message_id, seq, true, ct, &mut out)?;
             break;
         }
         if marker != expected || expected >= FINAL_MARKER - 1 {
             return Err(Error::DecryptionFailed);
         }
         let ct = r.take(f + TAG_LEN)?;
-        let aad = frame_aad(&h.message_id, false, marker, f as u64);
-        derived
-            .cipher
-            .open_append(&nonce_for(marker), &aad, ct, &mut out)?;
+        open_frame(derived, &h.message_id, marker, false, ct, &mut out)?;
         expected += 1;
     }
     if !r.is_empty() {

@@ -6,6 +6,8 @@ use crate::backend::{KeyBackend, MaterialId, MemoryBackend};
 use crate::clock::{Clock, SystemClock};
 use crate::envelope::blob::{self, BlobHeader};
 use crate::envelope::message;
+
+mod stream;
 use crate::envelope::{
     DataKey, Decrypted, EncryptionContext, MAX_PLAINTEXT_LEN, Opened, SealOptions,
 };
@@ -183,7 +185,7 @@ enum Target<'a> {
 
 /// How `open` checks the caller's context against the message's.
 #[derive(Clone, Copy)]
-enum ContextMatch {
+pub(crate) enum ContextMatch {
     Exact,
     Contains,
 }
@@ -789,6 +791,21 @@ impl Client {
         context: &EncryptionContext,
         options: SealOptions,
     ) -> Result<Vec<u8>> {
+        self.begin_message(key, context, options, |header, derived, message_id| {
+            message::encrypt_body(header, &derived, &message_id, options.frame_len, data)
+        })
+    }
+
+    /// Runs the pipeline for a new message (action `GenerateDataKey`): a fresh
+    /// data key wrapped by `key`, a fresh message id, the derived body cipher
+    /// and the header up to the commitment, handed to `then`.
+    pub(crate) fn begin_message<T>(
+        &self,
+        key: &str,
+        context: &EncryptionContext,
+        options: SealOptions,
+        then: impl FnOnce(Vec<u8>, message::Derived, [u8; message::MESSAGE_ID_LEN]) -> Result<T>,
+    ) -> Result<T> {
         self.run(
             Action::GenerateDataKey,
             Target::Ref(key),
@@ -796,6 +813,12 @@ impl Client {
             |m| {
                 let meta = need(m)?;
                 let inner = self.inner();
+                if options.frame_len == 0 || options.frame_len > crate::MAX_FRAME_LEN {
+                    return Err(Error::invalid(format!(
+                        "frame length must be 1 to {} bytes",
+                        crate::MAX_FRAME_LEN
+                    )));
+                }
                 let ctx = context.canonical_bytes()?;
                 let suite = symmetric(meta)?;
                 let dk = inner.random_key()?;
@@ -810,7 +833,7 @@ impl Client {
                     &[wrapped],
                     &derived.commitment,
                 )?;
-                message::encrypt_body(header, &derived, &message_id, options.frame_len, data)
+                then(header, derived, message_id)
             },
         )
     }
@@ -834,8 +857,30 @@ impl Client {
         context: &EncryptionContext,
         mode: ContextMatch,
     ) -> Result<Opened> {
-        let inner = self.inner();
         let header = message::parse_header(msg);
+        self.with_message_key(header, context, mode, |h, derived, key_id, key_version| {
+            let plaintext = message::decrypt_frames(h, &derived)?;
+            Ok(Opened {
+                plaintext: SecretBytes::from_zeroizing(plaintext),
+                context: h.context.clone(),
+                key_id,
+                key_version,
+            })
+        })
+    }
+
+    /// Runs the pipeline for opening a message (action `Decrypt` on the key of
+    /// the first wrapped key this ring holds): checks the caller's context,
+    /// unwraps the data key, verifies commitment and header tag, then hands
+    /// the body cipher to `then`.
+    pub(crate) fn with_message_key<T>(
+        &self,
+        header: Result<message::MessageHeader<'_>>,
+        context: &EncryptionContext,
+        mode: ContextMatch,
+        then: impl FnOnce(&message::MessageHeader<'_>, message::Derived, KeyId, u32) -> Result<T>,
+    ) -> Result<T> {
+        let inner = self.inner();
         // Pick the first wrapped key whose master key this ring holds.
         let chosen = header.as_ref().map_err(Clone::clone).and_then(|h| {
             h.wrapped_keys
@@ -871,14 +916,8 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            let plaintext = message::decrypt_body(&h, dk.expose_secret())?;
-            let plaintext = SecretBytes::from_zeroizing(plaintext);
-            Ok(Opened {
-                plaintext,
-                context: h.context.clone(),
-                key_id: wrapped.key_id.clone(),
-                key_version: wrapped.version,
-            })
+            let derived = message::verify_header(&h, dk.expose_secret())?;
+            then(&h, derived, wrapped.key_id.clone(), wrapped.version)
         })
     }
 
