@@ -68,6 +68,22 @@ fn main() -> Result<(), strongroom::Error> {
         again.plaintext() == dk.plaintext()
     );
 
-    println!("rotation: none yet (every ciphertext above names version 1)");
+    // Rotation: a new version encrypts; old ciphertexts name their version
+    // and keep opening.
+    let v2 = app.rotate_now("alias/quickstart")?;
+    let new_blob = app.encrypt("alias/quickstart", b"rotated secret", &ctx)?;
+    let old = app.decrypt(&blob, &ctx)?;
+    let new = app.decrypt(&new_blob, &ctx)?;
+    println!(
+        "rotated to version {v2}: the old blob still opens with v{}, the new one uses v{}",
+        old.key_version, new.key_version
+    );
+    let moved = app.re_encrypt(&blob, &ctx, "alias/quickstart", &ctx)?;
+    println!("re_encrypt moved the old blob to {:?}", strongroom::inspect(&moved)?);
+    let schedule = app.enable_rotation("alias/quickstart", None)?;
+    println!(
+        "automatic rotation every {} days, next at {}",
+        schedule.period_days, schedule.next_rotation
+    );
     Ok(())
 }

@@ -47,6 +47,26 @@ pub enum Action {
     GenerateDataKeyWithoutPlaintext,
     /// Draw random bytes from the ring's generator.
     GenerateRandom,
+    /// Enable a disabled key.
+    EnableKey,
+    /// Disable a key: it refuses every cryptographic operation.
+    DisableKey,
+    /// Schedule a key's deletion after a 7 to 30 day window.
+    ScheduleKeyDeletion,
+    /// Cancel a scheduled deletion (the key becomes Disabled).
+    CancelKeyDeletion,
+    /// Turn on automatic rotation.
+    EnableKeyRotation,
+    /// Turn off automatic rotation.
+    DisableKeyRotation,
+    /// Read the rotation schedule.
+    GetKeyRotationStatus,
+    /// Rotate now.
+    RotateKeyOnDemand,
+    /// List a key's rotations.
+    ListKeyRotations,
+    /// Set the minimum decryption and encryption versions.
+    UpdateKeyVersionFloors,
 }
 
 impl Action {
@@ -69,6 +89,16 @@ impl Action {
         Action::GenerateDataKey,
         Action::GenerateDataKeyWithoutPlaintext,
         Action::GenerateRandom,
+        Action::EnableKey,
+        Action::DisableKey,
+        Action::ScheduleKeyDeletion,
+        Action::CancelKeyDeletion,
+        Action::EnableKeyRotation,
+        Action::DisableKeyRotation,
+        Action::GetKeyRotationStatus,
+        Action::RotateKeyOnDemand,
+        Action::ListKeyRotations,
+        Action::UpdateKeyVersionFloors,
     ];
 
     /// The action's name, as written in policies: `strongroom:Encrypt`.
@@ -91,6 +121,16 @@ impl Action {
             Action::GenerateDataKey => "strongroom:GenerateDataKey",
             Action::GenerateDataKeyWithoutPlaintext => "strongroom:GenerateDataKeyWithoutPlaintext",
             Action::GenerateRandom => "strongroom:GenerateRandom",
+            Action::EnableKey => "strongroom:EnableKey",
+            Action::DisableKey => "strongroom:DisableKey",
+            Action::ScheduleKeyDeletion => "strongroom:ScheduleKeyDeletion",
+            Action::CancelKeyDeletion => "strongroom:CancelKeyDeletion",
+            Action::EnableKeyRotation => "strongroom:EnableKeyRotation",
+            Action::DisableKeyRotation => "strongroom:DisableKeyRotation",
+            Action::GetKeyRotationStatus => "strongroom:GetKeyRotationStatus",
+            Action::RotateKeyOnDemand => "strongroom:RotateKeyOnDemand",
+            Action::ListKeyRotations => "strongroom:ListKeyRotations",
+            Action::UpdateKeyVersionFloors => "strongroom:UpdateKeyVersionFloors",
         }
     }
 }

@@ -98,6 +98,19 @@ pub enum Error {
     /// A failure inside a backend or store that is none of the above.
     #[error("backend error: {0}")]
     Other(Arc<dyn std::error::Error + Send + Sync>),
+
+    /// The ciphertext was made with a key version below the key's minimum
+    /// decryption version: that version has been retired. Re-encrypt data
+    /// before raising a floor.
+    #[error("key {key_id} version {version} is retired: the minimum decryption version is {floor}")]
+    VersionRetired {
+        /// The key.
+        key_id: String,
+        /// The version the ciphertext names.
+        version: u32,
+        /// The key's minimum decryption version.
+        floor: u32,
+    },
 }
 
 impl Error {
@@ -122,6 +135,7 @@ impl Error {
             Error::Configuration(_) => "Configuration",
             Error::Random => "Random",
             Error::Other(_) => "Other",
+            Error::VersionRetired { .. } => "VersionRetired",
         }
     }
 }

@@ -357,13 +357,66 @@ pub struct KeyMetadata {
     pub versions: Vec<KeyVersionInfo>,
     /// Tags (key to value).
     pub tags: BTreeMap<String, String>,
+    /// Automatic rotation, if enabled.
+    #[serde(default)]
+    pub rotation: Option<RotationSchedule>,
+    /// Every rotation so far, oldest first.
+    #[serde(default)]
+    pub rotations: Vec<RotationRecord>,
+    /// Versions below this floor no longer decrypt (0 or 1: no floor).
+    #[serde(default)]
+    pub min_decrypt_version: u32,
+    /// The primary version must be at least this (0 or 1: no floor).
+    #[serde(default)]
+    pub min_encrypt_version: u32,
 }
 
 impl KeyMetadata {
+    /// The newest version.
+    pub fn latest_version(&self) -> u32 {
+        self.versions.iter().map(|v| v.version).max().unwrap_or(0)
+    }
+
     /// True if `version` exists for this key.
     pub fn has_version(&self, version: u32) -> bool {
         self.versions.iter().any(|v| v.version == version)
     }
+}
+
+/// Automatic rotation of a key: every `period_days`, checked on use and by
+/// [`crate::KeyRing::run_maintenance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RotationSchedule {
+    /// Days between rotations, 90 to 2560.
+    pub period_days: u32,
+    /// When the next automatic rotation is due.
+    pub next_rotation: Timestamp,
+}
+
+/// Why a key was rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RotationKind {
+    /// The rotation period elapsed.
+    Automatic,
+    /// A caller asked (`rotate_now`).
+    OnDemand,
+    /// The primary version reached its encryption limit (2^32 random nonces
+    /// for AES-GCM, NIST SP 800-38D).
+    UsageLimit,
+}
+
+/// One rotation of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RotationRecord {
+    /// The version the rotation created.
+    pub version: u32,
+    /// When.
+    pub rotated_at: Timestamp,
+    /// Why.
+    pub kind: RotationKind,
 }
 
 /// Options for [`crate::Client::create_key`].

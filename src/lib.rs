@@ -34,10 +34,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! - **Rotation with versions**: automatic (on the ring's [`Clock`]) and on
+//!   demand; old versions keep decrypting; version floors retire versions;
+//!   encryptions per version are metered against the AES-GCM nonce bound.
+//! - **Lifecycle**: enable, disable, scheduled deletion with a 7-30 day window.
+//!
 //! ## What is not here yet
 //! Key policies and grants are not implemented: the ring currently allows
-//! every principal every action. Rotation, lifecycle, signing keys, the file
-//! keystore, PKCS#11 and audit are planned (see CHANGELOG.md).
+//! every principal every action. Signing keys, the file keystore, PKCS#11
+//! and audit are planned (see CHANGELOG.md).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
@@ -60,16 +65,20 @@ pub use action::Action;
 pub use backend::{KeyBackend, MaterialId, MemoryBackend};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use envelope::{
-    DEFAULT_FRAME_LEN, DataKey, Decrypted, EncryptionContext, MAX_CONTEXT_BYTES, MAX_FRAME_LEN,
-    MAX_PLAINTEXT_LEN, OpenReader, Opened, SealOptions, SealWriter,
+    CiphertextInfo, DEFAULT_FRAME_LEN, DataKey, Decrypted, EncryptionContext, MAX_CONTEXT_BYTES,
+    MAX_FRAME_LEN, MAX_PLAINTEXT_LEN, OpenReader, Opened, SealOptions, SealWriter, inspect,
 };
 pub use error::{Error, Result};
 pub use key::{
     Alias, CreateKeyOptions, KeyId, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUsage,
-    KeyVersionInfo, MAX_TAGS, SymmetricAlgorithm,
+    KeyVersionInfo, MAX_TAGS, RotationKind, RotationRecord, RotationSchedule, SymmetricAlgorithm,
 };
 pub use keyring::{
     AliasEntry, Client, KeyRing, KeyRingBuilder, MAX_PAGE_LIMIT, MAX_RANDOM_LEN, Page,
+};
+pub use keyring::{
+    DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS,
+    MaintenanceReport, RotationStatus,
 };
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};

@@ -10,12 +10,14 @@
 pub(crate) mod blob;
 mod context;
 mod datakey;
+mod inspect;
 pub(crate) mod message;
 pub(crate) mod stream;
 
 pub use blob::MAX_PLAINTEXT_LEN;
 pub use context::{EncryptionContext, MAX_CONTEXT_BYTES};
 pub use datakey::{DataKey, Decrypted, Opened};
+pub use inspect::{CiphertextInfo, inspect};
 pub use message::{DEFAULT_FRAME_LEN, MAX_FRAME_LEN, SealOptions};
 pub use stream::{OpenReader, SealWriter};
 

@@ -7,19 +7,24 @@ use crate::clock::{Clock, SystemClock};
 use crate::envelope::blob::{self, BlobHeader};
 use crate::envelope::message;
 
+mod lifecycle;
+mod rotation;
 mod stream;
+
 use crate::envelope::{
     DataKey, Decrypted, EncryptionContext, MAX_PLAINTEXT_LEN, Opened, SealOptions,
 };
 use crate::error::{Error, Result};
 use crate::key::{
     Alias, CreateKeyOptions, KeyId, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUsage,
-    KeyVersionInfo, MAX_TAGS, SymmetricAlgorithm, validate_description, validate_tag,
+    KeyVersionInfo, MAX_TAGS, RotationKind, SymmetricAlgorithm, validate_description, validate_tag,
 };
 use crate::principal::Principal;
 use crate::random::{OsRandom, RandomSource, random_array};
 use crate::secret::SecretBytes;
 use crate::store::{MemoryStore, MetadataStore};
+pub use lifecycle::{DEFAULT_DELETION_WINDOW_DAYS, DELETION_WINDOW_DAYS, MaintenanceReport};
+pub use rotation::{DEFAULT_ENCRYPTION_LIMIT, RotationStatus};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -58,6 +63,10 @@ struct Inner {
     store: Arc<dyn MetadataStore>,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
+    /// Encryptions per key version since this ring started (metering).
+    usage: rotation::UsageMeter,
+    /// Serializes rotations and deletions within this ring.
+    rotation_lock: std::sync::Mutex<()>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -102,6 +111,7 @@ pub struct KeyRingBuilder {
     store: Option<Arc<dyn MetadataStore>>,
     clock: Option<Arc<dyn Clock>>,
     rng: Option<Arc<dyn RandomSource>>,
+    encryption_limit: Option<u64>,
 }
 
 impl fmt::Debug for KeyRingBuilder {
@@ -136,6 +146,14 @@ impl KeyRingBuilder {
         self
     }
 
+    /// Encryptions per key version after which the ring rotates the key
+    /// (default [`DEFAULT_ENCRYPTION_LIMIT`], below the 2^32 random-nonce
+    /// bound of NIST SP 800-38D). Lower it to test the guard.
+    pub fn encryption_limit(mut self, limit: u64) -> Self {
+        self.encryption_limit = Some(limit.max(1));
+        self
+    }
+
     /// Builds the ring.
     pub fn build(self) -> KeyRing {
         let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(OsRandom));
@@ -148,6 +166,10 @@ impl KeyRingBuilder {
                 store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 rng,
+                usage: rotation::UsageMeter::new(
+                    self.encryption_limit.unwrap_or(DEFAULT_ENCRYPTION_LIMIT),
+                ),
+                rotation_lock: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -212,6 +234,12 @@ impl Inner {
             Target::Ref(r) => Some(self.resolve(r)?),
             Target::Id(id) => Some(self.load(&id?)?),
         };
+        // Due deletion (the key is gone) and due rotation (a new primary),
+        // on the ring's clock.
+        let meta = match meta {
+            Some(m) => Some(self.apply_due(m, action)?),
+            None => None,
+        };
         self.authorize(principal, action, meta.as_deref(), context)?;
         if let Some(m) = &meta {
             check_usable(m, action)?;
@@ -259,14 +287,27 @@ impl Inner {
     fn encrypt_blob(&self, meta: &KeyMetadata, plaintext: &[u8], ctx: &[u8]) -> Result<Vec<u8>> {
         let alg = symmetric(meta)?;
         let version = meta.primary_version;
+        if version < meta.min_encrypt_version {
+            return Err(Error::InvalidKeyState {
+                key_id: meta.key_id.to_string(),
+                state: format!(
+                    "below its minimum encryption version {} (primary {version}); rotate the key",
+                    meta.min_encrypt_version
+                ),
+                action: "encryption".into(),
+            });
+        }
         let mut out = blob::encode_header(alg.suite_id(), &meta.key_id, version)?;
         let aad = blob::aad(&out, ctx);
-        let payload = self.backend.encrypt(
-            &MaterialId::new(meta.key_id.clone(), version),
-            &aad,
-            plaintext,
-        )?;
+        let mref = MaterialId::new(meta.key_id.clone(), version);
+        // Count first: a version at its hard limit refuses to encrypt.
+        let count = self.usage.record(&mref)?;
+        let payload = self.backend.encrypt(&mref, &aad, plaintext)?;
         out.extend_from_slice(&payload);
+        if self.usage.should_rotate(count) {
+            // The limit is reached: rotate so the next call uses a new version.
+            self.rotate_if_primary(meta, RotationKind::UsageLimit)?;
+        }
         Ok(out)
     }
 
@@ -282,6 +323,13 @@ impl Inner {
                 "{}#v{}",
                 meta.key_id, h.version
             )));
+        }
+        if h.version < meta.min_decrypt_version {
+            return Err(Error::VersionRetired {
+                key_id: meta.key_id.to_string(),
+                version: h.version,
+                floor: meta.min_decrypt_version,
+            });
         }
         if symmetric(meta)?.suite_id() != h.suite {
             return Err(Error::DecryptionFailed);
@@ -454,6 +502,10 @@ impl Client {
                     created_at: now,
                 }],
                 tags: options.tags.clone(),
+                rotation: None,
+                rotations: Vec::new(),
+                min_decrypt_version: 0,
+                min_encrypt_version: 0,
             };
             let mref = MaterialId::new(key_id.clone(), 1);
             inner.backend.generate(&mref, spec)?;

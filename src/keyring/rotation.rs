@@ -1,0 +1,398 @@
+//! Key rotation: versions, automatic and on-demand rotation, usage metering,
+//! version floors, and the due-work check of the pipeline.
+
+use super::{Client, Inner, Target, need};
+use crate::action::Action;
+use crate::backend::MaterialId;
+use crate::error::{Error, Result};
+use crate::key::{
+    KeyMetadata, KeyState, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Encryptions per key version after which the ring rotates the key by
+/// default: 2^32 - 2^24. NIST SP 800-38D caps random 96-bit nonces at 2^32
+/// invocations per key; the margin absorbs encryptions in flight while the
+/// rotation happens.
+pub const DEFAULT_ENCRYPTION_LIMIT: u64 = (1 << 32) - (1 << 24);
+
+/// The hard cap: a version that reaches it refuses to encrypt at all.
+const HARD_LIMIT: u64 = 1 << 32;
+
+/// Shortest and longest automatic rotation period, in days.
+pub(crate) const ROTATION_PERIOD_DAYS: std::ops::RangeInclusive<u32> = 90..=2560;
+/// Default automatic rotation period, in days.
+pub(crate) const DEFAULT_ROTATION_PERIOD_DAYS: u32 = 365;
+
+/// Counts encryptions per key version.
+///
+/// Counts live in memory: they start at zero when a ring starts. With the
+/// in-memory store a version never outlives its ring, so the count is exact;
+/// with a persistent store, a version used across many restarts is only
+/// guarded per process lifetime (use automatic rotation as well).
+#[derive(Debug)]
+pub(crate) struct UsageMeter {
+    limit: u64,
+    counts: RwLock<HashMap<MaterialId, Arc<AtomicU64>>>,
+}
+
+impl UsageMeter {
+    pub(crate) fn new(limit: u64) -> Self {
+        UsageMeter {
+            limit,
+            counts: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one encryption under `id` and returns the new count; refuses
+    /// once the hard cap is reached.
+    pub(crate) fn record(&self, id: &MaterialId) -> Result<u64> {
+        let existing = self
+            .counts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        let counter = match existing {
+            Some(c) => c,
+            None => self
+                .counts
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id.clone())
+                .or_default()
+                .clone(),
+        };
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > HARD_LIMIT.min(self.limit.saturating_add(1 << 24)) {
+            return Err(Error::InvalidKeyState {
+                key_id: id.key_id.to_string(),
+                state: format!("at its encryption limit on version {}", id.version),
+                action: "encryption (rotate the key)".into(),
+            });
+        }
+        Ok(n)
+    }
+
+    /// True when `count` (a value returned by `record`) should trigger a
+    /// rotation: exactly at the limit, and every 1024 encryptions after it
+    /// in case an earlier rotation attempt failed.
+    pub(crate) fn should_rotate(&self, count: u64) -> bool {
+        count >= self.limit && (count - self.limit).is_multiple_of(1024)
+    }
+
+    /// Encryptions counted for `id`.
+    pub(crate) fn count(&self, id: &MaterialId) -> u64 {
+        self.counts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn forget_key(&self, key_id: &crate::KeyId) {
+        self.counts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| &k.key_id != key_id);
+    }
+}
+
+/// Actions that use a key's material.
+pub(crate) fn is_cryptographic(action: Action) -> bool {
+    super::required_usage(action).is_some()
+}
+
+impl Inner {
+    /// The pipeline's due-work step: a key pending deletion whose date has
+    /// passed is destroyed now (and the call fails with not-found); an enabled
+    /// key whose rotation is due is rotated before a cryptographic action.
+    pub(crate) fn apply_due(
+        &self,
+        meta: Arc<KeyMetadata>,
+        action: Action,
+    ) -> Result<Arc<KeyMetadata>> {
+        let now = self.clock.now();
+        if let KeyState::PendingDeletion { deletion_date } = meta.state
+            && now >= deletion_date
+        {
+            self.delete_now(&meta)?;
+            return Err(Error::KeyNotFound(meta.key_id.to_string()));
+        }
+        if is_cryptographic(action)
+            && meta.state == KeyState::Enabled
+            && meta.rotation.is_some_and(|r| now >= r.next_rotation)
+        {
+            return self.rotate_if_primary(&meta, RotationKind::Automatic);
+        }
+        Ok(meta)
+    }
+
+    /// Rotates `meta`'s key unless another rotation already replaced the
+    /// primary version `meta` saw (so concurrent triggers rotate once).
+    /// Returns the fresh metadata.
+    pub(crate) fn rotate_if_primary(
+        &self,
+        meta: &KeyMetadata,
+        kind: RotationKind,
+    ) -> Result<Arc<KeyMetadata>> {
+        self.rotate(meta, kind, Some(meta.primary_version))
+    }
+
+    /// Creates version `latest + 1`: material first, then metadata in one
+    /// atomic store update. If the update fails the new material is destroyed,
+    /// so a primary version never lacks material.
+    ///
+    /// With `only_if_primary = Some(v)`, nothing happens if the primary is no
+    /// longer `v` (someone rotated meanwhile) or, for automatic rotation, if
+    /// it is no longer due.
+    pub(crate) fn rotate(
+        &self,
+        meta: &KeyMetadata,
+        kind: RotationKind,
+        only_if_primary: Option<u32>,
+    ) -> Result<Arc<KeyMetadata>> {
+        let _guard = self.rotation_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self
+            .store
+            .get_key(&meta.key_id)?
+            .ok_or_else(|| Error::KeyNotFound(meta.key_id.to_string()))?;
+        let now = self.clock.now();
+        if let Some(v) = only_if_primary
+            && current.primary_version != v
+        {
+            return Ok(current);
+        }
+        if kind == RotationKind::Automatic && current.rotation.is_none_or(|r| now < r.next_rotation)
+        {
+            return Ok(current);
+        }
+        if current.state != KeyState::Enabled && kind != RotationKind::OnDemand {
+            return Ok(current);
+        }
+        let new_version = current
+            .latest_version()
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid("key has reached its maximum number of versions"))?;
+        let mref = MaterialId::new(current.key_id.clone(), new_version);
+        // Material left by a crash between generate and the metadata update
+        // (never referenced by metadata) is discarded first.
+        if self.backend.contains(&mref)? {
+            self.backend.destroy(&mref)?;
+        }
+        self.backend.generate(&mref, current.spec)?;
+        let updated = self.store.update_key(&current.key_id, &mut |m| {
+            if m.latest_version() + 1 != new_version {
+                return Err(Error::invalid("the key was rotated concurrently; retry"));
+            }
+            m.versions.push(KeyVersionInfo {
+                version: new_version,
+                created_at: now,
+            });
+            m.primary_version = new_version;
+            m.rotations.push(RotationRecord {
+                version: new_version,
+                rotated_at: now,
+                kind,
+            });
+            // One rotation per elapsed period, even after a long downtime:
+            // the next one is a full period from now.
+            if let Some(r) = m.rotation.as_mut() {
+                r.next_rotation = now.plus_days(u64::from(r.period_days));
+            }
+            Ok(())
+        });
+        match updated {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                let _ = self.backend.destroy(&mref);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Rotation status of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RotationStatus {
+    /// The schedule, if automatic rotation is on.
+    pub schedule: Option<RotationSchedule>,
+    /// The primary (encrypting) version.
+    pub primary_version: u32,
+    /// Encryptions under the primary version counted by this ring.
+    pub primary_encryptions: u64,
+    /// The minimum decryption version (0 or 1: none).
+    pub min_decrypt_version: u32,
+    /// The minimum encryption version (0 or 1: none).
+    pub min_encrypt_version: u32,
+}
+
+impl Client {
+    /// Turns on automatic rotation every `period_days` (90 to 2560; `None`:
+    /// 365). The first rotation is due one period from now.
+    ///
+    /// Rotation applies to symmetric encryption keys: a new version becomes
+    /// primary, and every earlier version keeps decrypting what it encrypted.
+    pub fn enable_rotation(&self, key: &str, period_days: Option<u32>) -> Result<RotationSchedule> {
+        self.run(Action::EnableKeyRotation, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            let period = period_days.unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS);
+            if !ROTATION_PERIOD_DAYS.contains(&period) {
+                return Err(Error::invalid(format!(
+                    "rotation period must be {} to {} days (got {period})",
+                    ROTATION_PERIOD_DAYS.start(),
+                    ROTATION_PERIOD_DAYS.end()
+                )));
+            }
+            rotatable(meta)?;
+            let now = self.inner().clock.now();
+            let schedule = RotationSchedule {
+                period_days: period,
+                next_rotation: now.plus_days(u64::from(period)),
+            };
+            self.inner().store.update_key(&meta.key_id, &mut |k| {
+                k.rotation = Some(schedule);
+                Ok(())
+            })?;
+            Ok(schedule)
+        })
+    }
+
+    /// Turns off automatic rotation. Managed keys cannot turn it off.
+    pub fn disable_rotation(&self, key: &str) -> Result<()> {
+        self.run(Action::DisableKeyRotation, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            if meta.manager == crate::KeyManager::Managed {
+                return Err(Error::invalid(
+                    "managed keys rotate automatically; rotation cannot be disabled",
+                ));
+            }
+            self.inner().store.update_key(&meta.key_id, &mut |k| {
+                k.rotation = None;
+                Ok(())
+            })?;
+            Ok(())
+        })
+    }
+
+    /// The key's rotation schedule, primary version, floors and metering.
+    pub fn rotation_status(&self, key: &str) -> Result<RotationStatus> {
+        self.run(Action::GetKeyRotationStatus, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            Ok(RotationStatus {
+                schedule: meta.rotation,
+                primary_version: meta.primary_version,
+                primary_encryptions: self
+                    .inner()
+                    .usage
+                    .count(&MaterialId::new(meta.key_id.clone(), meta.primary_version)),
+                min_decrypt_version: meta.min_decrypt_version,
+                min_encrypt_version: meta.min_encrypt_version,
+            })
+        })
+    }
+
+    /// Rotates the key now and returns the new primary version. Works on an
+    /// enabled or disabled key (not one pending deletion).
+    pub fn rotate_now(&self, key: &str) -> Result<u32> {
+        self.run(Action::RotateKeyOnDemand, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            rotatable(meta)?;
+            if matches!(meta.state, KeyState::PendingDeletion { .. }) {
+                return Err(Error::InvalidKeyState {
+                    key_id: meta.key_id.to_string(),
+                    state: meta.state.to_string(),
+                    action: Action::RotateKeyOnDemand.to_string(),
+                });
+            }
+            Ok(self
+                .inner()
+                .rotate(meta, RotationKind::OnDemand, None)?
+                .primary_version)
+        })
+    }
+
+    /// Every rotation of the key, oldest first, with time and kind.
+    pub fn list_rotations(&self, key: &str) -> Result<Vec<RotationRecord>> {
+        self.run(Action::ListKeyRotations, Target::Ref(key), None, |m| {
+            Ok(need(m)?.rotations.clone())
+        })
+    }
+
+    /// Sets version floors, as HashiCorp Vault's transit engine does:
+    /// ciphertexts of versions below `min_decrypt` fail with
+    /// [`Error::VersionRetired`] (naming the floor), and the primary version
+    /// must be at least `min_encrypt`. `None` leaves a floor unchanged.
+    /// Floors cannot exceed the newest version, and `min_encrypt` cannot be
+    /// below `min_decrypt` (what is encrypted must stay decryptable).
+    pub fn set_version_floors(
+        &self,
+        key: &str,
+        min_decrypt: Option<u32>,
+        min_encrypt: Option<u32>,
+    ) -> Result<()> {
+        self.run(Action::UpdateKeyVersionFloors, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            self.inner().store.update_key(&meta.key_id, &mut |k| {
+                let dec = min_decrypt.unwrap_or(k.min_decrypt_version);
+                let enc = min_encrypt.unwrap_or(k.min_encrypt_version);
+                let latest = k.latest_version();
+                if dec > latest || enc > latest {
+                    return Err(Error::invalid(format!(
+                        "version floors must not exceed the newest version {latest}"
+                    )));
+                }
+                if enc.max(1) < dec {
+                    return Err(Error::invalid(
+                        "the minimum encryption version must be at least the minimum decryption version",
+                    ));
+                }
+                k.min_decrypt_version = dec;
+                k.min_encrypt_version = enc;
+                Ok(())
+            })?;
+            Ok(())
+        })
+    }
+}
+
+/// Only symmetric encryption keys rotate.
+fn rotatable(meta: &KeyMetadata) -> Result<()> {
+    if meta.spec.symmetric_algorithm().is_none() {
+        return Err(Error::Unsupported(format!(
+            "key {} ({}) does not rotate: only symmetric encryption keys have versions",
+            meta.key_id, meta.spec
+        )));
+    }
+    Ok(())
+}
+
+impl Client {
+    /// Moves an envelope message to `destination_key`'s primary version:
+    /// opens it (action `Decrypt`; `context` must equal the message's) and
+    /// seals the data again under a fresh data key (action
+    /// `GenerateDataKey`), keeping its context and frame length. The
+    /// plaintext never reaches the caller. Pass the message's own key to
+    /// move old messages to the newest version after a rotation.
+    pub fn re_encrypt_message(
+        &self,
+        message: &[u8],
+        context: &crate::EncryptionContext,
+        destination_key: &str,
+    ) -> Result<Vec<u8>> {
+        let opened = self.open(message, context)?;
+        let frame_len = match crate::inspect(message)? {
+            crate::CiphertextInfo::Message { frame_len, .. } => frame_len,
+            crate::CiphertextInfo::Blob { .. } => return Err(Error::DecryptionFailed),
+        };
+        self.seal_with(
+            destination_key,
+            opened.plaintext.expose_secret(),
+            &opened.context,
+            crate::SealOptions::new().frame_len(frame_len),
+        )
+    }
+}

@@ -1,0 +1,373 @@
+//! Rotation with versions, floors, metering and the lifecycle, driven by a
+//! manual clock over a three-year timeline.
+
+use std::sync::Arc;
+use strongroom::{
+    CiphertextInfo, Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, KeyState,
+    ManualClock, Principal, RotationKind, SymmetricAlgorithm, Timestamp, inspect,
+};
+
+const T0: Timestamp = Timestamp(1_700_000_000);
+
+fn ring(limit: Option<u64>) -> (Client, Arc<ManualClock>, KeyRing) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut b = KeyRing::builder().clock(clock.clone());
+    if let Some(l) = limit {
+        b = b.encryption_limit(l);
+    }
+    let ring = b.build();
+    (ring.client(Principal::user("admin").unwrap()), clock, ring)
+}
+
+fn ctx() -> EncryptionContext {
+    EncryptionContext::new().with("app", "rotation-test")
+}
+
+#[test]
+fn three_year_timeline() {
+    let (c, clock, ring) = ring(None);
+    let key = c
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/rot"),
+        )
+        .unwrap();
+    let k = key.as_str();
+    let sched = c.enable_rotation(k, Some(365)).unwrap();
+    assert_eq!(sched.next_rotation, T0.plus_days(365));
+
+    // One blob and one message per version, made along the way.
+    let mut made: Vec<(u32, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut expect_version = 1;
+    for day in (0..=3 * 365 + 10).step_by(5) {
+        clock.set(T0.plus_days(day));
+        let blob = c.encrypt("alias/rot", &day.to_be_bytes(), &ctx()).unwrap();
+        let msg = c.seal("alias/rot", &day.to_be_bytes(), &ctx()).unwrap();
+        // Rotations land on schedule, not before: version n+1 from day 365*n.
+        let want = 1 + (day / 365) as u32;
+        assert_eq!(
+            c.describe_key(k).unwrap().primary_version,
+            want,
+            "day {day}"
+        );
+        if want != expect_version {
+            expect_version = want;
+        }
+        match inspect(&blob).unwrap() {
+            CiphertextInfo::Blob {
+                key_id,
+                key_version,
+            } => {
+                assert_eq!(key_id, key);
+                assert_eq!(key_version, want);
+            }
+            other => panic!("{other:?}"),
+        }
+        made.push((want, blob, msg));
+    }
+    assert_eq!(expect_version, 4);
+    let rotations = c.list_rotations(k).unwrap();
+    assert_eq!(rotations.len(), 3);
+    for (i, r) in rotations.iter().enumerate() {
+        assert_eq!(r.version, i as u32 + 2);
+        assert_eq!(r.kind, RotationKind::Automatic);
+        assert_eq!(r.rotated_at, T0.plus_days(365 * (i as u64 + 1)));
+    }
+    // Every version's ciphertexts still open.
+    for (v, blob, msg) in &made {
+        let d = c.decrypt(blob, &ctx()).unwrap();
+        assert_eq!(d.key_version, *v);
+        assert_eq!(c.open(msg, &ctx()).unwrap().key_version, *v);
+    }
+    // re_encrypt moves an old blob to the primary version; messages too.
+    let (_, old_blob, old_msg) = &made[0];
+    let moved = c.re_encrypt(old_blob, &ctx(), k, &ctx()).unwrap();
+    assert_eq!(c.decrypt(&moved, &ctx()).unwrap().key_version, 4);
+    let moved_msg = c.re_encrypt_message(old_msg, &ctx(), k).unwrap();
+    match inspect(&moved_msg).unwrap() {
+        CiphertextInfo::Message { wrapped_by, .. } => {
+            assert_eq!(wrapped_by, vec![(key.clone(), 4)])
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Floors retire versions with a clear error that names the floor.
+    c.set_version_floors(k, Some(3), Some(3)).unwrap();
+    for (v, blob, msg) in &made {
+        if *v < 3 {
+            let e = c.decrypt(blob, &ctx()).unwrap_err();
+            assert!(
+                matches!(e, Error::VersionRetired { version, floor: 3, .. } if version == *v),
+                "{e}"
+            );
+            assert!(e.to_string().contains("minimum decryption version is 3"));
+            assert!(matches!(
+                c.open(msg, &ctx()),
+                Err(Error::VersionRetired { .. })
+            ));
+        } else {
+            assert!(c.decrypt(blob, &ctx()).is_ok());
+        }
+    }
+    assert!(c.decrypt(&moved, &ctx()).is_ok());
+    assert!(matches!(
+        c.set_version_floors(k, Some(9), None),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.set_version_floors(k, Some(4), Some(2)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(ring.run_maintenance().unwrap().rotated.is_empty());
+}
+
+#[test]
+fn long_downtime_rotates_once_and_maintenance_finds_idle_keys() {
+    let (c, clock, ring) = ring(None);
+    let a = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let b = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    c.enable_rotation(a.as_str(), Some(90)).unwrap();
+    c.enable_rotation(b.as_str(), None).unwrap();
+    // Not before the period.
+    clock.set(T0.plus_days(89));
+    assert!(ring.run_maintenance().unwrap().rotated.is_empty());
+    assert_eq!(c.describe_key(a.as_str()).unwrap().primary_version, 1);
+    // Ten years of downtime: one rotation each, not forty.
+    clock.set(T0.plus_days(3650));
+    let report = ring.run_maintenance().unwrap();
+    assert_eq!(report.rotated.len(), 2);
+    assert!(report.rotated.iter().all(|(_, v)| *v == 2));
+    assert!(ring.run_maintenance().unwrap().rotated.is_empty());
+    let s = c.rotation_status(a.as_str()).unwrap();
+    assert_eq!(s.schedule.unwrap().next_rotation, T0.plus_days(3650 + 90));
+    // Used after its next period: rotated on use.
+    clock.set(T0.plus_days(3650 + 90));
+    c.encrypt(a.as_str(), b"x", &ctx()).unwrap();
+    assert_eq!(c.describe_key(a.as_str()).unwrap().primary_version, 3);
+}
+
+#[test]
+fn rotation_settings_are_validated() {
+    let (c, _, _) = ring(None);
+    let k = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    for bad in [0, 89, 2561] {
+        assert!(matches!(
+            c.enable_rotation(k.as_str(), Some(bad)),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    c.enable_rotation(k.as_str(), Some(2560)).unwrap();
+    c.disable_rotation(k.as_str()).unwrap();
+    assert!(c.rotation_status(k.as_str()).unwrap().schedule.is_none());
+}
+
+#[test]
+fn on_demand_rotation() {
+    let (c, _, _) = ring(None);
+    let k = c
+        .create_key(
+            KeySpec::Symmetric(SymmetricAlgorithm::ChaCha20Poly1305),
+            CreateKeyOptions::new(),
+        )
+        .unwrap();
+    let old = c.encrypt(k.as_str(), b"v1", &ctx()).unwrap();
+    assert_eq!(c.rotate_now(k.as_str()).unwrap(), 2);
+    assert_eq!(c.rotate_now(k.as_str()).unwrap(), 3);
+    let new = c.encrypt(k.as_str(), b"v3", &ctx()).unwrap();
+    assert_eq!(c.decrypt(&old, &ctx()).unwrap().key_version, 1);
+    assert_eq!(c.decrypt(&new, &ctx()).unwrap().key_version, 3);
+    let r = c.list_rotations(k.as_str()).unwrap();
+    assert!(r.iter().all(|r| r.kind == RotationKind::OnDemand));
+    let m = c.describe_key(k.as_str()).unwrap();
+    assert_eq!(
+        m.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
+
+#[test]
+fn concurrent_rotations_keep_versions_consecutive() {
+    let (c, _, _) = ring(None);
+    let k = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            let k = k.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    c.rotate_now(k.as_str()).unwrap();
+                    c.encrypt(k.as_str(), b"x", &ctx()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let m = c.describe_key(k.as_str()).unwrap();
+    let versions: Vec<u32> = m.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, (1..=41).collect::<Vec<_>>());
+    assert_eq!(m.primary_version, 41);
+}
+
+#[test]
+fn usage_limit_rotates_at_the_threshold() {
+    let (c, _, _) = ring(Some(5));
+    let k = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let mut versions = Vec::new();
+    for i in 0..12u32 {
+        // Data keys and seals count too: every wrap is one encryption.
+        let blob = match i % 3 {
+            0 => c.encrypt(k.as_str(), b"x", &ctx()).unwrap(),
+            1 => c
+                .generate_data_key(k.as_str(), &ctx())
+                .unwrap()
+                .ciphertext()
+                .to_vec(),
+            _ => c
+                .generate_data_key_without_plaintext(k.as_str(), &ctx())
+                .unwrap(),
+        };
+        versions.push(c.decrypt(&blob, &ctx()).unwrap().key_version);
+    }
+    assert_eq!(versions, vec![1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3]);
+    let r = c.list_rotations(k.as_str()).unwrap();
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|r| r.kind == RotationKind::UsageLimit));
+    assert_eq!(
+        c.rotation_status(k.as_str()).unwrap().primary_encryptions,
+        2
+    );
+}
+
+#[test]
+fn disabled_keys_refuse_everything_cryptographic() {
+    let (c, _, _) = ring(None);
+    let k = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let k = k.as_str();
+    let blob = c.encrypt(k, b"x", &ctx()).unwrap();
+    let msg = c.seal(k, b"x", &ctx()).unwrap();
+    c.disable_key(k).unwrap();
+    assert_eq!(c.describe_key(k).unwrap().state, KeyState::Disabled);
+    let refused = |r: Result<(), Error>| {
+        assert!(
+            matches!(r, Err(Error::InvalidKeyState { ref state, .. }) if state == "Disabled"),
+            "{r:?}"
+        );
+    };
+    refused(c.encrypt(k, b"x", &ctx()).map(drop));
+    refused(c.decrypt(&blob, &ctx()).map(drop));
+    refused(c.seal(k, b"x", &ctx()).map(drop));
+    refused(c.open(&msg, &ctx()).map(drop));
+    refused(c.generate_data_key(k, &ctx()).map(drop));
+    refused(c.generate_data_key_without_plaintext(k, &ctx()).map(drop));
+    refused(c.re_encrypt(&blob, &ctx(), k, &ctx()).map(drop));
+    // Management still works.
+    assert!(c.describe_key(k).is_ok());
+    c.enable_key(k).unwrap();
+    assert!(c.decrypt(&blob, &ctx()).is_ok());
+}
+
+#[test]
+fn scheduled_deletion_cancel_and_destroy() {
+    let (c, clock, ring) = ring(None);
+    let k = c
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/doomed"),
+        )
+        .unwrap();
+    let k = k.as_str();
+    c.rotate_now(k).unwrap();
+    let blob = c.encrypt(k, b"x", &ctx()).unwrap();
+    for bad in [0, 6, 31] {
+        assert!(matches!(
+            c.schedule_key_deletion(k, Some(bad)),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert_eq!(c.describe_key(k).unwrap().state, KeyState::Enabled);
+
+    // Schedule, cancel: the key comes back Disabled.
+    let date = c.schedule_key_deletion(k, None).unwrap();
+    assert_eq!(date, T0.plus_days(30));
+    assert!(matches!(
+        c.decrypt(&blob, &ctx()),
+        Err(Error::InvalidKeyState { .. })
+    ));
+    assert!(matches!(
+        c.enable_key(k),
+        Err(Error::InvalidKeyState { .. })
+    ));
+    assert!(matches!(
+        c.schedule_key_deletion(k, Some(7)),
+        Err(Error::InvalidKeyState { .. })
+    ));
+    c.cancel_key_deletion(k).unwrap();
+    assert_eq!(c.describe_key(k).unwrap().state, KeyState::Disabled);
+    assert!(matches!(
+        c.cancel_key_deletion(k),
+        Err(Error::InvalidKeyState { .. })
+    ));
+    c.enable_key(k).unwrap();
+    assert_eq!(
+        c.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
+        b"x"
+    );
+
+    // Schedule for 7 days: nothing happens before the window ends.
+    let date = c.schedule_key_deletion(k, Some(7)).unwrap();
+    clock.set(Timestamp(date.as_secs() - 1));
+    assert!(ring.run_maintenance().unwrap().deleted.is_empty());
+    assert!(matches!(
+        c.describe_key(k).unwrap().state,
+        KeyState::PendingDeletion { deletion_date } if deletion_date == date
+    ));
+    clock.set(date);
+    let report = ring.run_maintenance().unwrap();
+    assert_eq!(report.deleted.len(), 1);
+    assert!(matches!(
+        c.decrypt(&blob, &ctx()),
+        Err(Error::KeyNotFound(_))
+    ));
+    assert!(matches!(c.describe_key(k), Err(Error::KeyNotFound(_))));
+    assert!(matches!(
+        c.describe_key("alias/doomed"),
+        Err(Error::AliasNotFound(_))
+    ));
+}
+
+#[test]
+fn deletion_also_happens_on_use() {
+    let (c, clock, _) = ring(None);
+    let k = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let blob = c.encrypt(k.as_str(), b"x", &ctx()).unwrap();
+    c.schedule_key_deletion(k.as_str(), Some(7)).unwrap();
+    clock.advance_days(8);
+    assert!(matches!(
+        c.decrypt(&blob, &ctx()),
+        Err(Error::KeyNotFound(_))
+    ));
+    assert!(c.list_keys(10, None).unwrap().items.is_empty());
+}
+
+#[test]
+fn inspect_rejects_garbage() {
+    for g in [&b""[..], b"SR", b"SR\x03\x01", &[0u8; 100]] {
+        assert!(matches!(inspect(g), Err(Error::DecryptionFailed)));
+    }
+}
