@@ -79,7 +79,10 @@ fn main() -> Result<(), strongroom::Error> {
         old.key_version, new.key_version
     );
     let moved = app.re_encrypt(&blob, &ctx, "alias/quickstart", &ctx)?;
-    println!("re_encrypt moved the old blob to {:?}", strongroom::inspect(&moved)?);
+    println!(
+        "re_encrypt moved the old blob to {:?}",
+        strongroom::inspect(&moved)?
+    );
     let schedule = app.enable_rotation("alias/quickstart", None)?;
     println!(
         "automatic rotation every {} days, next at {}",

@@ -67,6 +67,18 @@ pub enum Action {
     ListKeyRotations,
     /// Set the minimum decryption and encryption versions.
     UpdateKeyVersionFloors,
+    /// Replace a key's policy.
+    PutKeyPolicy,
+    /// Read a key's policy (also: explain a decision on the key).
+    GetKeyPolicy,
+    /// Create a grant on a key.
+    CreateGrant,
+    /// List a key's grants.
+    ListGrants,
+    /// Retire a grant (also allowed to its grantee and retiring principal).
+    RetireGrant,
+    /// Revoke a grant (a key administrator).
+    RevokeGrant,
 }
 
 impl Action {
@@ -99,6 +111,12 @@ impl Action {
         Action::RotateKeyOnDemand,
         Action::ListKeyRotations,
         Action::UpdateKeyVersionFloors,
+        Action::PutKeyPolicy,
+        Action::GetKeyPolicy,
+        Action::CreateGrant,
+        Action::ListGrants,
+        Action::RetireGrant,
+        Action::RevokeGrant,
     ];
 
     /// The action's name, as written in policies: `strongroom:Encrypt`.
@@ -131,6 +149,12 @@ impl Action {
             Action::RotateKeyOnDemand => "strongroom:RotateKeyOnDemand",
             Action::ListKeyRotations => "strongroom:ListKeyRotations",
             Action::UpdateKeyVersionFloors => "strongroom:UpdateKeyVersionFloors",
+            Action::PutKeyPolicy => "strongroom:PutKeyPolicy",
+            Action::GetKeyPolicy => "strongroom:GetKeyPolicy",
+            Action::CreateGrant => "strongroom:CreateGrant",
+            Action::ListGrants => "strongroom:ListGrants",
+            Action::RetireGrant => "strongroom:RetireGrant",
+            Action::RevokeGrant => "strongroom:RevokeGrant",
         }
     }
 }

@@ -369,6 +369,13 @@ pub struct KeyMetadata {
     /// The primary version must be at least this (0 or 1: no floor).
     #[serde(default)]
     pub min_encrypt_version: u32,
+    /// The key policy; `None` means the default policy (the creator has full
+    /// control, [`crate::policy::Policy::default_for`]).
+    #[serde(default)]
+    pub policy: Option<crate::policy::Policy>,
+    /// Live grants, indexed by grantee.
+    #[serde(default)]
+    pub grants: BTreeMap<Principal, Vec<crate::policy::Grant>>,
 }
 
 impl KeyMetadata {

@@ -56,6 +56,7 @@ mod error;
 pub mod hazmat;
 mod key;
 mod keyring;
+pub mod policy;
 mod principal;
 mod random;
 mod secret;
@@ -77,8 +78,8 @@ pub use keyring::{
     AliasEntry, Client, KeyRing, KeyRingBuilder, MAX_PAGE_LIMIT, MAX_RANDOM_LEN, Page,
 };
 pub use keyring::{
-    DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS,
-    MaintenanceReport, RotationStatus,
+    DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS, GrantSelector,
+    MAX_GRANTS_PER_KEY, MaintenanceReport, RotationStatus,
 };
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};

@@ -251,15 +251,17 @@ fn principals_parse_and_flow_into_metadata() {
     let id = svc
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
-    let alice = ring.client(Principal::user("alice").unwrap());
     assert_eq!(
-        alice
-            .describe_key(id.as_str())
-            .unwrap()
-            .created_by
-            .to_string(),
+        svc.describe_key(id.as_str()).unwrap().created_by.to_string(),
         "service:billing"
     );
+    // The default key policy gives the creator, and only the creator, access.
+    let alice = ring.client(Principal::user("alice").unwrap());
+    assert!(matches!(
+        alice.describe_key(id.as_str()),
+        Err(Error::AccessDenied { ref principal, ref action, .. })
+            if principal == "user:alice" && action == "strongroom:DescribeKey"
+    ));
 }
 
 #[test]

@@ -7,6 +7,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::envelope::blob::{self, BlobHeader};
 use crate::envelope::message;
 
+mod access;
 mod lifecycle;
 mod rotation;
 mod stream;
@@ -23,6 +24,7 @@ use crate::principal::Principal;
 use crate::random::{OsRandom, RandomSource, random_array};
 use crate::secret::SecretBytes;
 use crate::store::{MemoryStore, MetadataStore};
+pub use access::{GrantSelector, MAX_GRANTS_PER_KEY};
 pub use lifecycle::{DEFAULT_DELETION_WINDOW_DAYS, DELETION_WINDOW_DAYS, MaintenanceReport};
 pub use rotation::{DEFAULT_ENCRYPTION_LIMIT, RotationStatus};
 use std::collections::BTreeMap;
@@ -67,6 +69,8 @@ struct Inner {
     usage: rotation::UsageMeter,
     /// Serializes rotations and deletions within this ring.
     rotation_lock: std::sync::Mutex<()>,
+    /// Decides ring-wide actions (no key).
+    ring_policy: crate::policy::Policy,
 }
 
 impl fmt::Debug for KeyRing {
@@ -112,6 +116,7 @@ pub struct KeyRingBuilder {
     clock: Option<Arc<dyn Clock>>,
     rng: Option<Arc<dyn RandomSource>>,
     encryption_limit: Option<u64>,
+    ring_policy: Option<crate::policy::Policy>,
 }
 
 impl fmt::Debug for KeyRingBuilder {
@@ -154,6 +159,14 @@ impl KeyRingBuilder {
         self
     }
 
+    /// The policy deciding ring-wide actions (`CreateKey`, `ListKeys`,
+    /// `ListAliases` without a key, `GenerateRandom`). Default:
+    /// [`crate::policy::Policy::default_ring`] (any principal may).
+    pub fn ring_policy(mut self, policy: crate::policy::Policy) -> Self {
+        self.ring_policy = Some(policy);
+        self
+    }
+
     /// Builds the ring.
     pub fn build(self) -> KeyRing {
         let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(OsRandom));
@@ -170,6 +183,9 @@ impl KeyRingBuilder {
                     self.encryption_limit.unwrap_or(DEFAULT_ENCRYPTION_LIMIT),
                 ),
                 rotation_lock: std::sync::Mutex::new(()),
+                ring_policy: self
+                    .ring_policy
+                    .unwrap_or_else(crate::policy::Policy::default_ring),
             }),
         }
     }
@@ -234,30 +250,45 @@ impl Inner {
             Target::Ref(r) => Some(self.resolve(r)?),
             Target::Id(id) => Some(self.load(&id?)?),
         };
+        self.authorize(principal, action, meta.as_deref(), context)?;
         // Due deletion (the key is gone) and due rotation (a new primary),
         // on the ring's clock.
         let meta = match meta {
             Some(m) => Some(self.apply_due(m, action)?),
             None => None,
         };
-        self.authorize(principal, action, meta.as_deref(), context)?;
         if let Some(m) = &meta {
             check_usable(m, action)?;
         }
         work(meta.as_ref())
     }
 
-    /// Access decision. Key policies and grants are not implemented yet: every
-    /// principal the application hands the ring is allowed every action.
-    /// This is the single place where they will be evaluated.
+    /// The access decision: key policy and grants, or the ring policy for
+    /// ring-wide actions ([`crate::policy::decide`]). A denial names the
+    /// principal, action and key, never the policy text.
     fn authorize(
         &self,
-        _principal: &Principal,
-        _action: Action,
-        _key: Option<&KeyMetadata>,
-        _context: Option<&EncryptionContext>,
-    ) -> Result<()> {
-        Ok(())
+        principal: &Principal,
+        action: Action,
+        key: Option<&KeyMetadata>,
+        context: Option<&EncryptionContext>,
+    ) -> Result<crate::policy::Decision> {
+        let req = crate::policy::Request {
+            principal,
+            action,
+            context,
+            now: self.clock.now(),
+        };
+        let decision = crate::policy::decide(&self.ring_policy, key, &req);
+        if decision.allowed {
+            Ok(decision)
+        } else {
+            Err(Error::AccessDenied {
+                principal: principal.to_string(),
+                action: action.to_string(),
+                resource: key.map_or_else(|| "*".to_owned(), |k| k.key_id.to_string()),
+            })
+        }
     }
 
     fn load(&self, id: &KeyId) -> Result<Arc<KeyMetadata>> {
@@ -506,6 +537,8 @@ impl Client {
                 rotations: Vec::new(),
                 min_decrypt_version: 0,
                 min_encrypt_version: 0,
+                policy: None,
+                grants: BTreeMap::new(),
             };
             let mref = MaterialId::new(key_id.clone(), 1);
             inner.backend.generate(&mref, spec)?;
@@ -947,30 +980,38 @@ impl Client {
                 .map(|b| b.key_id.clone())
                 .map_err(Clone::clone),
         );
-        self.run(Action::Decrypt, target, Some(context), |m| {
-            let h = header?;
-            let wrapped = chosen?;
-            let ok = match mode {
-                ContextMatch::Exact => h.context == *context,
-                ContextMatch::Contains => h.context.contains_all(context),
-            };
-            if !ok {
-                return Err(Error::DecryptionFailed);
-            }
-            let ctx = h
-                .context
-                .canonical_bytes()
-                .map_err(|_| Error::DecryptionFailed)?;
-            let dk = match inner.decrypt_blob(need(m)?, &wrapped, &ctx) {
-                Ok(dk) if dk.len() == 32 => dk,
-                Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
+        // Authorize against the message's stored context: the data key is
+        // bound to it, so a forged header context cannot open anything.
+        let authz_context = header.as_ref().map(|h| h.context.clone()).ok();
+        self.run(
+            Action::Decrypt,
+            target,
+            Some(authz_context.as_ref().unwrap_or(context)),
+            |m| {
+                let h = header?;
+                let wrapped = chosen?;
+                let ok = match mode {
+                    ContextMatch::Exact => h.context == *context,
+                    ContextMatch::Contains => h.context.contains_all(context),
+                };
+                if !ok {
                     return Err(Error::DecryptionFailed);
                 }
-                Err(e) => return Err(e),
-            };
-            let derived = message::verify_header(&h, dk.expose_secret())?;
-            then(&h, derived, wrapped.key_id.clone(), wrapped.version)
-        })
+                let ctx = h
+                    .context
+                    .canonical_bytes()
+                    .map_err(|_| Error::DecryptionFailed)?;
+                let dk = match inner.decrypt_blob(need(m)?, &wrapped, &ctx) {
+                    Ok(dk) if dk.len() == 32 => dk,
+                    Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
+                        return Err(Error::DecryptionFailed);
+                    }
+                    Err(e) => return Err(e),
+                };
+                let derived = message::verify_header(&h, dk.expose_secret())?;
+                then(&h, derived, wrapped.key_id.clone(), wrapped.version)
+            },
+        )
     }
 
     // ---- randomness -------------------------------------------------------

@@ -1,0 +1,247 @@
+//! Access-control operations: key policies, grants, and explain.
+
+use super::{Client, Target, need, required_usage};
+use crate::action::Action;
+use crate::envelope::EncryptionContext;
+use crate::error::{Error, Result};
+use crate::policy::{Decision, Grant, GrantRequest, GrantToken, Policy, Request, token_hash};
+use crate::principal::Principal;
+use crate::random::random_array;
+
+/// Most grants one key may hold.
+pub const MAX_GRANTS_PER_KEY: usize = 50_000;
+
+/// Which grant to retire.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum GrantSelector {
+    /// By grant id.
+    Id(String),
+    /// By the token returned at creation.
+    Token(GrantToken),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Operations a grant may allow: cryptographic operations, `DescribeKey`
+/// and `RetireGrant`. Administration (policies, deletion, aliases, grants
+/// for others) needs the key policy.
+fn grantable(a: Action) -> bool {
+    required_usage(a).is_some() || matches!(a, Action::DescribeKey | Action::RetireGrant)
+}
+
+impl Client {
+    /// Replaces the key's policy after validating it.
+    ///
+    /// Lockout safety: the change is refused unless the caller could still
+    /// call `PutKeyPolicy` under the new policy (as AWS KMS checks), so a key
+    /// cannot be left with nobody able to change its policy by accident.
+    /// `bypass_lockout_check = true` skips that check.
+    pub fn put_key_policy(
+        &self,
+        key: &str,
+        policy: &Policy,
+        bypass_lockout_check: bool,
+    ) -> Result<()> {
+        self.run(Action::PutKeyPolicy, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            policy.validate()?;
+            if !bypass_lockout_check {
+                let req = Request {
+                    principal: self.principal(),
+                    action: Action::PutKeyPolicy,
+                    context: None,
+                    now: self.inner().clock.now(),
+                };
+                if !policy.evaluate(&req, Some(meta)).allowed {
+                    return Err(Error::invalid(format!(
+                        "the new policy would not let {} call PutKeyPolicy again (lockout); \
+                         pass bypass_lockout_check to force it",
+                        self.principal()
+                    )));
+                }
+            }
+            self.inner().store.update_key(&meta.key_id, &mut |k| {
+                k.policy = Some(policy.clone());
+                Ok(())
+            })?;
+            Ok(())
+        })
+    }
+
+    /// The key's policy (the default one if none was put).
+    pub fn get_key_policy(&self, key: &str) -> Result<Policy> {
+        self.run(Action::GetKeyPolicy, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            Ok(meta
+                .policy
+                .clone()
+                .unwrap_or_else(|| Policy::default_for(&meta.created_by)))
+        })
+    }
+
+    /// Creates a grant and returns its id and token. The grant allows its
+    /// grantee the listed operations on this key, within its constraints,
+    /// until it expires or is retired or revoked; it never overrides a Deny.
+    pub fn create_grant(&self, key: &str, request: GrantRequest) -> Result<(String, GrantToken)> {
+        self.run(Action::CreateGrant, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            let inner = self.inner();
+            if request.operations.is_empty() {
+                return Err(Error::invalid("a grant needs at least one operation"));
+            }
+            if let Some(bad) = request.operations.iter().find(|a| !grantable(**a)) {
+                return Err(Error::invalid(format!(
+                    "{bad} cannot be granted: grants allow cryptographic operations, DescribeKey and RetireGrant"
+                )));
+            }
+            let now = inner.clock.now();
+            if request.expires_at.is_some_and(|t| t <= now) {
+                return Err(Error::invalid("grant expiry must be in the future"));
+            }
+            if let Some(c) = &request.constraints {
+                for ctx in [&c.context_equals, &c.context_subset].into_iter().flatten() {
+                    ctx.validate()?;
+                }
+            }
+            if request.name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 256) {
+                return Err(Error::invalid("grant name must be 1 to 256 bytes"));
+            }
+            let grant_id = hex(&random_array::<16>(inner.rng.as_ref())?);
+            let token = GrantToken(format!("srgt_{}", hex(&random_array::<32>(inner.rng.as_ref())?)));
+            let mut ops = request.operations.clone();
+            ops.sort();
+            ops.dedup();
+            let grant = Grant {
+                grant_id: grant_id.clone(),
+                name: request.name.clone(),
+                grantee: request.grantee.clone(),
+                retiring_principal: request.retiring_principal.clone(),
+                operations: ops,
+                constraints: request.constraints.clone(),
+                expires_at: request.expires_at,
+                created_at: now,
+                created_by: self.principal().clone(),
+                token_hash: token_hash(token.expose_secret()),
+            };
+            inner.store.update_key(&meta.key_id, &mut |k| {
+                // Expired grants are dropped whenever grants change.
+                for list in k.grants.values_mut() {
+                    list.retain(|g| g.expires_at.is_none_or(|t| t > now));
+                }
+                k.grants.retain(|_, l| !l.is_empty());
+                let total: usize = k.grants.values().map(Vec::len).sum();
+                if total >= MAX_GRANTS_PER_KEY {
+                    return Err(Error::invalid(format!(
+                        "a key may hold at most {MAX_GRANTS_PER_KEY} grants"
+                    )));
+                }
+                k.grants.entry(grant.grantee.clone()).or_default().push(grant.clone());
+                Ok(())
+            })?;
+            Ok((grant_id, token))
+        })
+    }
+
+    /// The key's grants (expired ones included until they are cleaned up).
+    pub fn list_grants(&self, key: &str) -> Result<Vec<Grant>> {
+        self.run(Action::ListGrants, Target::Ref(key), None, |m| {
+            Ok(need(m)?.grants.values().flatten().cloned().collect())
+        })
+    }
+
+    /// Retires a grant. Allowed to its grantee, its retiring principal, and
+    /// anyone the key policy allows `RetireGrant`.
+    pub fn retire_grant(&self, key: &str, which: GrantSelector) -> Result<()> {
+        // Authorization has two parts: the pipeline lets through callers the
+        // policy allows *or* who hold a grant allowing RetireGrant; the
+        // grantee / retiring-principal rule is checked against the grant.
+        let inner = self.inner();
+        let meta = inner.resolve(key)?;
+        let target_grant = meta
+            .grants
+            .values()
+            .flatten()
+            .find(|g| match &which {
+                GrantSelector::Id(id) => &g.grant_id == id,
+                GrantSelector::Token(t) => g.token_matches(t),
+            })
+            .cloned();
+        let related = target_grant.as_ref().is_some_and(|g| {
+            &g.grantee == self.principal()
+                || g.retiring_principal.as_ref() == Some(self.principal())
+        });
+        let result = self.run(Action::RetireGrant, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            let g = target_grant
+                .clone()
+                .ok_or_else(|| Error::invalid("no such grant on this key"))?;
+            remove_grant(self, meta, &g.grant_id)
+        });
+        match result {
+            Err(Error::AccessDenied { .. }) if related => {
+                // The grantee or retiring principal of this very grant.
+                let g = target_grant.ok_or_else(|| Error::invalid("no such grant on this key"))?;
+                remove_grant(self, &meta, &g.grant_id)
+            }
+            other => other,
+        }
+    }
+
+    /// Revokes a grant by id (a key administrator: needs `RevokeGrant`).
+    pub fn revoke_grant(&self, key: &str, grant_id: &str) -> Result<()> {
+        self.run(Action::RevokeGrant, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            if !meta
+                .grants
+                .values()
+                .flatten()
+                .any(|g| g.grant_id == grant_id)
+            {
+                return Err(Error::invalid("no such grant on this key"));
+            }
+            remove_grant(self, meta, grant_id)
+        })
+    }
+
+    /// Explains, without doing anything, how a request by `principal` would be
+    /// decided: allowed or not, and the statement or grant that decided.
+    /// Needs `GetKeyPolicy` on the key (for ring-wide actions, nothing).
+    pub fn explain(
+        &self,
+        principal: &Principal,
+        action: Action,
+        key: Option<&str>,
+        context: Option<&EncryptionContext>,
+    ) -> Result<Decision> {
+        let inner = self.inner();
+        let decide = |meta: Option<&crate::KeyMetadata>| {
+            let req = Request {
+                principal,
+                action,
+                context,
+                now: inner.clock.now(),
+            };
+            crate::policy::decide(&inner.ring_policy, meta, &req)
+        };
+        match key {
+            None => Ok(decide(None)),
+            Some(k) => self.run(Action::GetKeyPolicy, Target::Ref(k), None, |m| {
+                Ok(decide(Some(need(m)?)))
+            }),
+        }
+    }
+}
+
+fn remove_grant(c: &Client, meta: &crate::KeyMetadata, grant_id: &str) -> Result<()> {
+    c.inner().store.update_key(&meta.key_id, &mut |k| {
+        for list in k.grants.values_mut() {
+            list.retain(|g| g.grant_id != grant_id);
+        }
+        k.grants.retain(|_, l| !l.is_empty());
+        Ok(())
+    })?;
+    Ok(())
+}
