@@ -39,10 +39,13 @@
 //!   encryptions per version are metered against the AES-GCM nonce bound.
 //! - **Lifecycle**: enable, disable, scheduled deletion with a 7-30 day window.
 //!
+//! - **Access control**: key policies, a ring policy and grants, decided in
+//!   the pipeline before any key material is touched; deny by default (see
+//!   [`policy`]).
+//!
 //! ## What is not here yet
-//! Key policies and grants are not implemented: the ring currently allows
-//! every principal every action. Signing keys, the file keystore, PKCS#11
-//! and audit are planned (see CHANGELOG.md).
+//! Signing keys, the file keystore, PKCS#11 and audit are planned (see
+//! CHANGELOG.md).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]

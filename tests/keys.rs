@@ -252,7 +252,10 @@ fn principals_parse_and_flow_into_metadata() {
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
     assert_eq!(
-        svc.describe_key(id.as_str()).unwrap().created_by.to_string(),
+        svc.describe_key(id.as_str())
+            .unwrap()
+            .created_by
+            .to_string(),
         "service:billing"
     );
     // The default key policy gives the creator, and only the creator, access.

@@ -430,7 +430,7 @@ impl Policy {
 
     /// Evaluates the statements alone (no grants): Deny wins, then Allow,
     /// else the default deny.
-    pub(crate) fn evaluate(&self, req: &Request<'_>, key: Option<&KeyMetadata>) -> Decision {
+    pub fn evaluate(&self, req: &Request<'_>, key: Option<&KeyMetadata>) -> Decision {
         let mut allow: Option<String> = None;
         for (i, s) in self.statements.iter().enumerate() {
             if !s.matches_principal(req.principal)

@@ -1,0 +1,107 @@
+//! Cost of the access decision.
+//!
+//! Run: `cargo bench --bench access`.
+//!
+//! - `grants/N`: one decision on a key holding N grants for N distinct
+//!   grantees, for a grantee whose grant allows (grants are indexed by
+//!   grantee, so N should not matter);
+//! - `grants_same_grantee/N`: N grants for the SAME grantee, the allowing one
+//!   last (the worst case: that grantee's grants are scanned);
+//! - `keys/N`: `explain` (key lookup + decision) on one key of a ring of N
+//!   keys, N = 10 and 100,000.
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::Duration;
+use strongroom::policy::{GrantRequest, Policy, Request, decide};
+use strongroom::{Action, CreateKeyOptions, KeyRing, KeySpec, Principal, Timestamp};
+
+fn grants(c: &mut Criterion) {
+    let mut g = c.benchmark_group("access");
+    let ring_policy = Policy::default_ring();
+    for n in [1usize, 100, 10_000] {
+        for same in [false, true] {
+            let ring = KeyRing::in_memory();
+            let admin = ring.client(Principal::role("admin").unwrap());
+            let key = admin
+                .create_key(KeySpec::default(), CreateKeyOptions::new())
+                .unwrap();
+            for i in 0..n {
+                let who = if same {
+                    "bob".to_string()
+                } else {
+                    format!("u{i}")
+                };
+                let op = if same && i + 1 < n {
+                    Action::Decrypt
+                } else {
+                    Action::Encrypt
+                };
+                admin
+                    .create_grant(
+                        key.as_str(),
+                        GrantRequest::new(Principal::user(&who).unwrap(), &[op]),
+                    )
+                    .unwrap();
+            }
+            let meta = admin.describe_key(key.as_str()).unwrap();
+            let who = Principal::user(if same { "bob" } else { "u0" }).unwrap();
+            let name = if same {
+                "grants_same_grantee"
+            } else {
+                "grants"
+            };
+            g.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter(|| {
+                    let req = Request {
+                        principal: &who,
+                        action: Action::Encrypt,
+                        context: None,
+                        now: Timestamp(0),
+                    };
+                    let d = decide(&ring_policy, Some(&meta), &req);
+                    assert!(d.allowed);
+                    black_box(d)
+                })
+            });
+        }
+    }
+    for n in [10usize, 100_000] {
+        let ring = KeyRing::in_memory();
+        let admin = ring.client(Principal::role("admin").unwrap());
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(
+                admin
+                    .create_key(KeySpec::default(), CreateKeyOptions::new())
+                    .unwrap(),
+            );
+        }
+        let target = ids[n / 2].to_string();
+        let who = Principal::role("admin").unwrap();
+        g.bench_function(BenchmarkId::new("keys", n), |b| {
+            b.iter(|| {
+                black_box(
+                    admin
+                        .explain(&who, Action::Encrypt, Some(&target), None)
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = grants
+}
+criterion_main!(benches);
