@@ -161,6 +161,33 @@ pub mod fuzzing {
         }
     }
 
+    /// Policy JSON: whatever parses must validate, re-serialize and parse to
+    /// the same policy, and evaluating it must not panic.
+    pub fn policy_json(data: &[u8]) {
+        use crate::policy::{Policy, Request};
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        if let Ok(p) = Policy::from_json(text) {
+            let again = Policy::from_json(&p.to_json());
+            assert!(again.is_ok_and(|q| q == p));
+            if let Ok(who) = Principal::user("alice") {
+                let ctx = EncryptionContext::new().with("tenant", "acme");
+                for action in crate::Action::ALL {
+                    let _ = p.evaluate(
+                        &Request {
+                            principal: &who,
+                            action: *action,
+                            context: Some(&ctx),
+                            now: crate::Timestamp(1_800_000_000),
+                        },
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
     /// Canonical context decoding: whatever decodes must re-encode to the
     /// same bytes.
     pub fn context(data: &[u8]) {

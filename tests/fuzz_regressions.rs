@@ -50,6 +50,11 @@ fn stream_seeds_and_regressions() {
 }
 
 #[test]
+fn policy_seeds_and_regressions() {
+    assert!(replay("policy", fuzzing::policy_json) >= 3);
+}
+
+#[test]
 fn open_requiring_seeds_and_regressions() {
     assert!(replay("open_requiring", fuzzing::open_requiring) >= 4);
 }
