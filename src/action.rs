@@ -79,6 +79,8 @@ pub enum Action {
     RetireGrant,
     /// Revoke a grant (a key administrator).
     RevokeGrant,
+    /// Read when each version of a key was last used.
+    GetKeyLastUsage,
 }
 
 impl Action {
@@ -117,6 +119,7 @@ impl Action {
         Action::ListGrants,
         Action::RetireGrant,
         Action::RevokeGrant,
+        Action::GetKeyLastUsage,
     ];
 
     /// The action's name, as written in policies: `strongroom:Encrypt`.
@@ -155,6 +158,7 @@ impl Action {
             Action::ListGrants => "strongroom:ListGrants",
             Action::RetireGrant => "strongroom:RetireGrant",
             Action::RevokeGrant => "strongroom:RevokeGrant",
+            Action::GetKeyLastUsage => "strongroom:GetKeyLastUsage",
         }
     }
 }

@@ -111,6 +111,11 @@ pub enum Error {
         /// The key's minimum decryption version.
         floor: u32,
     },
+
+    /// An audit sink could not record the operation and the ring is
+    /// fail-closed: the operation's result is withheld.
+    #[error("audit log unavailable: {0}")]
+    AuditUnavailable(String),
 }
 
 impl Error {
@@ -136,6 +141,7 @@ impl Error {
             Error::Random => "Random",
             Error::Other(_) => "Other",
             Error::VersionRetired { .. } => "VersionRetired",
+            Error::AuditUnavailable(_) => "AuditUnavailable",
         }
     }
 }

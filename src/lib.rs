@@ -43,14 +43,18 @@
 //!   the pipeline before any key material is touched; deny by default (see
 //!   [`policy`]).
 //!
+//! - **Audit**: one event per operation to pluggable sinks, including a
+//!   hash-chained, signed log verifiable offline (see [`audit`]).
+//!
 //! ## What is not here yet
-//! Signing keys, the file keystore, PKCS#11 and audit are planned (see
+//! Signing keys, the file keystore and PKCS#11 are planned (see
 //! CHANGELOG.md).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
 mod action;
+pub mod audit;
 pub mod backend;
 mod clock;
 mod crypto;
@@ -82,7 +86,7 @@ pub use keyring::{
 };
 pub use keyring::{
     DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS, GrantSelector,
-    MAX_GRANTS_PER_KEY, MaintenanceReport, RotationStatus,
+    MAX_GRANTS_PER_KEY, MaintenanceReport, RotationStatus, VersionUsage,
 };
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};

@@ -8,6 +8,7 @@ use crate::envelope::blob::{self, BlobHeader};
 use crate::envelope::message;
 
 mod access;
+mod audit;
 mod lifecycle;
 mod rotation;
 mod stream;
@@ -25,6 +26,7 @@ use crate::random::{OsRandom, RandomSource, random_array};
 use crate::secret::SecretBytes;
 use crate::store::{MemoryStore, MetadataStore};
 pub use access::{GrantSelector, MAX_GRANTS_PER_KEY};
+pub use audit::VersionUsage;
 pub use lifecycle::{DEFAULT_DELETION_WINDOW_DAYS, DELETION_WINDOW_DAYS, MaintenanceReport};
 pub use rotation::{DEFAULT_ENCRYPTION_LIMIT, RotationStatus};
 use std::collections::BTreeMap;
@@ -71,6 +73,8 @@ struct Inner {
     rotation_lock: std::sync::Mutex<()>,
     /// Decides ring-wide actions (no key).
     ring_policy: crate::policy::Policy,
+    /// Audit sinks, the failure policy, whether context values are recorded.
+    audit: audit::AuditConfig,
 }
 
 impl fmt::Debug for KeyRing {
@@ -117,6 +121,9 @@ pub struct KeyRingBuilder {
     rng: Option<Arc<dyn RandomSource>>,
     encryption_limit: Option<u64>,
     ring_policy: Option<crate::policy::Policy>,
+    audit_sinks: Vec<Arc<dyn crate::audit::AuditSink>>,
+    audit_failure: crate::audit::FailurePolicy,
+    audit_context_values: bool,
 }
 
 impl fmt::Debug for KeyRingBuilder {
@@ -167,6 +174,26 @@ impl KeyRingBuilder {
         self
     }
 
+    /// Adds an audit sink: every operation attempted on the ring is recorded
+    /// there (see [`crate::audit`]). May be called several times.
+    pub fn audit_sink(mut self, sink: Arc<dyn crate::audit::AuditSink>) -> Self {
+        self.audit_sinks.push(sink);
+        self
+    }
+
+    /// What happens when a sink fails: fail-closed (default) or fail-open.
+    pub fn audit_failure_policy(mut self, policy: crate::audit::FailurePolicy) -> Self {
+        self.audit_failure = policy;
+        self
+    }
+
+    /// Also record encryption-context values in audit events (default: keys
+    /// only). Contexts are not secret, but may be sensitive.
+    pub fn audit_context_values(mut self, yes: bool) -> Self {
+        self.audit_context_values = yes;
+        self
+    }
+
     /// Builds the ring.
     pub fn build(self) -> KeyRing {
         let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(OsRandom));
@@ -186,6 +213,11 @@ impl KeyRingBuilder {
                 ring_policy: self
                     .ring_policy
                     .unwrap_or_else(crate::policy::Policy::default_ring),
+                audit: audit::AuditConfig::new(
+                    self.audit_sinks,
+                    self.audit_failure,
+                    self.audit_context_values,
+                ),
             }),
         }
     }
@@ -245,12 +277,35 @@ impl Inner {
         context: Option<&EncryptionContext>,
         work: impl FnOnce(Option<&Arc<KeyMetadata>>) -> Result<T>,
     ) -> Result<T> {
+        let outer_version = audit::take_version();
+        let mut seen = audit::Seen::default();
+        let result = self.run_steps(principal, action, target, context, &mut seen, work);
+        seen.key_version = audit::take_version();
+        audit::restore_version(outer_version);
+        self.record(principal, action, context, &seen, result)
+    }
+
+    /// The steps of the pipeline, without recording.
+    fn run_steps<T>(
+        &self,
+        principal: &Principal,
+        action: Action,
+        target: Target<'_>,
+        context: Option<&EncryptionContext>,
+        seen: &mut audit::Seen,
+        work: impl FnOnce(Option<&Arc<KeyMetadata>>) -> Result<T>,
+    ) -> Result<T> {
         let meta = match target {
             Target::Ring => None,
             Target::Ref(r) => Some(self.resolve(r)?),
             Target::Id(id) => Some(self.load(&id?)?),
         };
-        self.authorize(principal, action, meta.as_deref(), context)?;
+        seen.key_id = meta.as_ref().map(|m| m.key_id.to_string());
+        let decision = self.authorize(principal, action, meta.as_deref(), context);
+        if let Err(Error::AccessDenied { .. }) = &decision {
+            seen.denied = true;
+        }
+        seen.grant_id = decision?.grant_id().map(str::to_owned);
         // Due deletion (the key is gone) and due rotation (a new primary),
         // on the ring's clock.
         let meta = match meta {
@@ -333,6 +388,7 @@ impl Inner {
         let mref = MaterialId::new(meta.key_id.clone(), version);
         // Count first: a version at its hard limit refuses to encrypt.
         let count = self.usage.record(&mref)?;
+        audit::note_version(version);
         let payload = self.backend.encrypt(&mref, &aad, plaintext)?;
         out.extend_from_slice(&payload);
         if self.usage.should_rotate(count) {
@@ -362,6 +418,7 @@ impl Inner {
                 floor: meta.min_decrypt_version,
             });
         }
+        audit::note_version(h.version);
         if symmetric(meta)?.suite_id() != h.suite {
             return Err(Error::DecryptionFailed);
         }

@@ -1,0 +1,194 @@
+//! The pipeline's recording step: one audit event per operation, and the
+//! last use of every key version.
+
+use super::{Client, Inner, Target, need};
+use crate::action::Action;
+use crate::audit::{AuditEvent, AuditSink, FailurePolicy, Outcome};
+use crate::backend::MaterialId;
+use crate::clock::Timestamp;
+use crate::envelope::EncryptionContext;
+use crate::error::{Error, Result};
+use crate::principal::Principal;
+use crate::random::random_array;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+thread_local! {
+    /// The key version the current operation used, noted by the code that
+    /// touches the backend (nested operations save and restore it).
+    static VERSION: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+pub(crate) fn note_version(v: u32) {
+    VERSION.with(|c| c.set(Some(v)));
+}
+
+pub(crate) fn take_version() -> Option<u32> {
+    VERSION.with(|c| c.take())
+}
+
+pub(crate) fn restore_version(v: Option<u32>) {
+    VERSION.with(|c| c.set(v));
+}
+
+/// What the pipeline learned about one operation, for its event.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    pub key_id: Option<String>,
+    pub key_version: Option<u32>,
+    pub grant_id: Option<String>,
+    pub denied: bool,
+}
+
+pub(crate) struct AuditConfig {
+    sinks: Vec<Arc<dyn AuditSink>>,
+    failure: FailurePolicy,
+    context_values: bool,
+    /// Last successful use per key version.
+    last_used: RwLock<HashMap<MaterialId, Timestamp>>,
+    /// Request ids: a random 64-bit prefix per ring, drawn on first use,
+    /// and a counter.
+    id_prefix: std::sync::OnceLock<u64>,
+    id_counter: std::sync::atomic::AtomicU64,
+}
+
+impl AuditConfig {
+    pub(crate) fn new(
+        sinks: Vec<Arc<dyn AuditSink>>,
+        failure: FailurePolicy,
+        context_values: bool,
+    ) -> Self {
+        AuditConfig {
+            sinks,
+            failure,
+            context_values,
+            last_used: RwLock::new(HashMap::new()),
+            id_prefix: std::sync::OnceLock::new(),
+            id_counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A request id unique within this ring (and, with its random prefix,
+    /// across rings): 32 hex characters.
+    fn next_request_id(&self, rng: &dyn crate::RandomSource) -> String {
+        let prefix = *self
+            .id_prefix
+            .get_or_init(|| random_array::<8>(rng).map(u64::from_be_bytes).unwrap_or(0));
+        let n = self
+            .id_counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{prefix:016x}{n:016x}")
+    }
+}
+
+/// Last use of one key version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VersionUsage {
+    /// The version.
+    pub version: u32,
+    /// When it last encrypted or decrypted something through this ring.
+    pub last_used: Option<Timestamp>,
+}
+
+impl Inner {
+    /// Records the event of one operation and returns its result, or, if a
+    /// sink failed and the ring is fail-closed, the audit error instead.
+    pub(crate) fn record<T>(
+        &self,
+        principal: &Principal,
+        action: Action,
+        context: Option<&EncryptionContext>,
+        seen: &Seen,
+        result: Result<T>,
+    ) -> Result<T> {
+        let now = self.clock.now();
+        if result.is_ok()
+            && let (Some(k), Some(v)) = (&seen.key_id, seen.key_version)
+            && let Ok(id) = crate::KeyId::parse(k)
+        {
+            self.audit
+                .last_used
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(MaterialId::new(id, v), now);
+        }
+        if self.audit.sinks.is_empty() {
+            return result;
+        }
+        let outcome = match &result {
+            Ok(_) => Outcome::Allowed,
+            Err(Error::AccessDenied {
+                action, resource, ..
+            }) if seen.denied => Outcome::Denied {
+                reason: format!("no permission for {action} on {resource}"),
+            },
+            Err(e) => Outcome::Failed {
+                error: e.kind().to_owned(),
+            },
+        };
+        let request_id = self.audit.next_request_id(self.rng.as_ref());
+        let event = AuditEvent {
+            time: now,
+            request_id,
+            principal: principal.to_string(),
+            action: action.as_str().to_owned(),
+            key_id: seen.key_id.clone(),
+            key_version: seen.key_version,
+            outcome,
+            context_keys: context
+                .map_or_else(Vec::new, |c| c.iter().map(|(k, _)| k.to_owned()).collect()),
+            context_values: if self.audit.context_values {
+                context.map(|c| c.iter().map(|(_, v)| v.to_owned()).collect())
+            } else {
+                None
+            },
+            grant_id: seen.grant_id.clone(),
+        };
+        let mut failure = None;
+        for sink in &self.audit.sinks {
+            if let Err(e) = sink.record(&event) {
+                failure.get_or_insert(e);
+            }
+        }
+        match (failure, self.audit.failure) {
+            (Some(e), FailurePolicy::Closed) => Err(Error::AuditUnavailable(e.to_string())),
+            _ => result,
+        }
+    }
+}
+
+impl Client {
+    /// When each version of the key was last used (encrypt, decrypt, data
+    /// keys, seal, open) through this ring, like KMS GetKeyLastUsage.
+    pub fn key_last_usage(&self, key: &str) -> Result<Vec<VersionUsage>> {
+        self.run(Action::GetKeyLastUsage, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            let map = self
+                .inner()
+                .audit
+                .last_used
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            Ok(meta
+                .versions
+                .iter()
+                .map(|v| VersionUsage {
+                    version: v.version,
+                    last_used: map
+                        .get(&MaterialId::new(meta.key_id.clone(), v.version))
+                        .copied(),
+                })
+                .collect())
+        })
+    }
+
+    /// Flushes every audit sink (durability and, for signed logs, a digest).
+    pub fn flush_audit(&self) -> Result<()> {
+        for s in &self.inner().audit.sinks {
+            s.flush()?;
+        }
+        Ok(())
+    }
+}
