@@ -13,6 +13,13 @@ mod memory;
 
 pub use memory::MemoryBackend;
 
+#[cfg(feature = "pkcs11")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
+mod pkcs11;
+#[cfg(feature = "pkcs11")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
+pub use pkcs11::{Pkcs11Backend, Pkcs11Config};
+
 use crate::error::Result;
 use crate::key::{KeyId, KeySpec};
 use crate::secret::SecretBytes;

@@ -1,0 +1,254 @@
+//! One backend conformance suite, written once and instantiated per backend
+//! with [`conformance_suite!`] (as rustls runs its API tests per provider).
+//!
+//! A backend factory builds a ring over a given metadata store and clock and
+//! returns the backend too. Persistent backends also get the restart test:
+//! a NEW backend instance over the same store must find every key again.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use strongroom::backend::KeyBackend;
+use strongroom::store::{MemoryStore, MetadataStore};
+use strongroom::{
+    CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, ManualClock, MaterialId,
+    Principal, Timestamp,
+};
+
+pub type Factory = fn(Arc<dyn MetadataStore>, Arc<ManualClock>) -> (KeyRing, Arc<dyn KeyBackend>);
+
+pub struct Env {
+    pub ring: KeyRing,
+    pub backend: Arc<dyn KeyBackend>,
+    pub store: Arc<dyn MetadataStore>,
+    pub clock: Arc<ManualClock>,
+    pub client: strongroom::Client,
+    pub key: String,
+}
+
+pub fn env(make: Factory) -> Env {
+    let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
+    let (ring, backend) = make(store.clone(), clock.clone());
+    let client = ring.client(Principal::service("conformance").unwrap());
+    let key = client
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap()
+        .to_string();
+    Env {
+        ring,
+        backend,
+        store,
+        clock,
+        client,
+        key,
+    }
+}
+
+fn ctx() -> EncryptionContext {
+    EncryptionContext::new().with("suite", "conformance")
+}
+
+pub fn encrypt_decrypt(make: Factory) {
+    let e = env(make);
+    for n in [1usize, 32, 4096] {
+        let data = vec![0xabu8; n];
+        let blob = e.client.encrypt(&e.key, &data, &ctx()).unwrap();
+        assert_eq!(
+            e.client
+                .decrypt(&blob, &ctx())
+                .unwrap()
+                .plaintext
+                .expose_secret(),
+            &data[..]
+        );
+    }
+}
+
+pub fn tampering_is_opaque(make: Factory) {
+    let e = env(make);
+    let blob = e.client.encrypt(&e.key, b"secret", &ctx()).unwrap();
+    let mut bad = blob.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        e.client.decrypt(&bad, &ctx()),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(matches!(
+        e.client.decrypt(&blob, &EncryptionContext::new()),
+        Err(Error::DecryptionFailed)
+    ));
+    let mut bad_nonce = blob.clone();
+    bad_nonce[blob.len() - 30] ^= 0x80;
+    assert!(matches!(
+        e.client.decrypt(&bad_nonce, &ctx()),
+        Err(Error::DecryptionFailed)
+    ));
+    // The backend still works after failures.
+    assert!(e.client.decrypt(&blob, &ctx()).is_ok());
+}
+
+pub fn data_keys(make: Factory) {
+    let e = env(make);
+    let dk = e.client.generate_data_key(&e.key, &ctx()).unwrap();
+    let back = e.client.decrypt_data_key(dk.ciphertext(), &ctx()).unwrap();
+    assert_eq!(back.plaintext(), dk.plaintext());
+    let ct = e
+        .client
+        .generate_data_key_without_plaintext(&e.key, &ctx())
+        .unwrap();
+    assert_eq!(
+        e.client
+            .decrypt_data_key(&ct, &ctx())
+            .unwrap()
+            .plaintext()
+            .len(),
+        32
+    );
+}
+
+pub fn seal_open(make: Factory) {
+    let e = env(make);
+    for n in [0usize, 1000, 1 << 20] {
+        let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        let m = e.client.seal(&e.key, &data, &ctx()).unwrap();
+        assert_eq!(
+            e.client.open(&m, &ctx()).unwrap().plaintext.expose_secret(),
+            &data[..]
+        );
+    }
+}
+
+pub fn re_encrypt_and_rotation(make: Factory) {
+    let e = env(make);
+    let other = e
+        .client
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let blob = e.client.encrypt(&e.key, b"v1", &ctx()).unwrap();
+    let msg = e.client.seal(&e.key, b"v1", &ctx()).unwrap();
+    assert_eq!(e.client.rotate_now(&e.key).unwrap(), 2);
+    let blob2 = e.client.encrypt(&e.key, b"v2", &ctx()).unwrap();
+    assert_eq!(e.client.decrypt(&blob, &ctx()).unwrap().key_version, 1);
+    assert_eq!(e.client.decrypt(&blob2, &ctx()).unwrap().key_version, 2);
+    assert_eq!(e.client.open(&msg, &ctx()).unwrap().key_version, 1);
+    let moved = e
+        .client
+        .re_encrypt(&blob, &ctx(), other.as_str(), &ctx())
+        .unwrap();
+    assert_eq!(e.client.decrypt(&moved, &ctx()).unwrap().key_id, other);
+}
+
+pub fn destroy(make: Factory) {
+    let e = env(make);
+    let blob = e.client.encrypt(&e.key, b"x", &ctx()).unwrap();
+    let id = strongroom::KeyId::parse(&e.key).unwrap();
+    assert!(e.backend.contains(&MaterialId::new(id.clone(), 1)).unwrap());
+    e.client.schedule_key_deletion(&e.key, Some(7)).unwrap();
+    e.clock.advance_days(7);
+    assert_eq!(e.ring.run_maintenance().unwrap().deleted.len(), 1);
+    assert!(!e.backend.contains(&MaterialId::new(id.clone(), 1)).unwrap());
+    assert!(matches!(
+        e.client.decrypt(&blob, &ctx()),
+        Err(Error::KeyNotFound(_))
+    ));
+    // The backend's own decrypt has nothing to use either.
+    assert!(matches!(
+        e.backend
+            .decrypt(&MaterialId::new(id, 1), b"", &blob[blob.len() - 34..]),
+        Err(Error::KeyNotFound(_))
+    ));
+}
+
+pub fn threads(make: Factory) {
+    let e = env(make);
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let c = e.client.clone();
+            let k = e.key.clone();
+            std::thread::spawn(move || {
+                let ctx = EncryptionContext::new().with("thread", t.to_string());
+                for i in 0..25u32 {
+                    let b = c.encrypt(&k, &i.to_be_bytes(), &ctx).unwrap();
+                    assert_eq!(
+                        c.decrypt(&b, &ctx).unwrap().plaintext.expose_secret(),
+                        i.to_be_bytes()
+                    );
+                    let m = c.seal(&k, &i.to_be_bytes(), &ctx).unwrap();
+                    assert!(c.open(&m, &ctx).is_ok());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// Persistent backends: a new backend instance over the same store finds
+/// every key (and version) again.
+pub fn restart(make: Factory) {
+    let e = env(make);
+    e.client.rotate_now(&e.key).unwrap();
+    let blob1 = e.client.encrypt(&e.key, b"before restart", &ctx()).unwrap();
+    let msg = e.client.seal(&e.key, b"message", &ctx()).unwrap();
+    let store = e.store.clone();
+    let clock = e.clock.clone();
+    drop(e);
+    let (ring2, _backend2) = make(store, clock);
+    let c2 = ring2.client(Principal::service("conformance").unwrap());
+    assert_eq!(
+        c2.decrypt(&blob1, &ctx())
+            .unwrap()
+            .plaintext
+            .expose_secret(),
+        b"before restart"
+    );
+    assert_eq!(
+        c2.open(&msg, &ctx()).unwrap().plaintext.expose_secret(),
+        b"message"
+    );
+}
+
+/// Instantiates the suite for one backend factory.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        #[test]
+        fn encrypt_decrypt() {
+            conformance::encrypt_decrypt($make)
+        }
+        #[test]
+        fn tampering_is_opaque() {
+            conformance::tampering_is_opaque($make)
+        }
+        #[test]
+        fn data_keys() {
+            conformance::data_keys($make)
+        }
+        #[test]
+        fn seal_open() {
+            conformance::seal_open($make)
+        }
+        #[test]
+        fn re_encrypt_and_rotation() {
+            conformance::re_encrypt_and_rotation($make)
+        }
+        #[test]
+        fn destroy() {
+            conformance::destroy($make)
+        }
+        #[test]
+        fn threads() {
+            conformance::threads($make)
+        }
+    };
+    ($make:expr, persistent) => {
+        $crate::conformance_suite!($make);
+        #[test]
+        fn restart() {
+            conformance::restart($make)
+        }
+    };
+}

@@ -1,0 +1,20 @@
+//! The backend conformance suite on the in-memory backend.
+
+mod conformance;
+
+use std::sync::Arc;
+use strongroom::backend::{KeyBackend, MemoryBackend};
+use strongroom::store::MetadataStore;
+use strongroom::{KeyRing, ManualClock};
+
+fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc<dyn KeyBackend>) {
+    let backend: Arc<dyn KeyBackend> = Arc::new(MemoryBackend::new());
+    let ring = KeyRing::builder()
+        .backend(backend.clone())
+        .store(store)
+        .clock(clock)
+        .build();
+    (ring, backend)
+}
+
+conformance_suite!(make);
