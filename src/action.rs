@@ -81,6 +81,24 @@ pub enum Action {
     RevokeGrant,
     /// Read when each version of a key was last used.
     GetKeyLastUsage,
+    /// Sign a message or digest with an asymmetric key.
+    Sign,
+    /// Verify a signature through the ring.
+    Verify,
+    /// Export an asymmetric key's public key.
+    GetPublicKey,
+    /// Compute a MAC with an HMAC key.
+    GenerateMac,
+    /// Verify a MAC with an HMAC key.
+    VerifyMac,
+    /// Generate a data key pair, private key returned in plaintext and encrypted.
+    GenerateDataKeyPair,
+    /// Generate a data key pair, private key returned only encrypted.
+    GenerateDataKeyPairWithoutPlaintext,
+    /// Get a wrapping public key and token to import key material.
+    GetParametersForImport,
+    /// Create a key from imported, wrapped key material.
+    ImportKeyMaterial,
 }
 
 impl Action {
@@ -120,6 +138,15 @@ impl Action {
         Action::RetireGrant,
         Action::RevokeGrant,
         Action::GetKeyLastUsage,
+        Action::Sign,
+        Action::Verify,
+        Action::GetPublicKey,
+        Action::GenerateMac,
+        Action::VerifyMac,
+        Action::GenerateDataKeyPair,
+        Action::GenerateDataKeyPairWithoutPlaintext,
+        Action::GetParametersForImport,
+        Action::ImportKeyMaterial,
     ];
 
     /// The action's name, as written in policies: `strongroom:Encrypt`.
@@ -159,6 +186,17 @@ impl Action {
             Action::RetireGrant => "strongroom:RetireGrant",
             Action::RevokeGrant => "strongroom:RevokeGrant",
             Action::GetKeyLastUsage => "strongroom:GetKeyLastUsage",
+            Action::Sign => "strongroom:Sign",
+            Action::Verify => "strongroom:Verify",
+            Action::GetPublicKey => "strongroom:GetPublicKey",
+            Action::GenerateMac => "strongroom:GenerateMac",
+            Action::VerifyMac => "strongroom:VerifyMac",
+            Action::GenerateDataKeyPair => "strongroom:GenerateDataKeyPair",
+            Action::GenerateDataKeyPairWithoutPlaintext => {
+                "strongroom:GenerateDataKeyPairWithoutPlaintext"
+            }
+            Action::GetParametersForImport => "strongroom:GetParametersForImport",
+            Action::ImportKeyMaterial => "strongroom:ImportKeyMaterial",
         }
     }
 }

@@ -68,6 +68,7 @@ mod principal;
 mod random;
 mod secret;
 pub mod store;
+pub mod verify;
 
 pub use action::Action;
 pub use backend::{KeyBackend, MaterialId, MemoryBackend};
@@ -78,15 +79,18 @@ pub use envelope::{
 };
 pub use error::{Error, Result};
 pub use key::{
-    Alias, CreateKeyOptions, KeyId, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUsage,
-    KeyVersionInfo, MAX_TAGS, RotationKind, RotationRecord, RotationSchedule, SymmetricAlgorithm,
+    Alias, CreateKeyOptions, HmacAlgorithm, KeyId, KeyManager, KeyMetadata, KeyOrigin, KeySpec,
+    KeyState, KeyUsage, KeyVersionInfo, MAX_TAGS, RotationKind, RotationRecord, RotationSchedule,
+    SymmetricAlgorithm,
 };
 pub use keyring::{
     AliasEntry, Client, KeyRing, KeyRingBuilder, MAX_PAGE_LIMIT, MAX_RANDOM_LEN, Page,
 };
 pub use keyring::{
-    DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS, GrantSelector,
-    MAX_GRANTS_PER_KEY, MaintenanceReport, RotationStatus, VersionUsage,
+    DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS, DataKeyPair,
+    DataKeyPairSpec, GrantSelector, IMPORT_PARAMETERS_TTL_SECS, ImportParameters,
+    MAX_GRANTS_PER_KEY, MAX_SIGN_MESSAGE_LEN, MaintenanceReport, PublicKeyInfo, RotationStatus,
+    VersionUsage,
 };
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};

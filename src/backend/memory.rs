@@ -77,8 +77,8 @@ impl KeyBackend for MemoryBackend {
         "memory"
     }
 
-    fn supports(&self, spec: KeySpec) -> bool {
-        matches!(spec, KeySpec::Symmetric(_))
+    fn supports(&self, _spec: KeySpec) -> bool {
+        true
     }
 
     fn generate(&self, id: &MaterialId, spec: KeySpec) -> Result<()> {
@@ -92,6 +92,32 @@ impl KeyBackend for MemoryBackend {
 
     fn decrypt(&self, id: &MaterialId, aad: &[u8], payload: &[u8]) -> Result<SecretBytes> {
         self.get(id)?.decrypt(aad, payload)
+    }
+
+    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
+        self.get(id)?.sign(data)
+    }
+
+    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
+        self.get(id)?.public_key_der()
+    }
+
+    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
+        self.get(id)?.mac(message)
+    }
+
+    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        self.insert_raw(id, spec, raw)
+    }
+
+    fn hpke_open(
+        &self,
+        id: &MaterialId,
+        info: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes> {
+        self.get(id)?.hpke_open(info, aad, sealed)
     }
 
     fn destroy(&self, id: &MaterialId) -> Result<()> {

@@ -111,6 +111,33 @@ pub trait KeyBackend: Send + Sync + Debug {
         )))
     }
 
+    /// Opens an HPKE (RFC 9180) base-mode ciphertext `enc || ct` sealed to
+    /// the public key of HPKE material, with `info` and `aad`. Every failure
+    /// is [`crate::Error::DecryptionFailed`].
+    fn hpke_open(
+        &self,
+        id: &MaterialId,
+        info: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes> {
+        let _ = (info, aad, sealed);
+        Err(crate::Error::Unsupported(format!(
+            "backend {} cannot decrypt with {id}",
+            self.name()
+        )))
+    }
+
+    /// Installs imported raw material (docs/FORMAT.md, "Key material") of
+    /// `spec` under `id`. Fails if `id` exists.
+    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        let _ = (spec, raw);
+        Err(crate::Error::Unsupported(format!(
+            "backend {} cannot import material for {id}",
+            self.name()
+        )))
+    }
+
     /// Computes a MAC tag over `message` with MAC material.
     fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
         let _ = message;

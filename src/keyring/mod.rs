@@ -8,6 +8,7 @@ use crate::envelope::blob::{self, BlobHeader};
 use crate::envelope::message;
 
 mod access;
+mod asymmetric;
 mod audit;
 mod lifecycle;
 mod rotation;
@@ -26,6 +27,10 @@ use crate::random::{OsRandom, RandomSource, random_array};
 use crate::secret::SecretBytes;
 use crate::store::{MemoryStore, MetadataStore};
 pub use access::{GrantSelector, MAX_GRANTS_PER_KEY};
+pub use asymmetric::{
+    DataKeyPair, DataKeyPairSpec, IMPORT_PARAMETERS_TTL_SECS, ImportParameters,
+    MAX_SIGN_MESSAGE_LEN, PublicKeyInfo,
+};
 pub use audit::VersionUsage;
 pub use lifecycle::{DEFAULT_DELETION_WINDOW_DAYS, DELETION_WINDOW_DAYS, MaintenanceReport};
 pub use rotation::{DEFAULT_ENCRYPTION_LIMIT, RotationStatus};
@@ -75,6 +80,8 @@ struct Inner {
     ring_policy: crate::policy::Policy,
     /// Audit sinks, the failure policy, whether context values are recorded.
     audit: audit::AuditConfig,
+    /// Pending key imports and cached verifiers.
+    asym: asymmetric::AsymmetricState,
 }
 
 impl fmt::Debug for KeyRing {
@@ -213,6 +220,7 @@ impl KeyRingBuilder {
                 ring_policy: self
                     .ring_policy
                     .unwrap_or_else(crate::policy::Policy::default_ring),
+                asym: asymmetric::AsymmetricState::default(),
                 audit: audit::AuditConfig::new(
                     self.audit_sinks,
                     self.audit_failure,
@@ -439,7 +447,11 @@ fn required_usage(action: Action) -> Option<KeyUsage> {
         | Action::ReEncryptFrom
         | Action::ReEncryptTo
         | Action::GenerateDataKey
-        | Action::GenerateDataKeyWithoutPlaintext => Some(KeyUsage::EncryptDecrypt),
+        | Action::GenerateDataKeyWithoutPlaintext
+        | Action::GenerateDataKeyPair
+        | Action::GenerateDataKeyPairWithoutPlaintext => Some(KeyUsage::EncryptDecrypt),
+        Action::Sign | Action::Verify => Some(KeyUsage::SignVerify),
+        Action::GenerateMac | Action::VerifyMac => Some(KeyUsage::GenerateVerifyMac),
         _ => None,
     }
 }
@@ -540,7 +552,18 @@ impl Client {
     /// or usage, [`Error::AliasExists`] if the alias is taken (nothing is
     /// created then), [`Error::Unsupported`] if the backend cannot hold `spec`.
     pub fn create_key(&self, spec: KeySpec, options: CreateKeyOptions) -> Result<KeyId> {
-        self.run(Action::CreateKey, Target::Ring, None, |_| {
+        self.create_key_with(Action::CreateKey, spec, options, None)
+    }
+
+    /// Creates a key with generated material, or with `imported` raw material.
+    pub(crate) fn create_key_with(
+        &self,
+        action: Action,
+        spec: KeySpec,
+        options: CreateKeyOptions,
+        imported: Option<&SecretBytes>,
+    ) -> Result<KeyId> {
+        self.run(action, Target::Ring, None, |_| {
             let inner = self.inner();
             validate_description(&options.description)?;
             if options.tags.len() > MAX_TAGS {
@@ -594,11 +617,19 @@ impl Client {
                 rotations: Vec::new(),
                 min_decrypt_version: 0,
                 min_encrypt_version: 0,
+                origin: if imported.is_some() {
+                    crate::key::KeyOrigin::Imported
+                } else {
+                    crate::key::KeyOrigin::Generated
+                },
                 policy: None,
                 grants: BTreeMap::new(),
             };
             let mref = MaterialId::new(key_id.clone(), 1);
-            inner.backend.generate(&mref, spec)?;
+            match imported {
+                Some(raw) => inner.backend.import(&mref, spec, raw.expose_secret())?,
+                None => inner.backend.generate(&mref, spec)?,
+            }
             if let Err(e) = inner.store.insert_key(meta, alias.as_ref()) {
                 // Roll back: no material without metadata.
                 let _ = inner.backend.destroy(&mref);

@@ -408,8 +408,8 @@ impl Policy {
         }
     }
 
-    /// The default ring policy: any principal may create keys, list keys
-    /// and aliases, and draw random bytes.
+    /// The default ring policy: any principal may create (or import) keys,
+    /// list keys and aliases, and draw random bytes.
     pub fn default_ring() -> Policy {
         Policy {
             version: version(),
@@ -422,6 +422,8 @@ impl Policy {
                     Action::ListKeys.as_str().into(),
                     Action::ListAliases.as_str().into(),
                     Action::GenerateRandom.as_str().into(),
+                    Action::GetParametersForImport.as_str().into(),
+                    Action::ImportKeyMaterial.as_str().into(),
                 ]),
                 condition: BTreeMap::new(),
             }],
