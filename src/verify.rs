@@ -27,9 +27,6 @@ pub enum SignatureFormat {
     Raw,
 }
 
-/// The `info` string bound into every HPKE operation of strongroom.
-pub const HPKE_INFO: &[u8] = b"strongroom hpke v1";
-
 /// A public key that verifies signatures offline.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -110,12 +107,18 @@ impl PublicKeyVerifier {
 }
 
 /// Encrypts `plaintext` to an HPKE public key of the ring (SPKI DER of a
-/// [`crate::KeySpec::HpkeP256`] key, from `get_public_key`), offline: base
-/// mode, DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, `info` =
-/// [`HPKE_INFO`], associated data `aad`. Returns `enc (65) || ciphertext ||
-/// tag (16)`; only the ring can open it (`Client::decrypt_hpke`).
-pub fn hpke_seal(public_key_der: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-    hpke_seal_with_info(public_key_der, HPKE_INFO, plaintext, aad)
+/// [`crate::KeySpec::HpkeP256`] key, from `get_public_key`), offline: RFC
+/// 9180 base mode, DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-256-GCM,
+/// with the application's `info` and associated data `aad`. Returns
+/// `enc (65) || ciphertext || tag (16)` (docs/FORMAT.md, "HPKE ciphertext");
+/// only the ring can open it (`Client::decrypt_hpke`, same `info` and `aad`).
+pub fn hpke_seal(
+    public_key_der: &[u8],
+    info: &[u8],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>> {
+    hpke_seal_with_info(public_key_der, info, plaintext, aad)
 }
 
 pub(crate) fn hpke_seal_with_info(

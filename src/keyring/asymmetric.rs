@@ -298,9 +298,15 @@ impl Client {
     }
 
     /// Decrypts an HPKE ciphertext made offline with
-    /// [`crate::verify::hpke_seal`] for this `HpkeP256` key. Every failure is
-    /// [`Error::DecryptionFailed`].
-    pub fn decrypt_hpke(&self, key: &str, ciphertext: &[u8], aad: &[u8]) -> Result<SecretBytes> {
+    /// [`crate::verify::hpke_seal`] for this `HpkeP256` key, with the same
+    /// `info` and `aad`. Every failure is [`Error::DecryptionFailed`].
+    pub fn decrypt_hpke(
+        &self,
+        key: &str,
+        ciphertext: &[u8],
+        info: &[u8],
+        aad: &[u8],
+    ) -> Result<SecretBytes> {
         self.run(Action::Decrypt, Target::Ref(key), None, |m| {
             let meta = need(m)?;
             if meta.spec != KeySpec::HpkeP256 {
@@ -310,12 +316,9 @@ impl Client {
                 )));
             }
             super::audit::note_version(meta.primary_version);
-            self.inner().backend.hpke_open(
-                &primary(meta),
-                crate::verify::HPKE_INFO,
-                aad,
-                ciphertext,
-            )
+            self.inner()
+                .backend
+                .hpke_open(&primary(meta), info, aad, ciphertext)
         })
     }
 
