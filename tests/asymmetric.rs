@@ -1,7 +1,7 @@
 //! Asymmetric and MAC keys: signing interop, HMAC, HPKE, data key pairs,
 //! import, Wycheproof and RFC 9180 vectors through the public paths.
 
-use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::signature::Verifier;
 use std::sync::Arc;
 use strongroom::verify::{MessageType, PublicKeyVerifier, SignatureFormat, hpke_seal};
 use strongroom::{
@@ -91,7 +91,7 @@ fn their_signatures_verify_with_ours() {
         c.verify(
             k.as_str(),
             msg,
-            &sig.to_der().as_bytes().to_vec(),
+            sig.to_der().as_bytes(),
             MessageType::Raw,
             DER
         )
