@@ -12,7 +12,10 @@
 //!   composite minimum of an envelope (RNG fill + wrap + body AEAD);
 //! - `scale`: `encrypt` of 1 KiB with 10 and with 100,000 keys in the ring,
 //!   on one hot key and spread over every key.
-//! - `zeroize`: the cost of zeroizing 1 MiB of returned plaintext on drop.
+//! - `zeroize`: the cost of zeroizing 1 MiB of returned plaintext on drop;
+//! - `sign`: sign/verify through the ring (memory backend) vs the p256 and
+//!   ed25519-dalek crates called directly with the same key (low-S
+//!   normalization included on both sides for P-256; strict Ed25519 verify).
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -209,6 +212,99 @@ fn scale(c: &mut Criterion) {
     g.finish();
 }
 
+fn signing(c: &mut Criterion) {
+    use p256::ecdsa::signature::{Signer, Verifier};
+    use strongroom::verify::{MessageType, SignatureFormat};
+    let client = KeyRing::in_memory().client(Principal::service("bench").unwrap());
+    let msg = [0x5au8; 256];
+    let mut g = c.benchmark_group("sign");
+    // The same key material on both sides: imported into the ring.
+    let raw_p256 = p256::ecdsa::SigningKey::from_slice(&[0x42u8; 32]).unwrap();
+    let params = client
+        .get_parameters_for_import(KeySpec::EccNistP256)
+        .unwrap();
+    let k = client
+        .import_key(
+            &params.import_token,
+            &params.wrap(&raw_p256.to_bytes()).unwrap(),
+            CreateKeyOptions::new(),
+        )
+        .unwrap();
+    let k = k.as_str();
+    g.bench_function("p256_sign", |b| {
+        b.iter(|| {
+            black_box(
+                client
+                    .sign(k, &msg, MessageType::Raw, SignatureFormat::Raw)
+                    .unwrap(),
+            )
+        })
+    });
+    g.bench_function("raw_p256_sign", |b| {
+        b.iter(|| {
+            let s: p256::ecdsa::Signature = raw_p256.sign(&msg);
+            black_box(s.normalize_s())
+        })
+    });
+    let sig = client
+        .sign(k, &msg, MessageType::Raw, SignatureFormat::Raw)
+        .unwrap();
+    let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+    g.bench_function("p256_verify", |b| {
+        b.iter(|| {
+            assert!(
+                client
+                    .verify(k, &msg, &sig, MessageType::Raw, SignatureFormat::Raw)
+                    .unwrap()
+            )
+        })
+    });
+    let vk = *raw_p256.verifying_key();
+    g.bench_function("raw_p256_verify", |b| {
+        b.iter(|| vk.verify(&msg, &parsed).unwrap())
+    });
+    let raw_ed = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let params = client.get_parameters_for_import(KeySpec::Ed25519).unwrap();
+    let k = client
+        .import_key(
+            &params.import_token,
+            &params.wrap(&raw_ed.to_bytes()).unwrap(),
+            CreateKeyOptions::new(),
+        )
+        .unwrap();
+    let k = k.as_str();
+    g.bench_function("ed25519_sign", |b| {
+        b.iter(|| {
+            black_box(
+                client
+                    .sign(k, &msg, MessageType::Raw, SignatureFormat::Raw)
+                    .unwrap(),
+            )
+        })
+    });
+    g.bench_function("raw_ed25519_sign", |b| {
+        b.iter(|| black_box(raw_ed.sign(&msg)))
+    });
+    let sig = client
+        .sign(k, &msg, MessageType::Raw, SignatureFormat::Raw)
+        .unwrap();
+    let parsed = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+    let vk = raw_ed.verifying_key();
+    g.bench_function("ed25519_verify", |b| {
+        b.iter(|| {
+            assert!(
+                client
+                    .verify(k, &msg, &sig, MessageType::Raw, SignatureFormat::Raw)
+                    .unwrap()
+            )
+        })
+    });
+    g.bench_function("raw_ed25519_verify", |b| {
+        b.iter(|| vk.verify_strict(&msg, &parsed).unwrap())
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -219,6 +315,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost
+    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing
 }
 criterion_main!(benches);

@@ -83,6 +83,35 @@ fn main() {
         mean_ns(&root, "scale", "encrypt_1k_spread/10"),
         "(cold keys: memory latency)",
     ));
+    for (ours, base, label) in [
+        (
+            "p256_sign",
+            "raw_p256_sign",
+            "ECDSA P-256 sign vs p256 crate",
+        ),
+        (
+            "p256_verify",
+            "raw_p256_verify",
+            "ECDSA P-256 verify vs p256 crate",
+        ),
+        (
+            "ed25519_sign",
+            "raw_ed25519_sign",
+            "Ed25519 sign vs ed25519-dalek",
+        ),
+        (
+            "ed25519_verify",
+            "raw_ed25519_verify",
+            "Ed25519 verify vs ed25519-dalek",
+        ),
+    ] {
+        rows.push((
+            label.into(),
+            mean_ns(&root, "sign", ours),
+            mean_ns(&root, "sign", base),
+            "≥ 0.90",
+        ));
+    }
     rows.push((
         "open 1 MiB AES incl. zeroize vs raw decrypt".into(),
         mean_ns(&root, "seal_aes", "open/1048576")

@@ -188,6 +188,28 @@ pub mod fuzzing {
         }
     }
 
+    /// Untrusted public keys (SPKI DER, PEM) and signatures: parse, verify
+    /// in both formats, and encrypt to the key if it is a P-256 point.
+    pub fn public_key(data: &[u8]) {
+        use crate::verify::{MessageType, PublicKeyVerifier, SignatureFormat, hpke_seal};
+        // First byte: length of the key part; the rest is the signature.
+        let Some((&n, rest)) = data.split_first() else {
+            return;
+        };
+        let n = (n as usize * 2).min(rest.len());
+        let (key, sig) = rest.split_at(n);
+        if let Ok(v) = PublicKeyVerifier::from_spki_der(key) {
+            for f in [SignatureFormat::Der, SignatureFormat::Raw] {
+                let _ = v.verify(b"fuzz", sig, MessageType::Raw, f);
+                let _ = v.verify(sig, sig, MessageType::Digest, f);
+            }
+        }
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = PublicKeyVerifier::from_pem(text);
+        }
+        let _ = hpke_seal(key, b"fuzz", sig, b"");
+    }
+
     /// Canonical context decoding: whatever decodes must re-encode to the
     /// same bytes.
     pub fn context(data: &[u8]) {

@@ -55,6 +55,11 @@ fn policy_seeds_and_regressions() {
 }
 
 #[test]
+fn public_key_seeds_and_regressions() {
+    assert!(replay("public_key", fuzzing::public_key) >= 2);
+}
+
+#[test]
 fn open_requiring_seeds_and_regressions() {
     assert!(replay("open_requiring", fuzzing::open_requiring) >= 4);
 }
