@@ -196,7 +196,7 @@ pub mod fuzzing {
         let Some((&n, rest)) = data.split_first() else {
             return;
         };
-        let n = (n as usize * 2).min(rest.len());
+        let n = (n as usize).min(rest.len());
         let (key, sig) = rest.split_at(n);
         if let Ok(v) = PublicKeyVerifier::from_spki_der(key) {
             for f in [SignatureFormat::Der, SignatureFormat::Raw] {
