@@ -155,38 +155,36 @@ impl Inner {
         only_if_primary: Option<u32>,
     ) -> Result<Arc<KeyMetadata>> {
         let _guard = self.rotation_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self
-            .store
-            .get_key(&meta.key_id)?
-            .ok_or_else(|| Error::KeyNotFound(meta.key_id.to_string()))?;
         let now = self.clock.now();
-        if let Some(v) = only_if_primary
-            && current.primary_version != v
-        {
-            return Ok(current);
-        }
-        if kind == RotationKind::Automatic && current.rotation.is_none_or(|r| now < r.next_rotation)
-        {
-            return Ok(current);
-        }
-        if current.state != KeyState::Enabled && kind != RotationKind::OnDemand {
-            return Ok(current);
-        }
-        let new_version = current
-            .latest_version()
-            .checked_add(1)
-            .ok_or_else(|| Error::invalid("key has reached its maximum number of versions"))?;
-        let mref = MaterialId::new(current.key_id.clone(), new_version);
-        // Material left by a crash between generate and the metadata update
-        // (never referenced by metadata) is discarded first.
-        if self.backend.contains(&mref)? {
-            self.backend.destroy(&mref)?;
-        }
-        self.backend.generate(&mref, current.spec)?;
-        let updated = self.store.update_key(&current.key_id, &mut |m| {
-            if m.latest_version() + 1 != new_version {
-                return Err(Error::invalid("the key was rotated concurrently; retry"));
+        // Everything happens inside the store's atomic update, on the freshest
+        // metadata (a file store re-reads it under its cross-process lock):
+        // decide, generate the new version's material, commit. Two rotators
+        // therefore never pick the same version, and material is generated
+        // only by the one that commits it.
+        let mut generated: Option<MaterialId> = None;
+        let updated = self.store.update_key(&meta.key_id, &mut |m| {
+            generated = None;
+            if only_if_primary.is_some_and(|v| m.primary_version != v)
+                || (kind == RotationKind::Automatic
+                    && m.rotation.is_none_or(|r| now < r.next_rotation))
+                || (m.state != KeyState::Enabled && kind != RotationKind::OnDemand)
+            {
+                // Nothing to do (someone rotated meanwhile, or not due).
+                return Ok(());
             }
+            let new_version = m
+                .latest_version()
+                .checked_add(1)
+                .ok_or_else(|| Error::invalid("key has reached its maximum number of versions"))?;
+            let mref = MaterialId::new(m.key_id.clone(), new_version);
+            // Material never referenced by metadata was left by a crash
+            // between generate and commit; under the store's lock nobody
+            // else can be creating it, so it is discarded.
+            if self.backend.contains(&mref)? {
+                self.backend.destroy(&mref)?;
+            }
+            self.backend.generate(&mref, m.spec)?;
+            generated = Some(mref);
             m.versions.push(KeyVersionInfo {
                 version: new_version,
                 created_at: now,
@@ -207,7 +205,10 @@ impl Inner {
         match updated {
             Ok(m) => Ok(m),
             Err(e) => {
-                let _ = self.backend.destroy(&mref);
+                // The commit failed after the material was made: remove it.
+                if let Some(mref) = generated {
+                    let _ = self.backend.destroy(&mref);
+                }
                 Err(e)
             }
         }
