@@ -112,6 +112,21 @@ pub enum Error {
         floor: u32,
     },
 
+    /// A keystore file is damaged, truncated, tampered with, or belongs to
+    /// another store. Nothing was changed; restore the file from a backup.
+    #[error("keystore file {file} is unusable: {reason}")]
+    CorruptStore {
+        /// The file (path relative to the keystore directory).
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The root key or passphrase does not open this keystore. Nothing was
+    /// changed.
+    #[error("the root key or passphrase does not open this keystore")]
+    WrongRootKey,
+
     /// An audit sink could not record the operation and the ring is
     /// fail-closed: the operation's result is withheld.
     #[error("audit log unavailable: {0}")]
@@ -142,6 +157,8 @@ impl Error {
             Error::Other(_) => "Other",
             Error::VersionRetired { .. } => "VersionRetired",
             Error::AuditUnavailable(_) => "AuditUnavailable",
+            Error::CorruptStore { .. } => "CorruptStore",
+            Error::WrongRootKey => "WrongRootKey",
         }
     }
 }

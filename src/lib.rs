@@ -71,7 +71,7 @@ pub mod store;
 pub mod verify;
 
 pub use action::Action;
-pub use backend::{KeyBackend, MaterialId, MemoryBackend};
+pub use backend::{FileBackend, KeyBackend, MaterialId, MemoryBackend};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use envelope::{
     CiphertextInfo, DEFAULT_FRAME_LEN, DataKey, Decrypted, EncryptionContext, MAX_CONTEXT_BYTES,
@@ -95,4 +95,4 @@ pub use keyring::{
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};
 pub use secret::SecretBytes;
-pub use store::{MemoryStore, MetadataStore};
+pub use store::{FileStore, KeystoreOptions, MemoryStore, MetadataStore, RootKey};

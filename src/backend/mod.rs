@@ -8,9 +8,11 @@
 //! Metadata (which keys exist, their versions and state) is not the backend's
 //! business: that is the [`crate::store::MetadataStore`].
 
+mod file;
 pub(crate) mod material;
 mod memory;
 
+pub use file::FileBackend;
 pub use memory::MemoryBackend;
 
 #[cfg(feature = "pkcs11")]

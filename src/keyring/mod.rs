@@ -10,6 +10,7 @@ use crate::envelope::message;
 mod access;
 mod asymmetric;
 mod audit;
+mod file;
 mod lifecycle;
 mod rotation;
 mod stream;
@@ -631,8 +632,14 @@ impl Client {
                 None => inner.backend.generate(&mref, spec)?,
             }
             if let Err(e) = inner.store.insert_key(meta, alias.as_ref()) {
-                // Roll back: no material without metadata.
-                let _ = inner.backend.destroy(&mref);
+                // Roll back the material when the store certainly stored
+                // nothing; after an I/O error the record may be on disk (a
+                // failed directory fsync after the rename), so the material
+                // stays: material without metadata is harmless, the reverse
+                // is not.
+                if matches!(e, Error::AliasExists(_) | Error::InvalidArgument(_)) {
+                    let _ = inner.backend.destroy(&mref);
+                }
                 return Err(e);
             }
             Ok(key_id)

@@ -202,16 +202,13 @@ impl Inner {
             }
             Ok(())
         });
-        match updated {
-            Ok(m) => Ok(m),
-            Err(e) => {
-                // The commit failed after the material was made: remove it.
-                if let Some(mref) = generated {
-                    let _ = self.backend.destroy(&mref);
-                }
-                Err(e)
-            }
-        }
+        // If the commit failed after the material was made, the material is
+        // left in place: a file store may have made the new record visible
+        // even though it reports an error (e.g. the directory fsync failed
+        // after the rename), and a version must never lose its material.
+        // Unreferenced material is discarded by the next rotation.
+        let _ = generated;
+        updated
     }
 }
 

@@ -3,8 +3,15 @@
 //! Custody of material is the backend's concern ([`crate::backend`]); this is
 //! everything else the ring knows. [`MemoryStore`] is the embedded default.
 
+mod file;
+pub(crate) mod keystore;
 mod memory;
 
+pub use file::FileStore;
+pub use keystore::{
+    Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
+    restore_backup, rotate_root_key,
+};
 pub use memory::MemoryStore;
 
 use crate::error::Result;
