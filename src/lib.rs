@@ -46,9 +46,11 @@
 //! - **Audit**: one event per operation to pluggable sinks, including a
 //!   hash-chained, signed log verifiable offline (see [`audit`]).
 //!
-//! ## What is not here yet
-//! Signing keys, the file keystore and PKCS#11 are planned (see
-//! CHANGELOG.md).
+//! - **Backends**: in memory ([`MemoryBackend`]), a durable encrypted file
+//!   keystore ([`KeyRing::open`]), and a PKCS#11 HSM (feature `pkcs11`).
+//! - **Key types**: AES-256-GCM and ChaCha20-Poly1305 (symmetric), ECDSA
+//!   P-256 and Ed25519 (signing, with an offline verifier in [`verify`]),
+//!   HMAC, HPKE public-key encryption, data key pairs, and key import.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]

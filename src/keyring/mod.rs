@@ -117,6 +117,12 @@ impl KeyRing {
     pub fn backend_name(&self) -> &str {
         self.inner.backend.name()
     }
+
+    /// The ring's backend (for diagnostics and conformance tests; key
+    /// material never leaves it).
+    pub fn backend(&self) -> Arc<dyn KeyBackend> {
+        self.inner.backend.clone()
+    }
 }
 
 /// Builds a [`KeyRing`]. Every part has a default: memory backend, memory

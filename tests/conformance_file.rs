@@ -1,0 +1,30 @@
+//! The backend conformance suite on the file keystore (a real temp dir).
+
+mod conformance;
+
+use std::sync::Arc;
+use strongroom::backend::KeyBackend;
+use strongroom::store::{KeystoreOptions, MetadataStore, RootKey};
+use strongroom::{KeyRing, ManualClock};
+
+/// The suite hands every factory call a store; for the file keystore the
+/// store and backend come from the directory, so the factory keeps one
+/// directory per suite store (keyed by the store's address) and reopens it:
+/// a second call with the same store is a restart.
+fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc<dyn KeyBackend>) {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static DIRS: OnceLock<Mutex<HashMap<usize, tempfile::TempDir>>> = OnceLock::new();
+    let id = Arc::as_ptr(&store) as *const () as usize;
+    let mut dirs = DIRS.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap();
+    let dir = dirs.entry(id).or_insert_with(|| tempfile::tempdir().unwrap());
+    let ring = KeyRing::builder()
+        .clock(clock)
+        .file_keystore(dir.path(), &RootKey::raw([9; 32]), KeystoreOptions::default())
+        .unwrap()
+        .build();
+    let backend: Arc<dyn KeyBackend> = ring.backend();
+    (ring, backend)
+}
+
+conformance_suite!(make, persistent);
