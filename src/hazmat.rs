@@ -210,6 +210,65 @@ pub mod fuzzing {
         let _ = hpke_seal(key, b"fuzz", sig, b"");
     }
 
+    /// Untrusted keystore files: the input replaces a key record (first
+    /// byte even) or is restored as a backup archive (first byte odd) in a
+    /// real temp directory. Anything but the original record must be refused.
+    pub fn keystore_file(data: &[u8]) {
+        use crate::store::{RootKey, restore_backup};
+        use std::path::PathBuf;
+        struct Fixture {
+            dir: PathBuf,
+            record: PathBuf,
+            original: Vec<u8>,
+        }
+        static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
+        let root = || RootKey::raw([0x46; 32]);
+        let Some(fx) = FIXTURE
+            .get_or_init(|| {
+                let dir =
+                    std::env::temp_dir().join(format!("strongroom-fuzz-ks-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let ring = KeyRing::open(&dir, root()).ok()?;
+                let id = ring
+                    .client(Principal::service("fuzz").ok()?)
+                    .create_key(
+                        KeySpec::default(),
+                        CreateKeyOptions::new().alias("alias/fuzz"),
+                    )
+                    .ok()?;
+                let record = dir.join(format!("keys/{id}.rec"));
+                let original = std::fs::read(&record).ok()?;
+                Some(Fixture {
+                    dir,
+                    record,
+                    original,
+                })
+            })
+            .as_ref()
+        else {
+            return;
+        };
+        let Some((&sel, body)) = data.split_first() else {
+            return;
+        };
+        if sel % 2 == 0 {
+            if std::fs::write(&fx.record, body).is_err() {
+                return;
+            }
+            let r = KeyRing::open(&fx.dir, root());
+            assert!(r.is_err() || body == fx.original.as_slice());
+            let _ = std::fs::write(&fx.record, &fx.original);
+        } else {
+            let archive = fx.dir.with_extension("archive");
+            let target = fx.dir.with_extension("restored");
+            let _ = std::fs::remove_dir_all(&target);
+            if std::fs::write(&archive, body).is_ok() {
+                let _ = restore_backup(&archive, &root(), &target);
+            }
+            let _ = std::fs::remove_dir_all(&target);
+        }
+    }
+
     /// Canonical context decoding: whatever decodes must re-encode to the
     /// same bytes.
     pub fn context(data: &[u8]) {

@@ -16,11 +16,20 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
     use std::sync::{Mutex, OnceLock};
     static DIRS: OnceLock<Mutex<HashMap<usize, tempfile::TempDir>>> = OnceLock::new();
     let id = Arc::as_ptr(&store) as *const () as usize;
-    let mut dirs = DIRS.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap();
-    let dir = dirs.entry(id).or_insert_with(|| tempfile::tempdir().unwrap());
+    let mut dirs = DIRS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap();
+    let dir = dirs
+        .entry(id)
+        .or_insert_with(|| tempfile::tempdir().unwrap());
     let ring = KeyRing::builder()
         .clock(clock)
-        .file_keystore(dir.path(), &RootKey::raw([9; 32]), KeystoreOptions::default())
+        .file_keystore(
+            dir.path(),
+            &RootKey::raw([9; 32]),
+            KeystoreOptions::default(),
+        )
         .unwrap()
         .build();
     let backend: Arc<dyn KeyBackend> = ring.backend();

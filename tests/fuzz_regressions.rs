@@ -60,6 +60,11 @@ fn public_key_seeds_and_regressions() {
 }
 
 #[test]
+fn keystore_file_seeds_and_regressions() {
+    assert!(replay("keystore_file", fuzzing::keystore_file) >= 2);
+}
+
+#[test]
 fn open_requiring_seeds_and_regressions() {
     assert!(replay("open_requiring", fuzzing::open_requiring) >= 4);
 }
