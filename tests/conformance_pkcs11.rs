@@ -58,6 +58,23 @@ fn master_keys_are_not_extractable() {
 }
 
 #[test]
+fn signing_keys_live_on_the_token() {
+    let backend = Arc::new(Pkcs11Backend::connect(&config()).unwrap());
+    let ring = KeyRing::builder().backend(backend.clone()).build();
+    let c = ring.client(Principal::service("hsm").unwrap());
+    for spec in [KeySpec::EccNistP256, KeySpec::Ed25519] {
+        let k = c.create_key(spec, CreateKeyOptions::new()).unwrap();
+        // A new backend instance (as after a restart) signs with the same key.
+        let again: Arc<dyn KeyBackend> = Arc::new(Pkcs11Backend::connect(&config()).unwrap());
+        let id = MaterialId::new(k.clone(), 1);
+        assert_eq!(
+            again.public_key(&id).unwrap(),
+            backend.public_key(&id).unwrap()
+        );
+    }
+}
+
+#[test]
 fn chacha_is_unsupported_clearly() {
     let backend: Arc<dyn KeyBackend> = Arc::new(Pkcs11Backend::connect(&config()).unwrap());
     let ring = KeyRing::builder().backend(backend).build();

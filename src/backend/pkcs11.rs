@@ -29,6 +29,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+/// DER OID of prime256v1 (secp256r1), the CKA_EC_PARAMS of P-256 keys.
+const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER OID of id-Ed25519 (1.3.101.112).
+const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+
 /// How to reach a token.
 pub struct Pkcs11Config {
     /// Path of the PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`).
@@ -277,6 +282,16 @@ impl Pkcs11Backend {
         Ok(h)
     }
 
+    fn find_object(&self, id: &MaterialId, class: ObjectClass) -> Result<Option<ObjectHandle>> {
+        let label = self.label(id);
+        let found = self
+            .with_session(|s| {
+                s.find_objects(&[Attribute::Class(class), Attribute::Label(label.clone())])
+            })
+            .map_err(other)?;
+        Ok(found.into_iter().next())
+    }
+
     fn handle(&self, id: &MaterialId) -> Result<ObjectHandle> {
         self.find(id)?
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))
@@ -315,14 +330,59 @@ impl KeyBackend for Pkcs11Backend {
     }
 
     fn supports(&self, spec: KeySpec) -> bool {
-        matches!(spec, KeySpec::Symmetric(SymmetricAlgorithm::Aes256Gcm))
+        matches!(
+            spec,
+            KeySpec::Symmetric(SymmetricAlgorithm::Aes256Gcm)
+                | KeySpec::EccNistP256
+                | KeySpec::Ed25519
+        )
     }
 
     fn generate(&self, id: &MaterialId, spec: KeySpec) -> Result<()> {
         if !self.supports(spec) {
             return Err(Error::Unsupported(format!(
-                "the PKCS#11 backend cannot hold {spec} keys (the token has no ChaCha20)"
+                "the PKCS#11 backend cannot hold {spec} keys (AES-256-GCM, P-256 and Ed25519 only)"
             )));
+        }
+        if let Some(oid) = match spec {
+            KeySpec::EccNistP256 => Some(P256_OID),
+            KeySpec::Ed25519 => Some(ED25519_OID),
+            _ => None,
+        } {
+            if self.find_object(id, ObjectClass::PRIVATE_KEY)?.is_some() {
+                return Err(Error::invalid(format!(
+                    "material {id} already exists on the token"
+                )));
+            }
+            let label = self.label(id);
+            let mech = if spec == KeySpec::Ed25519 {
+                Mechanism::EccEdwardsKeyPairGen
+            } else {
+                Mechanism::EccKeyPairGen
+            };
+            self.with_session(|s| {
+                s.generate_key_pair(
+                    &mech,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::EcParams(oid.to_vec()),
+                        Attribute::Verify(true),
+                        Attribute::Label(label.clone()),
+                        Attribute::Id(label.clone()),
+                    ],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Sign(true),
+                        Attribute::Label(label.clone()),
+                        Attribute::Id(label.clone()),
+                    ],
+                )
+            })
+            .map_err(other)?;
+            return Ok(());
         }
         if self.find(id)?.is_some() {
             return Err(Error::invalid(format!(
@@ -422,6 +482,90 @@ impl KeyBackend for Pkcs11Backend {
     }
 
     fn contains(&self, id: &MaterialId) -> Result<bool> {
-        Ok(self.find(id)?.is_some())
+        Ok(self.find(id)?.is_some() || self.find_object(id, ObjectClass::PRIVATE_KEY)?.is_some())
+    }
+
+    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
+        use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+        use cryptoki::object::AttributeType;
+        let h = self
+            .find_object(id, ObjectClass::PRIVATE_KEY)?
+            .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
+        let key_type = self
+            .with_session(|s| s.get_attributes(h, &[AttributeType::KeyType]))
+            .map_err(other)?;
+        let edwards = key_type
+            .iter()
+            .any(|a| matches!(a, Attribute::KeyType(t) if *t == KeyType::EC_EDWARDS));
+        if edwards {
+            return self
+                .with_session(|s| {
+                    s.sign(
+                        &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                        h,
+                        data,
+                    )
+                })
+                .map_err(other);
+        }
+        if data.len() != 32 {
+            return Err(Error::invalid(
+                "an ECDSA P-256 digest must be 32 bytes (SHA-256)",
+            ));
+        }
+        // CKM_ECDSA on the SHA-256 digest computed by the caller; low-S
+        // normalization as the memory backend does.
+        let raw = self
+            .with_session(|s| s.sign(&Mechanism::Ecdsa, h, data))
+            .map_err(other)?;
+        let sig = p256::ecdsa::Signature::from_slice(&raw)
+            .map_err(|_| Error::invalid("the token returned a malformed ECDSA signature"))?;
+        Ok(sig.normalize_s().to_bytes().to_vec())
+    }
+
+    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
+        use cryptoki::object::AttributeType;
+        let h = self
+            .find_object(id, ObjectClass::PUBLIC_KEY)?
+            .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
+        let attrs = self
+            .with_session(|s| {
+                s.get_attributes(h, &[AttributeType::KeyType, AttributeType::EcPoint])
+            })
+            .map_err(other)?;
+        let mut edwards = false;
+        let mut point: Option<Vec<u8>> = None;
+        for a in attrs {
+            match a {
+                Attribute::KeyType(t) => edwards = t == KeyType::EC_EDWARDS,
+                Attribute::EcPoint(p) => point = Some(p),
+                _ => {}
+            }
+        }
+        let bad = || Error::invalid("the token returned a malformed public key");
+        let point = point.ok_or_else(bad)?;
+        // CKA_EC_POINT is a DER OCTET STRING around the point.
+        let raw = match point.as_slice() {
+            [0x04, len, rest @ ..] if *len as usize == rest.len() => rest,
+            other => other,
+        };
+        if edwards {
+            use ed25519_dalek::pkcs8::EncodePublicKey;
+            let bytes: [u8; 32] = raw.try_into().map_err(|_| bad())?;
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| bad())?;
+            Ok(vk
+                .to_public_key_der()
+                .map_err(|_| bad())?
+                .as_bytes()
+                .to_vec())
+        } else {
+            use p256::pkcs8::EncodePublicKey;
+            let pk = p256::PublicKey::from_sec1_bytes(raw).map_err(|_| bad())?;
+            Ok(pk
+                .to_public_key_der()
+                .map_err(|_| bad())?
+                .as_bytes()
+                .to_vec())
+        }
     }
 }

@@ -243,6 +243,10 @@ macro_rules! conformance_suite {
         fn threads() {
             conformance::threads($make)
         }
+        #[test]
+        fn sign_verify() {
+            conformance::sign_verify($make)
+        }
     };
     ($make:expr, persistent) => {
         $crate::conformance_suite!($make);
@@ -251,4 +255,41 @@ macro_rules! conformance_suite {
             conformance::restart($make)
         }
     };
+}
+
+/// Signing keys, for backends that hold them (memory, file, PKCS#11).
+pub fn sign_verify(make: Factory) {
+    use strongroom::verify::{MessageType, PublicKeyVerifier, SignatureFormat};
+    let e = env(make);
+    for spec in [KeySpec::EccNistP256, KeySpec::Ed25519] {
+        let k = e.client.create_key(spec, CreateKeyOptions::new()).unwrap();
+        let k = k.as_str();
+        let msg = b"conformance signature";
+        let sig = e
+            .client
+            .sign(k, msg, MessageType::Raw, SignatureFormat::Der)
+            .unwrap();
+        assert!(
+            e.client
+                .verify(k, msg, &sig, MessageType::Raw, SignatureFormat::Der)
+                .unwrap()
+        );
+        assert!(
+            !e.client
+                .verify(k, b"other", &sig, MessageType::Raw, SignatureFormat::Der)
+                .unwrap()
+        );
+        let pk = e.client.get_public_key(k).unwrap();
+        let v = PublicKeyVerifier::from_spki_der(&pk.der).unwrap();
+        assert!(
+            v.verify(msg, &sig, MessageType::Raw, SignatureFormat::Der)
+                .unwrap()
+        );
+        // Destroying the key removes the signing material.
+        e.client.schedule_key_deletion(k, Some(7)).unwrap();
+        e.clock.advance_days(7);
+        e.ring.run_maintenance().unwrap();
+        let id = strongroom::KeyId::parse(k).unwrap();
+        assert!(!e.backend.contains(&MaterialId::new(id, 1)).unwrap());
+    }
 }
