@@ -552,6 +552,70 @@ fn every_operation_has_a_denial() {
         bob.explain(&p("user:bob"), Action::Encrypt, Some(k), None)
             .map(drop),
     );
+    denied("key_last_usage", bob.key_last_usage(k).map(drop));
+    // Asymmetric, MAC and HPKE keys, data key pairs and import.
+    use strongroom::verify::{MessageType, SignatureFormat};
+    let sig_key = admin
+        .create_key(KeySpec::EccNistP256, CreateKeyOptions::new())
+        .unwrap();
+    let sig_key = sig_key.as_str();
+    let mac_key = admin
+        .create_key(
+            KeySpec::Hmac(strongroom::HmacAlgorithm::Sha256),
+            CreateKeyOptions::new(),
+        )
+        .unwrap();
+    let mac_key = mac_key.as_str();
+    let hpke_key = admin
+        .create_key(KeySpec::HpkeP256, CreateKeyOptions::new())
+        .unwrap();
+    let hpke_key = hpke_key.as_str();
+    let sig = admin
+        .sign(sig_key, b"m", MessageType::Raw, SignatureFormat::Der)
+        .unwrap();
+    denied(
+        "sign",
+        bob.sign(sig_key, b"m", MessageType::Raw, SignatureFormat::Der)
+            .map(drop),
+    );
+    denied(
+        "verify",
+        bob.verify(sig_key, b"m", &sig, MessageType::Raw, SignatureFormat::Der)
+            .map(drop),
+    );
+    denied("get_public_key", bob.get_public_key(sig_key).map(drop));
+    denied("generate_mac", bob.generate_mac(mac_key, b"m").map(drop));
+    denied(
+        "verify_mac",
+        bob.verify_mac(mac_key, b"m", &[0u8; 32]).map(drop),
+    );
+    let pk = admin.get_public_key(hpke_key).unwrap();
+    let ct = strongroom::verify::hpke_seal(&pk.der, b"i", b"x", b"").unwrap();
+    denied(
+        "decrypt_hpke",
+        bob.decrypt_hpke(hpke_key, &ct, b"i", b"").map(drop),
+    );
+    denied(
+        "generate_data_key_pair",
+        bob.generate_data_key_pair(k, strongroom::DataKeyPairSpec::Ed25519, &c)
+            .map(drop),
+    );
+    denied(
+        "generate_data_key_pair_without_plaintext",
+        bob.generate_data_key_pair_without_plaintext(k, strongroom::DataKeyPairSpec::Ed25519, &c)
+            .map(drop),
+    );
+    denied(
+        "get_parameters_for_import",
+        bob.get_parameters_for_import(KeySpec::Ed25519).map(drop),
+    );
+    let params = admin.get_parameters_for_import(KeySpec::Ed25519).unwrap();
+    let wrapped = params.wrap(&[5u8; 32]).unwrap();
+    denied(
+        "import_key",
+        bob.import_key(&params.import_token, &wrapped, CreateKeyOptions::new())
+            .map(drop),
+    );
     // And nothing changed.
     assert_eq!(
         admin.describe_key(k).unwrap().state,

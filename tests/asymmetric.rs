@@ -448,7 +448,9 @@ fn wycheproof_hmac_sha256_via_imported_keys() {
         }
     }
     assert!(run >= 20, "ran {run}, skipped {skipped}");
-    eprintln!("wycheproof hmac_sha256: {run} vectors run, {skipped} skipped (truncated tags or non-32-byte keys)");
+    eprintln!(
+        "wycheproof hmac_sha256: {run} vectors run, {skipped} skipped (truncated tags or non-32-byte keys)"
+    );
     assert!(acceptable_rejected.is_empty());
 }
 

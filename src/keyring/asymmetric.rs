@@ -440,33 +440,37 @@ impl Client {
         wrapped_material: &[u8],
         options: CreateKeyOptions,
     ) -> Result<KeyId> {
-        let inner = self.inner();
-        let now = inner.clock.now();
-        let entry = inner
-            .asym
-            .imports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(import_token);
-        let (wrapping, spec, expires_at) = entry.ok_or_else(|| {
-            Error::invalid("unknown or already used import token: get new import parameters")
-        })?;
-        if now >= expires_at {
-            return Err(Error::invalid("the import parameters have expired"));
-        }
-        let raw = wrapping
-            .hpke_open(
-                &import_info(import_token),
-                spec.as_str().as_bytes(),
-                wrapped_material,
-            )
-            .map_err(|_| {
-                Error::invalid(
-                    "the wrapped key material does not unwrap with these import parameters",
-                )
+        // Authorized first: an unauthorized caller neither spends the token
+        // nor makes the ring unwrap anything.
+        self.run(Action::ImportKeyMaterial, Target::Ring, None, |_| {
+            let inner = self.inner();
+            let now = inner.clock.now();
+            let entry = inner
+                .asym
+                .imports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(import_token);
+            let (wrapping, spec, expires_at) = entry.ok_or_else(|| {
+                Error::invalid("unknown or already used import token: get new import parameters")
             })?;
-        // Validates the encoding for the spec before anything is stored.
-        Material::from_raw(spec, raw.expose_secret())?;
-        self.create_key_with(Action::ImportKeyMaterial, spec, options, Some(&raw))
+            if now >= expires_at {
+                return Err(Error::invalid("the import parameters have expired"));
+            }
+            let raw = wrapping
+                .hpke_open(
+                    &import_info(import_token),
+                    spec.as_str().as_bytes(),
+                    wrapped_material,
+                )
+                .map_err(|_| {
+                    Error::invalid(
+                        "the wrapped key material does not unwrap with these import parameters",
+                    )
+                })?;
+            // Validates the encoding for the spec before anything is stored.
+            Material::from_raw(spec, raw.expose_secret())?;
+            self.create_key_inner(spec, &options, Some(&raw))
+        })
     }
 }

@@ -559,18 +559,20 @@ impl Client {
     /// or usage, [`Error::AliasExists`] if the alias is taken (nothing is
     /// created then), [`Error::Unsupported`] if the backend cannot hold `spec`.
     pub fn create_key(&self, spec: KeySpec, options: CreateKeyOptions) -> Result<KeyId> {
-        self.create_key_with(Action::CreateKey, spec, options, None)
+        self.run(Action::CreateKey, Target::Ring, None, |_| {
+            self.create_key_inner(spec, &options, None)
+        })
     }
 
-    /// Creates a key with generated material, or with `imported` raw material.
-    pub(crate) fn create_key_with(
+    /// Creates a key with generated material, or with `imported` raw
+    /// material. Runs inside an already authorized pipeline step.
+    pub(crate) fn create_key_inner(
         &self,
-        action: Action,
         spec: KeySpec,
-        options: CreateKeyOptions,
+        options: &CreateKeyOptions,
         imported: Option<&SecretBytes>,
     ) -> Result<KeyId> {
-        self.run(action, Target::Ring, None, |_| {
+        {
             let inner = self.inner();
             validate_description(&options.description)?;
             if options.tags.len() > MAX_TAGS {
@@ -649,7 +651,7 @@ impl Client {
                 return Err(e);
             }
             Ok(key_id)
-        })
+        }
     }
 
     /// The metadata of a key, by id or alias.
