@@ -121,6 +121,27 @@ impl FileStore {
         }
     }
 
+    /// Creates (`must_exist = false`) or repoints (`true`) an alias.
+    fn put_alias(&self, alias: &Alias, key: &KeyId, must_exist: bool) -> Result<()> {
+        let _lock = self.ks.lock()?;
+        match (self.read_alias_disk(alias)?.is_some(), must_exist) {
+            (true, false) => return Err(Error::AliasExists(alias.to_string())),
+            (false, true) => return Err(Error::AliasNotFound(alias.to_string())),
+            _ => {}
+        }
+        if !self.ks.exists(&key_rel(key)) {
+            return Err(Error::KeyNotFound(key.to_string()));
+        }
+        self.ks
+            .write(Kind::Alias, &alias_rel(alias), &json(&(alias, key))?)?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .aliases
+            .insert(alias.clone(), key.clone());
+        Ok(())
+    }
+
     fn cache_put(&self, meta: KeyMetadata) -> Arc<KeyMetadata> {
         let meta = Arc::new(meta);
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -246,39 +267,11 @@ impl MetadataStore for FileStore {
     }
 
     fn create_alias(&self, alias: &Alias, key: &KeyId) -> Result<()> {
-        let _lock = self.ks.lock()?;
-        if self.read_alias_disk(alias)?.is_some() {
-            return Err(Error::AliasExists(alias.to_string()));
-        }
-        if !self.ks.exists(&key_rel(key)) {
-            return Err(Error::KeyNotFound(key.to_string()));
-        }
-        self.ks
-            .write(Kind::Alias, &alias_rel(alias), &json(&(alias, key))?)?;
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .aliases
-            .insert(alias.clone(), key.clone());
-        Ok(())
+        self.put_alias(alias, key, false)
     }
 
     fn update_alias(&self, alias: &Alias, key: &KeyId) -> Result<()> {
-        let _lock = self.ks.lock()?;
-        if self.read_alias_disk(alias)?.is_none() {
-            return Err(Error::AliasNotFound(alias.to_string()));
-        }
-        if !self.ks.exists(&key_rel(key)) {
-            return Err(Error::KeyNotFound(key.to_string()));
-        }
-        self.ks
-            .write(Kind::Alias, &alias_rel(alias), &json(&(alias, key))?)?;
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .aliases
-            .insert(alias.clone(), key.clone());
-        Ok(())
+        self.put_alias(alias, key, true)
     }
 
     fn delete_alias(&self, alias: &Alias) -> Result<()> {

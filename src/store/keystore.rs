@@ -335,6 +335,31 @@ fn derive_root(root: &RootKey, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>> {
     }
 }
 
+/// KDF parameters for a new header protected by `root`.
+fn new_kdf(root: &RootKey, options: &KeystoreOptions, rng: &dyn RandomSource) -> Result<Kdf> {
+    Ok(match root {
+        RootKey::Raw(_) => Kdf::Raw,
+        RootKey::Passphrase(_) => Kdf::Argon2id {
+            version: 0x13,
+            m_kib: options.argon2.m_kib,
+            t: options.argon2.t,
+            p: options.argon2.p,
+            salt: hex(&random_array::<16>(rng)?),
+        },
+    })
+}
+
+/// The archive key of backups, derived from the root beside the record key.
+fn backup_cipher_from(root: &Zeroizing<[u8; 32]>) -> Result<Cipher> {
+    let (_records, backup) = crate::crypto::hkdf_sha256_pair(
+        b"strongroom keystore v1",
+        root.as_slice(),
+        &[b"records"],
+        &[b"backup"],
+    )?;
+    Ok(Cipher::new(SymmetricAlgorithm::Aes256Gcm, &backup))
+}
+
 fn record_cipher(root: &[u8; 32]) -> Result<Cipher> {
     let (records, _backup) = crate::crypto::hkdf_sha256_pair(
         b"strongroom keystore v1",
@@ -423,16 +448,7 @@ impl Keystore {
         options: &KeystoreOptions,
         rng: &dyn RandomSource,
     ) -> Result<Header> {
-        let kdf = match root {
-            RootKey::Raw(_) => Kdf::Raw,
-            RootKey::Passphrase(_) => Kdf::Argon2id {
-                version: 0x13,
-                m_kib: options.argon2.m_kib,
-                t: options.argon2.t,
-                p: options.argon2.p,
-                salt: hex(&random_array::<16>(rng)?),
-            },
-        };
+        let kdf = new_kdf(root, options, rng)?;
         let root_bytes = derive_root(root, &kdf)?;
         let cipher = record_cipher(&root_bytes)?;
         let check = seal_with(&cipher, rng, Kind::Check, HEADER, CHECK_TEXT)?;
@@ -602,16 +618,7 @@ impl Keystore {
     /// (no marker) by the next open.
     pub(crate) fn rotate_root(&self, new_root: &RootKey, options: &KeystoreOptions) -> Result<()> {
         let _lock = self.lock()?;
-        let kdf = match new_root {
-            RootKey::Raw(_) => Kdf::Raw,
-            RootKey::Passphrase(_) => Kdf::Argon2id {
-                version: 0x13,
-                m_kib: options.argon2.m_kib,
-                t: options.argon2.t,
-                p: options.argon2.p,
-                salt: hex(&random_array::<16>(self.rng.as_ref())?),
-            },
-        };
+        let kdf = new_kdf(new_root, options, self.rng.as_ref())?;
         let new_root_bytes = derive_root(new_root, &kdf)?;
         let new_cipher = record_cipher(&new_root_bytes)?;
         for (sub, kind) in [
@@ -657,14 +664,7 @@ impl Keystore {
             file: HEADER.into(),
             reason: e.to_string(),
         })?;
-        let root_bytes = derive_root(root, &header.kdf)?;
-        let (_, backup) = crate::crypto::hkdf_sha256_pair(
-            b"strongroom keystore v1",
-            root_bytes.as_slice(),
-            &[b"records"],
-            &[b"backup"],
-        )?;
-        Ok(Cipher::new(SymmetricAlgorithm::Aes256Gcm, &backup))
+        backup_cipher_from(&derive_root(root, &header.kdf)?)
     }
 
     pub(crate) fn rng(&self) -> &dyn RandomSource {
@@ -851,14 +851,7 @@ pub fn restore_backup(
     let nonce: [u8; NONCE_LEN] = r.array().map_err(|_| corrupt("truncated"))?;
     let sealed = r.rest();
     let header: Header = serde_json::from_slice(header_bytes).map_err(|_| corrupt("bad header"))?;
-    let root_bytes = derive_root(root, &header.kdf)?;
-    let (_, backup) = crate::crypto::hkdf_sha256_pair(
-        b"strongroom keystore v1",
-        root_bytes.as_slice(),
-        &[b"records"],
-        &[b"backup"],
-    )?;
-    let cipher = Cipher::new(SymmetricAlgorithm::Aes256Gcm, &backup);
+    let cipher = backup_cipher_from(&derive_root(root, &header.kdf)?)?;
     let mut body = Zeroizing::new(Vec::new());
     cipher
         .open_append(&nonce, &data[..prefix_len], sealed, &mut body)
