@@ -34,23 +34,27 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## What else is here
+//!
 //! - **Rotation with versions**: automatic (on the ring's [`Clock`]) and on
 //!   demand; old versions keep decrypting; version floors retire versions;
 //!   encryptions per version are metered against the AES-GCM nonce bound.
 //! - **Lifecycle**: enable, disable, scheduled deletion with a 7-30 day window.
-//!
 //! - **Access control**: key policies, a ring policy and grants, decided in
 //!   the pipeline before any key material is touched; deny by default (see
 //!   [`policy`]).
-//!
 //! - **Audit**: one event per operation to pluggable sinks, including a
 //!   hash-chained, signed log verifiable offline (see [`audit`]).
-//!
 //! - **Backends**: in memory ([`MemoryBackend`]), a durable encrypted file
 //!   keystore ([`KeyRing::open`]), and a PKCS#11 HSM (feature `pkcs11`).
 //! - **Key types**: AES-256-GCM and ChaCha20-Poly1305 (symmetric), ECDSA
 //!   P-256 and Ed25519 (signing, with an offline verifier in [`verify`]),
 //!   HMAC, HPKE public-key encryption, data key pairs, and key import.
+//! - **Streaming**: [`Client::seal_writer`] / [`Client::open_reader`] in the
+//!   same message format.
+//!
+//! Dangerous tools for tests (a seeded random generator, fuzz entry points)
+//! live in [`hazmat`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
