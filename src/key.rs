@@ -467,6 +467,8 @@ pub enum RotationKind {
     /// The primary version reached its encryption limit (2^32 random nonces
     /// for AES-GCM, NIST SP 800-38D).
     UsageLimit,
+    /// The new version's material was imported (`import_key_version`).
+    Imported,
 }
 
 /// One rotation of a key.

@@ -616,6 +616,17 @@ fn every_operation_has_a_denial() {
         bob.import_key(&params.import_token, &wrapped, CreateKeyOptions::new())
             .map(drop),
     );
+    denied(
+        "import_key_version",
+        bob.import_key_version(k, &params.import_token, &wrapped)
+            .map(drop),
+    );
+    // The denied calls did not spend the import token.
+    assert!(
+        admin
+            .import_key(&params.import_token, &wrapped, CreateKeyOptions::new())
+            .is_ok()
+    );
     // And nothing changed.
     assert_eq!(
         admin.describe_key(k).unwrap().state,

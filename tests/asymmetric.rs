@@ -505,3 +505,64 @@ fn rfc9180_vector_through_the_ring() {
         unhex(e0["pt"].as_str().unwrap()).as_slice()
     );
 }
+
+/// Imported symmetric material is really what encrypts: a blob made after
+/// `import_key_version` decrypts by hand (docs/FORMAT.md) with the imported
+/// bytes, and older versions keep decrypting.
+#[test]
+fn imported_symmetric_versions_encrypt_with_the_imported_bytes() {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let c = client();
+    let spec = KeySpec::default();
+    let p = c.get_parameters_for_import(spec).unwrap();
+    let k = c
+        .import_key(
+            &p.import_token,
+            &p.wrap(&[0x31; 32]).unwrap(),
+            CreateKeyOptions::new(),
+        )
+        .unwrap();
+    let ctx = EncryptionContext::new();
+    let v1_blob = c.encrypt(k.as_str(), b"under v1", &ctx).unwrap();
+    let p = c.get_parameters_for_import(spec).unwrap();
+    let v = c
+        .import_key_version(k.as_str(), &p.import_token, &p.wrap(&[0x32; 32]).unwrap())
+        .unwrap();
+    assert_eq!(v, 2);
+    let rotations = c.list_rotations(k.as_str()).unwrap();
+    assert_eq!(rotations[0].kind, strongroom::RotationKind::Imported);
+    let blob = c.encrypt(k.as_str(), b"under v2", &ctx).unwrap();
+    for (b, key, pt) in [
+        (&v1_blob, [0x31u8; 32], &b"under v1"[..]),
+        (&blob, [0x32u8; 32], &b"under v2"[..]),
+    ] {
+        let l = b[5] as usize;
+        let header = &b[..10 + l];
+        let mut aad = header.to_vec();
+        aad.extend_from_slice(&ctx.canonical_bytes().unwrap());
+        let out = aes_gcm::Aes256Gcm::new_from_slice(&key)
+            .unwrap()
+            .decrypt(
+                b[10 + l..22 + l].try_into().unwrap(),
+                Payload {
+                    msg: &b[22 + l..],
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        assert_eq!(out, pt);
+        assert_eq!(c.decrypt(b, &ctx).unwrap().plaintext.expose_secret(), pt);
+    }
+    // Parameters for another spec are refused; signing keys have one version.
+    let p = c.get_parameters_for_import(KeySpec::Ed25519).unwrap();
+    assert!(matches!(
+        c.import_key_version(k.as_str(), &p.import_token, &p.wrap(&[1; 32]).unwrap()),
+        Err(Error::InvalidArgument(_))
+    ));
+    let sig = key(&c, KeySpec::Ed25519);
+    let p = c.get_parameters_for_import(KeySpec::Ed25519).unwrap();
+    assert!(matches!(
+        c.import_key_version(&sig, &p.import_token, &p.wrap(&[1; 32]).unwrap()),
+        Err(Error::Unsupported(_))
+    ));
+}

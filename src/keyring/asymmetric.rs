@@ -443,34 +443,82 @@ impl Client {
         // Authorized first: an unauthorized caller neither spends the token
         // nor makes the ring unwrap anything.
         self.run(Action::ImportKeyMaterial, Target::Ring, None, |_| {
-            let inner = self.inner();
-            let now = inner.clock.now();
-            let entry = inner
-                .asym
-                .imports
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(import_token);
-            let (wrapping, spec, expires_at) = entry.ok_or_else(|| {
-                Error::invalid("unknown or already used import token: get new import parameters")
-            })?;
-            if now >= expires_at {
-                return Err(Error::invalid("the import parameters have expired"));
-            }
-            let raw = wrapping
-                .hpke_open(
-                    &import_info(import_token),
-                    spec.as_str().as_bytes(),
-                    wrapped_material,
-                )
-                .map_err(|_| {
-                    Error::invalid(
-                        "the wrapped key material does not unwrap with these import parameters",
-                    )
-                })?;
-            // Validates the encoding for the spec before anything is stored.
-            Material::from_raw(spec, raw.expose_secret())?;
+            let (spec, raw) = self.unwrap_import(import_token, wrapped_material)?;
             self.create_key_inner(spec, &options, Some(&raw))
         })
+    }
+
+    /// Imports material wrapped with [`ImportParameters::wrap`] as a new,
+    /// primary version of an existing symmetric key (bring your own key,
+    /// rotated by the application). The parameters must have been requested
+    /// for the key's spec; older versions keep decrypting.
+    pub fn import_key_version(
+        &self,
+        key: &str,
+        import_token: &str,
+        wrapped_material: &[u8],
+    ) -> Result<u32> {
+        self.run(Action::ImportKeyMaterial, Target::Ref(key), None, |m| {
+            let meta = need(m)?;
+            if meta.spec.symmetric_algorithm().is_none() {
+                return Err(Error::Unsupported(format!(
+                    "key {} ({}) has one version: import a new key instead",
+                    meta.key_id, meta.spec
+                )));
+            }
+            let (spec, raw) = self.unwrap_import(import_token, wrapped_material)?;
+            if spec != meta.spec {
+                return Err(Error::invalid(format!(
+                    "the import parameters are for {spec} material, the key is {}",
+                    meta.spec
+                )));
+            }
+            if matches!(meta.state, crate::KeyState::PendingDeletion { .. }) {
+                return Err(Error::InvalidKeyState {
+                    key_id: meta.key_id.to_string(),
+                    state: meta.state.to_string(),
+                    action: Action::ImportKeyMaterial.to_string(),
+                });
+            }
+            Ok(self
+                .inner()
+                .rotate(meta, crate::RotationKind::Imported, None, Some(&raw))?
+                .primary_version)
+        })
+    }
+
+    /// Spends an import token and unwraps the material (validated for its spec).
+    fn unwrap_import(
+        &self,
+        import_token: &str,
+        wrapped_material: &[u8],
+    ) -> Result<(KeySpec, SecretBytes)> {
+        let inner = self.inner();
+        let now = inner.clock.now();
+        let entry = inner
+            .asym
+            .imports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(import_token);
+        let (wrapping, spec, expires_at) = entry.ok_or_else(|| {
+            Error::invalid("unknown or already used import token: get new import parameters")
+        })?;
+        if now >= expires_at {
+            return Err(Error::invalid("the import parameters have expired"));
+        }
+        let raw = wrapping
+            .hpke_open(
+                &import_info(import_token),
+                spec.as_str().as_bytes(),
+                wrapped_material,
+            )
+            .map_err(|_| {
+                Error::invalid(
+                    "the wrapped key material does not unwrap with these import parameters",
+                )
+            })?;
+        Material::from_raw(spec, raw.expose_secret())?;
+        Ok((spec, raw))
     }
 }

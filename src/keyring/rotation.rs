@@ -138,7 +138,7 @@ impl Inner {
         meta: &KeyMetadata,
         kind: RotationKind,
     ) -> Result<Arc<KeyMetadata>> {
-        self.rotate(meta, kind, Some(meta.primary_version))
+        self.rotate(meta, kind, Some(meta.primary_version), None)
     }
 
     /// Creates version `latest + 1`: material first, then metadata in one
@@ -153,6 +153,7 @@ impl Inner {
         meta: &KeyMetadata,
         kind: RotationKind,
         only_if_primary: Option<u32>,
+        imported: Option<&crate::SecretBytes>,
     ) -> Result<Arc<KeyMetadata>> {
         let _guard = self.rotation_lock.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
@@ -167,7 +168,8 @@ impl Inner {
             if only_if_primary.is_some_and(|v| m.primary_version != v)
                 || (kind == RotationKind::Automatic
                     && m.rotation.is_none_or(|r| now < r.next_rotation))
-                || (m.state != KeyState::Enabled && kind != RotationKind::OnDemand)
+                || (m.state != KeyState::Enabled
+                    && !matches!(kind, RotationKind::OnDemand | RotationKind::Imported))
             {
                 // Nothing to do (someone rotated meanwhile, or not due).
                 return Ok(());
@@ -183,7 +185,10 @@ impl Inner {
             if self.backend.contains(&mref)? {
                 self.backend.destroy(&mref)?;
             }
-            self.backend.generate(&mref, m.spec)?;
+            match imported {
+                Some(raw) => self.backend.import(&mref, m.spec, raw.expose_secret())?,
+                None => self.backend.generate(&mref, m.spec)?,
+            }
             generated = Some(mref);
             m.versions.push(KeyVersionInfo {
                 version: new_version,
@@ -308,7 +313,7 @@ impl Client {
             }
             Ok(self
                 .inner()
-                .rotate(meta, RotationKind::OnDemand, None)?
+                .rotate(meta, RotationKind::OnDemand, None, None)?
                 .primary_version)
         })
     }
