@@ -742,3 +742,35 @@ proptest! {
         prop_assert_eq!(d.allowed, !matching(false) && (matching(true) || live_grant), "{:?}", d);
     }
 }
+
+#[test]
+fn re_encrypt_checks_the_destination_before_decrypting() {
+    let (ring, admin, _clock, key) = setup();
+    let other = admin
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap()
+        .to_string();
+    admin
+        .create_grant(
+            &key,
+            GrantRequest::new(p("user:bob"), &[Action::ReEncryptFrom]),
+        )
+        .unwrap();
+    let c = EncryptionContext::new();
+    let blob = admin.encrypt(&key, b"x", &c).unwrap();
+    let bob = ring.client(p("user:bob"));
+    let e = bob.re_encrypt(&blob, &c, &other, &c).unwrap_err();
+    assert!(
+        matches!(e, Error::AccessDenied { ref action, ref resource, .. }
+            if action == "strongroom:ReEncryptTo" && *resource == other),
+        "{e}"
+    );
+    admin
+        .create_grant(
+            &other,
+            GrantRequest::new(p("user:bob"), &[Action::ReEncryptTo]),
+        )
+        .unwrap();
+    let moved = bob.re_encrypt(&blob, &c, &other, &c).unwrap();
+    assert_eq!(admin.decrypt(&moved, &c).unwrap().key_id.as_str(), other);
+}

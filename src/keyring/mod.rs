@@ -885,6 +885,17 @@ impl Client {
         );
         self.run(Action::ReEncryptFrom, target, Some(source_context), |m| {
             let h = parsed?;
+            // The destination is authorized (and checked) before the source
+            // material is touched; its own pipeline run below decides again
+            // and records it.
+            let dest = self.inner().resolve(destination_key)?;
+            self.inner().authorize(
+                &self.principal,
+                Action::ReEncryptTo,
+                Some(&dest),
+                Some(destination_context),
+            )?;
+            check_usable(&dest, Action::ReEncryptTo)?;
             let src_ctx = source_context.canonical_bytes()?;
             let plaintext = self.inner().decrypt_blob(need(m)?, &h, &src_ctx)?;
             self.run(
