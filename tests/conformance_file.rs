@@ -32,7 +32,7 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
         )
         .unwrap()
         .build();
-    let backend: Arc<dyn KeyBackend> = ring.backend();
+    let backend: Arc<dyn KeyBackend> = ring.dangerous_backend();
     (ring, backend)
 }
 

@@ -118,9 +118,12 @@ impl KeyRing {
         self.inner.backend.name()
     }
 
-    /// The ring's backend (for diagnostics and conformance tests; key
-    /// material never leaves it).
-    pub fn backend(&self) -> Arc<dyn KeyBackend> {
+    /// The ring's backend, for diagnostics and conformance tests.
+    ///
+    /// Dangerous: calls made directly on the backend bypass the pipeline
+    /// (no access control, no state or usage checks, no audit record). Key
+    /// material still never leaves the backend.
+    pub fn dangerous_backend(&self) -> Arc<dyn KeyBackend> {
         self.inner.backend.clone()
     }
 }
