@@ -35,7 +35,7 @@ pub(crate) fn restore_version(v: Option<u32>) {
 /// What the pipeline learned about one operation, for its event.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    pub key_id: Option<String>,
+    pub key_id: Option<crate::KeyId>,
     pub key_version: Option<u32>,
     pub grant_id: Option<String>,
     pub denied: bool,
@@ -46,7 +46,9 @@ pub(crate) struct AuditConfig {
     failure: FailurePolicy,
     context_values: bool,
     /// Last successful use per key version.
-    last_used: RwLock<HashMap<MaterialId, Timestamp>>,
+    /// Last successful use per key version (Unix seconds); the map is
+    /// write-locked only when a version is first used.
+    last_used: RwLock<HashMap<MaterialId, std::sync::atomic::AtomicU64>>,
     /// Request ids: a random 64-bit prefix per ring, drawn on first use,
     /// and a counter.
     id_prefix: std::sync::OnceLock<u64>,
@@ -93,6 +95,28 @@ pub struct VersionUsage {
 }
 
 impl Inner {
+    fn note_use(&self, key: &crate::KeyId, version: u32, now: Timestamp) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let mref = MaterialId::new(key.clone(), version);
+        if let Some(t) = self
+            .audit
+            .last_used
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&mref)
+        {
+            t.store(now.as_secs(), Ordering::Relaxed);
+            return;
+        }
+        self.audit
+            .last_used
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(mref)
+            .or_insert_with(|| AtomicU64::new(0))
+            .store(now.as_secs(), Ordering::Relaxed);
+    }
+
     /// Records the event of one operation and returns its result, or, if a
     /// sink failed and the ring is fail-closed, the audit error instead.
     pub(crate) fn record<T>(
@@ -106,13 +130,8 @@ impl Inner {
         let now = self.clock.now();
         if result.is_ok()
             && let (Some(k), Some(v)) = (&seen.key_id, seen.key_version)
-            && let Ok(id) = crate::KeyId::parse(k)
         {
-            self.audit
-                .last_used
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(MaterialId::new(id, v), now);
+            self.note_use(k, v, now);
         }
         if self.audit.sinks.is_empty() {
             return result;
@@ -134,7 +153,7 @@ impl Inner {
             request_id,
             principal: principal.to_string(),
             action: action.as_str().to_owned(),
-            key_id: seen.key_id.clone(),
+            key_id: seen.key_id.as_ref().map(|k| k.to_string()),
             key_version: seen.key_version,
             outcome,
             context_keys: context
@@ -178,7 +197,7 @@ impl Client {
                     version: v.version,
                     last_used: map
                         .get(&MaterialId::new(meta.key_id.clone(), v.version))
-                        .copied(),
+                        .map(|t| Timestamp(t.load(std::sync::atomic::Ordering::Relaxed))),
                 })
                 .collect())
         })

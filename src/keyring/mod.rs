@@ -318,7 +318,7 @@ impl Inner {
             Target::Ref(r) => Some(self.resolve(r)?),
             Target::Id(id) => Some(self.load(&id?)?),
         };
-        seen.key_id = meta.as_ref().map(|m| m.key_id.to_string());
+        seen.key_id = meta.as_ref().map(|m| m.key_id.clone());
         let decision = self.authorize(principal, action, meta.as_deref(), context);
         if let Err(Error::AccessDenied { .. }) = &decision {
             seen.denied = true;
