@@ -335,6 +335,19 @@ fn derive_root(root: &RootKey, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>> {
     }
 }
 
+/// A header for `kdf`, with its check record sealed under `cipher`.
+fn build_header(kdf: Kdf, cipher: &Cipher, rng: &dyn RandomSource) -> Result<(Header, Vec<u8>)> {
+    let check = seal_with(cipher, rng, Kind::Check, HEADER, CHECK_TEXT)?;
+    let header = Header {
+        format: "strongroom-keystore".into(),
+        version: 1,
+        kdf,
+        check: hex(&check),
+    };
+    let bytes = serde_json::to_vec_pretty(&header).map_err(|e| Error::Other(Arc::new(e)))?;
+    Ok((header, bytes))
+}
+
 /// KDF parameters for a new header protected by `root`.
 fn new_kdf(root: &RootKey, options: &KeystoreOptions, rng: &dyn RandomSource) -> Result<Kdf> {
     Ok(match root {
@@ -451,14 +464,7 @@ impl Keystore {
         let kdf = new_kdf(root, options, rng)?;
         let root_bytes = derive_root(root, &kdf)?;
         let cipher = record_cipher(&root_bytes)?;
-        let check = seal_with(&cipher, rng, Kind::Check, HEADER, CHECK_TEXT)?;
-        let header = Header {
-            format: "strongroom-keystore".into(),
-            version: 1,
-            kdf,
-            check: hex(&check),
-        };
-        let bytes = serde_json::to_vec_pretty(&header).map_err(|e| Error::Other(Arc::new(e)))?;
+        let (header, bytes) = build_header(kdf, &cipher, rng)?;
         atomic_write(
             options.storage.as_ref(),
             options.durability,
@@ -635,20 +641,7 @@ impl Keystore {
                 self.write_raw(&format!("{rel}.new"), &sealed)?;
             }
         }
-        let check = seal_with(
-            &new_cipher,
-            self.rng.as_ref(),
-            Kind::Check,
-            HEADER,
-            CHECK_TEXT,
-        )?;
-        let header = Header {
-            format: "strongroom-keystore".into(),
-            version: 1,
-            kdf,
-            check: hex(&check),
-        };
-        let bytes = serde_json::to_vec_pretty(&header).map_err(|e| Error::Other(Arc::new(e)))?;
+        let (_header, bytes) = build_header(kdf, &new_cipher, self.rng.as_ref())?;
         // The commit point.
         self.write_raw(ROTATION_MARKER, &bytes)?;
         Self::recover_root_rotation(&self.dir, options)
