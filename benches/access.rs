@@ -14,14 +14,20 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
 use strongroom::policy::{GrantRequest, Policy, Request, decide};
-use strongroom::{Action, CreateKeyOptions, KeyRing, KeySpec, Principal, Timestamp};
+use std::sync::Arc;
+use strongroom::{
+    Action, CreateKeyOptions, KeyRing, KeySpec, MemoryStore, MetadataStore, Principal, Timestamp,
+};
 
 fn grants(c: &mut Criterion) {
     let mut g = c.benchmark_group("access");
-    let ring_policy = Policy::default_ring();
+    let ring_policy = Policy::open_ring();
     for n in [1usize, 100, 10_000] {
         for same in [false, true] {
-            let ring = KeyRing::in_memory();
+            // The bench holds the store to read the full key record (policy
+            // and grants), which `describe_key` does not return.
+            let store = Arc::new(MemoryStore::new());
+            let ring = KeyRing::builder().store(store.clone()).build();
             let admin = ring.client(Principal::role("admin").unwrap());
             let key = admin
                 .create_key(KeySpec::default(), CreateKeyOptions::new())
@@ -44,7 +50,7 @@ fn grants(c: &mut Criterion) {
                     )
                     .unwrap();
             }
-            let meta = admin.describe_key(key.as_str()).unwrap();
+            let meta = store.get_key(&key).unwrap().unwrap();
             let who = Principal::user(if same { "bob" } else { "u0" }).unwrap();
             let name = if same {
                 "grants_same_grantee"

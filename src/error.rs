@@ -131,12 +131,25 @@ pub enum Error {
     /// fail-closed: the operation's result is withheld.
     #[error("audit log unavailable: {0}")]
     AuditUnavailable(String),
+
+    /// A concurrent change got there first (an alias was repointed between
+    /// the authorization and the write, or a store revision moved). Nothing
+    /// was changed; read again and retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
+    }
+
+    /// An alias no longer points at the key the caller was authorized on.
+    pub(crate) fn alias_moved(alias: &crate::key::Alias) -> Self {
+        Error::Conflict(format!(
+            "alias {alias} was repointed concurrently; nothing was changed"
+        ))
     }
 
     /// A short, stable name of the variant, suitable for audit records and metrics.
@@ -159,6 +172,7 @@ impl Error {
             Error::AuditUnavailable(_) => "AuditUnavailable",
             Error::CorruptStore { .. } => "CorruptStore",
             Error::WrongRootKey => "WrongRootKey",
+            Error::Conflict(_) => "Conflict",
         }
     }
 }

@@ -445,6 +445,97 @@ impl KeyMetadata {
     }
 }
 
+/// What [`crate::Client::describe_key`] returns: everything about a key
+/// except who may use it. The key policy is read only through
+/// [`crate::Client::get_key_policy`] and grants only through
+/// [`crate::Client::list_grants`], each authorized on its own, so a grantee
+/// allowed `DescribeKey` learns nothing about other principals' rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyDescription {
+    /// The key's id.
+    pub key_id: KeyId,
+    /// What material the key holds.
+    pub spec: KeySpec,
+    /// What the key may be used for.
+    pub usage: KeyUsage,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// Customer or managed.
+    pub manager: KeyManager,
+    /// Free text, at most 8192 bytes.
+    pub description: String,
+    /// When the key was created.
+    pub created_at: Timestamp,
+    /// Who created it.
+    pub created_by: Principal,
+    /// The version that encrypts.
+    pub primary_version: u32,
+    /// Every version that still exists, oldest first.
+    pub versions: Vec<KeyVersionInfo>,
+    /// Tags (key to value).
+    pub tags: BTreeMap<String, String>,
+    /// Automatic rotation, if enabled.
+    pub rotation: Option<RotationSchedule>,
+    /// Every rotation so far, oldest first.
+    pub rotations: Vec<RotationRecord>,
+    /// Versions below this floor no longer decrypt (0 or 1: no floor).
+    pub min_decrypt_version: u32,
+    /// The primary version must be at least this (0 or 1: no floor).
+    pub min_encrypt_version: u32,
+    /// Where the material came from.
+    pub origin: KeyOrigin,
+}
+
+impl KeyDescription {
+    /// The newest version.
+    pub fn latest_version(&self) -> u32 {
+        self.versions.iter().map(|v| v.version).max().unwrap_or(0)
+    }
+
+    /// True if `version` exists for this key.
+    pub fn has_version(&self, version: u32) -> bool {
+        self.versions.iter().any(|v| v.version == version)
+    }
+}
+
+impl From<&KeyMetadata> for KeyDescription {
+    fn from(m: &KeyMetadata) -> Self {
+        KeyDescription {
+            key_id: m.key_id.clone(),
+            spec: m.spec,
+            usage: m.usage,
+            state: m.state,
+            manager: m.manager,
+            description: m.description.clone(),
+            created_at: m.created_at,
+            created_by: m.created_by.clone(),
+            primary_version: m.primary_version,
+            versions: m.versions.clone(),
+            tags: m.tags.clone(),
+            rotation: m.rotation,
+            rotations: m.rotations.clone(),
+            min_decrypt_version: m.min_decrypt_version,
+            min_encrypt_version: m.min_encrypt_version,
+            origin: m.origin,
+        }
+    }
+}
+
+/// One entry of [`crate::Client::list_keys`]: the key's id and its aliases,
+/// as KMS `ListKeys` returns ids only. Nothing about the key's policy, grants,
+/// state or creator: those need `DescribeKey`, `GetKeyPolicy` or `ListGrants`
+/// on the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyListEntry {
+    /// The key's id.
+    pub key_id: KeyId,
+    /// The aliases pointing at it, in name order (at most
+    /// [`crate::MAX_PAGE_LIMIT`] are listed).
+    pub aliases: Vec<Alias>,
+}
+
 /// Automatic rotation of a key: every `period_days`, checked on use and by
 /// [`crate::KeyRing::run_maintenance`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,7 +85,7 @@ pub use envelope::{
 };
 pub use error::{Error, Result};
 pub use key::{
-    Alias, CreateKeyOptions, HmacAlgorithm, KeyId, KeyManager, KeyMetadata, KeyOrigin, KeySpec,
+    Alias, CreateKeyOptions, HmacAlgorithm, KeyDescription, KeyId, KeyListEntry, KeyManager, KeyMetadata, KeyOrigin, KeySpec,
     KeyState, KeyUsage, KeyVersionInfo, MAX_TAGS, RotationKind, RotationRecord, RotationSchedule,
     SymmetricAlgorithm,
 };
@@ -95,7 +95,7 @@ pub use keyring::{
 pub use keyring::{
     DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS, DataKeyPair,
     DataKeyPairSpec, GrantSelector, IMPORT_PARAMETERS_TTL_SECS, ImportParameters,
-    MAX_GRANTS_PER_KEY, MAX_SIGN_MESSAGE_LEN, MaintenanceReport, PublicKeyInfo, RotationStatus,
+    MAX_GRANTS_PER_KEY, MAX_PENDING_IMPORTS, MAX_PENDING_IMPORTS_PER_PRINCIPAL, MAX_SIGN_MESSAGE_LEN, MaintenanceReport, PublicKeyInfo, RotationStatus,
     VersionUsage,
 };
 pub use principal::{Principal, PrincipalKind};

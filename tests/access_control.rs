@@ -8,7 +8,7 @@ use strongroom::policy::{
 };
 use strongroom::{
     Action, Client, CreateKeyOptions, EncryptionContext, Error, GrantSelector, KeyMetadata,
-    KeyRing, KeySpec, ManualClock, Principal, SealOptions, Timestamp,
+    KeyRing, KeySpec, ManualClock, MemoryStore, MetadataStore, Principal, SealOptions, Timestamp,
 };
 
 const T0: Timestamp = Timestamp(1_800_000_000);
@@ -17,19 +17,31 @@ fn p(s: &str) -> Principal {
     s.parse().unwrap()
 }
 
-fn setup() -> (KeyRing, Client, Arc<ManualClock>, String) {
+/// A ring over a store the test holds, so the decision-table tests can read
+/// the full key record (policy and grants), which `describe_key` no longer
+/// returns.
+fn setup() -> (KeyRing, Client, Arc<ManualClock>, String, Arc<MemoryStore>) {
     let clock = Arc::new(ManualClock::new(T0));
-    let ring = KeyRing::builder().clock(clock.clone()).build();
+    let store = Arc::new(MemoryStore::new());
+    let ring = KeyRing::builder()
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
     let admin = ring.client(p("role:admin"));
     let key = admin
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap()
         .to_string();
-    (ring, admin, clock, key)
+    (ring, admin, clock, key, store)
 }
 
 fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
     pairs.iter().map(|(k, v)| (*k, *v)).collect()
+}
+
+fn full_record(store: &MemoryStore, key: &str) -> KeyMetadata {
+    let id = strongroom::KeyId::parse(key).unwrap();
+    KeyMetadata::clone(&store.get_key(&id).unwrap().unwrap())
 }
 
 fn with_policy(meta: &KeyMetadata, json: &str) -> KeyMetadata {
@@ -47,7 +59,7 @@ fn ask(
 ) -> Decision {
     let principal = p(who);
     decide(
-        &Policy::default_ring(),
+        &Policy::open_ring(),
         Some(meta),
         &Request {
             principal: &principal,
@@ -110,7 +122,7 @@ type Case<'a> = (
 
 #[test]
 fn decision_table() {
-    let (_ring, admin, _clock, key) = setup();
+    let (_ring, admin, _clock, key, store) = setup();
     let acme = ctx(&[("tenant", "acme")]);
     let beta = ctx(&[("tenant", "beta")]);
     let other = ctx(&[("tenant", "other")]);
@@ -145,7 +157,7 @@ fn decision_table() {
         .create_grant(&key, GrantRequest::new(p("user:frank"), &[Action::Encrypt]))
         .unwrap();
     admin.revoke_grant(&key, &g_ret).unwrap();
-    let meta = admin.describe_key(&key).unwrap();
+    let meta = full_record(&store, &key);
     let allow = |sid: &str| Reason::AllowStatement(sid.into());
     let deny = |sid: &str| Reason::DenyStatement(sid.into());
     let none = Reason::NoMatchingAllow;
@@ -254,7 +266,7 @@ fn policies_are_validated() {
 
 #[test]
 fn lockout_safety() {
-    let (_ring, admin, _clock, key) = setup();
+    let (_ring, admin, _clock, key, _store) = setup();
     let lock_out = Policy::from_json(P_ALICE).unwrap();
     let e = admin.put_key_policy(&key, &lock_out, false).unwrap_err();
     assert!(e.to_string().contains("lockout"), "{e}");
@@ -275,7 +287,7 @@ fn lockout_safety() {
 
 #[test]
 fn policy_applies_to_real_operations() {
-    let (ring, admin, _clock, key) = setup();
+    let (ring, admin, _clock, key, _store) = setup();
     admin
         .put_key_policy(
             &key,
@@ -323,7 +335,7 @@ fn policy_applies_to_real_operations() {
 
 #[test]
 fn grants_lifecycle() {
-    let (ring, admin, clock, key) = setup();
+    let (ring, admin, clock, key, _store) = setup();
     let bob = ring.client(p("user:bob"));
     let carol = ring.client(p("user:carol"));
     let c = EncryptionContext::new();
@@ -420,7 +432,7 @@ fn grants_lifecycle() {
 
 #[test]
 fn a_grant_never_overrides_a_deny() {
-    let (ring, admin, _clock, key) = setup();
+    let (ring, admin, _clock, key, _store) = setup();
     admin
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Encrypt]))
         .unwrap();
@@ -714,7 +726,7 @@ proptest! {
         what in 0usize..6,
         at in 0u64..20,
     ) {
-        let (_ring, admin, _clock, key) = setup();
+        let (_ring, admin, _clock, key, store) = setup();
         let now = Timestamp(T0.0 + at);
         for (g_who, g_what, exp) in &grants {
             let mut req = GrantRequest::new(p(principals()[*g_who]), &[actions()[*g_what]]);
@@ -730,7 +742,7 @@ proptest! {
             if *allow { "Allow" } else { "Deny" }, principal_patterns()[*pp], action_patterns()[*ap]
         )).collect();
         let json = format!(r#"{{"Version":"2026-01-01","Statement":[{}]}}"#, statements.join(","));
-        let meta = with_policy(&admin.describe_key(&key).unwrap(), &json);
+        let meta = with_policy(&full_record(&store, &key), &json);
         let who_s = principals()[who];
         let action = actions()[what];
         let d = ask(&meta, who_s, action, None, now);
@@ -745,7 +757,7 @@ proptest! {
 
 #[test]
 fn re_encrypt_checks_the_destination_before_decrypting() {
-    let (ring, admin, _clock, key) = setup();
+    let (ring, admin, _clock, key, _store) = setup();
     let other = admin
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap()

@@ -524,7 +524,7 @@ fn imported_symmetric_versions_encrypt_with_the_imported_bytes() {
         .unwrap();
     let ctx = EncryptionContext::new();
     let v1_blob = c.encrypt(k.as_str(), b"under v1", &ctx).unwrap();
-    let p = c.get_parameters_for_import(spec).unwrap();
+    let p = c.get_parameters_for_key_import(k.as_str()).unwrap();
     let v = c
         .import_key_version(k.as_str(), &p.import_token, &p.wrap(&[0x32; 32]).unwrap())
         .unwrap();
@@ -553,13 +553,18 @@ fn imported_symmetric_versions_encrypt_with_the_imported_bytes() {
         assert_eq!(out, pt);
         assert_eq!(c.decrypt(b, &ctx).unwrap().plaintext.expose_secret(), pt);
     }
-    // Parameters for another spec are refused; signing keys have one version.
+    // Parameters for a new key (here of another spec) are refused; signing
+    // keys have one version.
     let p = c.get_parameters_for_import(KeySpec::Ed25519).unwrap();
     assert!(matches!(
         c.import_key_version(k.as_str(), &p.import_token, &p.wrap(&[1; 32]).unwrap()),
         Err(Error::InvalidArgument(_))
     ));
     let sig = key(&c, KeySpec::Ed25519);
+    assert!(matches!(
+        c.get_parameters_for_key_import(&sig),
+        Err(Error::Unsupported(_))
+    ));
     let p = c.get_parameters_for_import(KeySpec::Ed25519).unwrap();
     assert!(matches!(
         c.import_key_version(&sig, &p.import_token, &p.wrap(&[1; 32]).unwrap()),

@@ -369,7 +369,6 @@ fn debug_output_shows_no_key_bytes() {
     let dbg = [
         format!("{dk:?}"),
         format!("{:?}", dk.plaintext()),
-        format!("{:?}", c.ring()),
         format!("{c:?}"),
         format!("{:?}", c.decrypt(dk.ciphertext(), &ctx()).unwrap()),
     ];

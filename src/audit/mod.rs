@@ -31,6 +31,9 @@ mod verify;
 pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};
 pub use verify::{VerifyError, VerifyReport, verify_log};
 
+/// Names used in events the ring records for its own housekeeping.
+pub use crate::keyring::{ACTION_DELETE_KEY, ACTION_ROTATE_KEY, SYSTEM_PRINCIPAL};
+
 use crate::clock::Timestamp;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};

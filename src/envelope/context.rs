@@ -69,8 +69,30 @@ impl EncryptionContext {
     /// Checks the limits: keys non-empty, every key and value at most 65535
     /// bytes, at most 65535 pairs, canonical encoding at most
     /// [`MAX_CONTEXT_BYTES`].
+    /// Allocates nothing: the pipeline runs it on every call, before the
+    /// access decision and before the context reaches an audit record.
     pub fn validate(&self) -> Result<()> {
-        self.canonical_bytes().map(|_| ())
+        if u16::try_from(self.0.len()).is_err() {
+            return Err(Error::invalid("encryption context has more than 65535 pairs"));
+        }
+        let mut total = 2usize;
+        for (k, v) in &self.0 {
+            if k.is_empty() {
+                return Err(Error::invalid("encryption context keys must not be empty"));
+            }
+            if k.len() > usize::from(u16::MAX) || v.len() > usize::from(u16::MAX) {
+                return Err(Error::invalid(
+                    "encryption context keys and values must be at most 65535 bytes",
+                ));
+            }
+            total += 4 + k.len() + v.len();
+            if total > MAX_CONTEXT_BYTES {
+                return Err(Error::invalid(format!(
+                    "encryption context must encode to at most {MAX_CONTEXT_BYTES} bytes"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The canonical encoding: `count u16 BE`, then per pair in key order

@@ -155,39 +155,36 @@ impl Client {
     /// Retires a grant. Allowed to its grantee, its retiring principal, and
     /// anyone the key policy allows `RetireGrant`.
     pub fn retire_grant(&self, key: &str, which: GrantSelector) -> Result<()> {
-        // Authorization has two parts: the pipeline lets through callers the
-        // policy allows *or* who hold a grant allowing RetireGrant; the
-        // grantee / retiring-principal rule is checked against the grant.
-        let inner = self.inner();
-        let meta = inner.resolve(key)?;
-        let target_grant = meta
-            .grants
-            .values()
-            .flatten()
-            .find(|g| match &which {
-                GrantSelector::Id(id) => &g.grant_id == id,
-                GrantSelector::Token(t) => g.token_matches(t),
-            })
-            .cloned();
-        let related = target_grant.as_ref().is_some_and(|g| {
-            &g.grantee == self.principal()
-                || g.retiring_principal.as_ref() == Some(self.principal())
-        });
-        let result = self.run(Action::RetireGrant, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
-            let g = target_grant
-                .clone()
-                .ok_or_else(|| Error::invalid("no such grant on this key"))?;
-            remove_grant(self, meta, &g.grant_id)
-        });
-        match result {
-            Err(Error::AccessDenied { .. }) if related => {
-                // The grantee or retiring principal of this very grant.
-                let g = target_grant.ok_or_else(|| Error::invalid("no such grant on this key"))?;
-                remove_grant(self, &meta, &g.grant_id)
-            }
-            other => other,
-        }
+        // Authorization has two parts: the policy (or a grant allowing
+        // RetireGrant), or being the grantee or retiring principal of this
+        // very grant. The grant is looked up first so the pipeline can apply
+        // the second rule; the removal works on the freshest record.
+        let matches = |g: &Grant| match &which {
+            GrantSelector::Id(id) => &g.grant_id == id,
+            GrantSelector::Token(t) => g.token_matches(t),
+        };
+        let party_of = self
+            .inner()
+            .resolve(key)
+            .ok()
+            .and_then(|m| m.grants.values().flatten().find(|g| matches(g)).map(|g| g.grant_id.clone()));
+        self.inner().run_with(
+            self.principal(),
+            Action::RetireGrant,
+            Target::Ref(key),
+            None,
+            party_of.as_deref(),
+            |m| {
+                let meta = need(m)?;
+                let g = meta
+                    .grants
+                    .values()
+                    .flatten()
+                    .find(|g| matches(g))
+                    .ok_or_else(|| Error::invalid("no such grant on this key"))?;
+                remove_grant(self, meta, &g.grant_id)
+            },
+        )
     }
 
     /// Revokes a grant by id (a key administrator: needs `RevokeGrant`).

@@ -38,7 +38,6 @@ pub(crate) struct Seen {
     pub key_id: Option<crate::KeyId>,
     pub key_version: Option<u32>,
     pub grant_id: Option<String>,
-    pub denied: bool,
 }
 
 pub(crate) struct AuditConfig {
@@ -136,21 +135,10 @@ impl Inner {
         if self.audit.sinks.is_empty() {
             return result;
         }
-        let outcome = match &result {
-            Ok(_) => Outcome::Allowed,
-            Err(Error::AccessDenied {
-                action, resource, ..
-            }) if seen.denied => Outcome::Denied {
-                reason: format!("no permission for {action} on {resource}"),
-            },
-            Err(e) => Outcome::Failed {
-                error: e.kind().to_owned(),
-            },
-        };
-        let request_id = self.audit.next_request_id(self.rng.as_ref());
+        let outcome = outcome_of(&result);
         let event = AuditEvent {
             time: now,
-            request_id,
+            request_id: self.audit.next_request_id(self.rng.as_ref()),
             principal: principal.to_string(),
             action: action.as_str().to_owned(),
             key_id: seen.key_id.as_ref().map(|k| k.to_string()),
@@ -165,16 +153,83 @@ impl Inner {
             },
             grant_id: seen.grant_id.clone(),
         };
+        match (self.emit(&event), self.audit.failure) {
+            (Err(e), FailurePolicy::Closed) => Err(e),
+            _ => result,
+        }
+    }
+
+    /// Records a change the ring made on its own (due deletion, automatic
+    /// and usage-limit rotation), by [`SYSTEM_PRINCIPAL`], with its true
+    /// outcome. `action` is [`ACTION_DELETE_KEY`] or [`ACTION_ROTATE_KEY`].
+    /// Under the fail-closed policy a sink failure is returned (the change
+    /// itself has happened; the caller reports it).
+    pub(crate) fn record_system<T>(
+        &self,
+        action: &'static str,
+        key_id: &crate::KeyId,
+        key_version: Option<u32>,
+        result: Result<T>,
+    ) -> Result<T> {
+        if self.audit.sinks.is_empty() {
+            return result;
+        }
+        let event = AuditEvent {
+            time: self.clock.now(),
+            request_id: self.audit.next_request_id(self.rng.as_ref()),
+            principal: SYSTEM_PRINCIPAL.to_owned(),
+            action: action.to_owned(),
+            key_id: Some(key_id.to_string()),
+            key_version,
+            outcome: outcome_of(&result),
+            context_keys: Vec::new(),
+            context_values: None,
+            grant_id: None,
+        };
+        match (self.emit(&event), self.audit.failure) {
+            (Err(e), FailurePolicy::Closed) => Err(e),
+            _ => result,
+        }
+    }
+
+    /// Hands one event to every sink; the first failure, if any.
+    fn emit(&self, event: &AuditEvent) -> Result<()> {
         let mut failure = None;
         for sink in &self.audit.sinks {
-            if let Err(e) = sink.record(&event) {
+            if let Err(e) = sink.record(event) {
                 failure.get_or_insert(e);
             }
         }
-        match (failure, self.audit.failure) {
-            (Some(e), FailurePolicy::Closed) => Err(Error::AuditUnavailable(e.to_string())),
-            _ => result,
+        match failure {
+            Some(e) => Err(Error::AuditUnavailable(e.to_string())),
+            None => Ok(()),
         }
+    }
+}
+
+/// The principal of events the ring records for its own housekeeping. No
+/// caller can act as it: `system` is not a [`crate::PrincipalKind`].
+pub const SYSTEM_PRINCIPAL: &str = "system:strongroom";
+/// Action name of the event recording a key's destruction after its
+/// deletion window (every version's material destroyed, metadata removed).
+pub const ACTION_DELETE_KEY: &str = "strongroom:DeleteKey";
+/// Action name of the event recording an automatic or usage-limit rotation.
+pub const ACTION_ROTATE_KEY: &str = "strongroom:RotateKey";
+
+fn outcome_of<T>(result: &Result<T>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Allowed,
+        // A denial anywhere in the operation (the pipeline's decision, or a
+        // second key's decision inside the work, as for UpdateAlias or
+        // ReEncrypt) is recorded as a denial.
+        Err(Error::AccessDenied {
+            action, resource, ..
+        }) => Outcome::Denied {
+            reason: format!("no permission for {action} on {resource}"),
+        },
+        Err(e) => Outcome::Failed {
+            error: e.kind().to_owned(),
+        },
     }
 }
 

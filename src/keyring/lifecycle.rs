@@ -31,13 +31,18 @@ impl Inner {
     /// (destroying absent material is not an error).
     pub(crate) fn delete_now(&self, meta: &KeyMetadata) -> Result<()> {
         let _guard = self.rotation_lock.lock().unwrap_or_else(|e| e.into_inner());
-        for v in &meta.versions {
-            self.backend
-                .destroy(&MaterialId::new(meta.key_id.clone(), v.version))?;
-        }
-        self.store.remove_key(&meta.key_id)?;
-        self.usage.forget_key(&meta.key_id);
-        Ok(())
+        let result = (|| {
+            for v in &meta.versions {
+                self.backend
+                    .destroy(&MaterialId::new(meta.key_id.clone(), v.version))?;
+            }
+            self.store.remove_key(&meta.key_id)?;
+            self.usage.forget_key(&meta.key_id);
+            Ok(())
+        })();
+        // The destruction is recorded once, by the system principal, with
+        // its true outcome, whether maintenance or a caller's use found it due.
+        self.record_system(super::audit::ACTION_DELETE_KEY, &meta.key_id, None, result)
     }
 
     fn set_state(

@@ -20,7 +20,7 @@ use crate::envelope::{
 };
 use crate::error::{Error, Result};
 use crate::key::{
-    Alias, CreateKeyOptions, KeyId, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUsage,
+    Alias, CreateKeyOptions, KeyDescription, KeyId, KeyListEntry, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUsage,
     KeyVersionInfo, MAX_TAGS, RotationKind, SymmetricAlgorithm, validate_description, validate_tag,
 };
 use crate::principal::Principal;
@@ -30,9 +30,9 @@ use crate::store::{MemoryStore, MetadataStore};
 pub use access::{GrantSelector, MAX_GRANTS_PER_KEY};
 pub use asymmetric::{
     DataKeyPair, DataKeyPairSpec, IMPORT_PARAMETERS_TTL_SECS, ImportParameters,
-    MAX_SIGN_MESSAGE_LEN, PublicKeyInfo,
+    MAX_PENDING_IMPORTS, MAX_PENDING_IMPORTS_PER_PRINCIPAL, MAX_SIGN_MESSAGE_LEN, PublicKeyInfo,
 };
-pub use audit::VersionUsage;
+pub use audit::{ACTION_DELETE_KEY, ACTION_ROTATE_KEY, SYSTEM_PRINCIPAL, VersionUsage};
 pub use lifecycle::{DEFAULT_DELETION_WINDOW_DAYS, DELETION_WINDOW_DAYS, MaintenanceReport};
 pub use rotation::{DEFAULT_ENCRYPTION_LIMIT, RotationStatus};
 use std::collections::BTreeMap;
@@ -183,12 +183,34 @@ impl KeyRingBuilder {
         self
     }
 
-    /// The policy deciding ring-wide actions (`CreateKey`, `ListKeys`,
-    /// `ListAliases` without a key, `GenerateRandom`). Default:
-    /// [`crate::policy::Policy::default_ring`] (any principal may).
+    /// The policy deciding ring-wide actions ([`crate::policy::Policy::RING_ACTIONS`]:
+    /// `CreateKey`, `ImportKeyMaterial` and `GetParametersForImport` for new
+    /// keys, `ListKeys`, `ListAliases` without a key, `GenerateRandom`).
+    ///
+    /// If no ring policy is chosen, the ring uses the open policy
+    /// ([`crate::policy::Policy::open_ring`]): any principal may create keys
+    /// (and owns what it creates) and list key ids and aliases. Choose it
+    /// explicitly with [`KeyRingBuilder::open_ring_policy`], or restrict the
+    /// ring-wide actions to named principals with
+    /// [`KeyRingBuilder::ring_admins`]. No ring policy gives rights on an
+    /// existing key: those come from the key's own policy and grants.
     pub fn ring_policy(mut self, policy: crate::policy::Policy) -> Self {
         self.ring_policy = Some(policy);
         self
+    }
+
+    /// Only `admins` may perform the ring-wide actions (create and import
+    /// keys, list key ids and aliases, draw random bytes):
+    /// [`crate::policy::Policy::ring_admins`].
+    pub fn ring_admins(self, admins: impl IntoIterator<Item = Principal>) -> Self {
+        self.ring_policy(crate::policy::Policy::ring_admins(admins))
+    }
+
+    /// Any principal may perform the ring-wide actions (the default, named):
+    /// [`crate::policy::Policy::open_ring`]. Suits a ring whose callers are
+    /// all parts of one application.
+    pub fn open_ring_policy(self) -> Self {
+        self.ring_policy(crate::policy::Policy::open_ring())
     }
 
     /// Adds an audit sink: every operation attempted on the ring is recorded
@@ -229,7 +251,7 @@ impl KeyRingBuilder {
                 rotation_lock: std::sync::Mutex::new(()),
                 ring_policy: self
                     .ring_policy
-                    .unwrap_or_else(crate::policy::Policy::default_ring),
+                    .unwrap_or_else(crate::policy::Policy::open_ring),
                 asym: asymmetric::AsymmetricState::default(),
                 audit: audit::AuditConfig::new(
                     self.audit_sinks,
@@ -295,21 +317,44 @@ impl Inner {
         context: Option<&EncryptionContext>,
         work: impl FnOnce(Option<&Arc<KeyMetadata>>) -> Result<T>,
     ) -> Result<T> {
+        self.run_with(principal, action, target, context, None, work)
+    }
+
+    /// [`Inner::run`], where the caller may also be allowed as a party
+    /// (grantee or retiring principal) of the grant `party_of` on the key:
+    /// the rule of `RetireGrant`. An explicit Deny still wins.
+    fn run_with<T>(
+        &self,
+        principal: &Principal,
+        action: Action,
+        target: Target<'_>,
+        context: Option<&EncryptionContext>,
+        party_of: Option<&str>,
+        work: impl FnOnce(Option<&Arc<KeyMetadata>>) -> Result<T>,
+    ) -> Result<T> {
+        // The context is checked first, before the decision and before it
+        // can reach an audit record: an oversized or malformed context is
+        // refused and recorded without its contents.
+        if let Some(Err(e)) = context.map(EncryptionContext::validate) {
+            return self.record(principal, action, None, &audit::Seen::default(), Err(e));
+        }
         let outer_version = audit::take_version();
         let mut seen = audit::Seen::default();
-        let result = self.run_steps(principal, action, target, context, &mut seen, work);
+        let result = self.run_steps(principal, action, target, context, party_of, &mut seen, work);
         seen.key_version = audit::take_version();
         audit::restore_version(outer_version);
         self.record(principal, action, context, &seen, result)
     }
 
     /// The steps of the pipeline, without recording.
+    #[allow(clippy::too_many_arguments)]
     fn run_steps<T>(
         &self,
         principal: &Principal,
         action: Action,
         target: Target<'_>,
         context: Option<&EncryptionContext>,
+        party_of: Option<&str>,
         seen: &mut audit::Seen,
         work: impl FnOnce(Option<&Arc<KeyMetadata>>) -> Result<T>,
     ) -> Result<T> {
@@ -319,11 +364,22 @@ impl Inner {
             Target::Id(id) => Some(self.load(&id?)?),
         };
         seen.key_id = meta.as_ref().map(|m| m.key_id.clone());
-        let decision = self.authorize(principal, action, meta.as_deref(), context);
-        if let Err(Error::AccessDenied { .. }) = &decision {
-            seen.denied = true;
+        let mut decision = self.decide(principal, action, meta.as_deref(), context);
+        if !decision.allowed
+            && !matches!(decision.reason, crate::policy::Reason::DenyStatement(_))
+            && let (Some(grant_id), Some(m)) = (party_of, &meta)
+            && m.grants.values().flatten().any(|g| {
+                g.grant_id == grant_id
+                    && (&g.grantee == principal || g.retiring_principal.as_ref() == Some(principal))
+            })
+        {
+            decision = crate::policy::Decision {
+                allowed: true,
+                reason: crate::policy::Reason::Grant(grant_id.to_owned()),
+            };
         }
-        seen.grant_id = decision?.grant_id().map(str::to_owned);
+        let decision = self.denial_error(principal, action, meta.as_deref(), decision)?;
+        seen.grant_id = decision.grant_id().map(str::to_owned);
         // Due deletion (the key is gone) and due rotation (a new primary),
         // on the ring's clock.
         let meta = match meta {
@@ -337,22 +393,32 @@ impl Inner {
     }
 
     /// The access decision: key policy and grants, or the ring policy for
-    /// ring-wide actions ([`crate::policy::decide`]). A denial names the
-    /// principal, action and key, never the policy text.
-    fn authorize(
+    /// ring-wide actions ([`crate::policy::decide`]).
+    fn decide(
         &self,
         principal: &Principal,
         action: Action,
         key: Option<&KeyMetadata>,
         context: Option<&EncryptionContext>,
-    ) -> Result<crate::policy::Decision> {
+    ) -> crate::policy::Decision {
         let req = crate::policy::Request {
             principal,
             action,
             context,
             now: self.clock.now(),
         };
-        let decision = crate::policy::decide(&self.ring_policy, key, &req);
+        crate::policy::decide(&self.ring_policy, key, &req)
+    }
+
+    /// A refused decision as [`Error::AccessDenied`], naming the principal,
+    /// action and key, never the policy text.
+    fn denial_error(
+        &self,
+        principal: &Principal,
+        action: Action,
+        key: Option<&KeyMetadata>,
+        decision: crate::policy::Decision,
+    ) -> Result<crate::policy::Decision> {
         if decision.allowed {
             Ok(decision)
         } else {
@@ -362,6 +428,19 @@ impl Inner {
                 resource: key.map_or_else(|| "*".to_owned(), |k| k.key_id.to_string()),
             })
         }
+    }
+
+    /// [`Inner::decide`] as a result: the decision, or
+    /// [`Error::AccessDenied`].
+    fn authorize(
+        &self,
+        principal: &Principal,
+        action: Action,
+        key: Option<&KeyMetadata>,
+        context: Option<&EncryptionContext>,
+    ) -> Result<crate::policy::Decision> {
+        let decision = self.decide(principal, action, key, context);
+        self.denial_error(principal, action, key, decision)
     }
 
     fn load(&self, id: &KeyId) -> Result<Arc<KeyMetadata>> {
@@ -549,11 +628,6 @@ impl Client {
         &self.principal
     }
 
-    /// The ring.
-    pub fn ring(&self) -> &KeyRing {
-        &self.ring
-    }
-
     // ---- keys -------------------------------------------------------------
 
     /// Creates a customer key of `spec` with one version and returns its id.
@@ -657,58 +731,86 @@ impl Client {
         }
     }
 
-    /// The metadata of a key, by id or alias.
-    pub fn describe_key(&self, key: &str) -> Result<KeyMetadata> {
+    /// A key's description, by id or alias: everything except its policy
+    /// and grants (read those with [`Client::get_key_policy`] and
+    /// [`Client::list_grants`]).
+    pub fn describe_key(&self, key: &str) -> Result<KeyDescription> {
         self.run(Action::DescribeKey, Target::Ref(key), None, |m| {
-            Ok(KeyMetadata::clone(need(m)?))
+            Ok(KeyDescription::from(need(m)?.as_ref()))
         })
     }
 
-    /// Lists keys in id order, at most `limit` (1 to 1000) per page. Pass the
-    /// previous page's `next_marker` to continue.
-    pub fn list_keys(&self, limit: usize, marker: Option<&str>) -> Result<Page<KeyMetadata>> {
+    /// Lists keys in id order, at most `limit` (1 to 1000) per page: their
+    /// ids and aliases only, as KMS `ListKeys` does. Pass the previous
+    /// page's `next_marker` to continue.
+    pub fn list_keys(&self, limit: usize, marker: Option<&str>) -> Result<Page<KeyListEntry>> {
         self.run(Action::ListKeys, Target::Ring, None, |_| {
             check_limit(limit)?;
             let after = marker
                 .map(|m| KeyId::parse(m).map_err(|_| Error::invalid("marker is not a key id")))
                 .transpose()?;
-            let mut keys = self.inner().store.list_keys(after.as_ref(), limit + 1)?;
+            let store = &self.inner().store;
+            let mut keys = store.list_keys(after.as_ref(), limit + 1)?;
             let next_marker = if keys.len() > limit {
                 keys.truncate(limit);
                 keys.last().map(|k| k.key_id.to_string())
             } else {
                 None
             };
-            Ok(Page {
-                items: keys.iter().map(|k| KeyMetadata::clone(k)).collect(),
-                next_marker,
-            })
+            let items = keys
+                .iter()
+                .map(|k| {
+                    let aliases = store
+                        .list_aliases(Some(&k.key_id), None, MAX_PAGE_LIMIT)?
+                        .into_iter()
+                        .map(|(a, _)| a)
+                        .collect();
+                    Ok(KeyListEntry {
+                        key_id: k.key_id.clone(),
+                        aliases,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Page { items, next_marker })
         })
     }
 
     // ---- aliases ----------------------------------------------------------
 
-    /// Creates `alias` (`alias/...`) pointing at `key`.
+    /// Creates `alias` (`alias/...`) pointing at `key`. Needs `CreateAlias`
+    /// on `key`.
     pub fn create_alias(&self, alias: &str, key: &str) -> Result<()> {
+        let alias = Alias::parse_user(alias)?;
         self.run(Action::CreateAlias, Target::Ref(key), None, |m| {
-            let alias = Alias::parse_user(alias)?;
             self.inner().store.create_alias(&alias, &need(m)?.key_id)
         })
     }
 
-    /// Points an existing alias at another key.
+    /// Points an existing alias at another key. As in AWS KMS, needs
+    /// `UpdateAlias` on the key the alias points at now *and* on `key`: a
+    /// caller who owns only the new key cannot take over another
+    /// principal's alias. The store repoints the alias only if it still
+    /// names the key the caller was authorized on (else [`Error::Conflict`],
+    /// nothing changed).
     pub fn update_alias(&self, alias: &str, key: &str) -> Result<()> {
-        self.run(Action::UpdateAlias, Target::Ref(key), None, |m| {
-            let alias = Alias::parse_user(alias)?;
-            self.inner().store.update_alias(&alias, &need(m)?.key_id)
+        let parsed = Alias::parse_user(alias)?;
+        self.run(Action::UpdateAlias, Target::Ref(parsed.as_str()), None, |m| {
+            let current = need(m)?;
+            let inner = self.inner();
+            let dest = inner.resolve(key)?;
+            inner.authorize(&self.principal, Action::UpdateAlias, Some(&dest), None)?;
+            inner
+                .store
+                .update_alias(&parsed, &current.key_id, &dest.key_id)
         })
     }
 
-    /// Deletes an alias (the key stays).
+    /// Deletes an alias (the key stays). Needs `DeleteAlias` on the key the
+    /// alias points at.
     pub fn delete_alias(&self, alias: &str) -> Result<()> {
         let parsed = Alias::parse(alias)?;
-        self.run(Action::DeleteAlias, Target::Ref(alias), None, |_| {
-            self.inner().store.delete_alias(&parsed)
+        self.run(Action::DeleteAlias, Target::Ref(parsed.as_str()), None, |m| {
+            self.inner().store.delete_alias(&parsed, &need(m)?.key_id)
         })
     }
 

@@ -138,7 +138,17 @@ impl Inner {
         meta: &KeyMetadata,
         kind: RotationKind,
     ) -> Result<Arc<KeyMetadata>> {
-        self.rotate(meta, kind, Some(meta.primary_version), None)
+        let result = self.rotate(meta, kind, Some(meta.primary_version), None);
+        // A rotation the ring made on its own is recorded as one system
+        // event; nothing is recorded when another rotator got there first.
+        match &result {
+            Ok(m) if m.primary_version == meta.primary_version => result,
+            Ok(m) => {
+                let v = m.primary_version;
+                self.record_system(super::audit::ACTION_ROTATE_KEY, &meta.key_id, Some(v), result)
+            }
+            Err(_) => self.record_system(super::audit::ACTION_ROTATE_KEY, &meta.key_id, None, result),
+        }
     }
 
     /// Creates version `latest + 1`: material first, then metadata in one

@@ -408,23 +408,53 @@ impl Policy {
         }
     }
 
-    /// The default ring policy: any principal may create (or import) keys,
-    /// list keys and aliases, and draw random bytes.
-    pub fn default_ring() -> Policy {
+    /// The ring-wide actions: those decided by the ring policy because they
+    /// act on no existing key.
+    pub const RING_ACTIONS: &'static [Action] = &[
+        Action::CreateKey,
+        Action::ListKeys,
+        Action::ListAliases,
+        Action::GenerateRandom,
+        Action::GetParametersForImport,
+        Action::ImportKeyMaterial,
+    ];
+
+    /// A ring policy that lets only `admins` perform the ring-wide actions
+    /// ([`Policy::RING_ACTIONS`]: create and import keys, list key ids and
+    /// aliases, draw random bytes). Everyone else can only use keys whose
+    /// policies or grants name them.
+    pub fn ring_admins(admins: impl IntoIterator<Item = Principal>) -> Policy {
+        let admins: Vec<PrincipalPattern> = admins.into_iter().map(PrincipalPattern::Exact).collect();
+        Policy {
+            version: version(),
+            statements: vec![Statement {
+                sid: Some("RingAdmins".into()),
+                effect: Effect::Allow,
+                principal: OneOrMany::Many(admins),
+                action: OneOrMany::Many(
+                    Self::RING_ACTIONS.iter().map(|a| a.as_str().into()).collect(),
+                ),
+                condition: BTreeMap::new(),
+            }],
+        }
+    }
+
+    /// The open ring policy, the ring's default unless the builder names
+    /// admins ([`crate::KeyRingBuilder::ring_admins`]): *any* principal may
+    /// perform the ring-wide actions ([`Policy::RING_ACTIONS`]) — create (or
+    /// import) keys, which it then owns, list key ids and aliases, and draw
+    /// random bytes. It gives no right on any existing key: every action on a
+    /// key is decided by that key's policy and grants alone.
+    pub fn open_ring() -> Policy {
         Policy {
             version: version(),
             statements: vec![Statement {
                 sid: Some("AnyPrincipalMayCreateAndList".into()),
                 effect: Effect::Allow,
                 principal: OneOrMany::One(PrincipalPattern::Any),
-                action: OneOrMany::Many(vec![
-                    Action::CreateKey.as_str().into(),
-                    Action::ListKeys.as_str().into(),
-                    Action::ListAliases.as_str().into(),
-                    Action::GenerateRandom.as_str().into(),
-                    Action::GetParametersForImport.as_str().into(),
-                    Action::ImportKeyMaterial.as_str().into(),
-                ]),
+                action: OneOrMany::Many(
+                    Self::RING_ACTIONS.iter().map(|a| a.as_str().into()).collect(),
+                ),
                 condition: BTreeMap::new(),
             }],
         }

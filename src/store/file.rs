@@ -122,11 +122,14 @@ impl FileStore {
     }
 
     /// Creates (`must_exist = false`) or repoints (`true`) an alias.
-    fn put_alias(&self, alias: &Alias, key: &KeyId, must_exist: bool) -> Result<()> {
+    /// Writes an alias: a new one (`from = None`), or a compare-and-set
+    /// from the key it must still point at.
+    fn put_alias(&self, alias: &Alias, key: &KeyId, from: Option<&KeyId>) -> Result<()> {
         let _lock = self.ks.lock()?;
-        match (self.read_alias_disk(alias)?.is_some(), must_exist) {
-            (true, false) => return Err(Error::AliasExists(alias.to_string())),
-            (false, true) => return Err(Error::AliasNotFound(alias.to_string())),
+        match (self.read_alias_disk(alias)?, from) {
+            (Some(_), None) => return Err(Error::AliasExists(alias.to_string())),
+            (None, Some(_)) => return Err(Error::AliasNotFound(alias.to_string())),
+            (Some(cur), Some(want)) if &cur != want => return Err(Error::alias_moved(alias)),
             _ => {}
         }
         if !self.ks.exists(&key_rel(key)) {
@@ -267,17 +270,19 @@ impl MetadataStore for FileStore {
     }
 
     fn create_alias(&self, alias: &Alias, key: &KeyId) -> Result<()> {
-        self.put_alias(alias, key, false)
+        self.put_alias(alias, key, None)
     }
 
-    fn update_alias(&self, alias: &Alias, key: &KeyId) -> Result<()> {
-        self.put_alias(alias, key, true)
+    fn update_alias(&self, alias: &Alias, from: &KeyId, to: &KeyId) -> Result<()> {
+        self.put_alias(alias, to, Some(from))
     }
 
-    fn delete_alias(&self, alias: &Alias) -> Result<()> {
+    fn delete_alias(&self, alias: &Alias, expected: &KeyId) -> Result<()> {
         let _lock = self.ks.lock()?;
-        if self.read_alias_disk(alias)?.is_none() {
-            return Err(Error::AliasNotFound(alias.to_string()));
+        match self.read_alias_disk(alias)? {
+            None => return Err(Error::AliasNotFound(alias.to_string())),
+            Some(cur) if &cur != expected => return Err(Error::alias_moved(alias)),
+            Some(_) => {}
         }
         self.ks.remove(&alias_rel(alias))?;
         self.cache

@@ -118,23 +118,29 @@ impl MetadataStore for MemoryStore {
         Ok(())
     }
 
-    fn update_alias(&self, alias: &Alias, key: &KeyId) -> Result<()> {
+    fn update_alias(&self, alias: &Alias, from: &KeyId, to: &KeyId) -> Result<()> {
         let mut st = self.write();
-        if !st.keys.contains_key(key) {
-            return Err(Error::KeyNotFound(key.to_string()));
+        if !st.keys.contains_key(to) {
+            return Err(Error::KeyNotFound(to.to_string()));
         }
         match st.aliases.get_mut(alias) {
-            Some(k) => {
-                *k = key.clone();
+            Some(k) if k == from => {
+                *k = to.clone();
                 Ok(())
             }
+            Some(_) => Err(Error::alias_moved(alias)),
             None => Err(Error::AliasNotFound(alias.to_string())),
         }
     }
 
-    fn delete_alias(&self, alias: &Alias) -> Result<()> {
-        match self.write().aliases.remove(alias) {
-            Some(_) => Ok(()),
+    fn delete_alias(&self, alias: &Alias, expected: &KeyId) -> Result<()> {
+        let mut st = self.write();
+        match st.aliases.get(alias) {
+            Some(k) if k == expected => {
+                st.aliases.remove(alias);
+                Ok(())
+            }
+            Some(_) => Err(Error::alias_moved(alias)),
             None => Err(Error::AliasNotFound(alias.to_string())),
         }
     }

@@ -53,11 +53,17 @@ pub trait MetadataStore: Send + Sync + Debug {
     /// Creates an alias; [`crate::Error::AliasExists`] if it exists.
     fn create_alias(&self, alias: &Alias, key: &KeyId) -> Result<()>;
 
-    /// Repoints an existing alias; [`crate::Error::AliasNotFound`] if absent.
-    fn update_alias(&self, alias: &Alias, key: &KeyId) -> Result<()>;
+    /// Repoints an existing alias from `from` to `to`, as one compare-and-set
+    /// under the store's lock: [`crate::Error::AliasNotFound`] if absent,
+    /// [`crate::Error::Conflict`] (changing nothing) if the alias no longer
+    /// points at `from`. The ring authorizes the caller on `from` and `to`
+    /// before calling; the compare-and-set makes that decision hold.
+    fn update_alias(&self, alias: &Alias, from: &KeyId, to: &KeyId) -> Result<()>;
 
-    /// Deletes an alias; [`crate::Error::AliasNotFound`] if absent.
-    fn delete_alias(&self, alias: &Alias) -> Result<()>;
+    /// Deletes an alias that points at `expected`, as one compare-and-set:
+    /// [`crate::Error::AliasNotFound`] if absent, [`crate::Error::Conflict`]
+    /// (changing nothing) if it points elsewhere.
+    fn delete_alias(&self, alias: &Alias, expected: &KeyId) -> Result<()>;
 
     /// Up to `limit` aliases in name order after `after`, only those of `key` if given.
     fn list_aliases(
