@@ -12,9 +12,9 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 use strongroom::policy::{GrantRequest, Policy, Request, decide};
-use std::sync::Arc;
 use strongroom::{
     Action, CreateKeyOptions, KeyRing, KeySpec, MemoryStore, MetadataStore, Principal, Timestamp,
 };

@@ -85,9 +85,9 @@ pub use envelope::{
 };
 pub use error::{Error, Result};
 pub use key::{
-    Alias, CreateKeyOptions, HmacAlgorithm, KeyDescription, KeyId, KeyListEntry, KeyManager, KeyMetadata, KeyOrigin, KeySpec,
-    KeyState, KeyUsage, KeyVersionInfo, MAX_TAGS, RotationKind, RotationRecord, RotationSchedule,
-    SymmetricAlgorithm,
+    Alias, CreateKeyOptions, HmacAlgorithm, KeyDescription, KeyId, KeyListEntry, KeyManager,
+    KeyMetadata, KeyOrigin, KeySpec, KeyState, KeyUsage, KeyVersionInfo, MAX_TAGS, RotationKind,
+    RotationRecord, RotationSchedule, SymmetricAlgorithm,
 };
 pub use keyring::{
     AliasEntry, Client, KeyRing, KeyRingBuilder, MAX_PAGE_LIMIT, MAX_RANDOM_LEN, Page,
@@ -95,8 +95,8 @@ pub use keyring::{
 pub use keyring::{
     DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS, DataKeyPair,
     DataKeyPairSpec, GrantSelector, IMPORT_PARAMETERS_TTL_SECS, ImportParameters,
-    MAX_GRANTS_PER_KEY, MAX_PENDING_IMPORTS, MAX_PENDING_IMPORTS_PER_PRINCIPAL, MAX_SIGN_MESSAGE_LEN, MaintenanceReport, PublicKeyInfo, RotationStatus,
-    VersionUsage,
+    MAX_GRANTS_PER_KEY, MAX_PENDING_IMPORTS, MAX_PENDING_IMPORTS_PER_PRINCIPAL,
+    MAX_SIGN_MESSAGE_LEN, MaintenanceReport, PublicKeyInfo, RotationStatus, VersionUsage,
 };
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};

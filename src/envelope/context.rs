@@ -73,7 +73,9 @@ impl EncryptionContext {
     /// access decision and before the context reaches an audit record.
     pub fn validate(&self) -> Result<()> {
         if u16::try_from(self.0.len()).is_err() {
-            return Err(Error::invalid("encryption context has more than 65535 pairs"));
+            return Err(Error::invalid(
+                "encryption context has more than 65535 pairs",
+            ));
         }
         let mut total = 2usize;
         for (k, v) in &self.0 {

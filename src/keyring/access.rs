@@ -163,11 +163,13 @@ impl Client {
             GrantSelector::Id(id) => &g.grant_id == id,
             GrantSelector::Token(t) => g.token_matches(t),
         };
-        let party_of = self
-            .inner()
-            .resolve(key)
-            .ok()
-            .and_then(|m| m.grants.values().flatten().find(|g| matches(g)).map(|g| g.grant_id.clone()));
+        let party_of = self.inner().resolve(key).ok().and_then(|m| {
+            m.grants
+                .values()
+                .flatten()
+                .find(|g| matches(g))
+                .map(|g| g.grant_id.clone())
+        });
         self.inner().run_with(
             self.principal(),
             Action::RetireGrant,

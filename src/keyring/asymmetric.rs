@@ -445,16 +445,21 @@ impl Client {
     /// (its spec), bound to this caller and to that key, usable once with
     /// [`Client::import_key_version`]. Needs `GetParametersForImport` on the key.
     pub fn get_parameters_for_key_import(&self, key: &str) -> Result<ImportParameters> {
-        self.run(Action::GetParametersForImport, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
-            if meta.spec.symmetric_algorithm().is_none() {
-                return Err(Error::Unsupported(format!(
-                    "key {} ({}) has one version: import a new key instead",
-                    meta.key_id, meta.spec
-                )));
-            }
-            self.new_import(meta.spec, Some(meta.key_id.clone()))
-        })
+        self.run(
+            Action::GetParametersForImport,
+            Target::Ref(key),
+            None,
+            |m| {
+                let meta = need(m)?;
+                if meta.spec.symmetric_algorithm().is_none() {
+                    return Err(Error::Unsupported(format!(
+                        "key {} ({}) has one version: import a new key instead",
+                        meta.key_id, meta.spec
+                    )));
+                }
+                self.new_import(meta.spec, Some(meta.key_id.clone()))
+            },
+        )
     }
 
     fn new_import(&self, spec: KeySpec, key: Option<KeyId>) -> Result<ImportParameters> {
@@ -583,11 +588,8 @@ impl Client {
     ) -> Result<(KeySpec, SecretBytes)> {
         let inner = self.inner();
         let now = inner.clock.now();
-        let unknown = || {
-            Error::invalid(
-                "unknown, used or foreign import token: get new import parameters",
-            )
-        };
+        let unknown =
+            || Error::invalid("unknown, used or foreign import token: get new import parameters");
         // Held across the unwrap so that one token is spent at most once.
         let mut imports = inner.asym.imports.lock().unwrap_or_else(|e| e.into_inner());
         let pending = imports.get(import_token).ok_or_else(unknown)?;

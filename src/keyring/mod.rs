@@ -20,8 +20,9 @@ use crate::envelope::{
 };
 use crate::error::{Error, Result};
 use crate::key::{
-    Alias, CreateKeyOptions, KeyDescription, KeyId, KeyListEntry, KeyManager, KeyMetadata, KeySpec, KeyState, KeyUsage,
-    KeyVersionInfo, MAX_TAGS, RotationKind, SymmetricAlgorithm, validate_description, validate_tag,
+    Alias, CreateKeyOptions, KeyDescription, KeyId, KeyListEntry, KeyManager, KeyMetadata, KeySpec,
+    KeyState, KeyUsage, KeyVersionInfo, MAX_TAGS, RotationKind, SymmetricAlgorithm,
+    validate_description, validate_tag,
 };
 use crate::principal::Principal;
 use crate::random::{OsRandom, RandomSource, random_array};
@@ -340,7 +341,9 @@ impl Inner {
         }
         let outer_version = audit::take_version();
         let mut seen = audit::Seen::default();
-        let result = self.run_steps(principal, action, target, context, party_of, &mut seen, work);
+        let result = self.run_steps(
+            principal, action, target, context, party_of, &mut seen, work,
+        );
         seen.key_version = audit::take_version();
         audit::restore_version(outer_version);
         self.record(principal, action, context, &seen, result)
@@ -592,6 +595,17 @@ fn check_limit(limit: usize) -> Result<()> {
 }
 
 /// Performs operations on a [`KeyRing`] as one principal. Cheap to clone.
+///
+/// A client is a capability for its principal only: it gives no way back to
+/// the ring (and so to other principals, or to the backend, which bypasses
+/// access control). Code that must act as several principals is handed the
+/// [`KeyRing`] itself, explicitly.
+///
+/// ```compile_fail
+/// # let ring = strongroom::KeyRing::in_memory();
+/// let c = ring.client(strongroom::Principal::user("alice").unwrap());
+/// let _whole_ring = c.ring(); // no such method
+/// ```
 #[derive(Clone)]
 pub struct Client {
     ring: KeyRing,
@@ -794,24 +808,32 @@ impl Client {
     /// nothing changed).
     pub fn update_alias(&self, alias: &str, key: &str) -> Result<()> {
         let parsed = Alias::parse_user(alias)?;
-        self.run(Action::UpdateAlias, Target::Ref(parsed.as_str()), None, |m| {
-            let current = need(m)?;
-            let inner = self.inner();
-            let dest = inner.resolve(key)?;
-            inner.authorize(&self.principal, Action::UpdateAlias, Some(&dest), None)?;
-            inner
-                .store
-                .update_alias(&parsed, &current.key_id, &dest.key_id)
-        })
+        self.run(
+            Action::UpdateAlias,
+            Target::Ref(parsed.as_str()),
+            None,
+            |m| {
+                let current = need(m)?;
+                let inner = self.inner();
+                let dest = inner.resolve(key)?;
+                inner.authorize(&self.principal, Action::UpdateAlias, Some(&dest), None)?;
+                inner
+                    .store
+                    .update_alias(&parsed, &current.key_id, &dest.key_id)
+            },
+        )
     }
 
     /// Deletes an alias (the key stays). Needs `DeleteAlias` on the key the
     /// alias points at.
     pub fn delete_alias(&self, alias: &str) -> Result<()> {
         let parsed = Alias::parse(alias)?;
-        self.run(Action::DeleteAlias, Target::Ref(parsed.as_str()), None, |m| {
-            self.inner().store.delete_alias(&parsed, &need(m)?.key_id)
-        })
+        self.run(
+            Action::DeleteAlias,
+            Target::Ref(parsed.as_str()),
+            None,
+            |m| self.inner().store.delete_alias(&parsed, &need(m)?.key_id),
+        )
     }
 
     /// Lists aliases in name order, all of them or only those of `key`.

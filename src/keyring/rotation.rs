@@ -145,9 +145,16 @@ impl Inner {
             Ok(m) if m.primary_version == meta.primary_version => result,
             Ok(m) => {
                 let v = m.primary_version;
-                self.record_system(super::audit::ACTION_ROTATE_KEY, &meta.key_id, Some(v), result)
+                self.record_system(
+                    super::audit::ACTION_ROTATE_KEY,
+                    &meta.key_id,
+                    Some(v),
+                    result,
+                )
             }
-            Err(_) => self.record_system(super::audit::ACTION_ROTATE_KEY, &meta.key_id, None, result),
+            Err(_) => {
+                self.record_system(super::audit::ACTION_ROTATE_KEY, &meta.key_id, None, result)
+            }
         }
     }
 

@@ -424,7 +424,8 @@ impl Policy {
     /// aliases, draw random bytes). Everyone else can only use keys whose
     /// policies or grants name them.
     pub fn ring_admins(admins: impl IntoIterator<Item = Principal>) -> Policy {
-        let admins: Vec<PrincipalPattern> = admins.into_iter().map(PrincipalPattern::Exact).collect();
+        let admins: Vec<PrincipalPattern> =
+            admins.into_iter().map(PrincipalPattern::Exact).collect();
         Policy {
             version: version(),
             statements: vec![Statement {
@@ -432,7 +433,10 @@ impl Policy {
                 effect: Effect::Allow,
                 principal: OneOrMany::Many(admins),
                 action: OneOrMany::Many(
-                    Self::RING_ACTIONS.iter().map(|a| a.as_str().into()).collect(),
+                    Self::RING_ACTIONS
+                        .iter()
+                        .map(|a| a.as_str().into())
+                        .collect(),
                 ),
                 condition: BTreeMap::new(),
             }],
@@ -453,7 +457,10 @@ impl Policy {
                 effect: Effect::Allow,
                 principal: OneOrMany::One(PrincipalPattern::Any),
                 action: OneOrMany::Many(
-                    Self::RING_ACTIONS.iter().map(|a| a.as_str().into()).collect(),
+                    Self::RING_ACTIONS
+                        .iter()
+                        .map(|a| a.as_str().into())
+                        .collect(),
                 ),
                 condition: BTreeMap::new(),
             }],
