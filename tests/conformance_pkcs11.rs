@@ -226,7 +226,10 @@ fn gcm_shim(mode: Shim) -> std::path::PathBuf {
         if let Shim::WriteBack = mode {
             cc.arg("-DWRITE_BACK");
         }
-        let out = cc.arg("-ldl").output().expect("a C compiler (cc) is needed");
+        let out = cc
+            .arg("-ldl")
+            .output()
+            .expect("a C compiler (cc) is needed");
         assert!(
             out.status.success(),
             "building the GCM shim failed: {}",
