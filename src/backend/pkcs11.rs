@@ -9,6 +9,27 @@
 //! One PKCS#11 context per module per process (`C_Initialize` once), shared by
 //! every backend instance; a pool of logged-in sessions lets parallel callers
 //! work at once, and a session the token reports broken is dropped.
+//!
+//! # GCM IVs
+//!
+//! The backend draws a random 96-bit IV and passes it in `CK_GCM_PARAMS.pIv`,
+//! but a token may replace it: tokens in FIPS mode (several network HSMs)
+//! generate the IV themselves and write it back into that buffer. The blob
+//! therefore carries the IV *read back from the parameter after `C_Encrypt`*,
+//! never the software copy, and output that is not exactly plaintext + tag
+//! is refused. A token that uses an IV it does not return would make blobs
+//! that can never be decrypted; [`Pkcs11Backend::connect`] catches that with
+//! an encrypt/decrypt self-test under a throwaway session key.
+//!
+//! # Object identity
+//!
+//! Objects are found by label, so a label must name exactly one object of
+//! the expected class: a duplicate is a hard error, never a silent choice.
+//! Before a key object is used it must be sensitive, not extractable, never
+//! have been extractable, and have been generated on the token (`CKA_LOCAL`);
+//! a key that fails any of these is refused. Validated handles are cached per
+//! backend instance, so objects added to the token later are seen (and
+//! checked) by the next instance.
 
 use super::{KeyBackend, MaterialId};
 use crate::crypto::{NONCE_LEN, TAG_LEN};
@@ -112,6 +133,137 @@ fn other(e: CkError) -> Error {
     Error::Other(Arc::new(e))
 }
 
+/// A token returned something the PKCS#11 spec does not allow.
+#[derive(Debug, thiserror::Error)]
+#[error("the PKCS#11 token misbehaved: {0}")]
+struct TokenMisbehaved(String);
+
+/// The GCM tag length, in bits, of every blob.
+const GCM_TAG_BITS: u64 = (TAG_LEN * 8) as u64;
+
+/// Checks the output of `C_Encrypt` under `CKM_AES_GCM`: it must be exactly
+/// the plaintext length plus the tag. Anything else (a token that prepends
+/// its IV, truncates the tag, or pads) would make a blob that cannot be
+/// decrypted, so it is refused rather than stored.
+fn check_gcm_output_len(plaintext_len: usize, output_len: usize) -> Result<()> {
+    match plaintext_len.checked_add(TAG_LEN) {
+        Some(expected) if expected == output_len => Ok(()),
+        _ => Err(Error::Other(Arc::new(TokenMisbehaved(format!(
+            "AES-GCM encryption of {plaintext_len} bytes returned {output_len} bytes \
+             (expected plaintext + {TAG_LEN}-byte tag); the result was discarded"
+        ))))),
+    }
+}
+
+/// The blob the backend stores: the IV the token used, then ciphertext and
+/// tag. `iv` must be the buffer read back after `C_Encrypt` (see the module
+/// docs); the output length is checked first.
+fn gcm_blob(iv: &[u8; NONCE_LEN], plaintext_len: usize, ct: &[u8]) -> Result<Vec<u8>> {
+    check_gcm_output_len(plaintext_len, ct.len())?;
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(iv);
+    out.extend_from_slice(ct);
+    Ok(out)
+}
+
+/// `C_EncryptInit` + `C_Encrypt` with `CKM_AES_GCM`, starting from the
+/// software IV `iv`, and returns the IV as it is *after* the call with the
+/// ciphertext.
+///
+/// `GcmParams` holds `iv` by `&mut` and hands the token a pointer to it
+/// (`CK_GCM_PARAMS.pIv`); a token that generates its own IV writes it there.
+/// The mechanism is dropped at the end of the inner block, ending that
+/// borrow, so what is returned is exactly what the token left in the buffer.
+fn gcm_encrypt_raw(
+    s: &Session,
+    key: ObjectHandle,
+    mut iv: [u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> std::result::Result<([u8; NONCE_LEN], Vec<u8>), CkError> {
+    let ct = {
+        let mech = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?);
+        s.encrypt(&mech, key, plaintext)?
+    };
+    Ok((iv, ct))
+}
+
+/// `C_DecryptInit` + `C_Decrypt` of a blob made by [`gcm_blob`]; the caller
+/// has checked that it is at least IV + tag long.
+fn gcm_decrypt_raw(
+    s: &Session,
+    key: ObjectHandle,
+    aad: &[u8],
+    payload: &[u8],
+) -> std::result::Result<Vec<u8>, CkError> {
+    let (nonce, ct) = payload.split_at(NONCE_LEN);
+    let mut iv = [0u8; NONCE_LEN];
+    iv.copy_from_slice(nonce);
+    s.decrypt(
+        &Mechanism::AesGcm(GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?),
+        key,
+        ct,
+    )
+}
+
+/// Maps a failed `C_Decrypt` to the crate's opaque error where it is an
+/// authentication failure.
+fn decrypt_error(e: CkError) -> Error {
+    match e {
+        // SoftHSM2 reports a failed GCM tag as CKR_GENERAL_ERROR; other
+        // tokens use CKR_ENCRYPTED_DATA_INVALID / _LEN_RANGE.
+        CkError::Pkcs11(
+            RvError::GeneralError | RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+            _,
+        ) => Error::DecryptionFailed,
+        e => other(e),
+    }
+}
+
+/// Which key attributes of a token object break the rules of the module
+/// docs, by PKCS#11 name. `local` is required for every key the backend
+/// uses, since the backend only ever generates keys on the token. An
+/// attribute the token does not report counts as broken.
+fn key_attribute_problems(attrs: &[Attribute]) -> Vec<&'static str> {
+    let (mut sensitive, mut extractable, mut never_extractable, mut local) =
+        (None, None, None, None);
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(v) => sensitive = Some(*v),
+            Attribute::Extractable(v) => extractable = Some(*v),
+            Attribute::NeverExtractable(v) => never_extractable = Some(*v),
+            Attribute::Local(v) => local = Some(*v),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    if sensitive != Some(true) {
+        problems.push("CKA_SENSITIVE is not true");
+    }
+    if extractable != Some(false) {
+        problems.push("CKA_EXTRACTABLE is not false");
+    }
+    if never_extractable != Some(true) {
+        problems.push("CKA_NEVER_EXTRACTABLE is not true");
+    }
+    if local != Some(true) {
+        problems.push("CKA_LOCAL is not true (the key was not generated on the token)");
+    }
+    problems
+}
+
+fn class_name(class: ObjectClass) -> &'static str {
+    if class == ObjectClass::SECRET_KEY {
+        "secret key"
+    } else if class == ObjectClass::PRIVATE_KEY {
+        "private key"
+    } else if class == ObjectClass::PUBLIC_KEY {
+        "public key"
+    } else {
+        "object"
+    }
+}
+
 /// True for errors after which a session must not be reused.
 fn session_broken(e: &CkError) -> bool {
     matches!(
@@ -135,7 +287,10 @@ pub struct Pkcs11Backend {
     pin: AuthPin,
     prefix: String,
     pool: Mutex<Vec<Session>>,
+    /// Validated secret-key handles (see the module docs).
     handles: RwLock<HashMap<MaterialId, ObjectHandle>>,
+    /// Validated private-key handles, with "is Ed25519".
+    signers: RwLock<HashMap<MaterialId, (ObjectHandle, bool)>>,
     rng: Arc<dyn RandomSource>,
 }
 
@@ -150,9 +305,11 @@ impl fmt::Debug for Pkcs11Backend {
 
 impl Pkcs11Backend {
     /// Connects to the token: loads and initializes the module (once per
-    /// process), finds the slot by token label, and logs in. A missing
+    /// process), finds the slot by token label, logs in, and runs an AES-GCM
+    /// encrypt/decrypt self-test under a throwaway session key. A missing
     /// module or token, or a wrong PIN, is [`Error::Configuration`] (the PIN
-    /// never appears in it).
+    /// never appears in it); so is a token whose GCM blobs do not decrypt
+    /// (for example one that generates IVs but does not return them).
     pub fn connect(config: &Pkcs11Config) -> Result<Self> {
         let ctx = context(&config.module)?;
         let slots = ctx.get_slots_with_initialized_token().map_err(other)?;
@@ -177,12 +334,86 @@ impl Pkcs11Backend {
             prefix: config.label_prefix.clone(),
             pool: Mutex::new(Vec::new()),
             handles: RwLock::new(HashMap::new()),
+            signers: RwLock::new(HashMap::new()),
             rng: Arc::new(OsRandom),
         };
         // Log in now, so a wrong PIN fails here, clearly.
         let s = backend.open_session()?;
+        let tested = backend.self_test(&s);
         backend.checkin(s);
+        tested?;
         Ok(backend)
+    }
+
+    /// Encrypts and decrypts a random message under a fresh session (not
+    /// token) AES-256 key, through the same code path as
+    /// [`KeyBackend::encrypt`]/[`KeyBackend::decrypt`], and destroys the key.
+    ///
+    /// This is what catches a token that generates GCM IVs itself but does
+    /// not write them back into `CK_GCM_PARAMS.pIv`: every blob it made
+    /// would carry the wrong IV and could never be decrypted, silently. Such
+    /// a token is refused at connect time, before any data is encrypted.
+    fn self_test(&self, s: &Session) -> Result<()> {
+        let key = s
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(false),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                ],
+            )
+            .map_err(|e| {
+                Error::Configuration(format!(
+                    "the PKCS#11 token cannot generate the AES-256 session key of the \
+                     AES-GCM self-test: {e}"
+                ))
+            })?;
+        let result = self.self_test_with(s, key);
+        // A session object dies with its session anyway; destroying it now
+        // keeps pooled sessions clean.
+        let _ = s.destroy_object(key);
+        result
+    }
+
+    fn self_test_with(&self, s: &Session, key: ObjectHandle) -> Result<()> {
+        const AAD: &[u8] = b"strongroom pkcs11 self-test";
+        let message: [u8; 32] = random_array(self.rng.as_ref())?;
+        let nonce: [u8; NONCE_LEN] = random_array(self.rng.as_ref())?;
+        let (iv, ct) = gcm_encrypt_raw(s, key, nonce, AAD, &message).map_err(|e| {
+            Error::Configuration(format!(
+                "the PKCS#11 token failed the AES-GCM self-test: encryption failed: {e}"
+            ))
+        })?;
+        let blob = gcm_blob(&iv, message.len(), &ct).map_err(|e| {
+            Error::Configuration(format!(
+                "the PKCS#11 token failed the AES-GCM self-test: {e}"
+            ))
+        })?;
+        let failed = || {
+            Error::Configuration(
+                "the PKCS#11 token failed the AES-GCM self-test: it cannot decrypt what it \
+                 just encrypted. If the token generates GCM IVs itself it must return them \
+                 in CK_GCM_PARAMS.pIv; refusing to use it, as its blobs could never be \
+                 decrypted"
+                    .into(),
+            )
+        };
+        let back = gcm_decrypt_raw(s, key, AAD, &blob).map_err(|e| match decrypt_error(e) {
+            Error::DecryptionFailed => failed(),
+            e => e,
+        })?;
+        let back = SecretBytes::new(back);
+        if back.expose_secret() != message.as_slice() {
+            return Err(failed());
+        }
+        Ok(())
     }
 
     fn open_session(&self) -> Result<Session> {
@@ -254,6 +485,69 @@ impl Pkcs11Backend {
         format!("{}{}#v{}", self.prefix, id.key_id, id.version).into_bytes()
     }
 
+    fn label_text(&self, id: &MaterialId) -> String {
+        format!("{}{}#v{}", self.prefix, id.key_id, id.version)
+    }
+
+    /// The one object of `class` labelled for `id`, if any. Two or more is a
+    /// hard error: picking one would let whoever can create objects on the
+    /// token choose which key the ring uses.
+    fn find_unique(&self, id: &MaterialId, class: ObjectClass) -> Result<Option<ObjectHandle>> {
+        let label = self.label(id);
+        let found = self
+            .with_session(|s| {
+                s.find_objects(&[Attribute::Class(class), Attribute::Label(label.clone())])
+            })
+            .map_err(other)?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [h] => Ok(Some(*h)),
+            many => Err(Error::Configuration(format!(
+                "the PKCS#11 token holds {} {} objects labelled {:?}; refusing to choose one \
+                 (remove the objects that strongroom did not create)",
+                many.len(),
+                class_name(class),
+                self.label_text(id)
+            ))),
+        }
+    }
+
+    /// Reads the attributes of key object `h` and refuses it unless it
+    /// meets the rules of the module docs. Returns the attributes read.
+    fn check_key(
+        &self,
+        id: &MaterialId,
+        class: ObjectClass,
+        h: ObjectHandle,
+    ) -> Result<Vec<Attribute>> {
+        use cryptoki::object::AttributeType;
+        let attrs = self
+            .with_session(|s| {
+                s.get_attributes(
+                    h,
+                    &[
+                        AttributeType::KeyType,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                        AttributeType::NeverExtractable,
+                        AttributeType::Local,
+                    ],
+                )
+            })
+            .map_err(other)?;
+        let problems = key_attribute_problems(&attrs);
+        if !problems.is_empty() {
+            return Err(Error::Configuration(format!(
+                "the PKCS#11 {} labelled {:?} is refused: {}",
+                class_name(class),
+                self.label_text(id),
+                problems.join(", ")
+            )));
+        }
+        Ok(attrs)
+    }
+
+    /// The validated AES key of `id`, if any.
     fn find(&self, id: &MaterialId) -> Result<Option<ObjectHandle>> {
         if let Some(h) = self
             .handles
@@ -263,33 +557,57 @@ impl Pkcs11Backend {
         {
             return Ok(Some(*h));
         }
-        let label = self.label(id);
-        let found = self
-            .with_session(|s| {
-                s.find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::Label(label.clone()),
-                ])
-            })
-            .map_err(other)?;
-        let h = found.into_iter().next();
-        if let Some(h) = h {
-            self.handles
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), h);
+        let Some(h) = self.find_unique(id, ObjectClass::SECRET_KEY)? else {
+            return Ok(None);
+        };
+        let attrs = self.check_key(id, ObjectClass::SECRET_KEY, h)?;
+        if !attrs
+            .iter()
+            .any(|a| matches!(a, Attribute::KeyType(t) if *t == KeyType::AES))
+        {
+            return Err(Error::Configuration(format!(
+                "the PKCS#11 secret key labelled {:?} is not an AES key",
+                self.label_text(id)
+            )));
         }
-        Ok(h)
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), h);
+        Ok(Some(h))
     }
 
-    fn find_object(&self, id: &MaterialId, class: ObjectClass) -> Result<Option<ObjectHandle>> {
+    /// The validated private key of `id`, if any, and whether it is Ed25519.
+    fn find_signer(&self, id: &MaterialId) -> Result<Option<(ObjectHandle, bool)>> {
+        if let Some(found) = self
+            .signers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            return Ok(Some(*found));
+        }
+        let Some(h) = self.find_unique(id, ObjectClass::PRIVATE_KEY)? else {
+            return Ok(None);
+        };
+        let attrs = self.check_key(id, ObjectClass::PRIVATE_KEY, h)?;
+        let edwards = attrs
+            .iter()
+            .any(|a| matches!(a, Attribute::KeyType(t) if *t == KeyType::EC_EDWARDS));
+        self.signers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), (h, edwards));
+        Ok(Some((h, edwards)))
+    }
+
+    /// True if any object at all carries the label of `id`.
+    fn label_taken(&self, id: &MaterialId) -> Result<bool> {
         let label = self.label(id);
         let found = self
-            .with_session(|s| {
-                s.find_objects(&[Attribute::Class(class), Attribute::Label(label.clone())])
-            })
+            .with_session(|s| s.find_objects(&[Attribute::Label(label.clone())]))
             .map_err(other)?;
-        Ok(found.into_iter().next())
+        Ok(!found.is_empty())
     }
 
     fn handle(&self, id: &MaterialId) -> Result<ObjectHandle> {
@@ -344,16 +662,18 @@ impl KeyBackend for Pkcs11Backend {
                 "the PKCS#11 backend cannot hold {spec} keys (AES-256-GCM, P-256 and Ed25519 only)"
             )));
         }
+        // Any object under the label, of any class, blocks generation: a
+        // second object would make the label ambiguous (see the module docs).
+        if self.label_taken(id)? {
+            return Err(Error::invalid(format!(
+                "material {id} already exists on the token"
+            )));
+        }
         if let Some(oid) = match spec {
             KeySpec::EccNistP256 => Some(P256_OID),
             KeySpec::Ed25519 => Some(ED25519_OID),
             _ => None,
         } {
-            if self.find_object(id, ObjectClass::PRIVATE_KEY)?.is_some() {
-                return Err(Error::invalid(format!(
-                    "material {id} already exists on the token"
-                )));
-            }
             let label = self.label(id);
             let mech = if spec == KeySpec::Ed25519 {
                 Mechanism::EccEdwardsKeyPairGen
@@ -383,11 +703,6 @@ impl KeyBackend for Pkcs11Backend {
             })
             .map_err(other)?;
             return Ok(());
-        }
-        if self.find(id)?.is_some() {
-            return Err(Error::invalid(format!(
-                "material {id} already exists on the token"
-            )));
         }
         let label = self.label(id);
         let h = self
@@ -420,20 +735,12 @@ impl KeyBackend for Pkcs11Backend {
     fn encrypt(&self, id: &MaterialId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let h = self.handle(id)?;
         let nonce: [u8; NONCE_LEN] = random_array(self.rng.as_ref())?;
-        let ct = self
-            .with_session(|s| {
-                let mut iv = nonce;
-                s.encrypt(
-                    &Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into())?),
-                    h,
-                    plaintext,
-                )
-            })
+        // The blob carries the IV read back after C_Encrypt, which is the
+        // software nonce unless the token generated its own (module docs).
+        let (iv, ct) = self
+            .with_session(|s| gcm_encrypt_raw(s, h, nonce, aad, plaintext))
             .map_err(other)?;
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        Ok(out)
+        gcm_blob(&iv, plaintext.len(), &ct)
     }
 
     fn decrypt(&self, id: &MaterialId, aad: &[u8], payload: &[u8]) -> Result<SecretBytes> {
@@ -441,28 +748,9 @@ impl KeyBackend for Pkcs11Backend {
             return Err(Error::DecryptionFailed);
         }
         let h = self.handle(id)?;
-        let (nonce, ct) = payload.split_at(NONCE_LEN);
-        let r = self.with_session(|s| {
-            let mut iv = [0u8; NONCE_LEN];
-            iv.copy_from_slice(nonce);
-            s.decrypt(
-                &Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into())?),
-                h,
-                ct,
-            )
-        });
-        match r {
-            Ok(pt) => Ok(SecretBytes::new(pt)),
-            // SoftHSM2 reports a failed GCM tag as CKR_GENERAL_ERROR; other
-            // tokens use CKR_ENCRYPTED_DATA_INVALID / _LEN_RANGE.
-            Err(CkError::Pkcs11(
-                RvError::GeneralError
-                | RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange,
-                _,
-            )) => Err(Error::DecryptionFailed),
-            Err(e) => Err(other(e)),
-        }
+        self.with_session(|s| gcm_decrypt_raw(s, h, aad, payload))
+            .map(SecretBytes::new)
+            .map_err(decrypt_error)
     }
 
     fn destroy(&self, id: &MaterialId) -> Result<()> {
@@ -478,25 +766,22 @@ impl KeyBackend for Pkcs11Backend {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.signers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         Ok(())
     }
 
     fn contains(&self, id: &MaterialId) -> Result<bool> {
-        Ok(self.find(id)?.is_some() || self.find_object(id, ObjectClass::PRIVATE_KEY)?.is_some())
+        Ok(self.find(id)?.is_some() || self.find_signer(id)?.is_some())
     }
 
     fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
         use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-        use cryptoki::object::AttributeType;
-        let h = self
-            .find_object(id, ObjectClass::PRIVATE_KEY)?
+        let (h, edwards) = self
+            .find_signer(id)?
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
-        let key_type = self
-            .with_session(|s| s.get_attributes(h, &[AttributeType::KeyType]))
-            .map_err(other)?;
-        let edwards = key_type
-            .iter()
-            .any(|a| matches!(a, Attribute::KeyType(t) if *t == KeyType::EC_EDWARDS));
         if edwards {
             return self
                 .with_session(|s| {
@@ -526,7 +811,7 @@ impl KeyBackend for Pkcs11Backend {
     fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
         use cryptoki::object::AttributeType;
         let h = self
-            .find_object(id, ObjectClass::PUBLIC_KEY)?
+            .find_unique(id, ObjectClass::PUBLIC_KEY)?
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
         let attrs = self
             .with_session(|s| {
@@ -566,6 +851,68 @@ impl KeyBackend for Pkcs11Backend {
                 .map_err(|_| bad())?
                 .as_bytes()
                 .to_vec())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcm_output_must_be_plaintext_plus_tag() {
+        assert!(check_gcm_output_len(0, TAG_LEN).is_ok());
+        assert!(check_gcm_output_len(32, 32 + TAG_LEN).is_ok());
+        // A token that prepends its IV, drops or shortens the tag, or pads.
+        for bad in [
+            NONCE_LEN + 32 + TAG_LEN,
+            32,
+            32 + TAG_LEN - 4,
+            32 + TAG_LEN + 1,
+            0,
+        ] {
+            let e = check_gcm_output_len(32, bad).unwrap_err();
+            assert!(matches!(e, Error::Other(_)), "{e}");
+            assert!(e.to_string().contains("returned"), "{e}");
+        }
+        // No overflow on absurd lengths.
+        assert!(check_gcm_output_len(usize::MAX, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn blob_carries_the_iv_given_and_checks_length() {
+        let iv = [7u8; NONCE_LEN];
+        let ct = [9u8; 5 + TAG_LEN];
+        let blob = gcm_blob(&iv, 5, &ct).unwrap();
+        assert_eq!(&blob[..NONCE_LEN], &iv);
+        assert_eq!(&blob[NONCE_LEN..], &ct);
+        assert!(gcm_blob(&iv, 6, &ct).is_err());
+    }
+
+    #[test]
+    fn key_attributes_are_all_required() {
+        let good = [
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::NeverExtractable(true),
+            Attribute::Local(true),
+        ];
+        assert!(key_attribute_problems(&good).is_empty());
+        for i in 0..good.len() {
+            // Each attribute flipped...
+            let mut flipped = good.clone();
+            flipped[i] = match &good[i] {
+                Attribute::Sensitive(v) => Attribute::Sensitive(!v),
+                Attribute::Extractable(v) => Attribute::Extractable(!v),
+                Attribute::NeverExtractable(v) => Attribute::NeverExtractable(!v),
+                Attribute::Local(v) => Attribute::Local(!v),
+                _ => unreachable!(),
+            };
+            assert_eq!(key_attribute_problems(&flipped).len(), 1, "{i}");
+            // ...or missing, is a problem.
+            let mut missing = good.to_vec();
+            missing.remove(i);
+            assert_eq!(key_attribute_problems(&missing).len(), 1, "{i}");
         }
     }
 }
