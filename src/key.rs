@@ -431,6 +431,12 @@ pub struct KeyMetadata {
     /// Live grants, indexed by grantee.
     #[serde(default)]
     pub grants: BTreeMap<Principal, Vec<crate::policy::Grant>>,
+    /// Encryptions reserved per version (version to count), by every ring
+    /// that used the key, across restarts: the usage meter reserves blocks
+    /// here before it encrypts, so this is an upper bound on the encryptions
+    /// ever made under each version.
+    #[serde(default)]
+    pub encryptions_reserved: BTreeMap<u32, u64>,
 }
 
 impl KeyMetadata {

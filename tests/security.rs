@@ -538,3 +538,71 @@ fn item18_hash_and_mac_state_is_zeroized_on_drop() {
     wiped_on_drop::<sha2::Sha512>();
     wiped_on_drop::<sha2::Sha384>();
 }
+
+// ---- 19. the usage meter counts a version's whole life -----------------------
+
+fn version_of(c: &strongroom::Client, blob: &[u8]) -> u32 {
+    c.decrypt(blob, &ctx()).unwrap().key_version
+}
+
+#[test]
+fn item19_encryption_count_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = strongroom::RootKey::raw([7; 32]);
+    let open = || {
+        KeyRing::builder()
+            .file_keystore(dir.path(), &root, strongroom::KeystoreOptions::default())
+            .unwrap()
+            .encryption_limit(5)
+            .build()
+    };
+    let key = {
+        let ring = open();
+        let c = ring.client(p("user:alice"));
+        let key = c
+            .create_key(KeySpec::default(), CreateKeyOptions::new())
+            .unwrap();
+        for _ in 0..3 {
+            let b = c.encrypt(key.as_str(), b"x", &ctx()).unwrap();
+            assert_eq!(version_of(&c, &b), 1);
+        }
+        key
+    };
+    // A restarted process continues the count instead of starting at zero:
+    // the fifth encryption under version 1 rotates.
+    let ring = open();
+    let c = ring.client(p("user:alice"));
+    let status = c.rotation_status(key.as_str()).unwrap();
+    assert_eq!(status.primary_encryptions, 3);
+    let versions: Vec<u32> = (0..3)
+        .map(|_| version_of(&c, &c.encrypt(key.as_str(), b"x", &ctx()).unwrap()))
+        .collect();
+    assert_eq!(versions, vec![1, 1, 2]);
+}
+
+#[test]
+fn item19_rings_sharing_a_store_share_the_count() {
+    let store = Arc::new(MemoryStore::new());
+    let a = KeyRing::builder()
+        .store(store.clone())
+        .encryption_limit(4)
+        .build();
+    let b = KeyRing::builder()
+        .store(store.clone())
+        .backend(a.dangerous_backend())
+        .encryption_limit(4)
+        .build();
+    let ca = a.client(p("user:alice"));
+    let cb = b.client(p("user:alice"));
+    let key = ca
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let k = key.as_str();
+    let mut versions = Vec::new();
+    for i in 0..6 {
+        let c = if i % 2 == 0 { &ca } else { &cb };
+        versions.push(version_of(c, &c.encrypt(k, b"x", &ctx()).unwrap()));
+    }
+    // The fourth encryption of the version (by either ring) rotates.
+    assert_eq!(versions, vec![1, 1, 1, 1, 2, 2]);
+}

@@ -487,7 +487,7 @@ impl Inner {
         let aad = blob::aad(&out, ctx);
         let mref = MaterialId::new(meta.key_id.clone(), version);
         // Count first: a version at its hard limit refuses to encrypt.
-        let count = self.usage.record(&mref)?;
+        let count = self.usage.record(&mref, self.store.as_ref())?;
         audit::note_version(version);
         let payload = self.backend.encrypt(&mref, &aad, plaintext)?;
         out.extend_from_slice(&payload);
@@ -724,6 +724,7 @@ impl Client {
                 },
                 policy: None,
                 grants: BTreeMap::new(),
+                encryptions_reserved: BTreeMap::new(),
             };
             let mref = MaterialId::new(key_id.clone(), 1);
             match imported {
