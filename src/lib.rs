@@ -42,7 +42,11 @@
 //! - **Lifecycle**: enable, disable, scheduled deletion with a 7-30 day window.
 //! - **Access control**: key policies, a ring policy and grants, decided in
 //!   the pipeline before any key material is touched; deny by default (see
-//!   [`policy`]).
+//!   [`policy`]). The ring policy decides only ring-wide actions (create and
+//!   import keys, list ids and aliases): open to every principal unless the
+//!   builder names admins ([`KeyRingBuilder::ring_admins`]); it never gives
+//!   rights on an existing key. `describe_key` and `list_keys` show no
+//!   policies or grants.
 //! - **Audit**: one event per operation to pluggable sinks, including a
 //!   hash-chained, signed log verifiable offline (see [`audit`]).
 //! - **Backends**: in memory ([`MemoryBackend`]), a durable encrypted file

@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::key::{
     KeyMetadata, KeyState, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule,
 };
-use std::collections::HashMap;
 use crate::store::MetadataStore;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Encryptions per key version after which the ring rotates the key by

@@ -3,10 +3,11 @@
 //! Every operation of the ring is decided by [`decide`] before any key
 //! material is touched: an explicit `Deny` statement beats everything; then a
 //! matching `Allow` statement or a live grant allows; anything else is denied
-//! (deny by default). Ring-wide actions (`CreateKey`, `ListKeys`,
-//! `ListAliases` without a key, `GenerateRandom`) are decided by the ring
-//! policy ([`crate::KeyRingBuilder::ring_policy`]); every other action by the
-//! key's policy and grants.
+//! (deny by default). Ring-wide actions ([`Policy::RING_ACTIONS`]:
+//! `CreateKey`, `ListKeys`, `ListAliases` without a key, `GenerateRandom`,
+//! and `GetParametersForImport` / `ImportKeyMaterial` for a new key) are
+//! decided by the ring policy ([`crate::KeyRingBuilder::ring_policy`]); every
+//! other action by the key's policy and grants alone.
 //!
 //! ## Policy documents
 //!
