@@ -71,6 +71,9 @@ mod crypto;
 mod envelope;
 mod error;
 pub mod hazmat;
+#[cfg(feature = "esdk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "esdk")))]
+pub mod interop;
 mod key;
 mod keyring;
 pub mod policy;

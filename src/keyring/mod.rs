@@ -10,6 +10,8 @@ use crate::envelope::message;
 mod access;
 mod asymmetric;
 mod audit;
+#[cfg(feature = "esdk")]
+mod esdk;
 mod file;
 mod lifecycle;
 mod rotation;
