@@ -29,3 +29,16 @@ for i, m in enumerate(v["messages"]):
     c = ctx_bytes(m["context"])
     write("open_requiring", f"vector-{i}", bytes([len(c)]) + c + msg)
     write("context", f"message-{i}", c)
+
+# AWS Encryption SDK messages the Python SDK wrote (tests/vectors/esdk/).
+import base64
+e = json.load(open("tests/vectors/esdk/python-4.0.7.json"))
+for x in e["vectors"]:
+    s, n = x["suite"], x["plaintext_len"]
+    if s in (0x0478, 0x0578) and n not in (129, 3):
+        continue
+    if s in (0x0178, 0x0378) and n != 300:
+        continue
+    name = "python-%04x%s%s" % (s, "-nonframed" if x["frame_len"] == 0 else "",
+                                "-emptyctx" if not x["context"] else "")
+    write("esdk", name, base64.b64decode(x["ciphertext"]))

@@ -269,6 +269,87 @@ pub mod fuzzing {
         }
     }
 
+    /// The raw AES key of the frozen ESDK vectors
+    /// (`tests/vectors/esdk/python-4.0.7.json`): SHA-256 of
+    /// `"strongroom esdk frozen vectors key"`.
+    #[cfg(feature = "esdk")]
+    pub fn esdk_vector_key() -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"strongroom esdk frozen vectors key").into()
+    }
+
+    #[cfg(feature = "esdk")]
+    fn esdk_client() -> Option<&'static Client> {
+        use crate::interop::esdk::{TAG_KEY_NAME, TAG_KEY_NAMESPACE};
+        static CLIENT: OnceLock<Option<Client>> = OnceLock::new();
+        CLIENT
+            .get_or_init(|| {
+                let ring = KeyRing::builder()
+                    .random(Arc::new(InsecureSeededRandom::new(VECTOR_SEED)))
+                    .build();
+                let c = ring.client(Principal::service("vectors").ok()?);
+                let params = c
+                    .get_parameters_for_import(KeySpec::Symmetric(SymmetricAlgorithm::Aes256Gcm))
+                    .ok()?;
+                let wrapped = params.wrap(&esdk_vector_key()).ok()?;
+                c.import_key(
+                    &params.import_token,
+                    &wrapped,
+                    CreateKeyOptions::new().alias("alias/esdk-vectors"),
+                )
+                .ok()?;
+                c.tag_key(
+                    "alias/esdk-vectors",
+                    &[
+                        (TAG_KEY_NAMESPACE, "strongroom-vectors"),
+                        (TAG_KEY_NAME, "frozen-key-1"),
+                    ],
+                )
+                .ok()?;
+                Some(c)
+            })
+            .as_ref()
+    }
+
+    /// Untrusted AWS Encryption SDK messages (header, body, footer) into
+    /// `esdk_open` and the streaming `esdk_open_reader`, in a ring holding
+    /// the key of the frozen ESDK vectors (the fuzz seeds). Whatever opens
+    /// must open the same way streaming, and its plaintext must seal and
+    /// open again.
+    #[cfg(feature = "esdk")]
+    pub fn esdk_message(data: &[u8]) {
+        use crate::interop::esdk::EsdkOptions;
+        use std::io::Read;
+        let Some(c) = esdk_client() else {
+            return;
+        };
+        let alias = "alias/esdk-vectors";
+        let none = EncryptionContext::new();
+        let whole = c.esdk_open(alias, data, &none);
+        let mut streamed = Vec::new();
+        let stream_ok = c
+            .esdk_open_reader(alias, data, &none, &EsdkOptions::new())
+            .is_ok_and(|mut r| r.read_to_end(&mut streamed).is_ok());
+        match &whole {
+            Ok(o) => {
+                assert!(stream_ok && streamed.as_slice() == o.plaintext.expose_secret());
+                let ctx: EncryptionContext = o
+                    .context
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("aws-crypto-"))
+                    .collect();
+                let again = c.esdk_seal(alias, o.plaintext.expose_secret(), &ctx);
+                assert!(again.is_ok_and(|m| c
+                    .esdk_open(alias, &m, &ctx)
+                    .is_ok_and(|p| p.plaintext == o.plaintext)));
+            }
+            Err(e) => {
+                assert!(!stream_ok);
+                assert!(matches!(e, crate::Error::DecryptionFailed | crate::Error::InvalidArgument(_)));
+            }
+        }
+    }
+
     /// Canonical context decoding: whatever decodes must re-encode to the
     /// same bytes.
     pub fn context(data: &[u8]) {

@@ -84,3 +84,9 @@ fn seeds_are_real_ciphertexts() {
     let msg = std::fs::read(root.join("fuzz/seeds/message/vector-0")).unwrap();
     assert_eq!(&msg[..4], b"SR\x02\x01");
 }
+
+#[cfg(feature = "esdk")]
+#[test]
+fn esdk_seeds_and_regressions() {
+    assert!(replay("esdk", fuzzing::esdk_message) >= 4);
+}
