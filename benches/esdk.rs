@@ -34,15 +34,19 @@ fn benches(c: &mut Criterion) {
     let groups = [
         (
             "esdk_0478",
-            Some(EsdkOptions::new()
-                .suite(EsdkSuite::AesGcmHkdfSha512Commit)
-                .frame_len(64 * 1024)),
+            Some(
+                EsdkOptions::new()
+                    .suite(EsdkSuite::AesGcmHkdfSha512Commit)
+                    .frame_len(64 * 1024),
+            ),
         ),
         (
             "esdk_0578",
-            Some(EsdkOptions::new()
-                .suite(EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384)
-                .frame_len(64 * 1024)),
+            Some(
+                EsdkOptions::new()
+                    .suite(EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384)
+                    .frame_len(64 * 1024),
+            ),
         ),
         (
             "esdk_0578_4k",
@@ -58,9 +62,13 @@ fn benches(c: &mut Criterion) {
             match &opts {
                 Some(o) => {
                     g.bench_with_input(BenchmarkId::new("seal", n), &data, |b, d| {
-                        b.iter(|| black_box(client.esdk_seal_with(common::ALIAS, d, &ctx, o).unwrap()))
+                        b.iter(|| {
+                            black_box(client.esdk_seal_with(common::ALIAS, d, &ctx, o).unwrap())
+                        })
                     });
-                    let m = client.esdk_seal_with(common::ALIAS, &data, &ctx, o).unwrap();
+                    let m = client
+                        .esdk_seal_with(common::ALIAS, &data, &ctx, o)
+                        .unwrap();
                     g.bench_with_input(BenchmarkId::new("open", n), &m, |b, m| {
                         b.iter_with_large_drop(|| {
                             client.esdk_open_with(common::ALIAS, m, &ctx, o).unwrap()
@@ -102,7 +110,10 @@ fn python_reference() {
         "seconds": 1.0,
     });
     let answer = common::run_python(&py, &job, Duration::from_secs(600));
-    println!("python reference (aws-encryption-sdk {}, 64 KiB frames):", answer["sdk"]);
+    println!(
+        "python reference (aws-encryption-sdk {}, 64 KiB frames):",
+        answer["sdk"]
+    );
     for r in answer["results"].as_array().into_iter().flatten() {
         println!(
             "  {:#06x} {:>8} {:<7} {:>12.1} µs/op {:>9.2} MiB/s",

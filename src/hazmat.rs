@@ -339,13 +339,17 @@ pub mod fuzzing {
                     .filter(|(k, _)| !k.starts_with("aws-crypto-"))
                     .collect();
                 let again = c.esdk_seal(alias, o.plaintext.expose_secret(), &ctx);
-                assert!(again.is_ok_and(|m| c
-                    .esdk_open(alias, &m, &ctx)
-                    .is_ok_and(|p| p.plaintext == o.plaintext)));
+                assert!(again.is_ok_and(|m| {
+                    c.esdk_open(alias, &m, &ctx)
+                        .is_ok_and(|p| p.plaintext == o.plaintext)
+                }));
             }
             Err(e) => {
                 assert!(!stream_ok);
-                assert!(matches!(e, crate::Error::DecryptionFailed | crate::Error::InvalidArgument(_)));
+                assert!(matches!(
+                    e,
+                    crate::Error::DecryptionFailed | crate::Error::InvalidArgument(_)
+                ));
             }
         }
     }

@@ -127,7 +127,11 @@ fn frozen_python_vectors_open() {
         let opened = c
             .esdk_open_with(common::ALIAS, &msg, &required, &o)
             .unwrap_or_else(|e| panic!("vector {i} ({:#06x}): {e}", v.suite));
-        assert_eq!(opened.plaintext.expose_secret(), want.as_slice(), "vector {i}");
+        assert_eq!(
+            opened.plaintext.expose_secret(),
+            want.as_slice(),
+            "vector {i}"
+        );
         assert_eq!(opened.suite.id(), v.suite);
         assert_eq!(opened.frame_len, v.frame_len);
         assert!(opened.context.contains_all(&required));
@@ -144,9 +148,19 @@ fn frozen_python_vectors_open() {
         assert_eq!(out, want, "vector {i} streaming");
         // A different name or namespace does not open it.
         let wrong = o.clone().key_name("frozen-key-2");
-        assert!(failed(c.esdk_open_with(common::ALIAS, &msg, &required, &wrong)));
+        assert!(failed(c.esdk_open_with(
+            common::ALIAS,
+            &msg,
+            &required,
+            &wrong
+        )));
         let wrong = o.clone().key_namespace("other");
-        assert!(failed(c.esdk_open_with(common::ALIAS, &msg, &required, &wrong)));
+        assert!(failed(c.esdk_open_with(
+            common::ALIAS,
+            &msg,
+            &required,
+            &wrong
+        )));
         seen.insert((v.suite, v.frame_len == 0));
     }
     // Every suite, and v1 non-framed bodies, are covered.
@@ -247,7 +261,10 @@ fn calls_go_through_the_pipeline() {
     let ring = KeyRing::builder().audit_sink(sink.clone()).build();
     let owner = ring.client(Principal::service("owner").unwrap());
     let key = owner
-        .create_key(KeySpec::default(), CreateKeyOptions::new().alias(common::ALIAS))
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias(common::ALIAS),
+        )
         .unwrap();
     let m = owner.esdk_seal(common::ALIAS, b"hello", &ctx()).unwrap();
     owner.esdk_open(common::ALIAS, &m, &ctx()).unwrap();
@@ -263,7 +280,11 @@ fn calls_go_through_the_pipeline() {
     }
     // Open is authorized with the message's context (which holds the
     // signing key).
-    assert!(open.context_keys.iter().any(|k| k == "aws-crypto-public-key"));
+    assert!(
+        open.context_keys
+            .iter()
+            .any(|k| k == "aws-crypto-public-key")
+    );
 
     // Another principal is refused both ways, and that is recorded.
     let mallory = ring.client(Principal::service("mallory").unwrap());
@@ -329,7 +350,12 @@ fn bad_options_and_keys_are_refused() {
         Err(Error::Unsupported(_))
     ));
     assert!(matches!(
-        c.esdk_seal_with(common::ALIAS, b"x", &ctx(), &o.clone().key_namespace("aws-kms")),
+        c.esdk_seal_with(
+            common::ALIAS,
+            b"x",
+            &ctx(),
+            &o.clone().key_namespace("aws-kms")
+        ),
         Err(Error::InvalidArgument(_))
     ));
     // A ChaCha20-Poly1305 key cannot be a raw AES keyring.
@@ -351,9 +377,15 @@ fn rotated_keys_keep_opening_old_messages() {
     assert_eq!(c.rotate_now(common::ALIAS).unwrap(), 2);
     let new = c.esdk_seal(common::ALIAS, b"new", &ctx()).unwrap();
     let o = c.esdk_open(common::ALIAS, &old, &ctx()).unwrap();
-    assert_eq!((o.plaintext.expose_secret(), o.key_version), (&b"old"[..], 1));
+    assert_eq!(
+        (o.plaintext.expose_secret(), o.key_version),
+        (&b"old"[..], 1)
+    );
     let o = c.esdk_open(common::ALIAS, &new, &ctx()).unwrap();
-    assert_eq!((o.plaintext.expose_secret(), o.key_version), (&b"new"[..], 2));
+    assert_eq!(
+        (o.plaintext.expose_secret(), o.key_version),
+        (&b"new"[..], 2)
+    );
 }
 
 // ---- negative cases -----------------------------------------------------------
@@ -400,7 +432,10 @@ fn tampered_headers_fail() {
             let mut t = m.clone();
             t[i] ^= 0x01;
             let r = c.esdk_open(common::ALIAS, &t, &EncryptionContext::new());
-            assert!(matches!(r, Err(Error::DecryptionFailed)), "{suite:?} header byte {i}: {r:?}");
+            assert!(
+                matches!(r, Err(Error::DecryptionFailed)),
+                "{suite:?} header byte {i}: {r:?}"
+            );
         }
     }
 }
@@ -549,7 +584,10 @@ fn every_truncation_and_many_bit_flips_fail_without_panic() {
             .esdk_seal_with(common::ALIAS, &common::data(200), &ctx(), &opts(suite))
             .unwrap();
         for cut in 0..m.len() {
-            assert!(failed(c.esdk_open(common::ALIAS, &m[..cut], &ctx())), "cut {cut}");
+            assert!(
+                failed(c.esdk_open(common::ALIAS, &m[..cut], &ctx())),
+                "cut {cut}"
+            );
             let (_, err) = stream_all(&c, &m[..cut], &ctx());
             assert!(err, "stream cut {cut}");
         }

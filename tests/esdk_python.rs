@@ -53,9 +53,7 @@ fn python_or_skip() -> Option<std::path::PathBuf> {
                 !common::in_ci(),
                 "CI=true: the ESDK interop test may not skip ({why}); run .ci/esdk-setup"
             );
-            println!(
-                "esdk_python: SKIPPED ({why}); enable with: eval \"$(.ci/esdk-setup)\""
-            );
+            println!("esdk_python: SKIPPED ({why}); enable with: eval \"$(.ci/esdk-setup)\"");
             None
         }
     }
@@ -112,7 +110,10 @@ fn python_encrypts_strongroom_opens_and_back() {
         let opened = c
             .esdk_open(common::ALIAS, &message, &ctx)
             .unwrap_or_else(|e| panic!("{suite:?} size {size}: {e}"));
-        assert_eq!(opened.plaintext.expose_secret(), common::data(*size).as_slice());
+        assert_eq!(
+            opened.plaintext.expose_secret(),
+            common::data(*size).as_slice()
+        );
         assert_eq!(opened.suite, *suite);
         assert_eq!(opened.frame_len as usize, FRAME);
         assert!(opened.context.contains_all(&ctx));

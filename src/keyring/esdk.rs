@@ -45,7 +45,9 @@ fn names(meta: &KeyMetadata, options: &EsdkOptions) -> Result<(String, String)> 
         .or_else(|| meta.tags.get(TAG_KEY_NAME).cloned())
         .unwrap_or_else(|| meta.key_id.to_string());
     if ns.is_empty() || ns.len() > usize::from(u16::MAX) {
-        return Err(Error::invalid("ESDK key namespace must be 1 to 65535 bytes"));
+        return Err(Error::invalid(
+            "ESDK key namespace must be 1 to 65535 bytes",
+        ));
     }
     if ns.starts_with("aws-kms") {
         return Err(Error::invalid(
@@ -173,7 +175,9 @@ impl Client {
             let mut plaintext = Zeroizing::new(Vec::with_capacity(body.len()));
             let used = format::decrypt_body(h, &cipher, body, &mut plaintext)?;
             let end = h.len.checked_add(used).ok_or(Error::DecryptionFailed)?;
-            let (signed, footer) = message.split_at_checked(end).ok_or(Error::DecryptionFailed)?;
+            let (signed, footer) = message
+                .split_at_checked(end)
+                .ok_or(Error::DecryptionFailed)?;
             if h.suite.is_signed() {
                 format::verify_footer(&h.context, signed, footer)?;
             } else if !footer.is_empty() {

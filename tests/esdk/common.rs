@@ -33,8 +33,11 @@ pub fn ring_with_key(key: &[u8; 32]) -> Client {
         CreateKeyOptions::new().alias(ALIAS),
     )
     .unwrap();
-    c.tag_key(ALIAS, &[(TAG_KEY_NAMESPACE, NAMESPACE), (TAG_KEY_NAME, NAME)])
-        .unwrap();
+    c.tag_key(
+        ALIAS,
+        &[(TAG_KEY_NAMESPACE, NAMESPACE), (TAG_KEY_NAME, NAME)],
+    )
+    .unwrap();
     c
 }
 

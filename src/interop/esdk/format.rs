@@ -28,7 +28,7 @@ const FRAME_STRING: &[u8] = b"AWSKMSEncryptionClient Frame";
 /// Body AAD content string of the final frame.
 const FINAL_FRAME_STRING: &[u8] = b"AWSKMSEncryptionClient Final Frame";
 /// Body AAD content string of a non-framed body.
-const SINGLE_BLOCK_STRING: &[u8] = b"AWSKMSEncryptionClient Single Block";
+pub(crate) const SINGLE_BLOCK_STRING: &[u8] = b"AWSKMSEncryptionClient Single Block";
 /// HKDF info label of the data encryption key (committing suites).
 const DERIVE_LABEL: &[u8] = b"DERIVEKEY";
 /// HKDF info label of the commitment key (committing suites).
@@ -269,11 +269,7 @@ pub(crate) struct MessageKeys {
 ///   BE) ‖ "DERIVEKEY" for the key, "COMMITKEY" for the commitment.
 /// - 0x0178: HKDF-SHA256, no salt, info = suite id ‖ message id.
 /// - 0x0378: HKDF-SHA384, no salt, info = suite id ‖ message id.
-pub(crate) fn derive(
-    suite: EsdkSuite,
-    message_id: &[u8],
-    data_key: &[u8],
-) -> Result<MessageKeys> {
+pub(crate) fn derive(suite: EsdkSuite, message_id: &[u8], data_key: &[u8]) -> Result<MessageKeys> {
     let id = suite.id().to_be_bytes();
     let mut key = Zeroizing::new([0u8; 32]);
     let bad = |_| Error::invalid("HKDF output length out of range");
@@ -372,8 +368,8 @@ pub(crate) fn seal_frame(
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&iv);
     if is_final {
-        let len = u32::try_from(plaintext.len())
-            .map_err(|_| Error::invalid("final frame too long"))?;
+        let len =
+            u32::try_from(plaintext.len()).map_err(|_| Error::invalid("final frame too long"))?;
         out.extend_from_slice(&len.to_be_bytes());
     }
     let aad = body_aad(message_id, content, seq, plaintext.len() as u64);
@@ -543,29 +539,40 @@ impl Signer {
     }
 
     /// The footer: signature length (u16) ‖ DER signature of the hash, of
-    /// the fixed length the reference SDK writes (low-S; retried until `r`
-    /// needs its full length, as the reference SDK does).
+    /// the fixed length the reference SDK writes: as it does, `s` or
+    /// `n − s` (both valid), whichever makes the DER 103 bytes; a fresh
+    /// signature in the rare case neither does.
     pub(crate) fn footer(self, rng: &dyn RandomSource) -> Result<Vec<u8>> {
         use p384::ecdsa::signature::hazmat::RandomizedPrehashSigner;
         let digest = self.hash.finalize();
         let mut adapter = RngAdapter(rng);
-        for _ in 0..128 {
+        for _ in 0..64 {
             let sig: p384::ecdsa::Signature = self
                 .key
                 .sign_prehash_with_rng(&mut adapter, &digest)
                 .map_err(|_| Error::Random)?;
-            let sig = sig.normalize_s();
-            let der = sig.to_der();
-            let der = der.as_bytes();
-            if der.len() == SIGNATURE_LEN {
-                let mut out = Vec::with_capacity(2 + der.len());
-                out.extend_from_slice(&(der.len() as u16).to_be_bytes());
-                out.extend_from_slice(der);
-                return Ok(out);
+            for candidate in [Some(sig), negate_s(&sig)].into_iter().flatten() {
+                let der = candidate.to_der();
+                let der = der.as_bytes();
+                if der.len() == SIGNATURE_LEN {
+                    let mut out = Vec::with_capacity(2 + der.len());
+                    out.extend_from_slice(&(der.len() as u16).to_be_bytes());
+                    out.extend_from_slice(der);
+                    return Ok(out);
+                }
             }
         }
         Err(Error::Random)
     }
+}
+
+/// The same signature with `s` replaced by `n − s` (also valid).
+fn negate_s(sig: &p384::ecdsa::Signature) -> Option<p384::ecdsa::Signature> {
+    use p384::elliptic_curve::ff::PrimeField;
+    let (r, s) = sig.split_scalars();
+    let r: p384::Scalar = *r.as_ref();
+    let neg: p384::Scalar = -*s.as_ref();
+    p384::ecdsa::Signature::from_scalars(r.to_repr(), neg.to_repr()).ok()
 }
 
 /// Verifies the footer `footer` (signature length ‖ DER signature, and
@@ -611,8 +618,7 @@ impl Verifier {
     /// Verifies a DER signature over the hash `h`.
     pub(crate) fn verify(&self, h: sha2::Sha384, sig_der: &[u8]) -> Result<()> {
         use p384::ecdsa::signature::hazmat::PrehashVerifier;
-        let sig =
-            p384::ecdsa::Signature::from_der(sig_der).map_err(|_| Error::DecryptionFailed)?;
+        let sig = p384::ecdsa::Signature::from_der(sig_der).map_err(|_| Error::DecryptionFailed)?;
         let digest = h.finalize();
         self.key
             .verify_prehash(&digest, &sig)

@@ -253,8 +253,7 @@ pub(crate) fn provider_info(key_name: &[u8], iv: &[u8; 12]) -> Vec<u8> {
 /// shape.
 pub(crate) fn parse_provider_info(info: &[u8], key_name: &[u8]) -> Option<[u8; 12]> {
     let rest = info.strip_prefix(key_name)?;
-    if rest.len() != 20 || rest[..4] != 128u32.to_be_bytes() || rest[4..8] != 12u32.to_be_bytes()
-    {
+    if rest.len() != 20 || rest[..4] != 128u32.to_be_bytes() || rest[4..8] != 12u32.to_be_bytes() {
         return None;
     }
     rest[8..].try_into().ok()

@@ -159,7 +159,7 @@ impl<W: Write> fmt::Debug for EsdkWriter<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EsdkWriter")
             .field("frame_len", &self.frame_len)
-            .field("frames_written", &(self.seq - 1))
+            .field("frames_written", &self.seq.wrapping_sub(1))
             .field("signed", &self.signer.is_some())
             .finish_non_exhaustive()
     }
@@ -338,7 +338,9 @@ impl<R: Read> EsdkReader<R> {
 
     fn u32_signed(&mut self) -> crate::Result<u32> {
         self.read_signed(4)?;
-        let b: [u8; 4] = self.ct[..].try_into().map_err(|_| Error::DecryptionFailed)?;
+        let b: [u8; 4] = self.ct[..]
+            .try_into()
+            .map_err(|_| Error::DecryptionFailed)?;
         Ok(u32::from_be_bytes(b))
     }
 
@@ -375,7 +377,9 @@ impl<R: Read> EsdkReader<R> {
         if !self.framed {
             let iv = self.iv_signed()?;
             self.read_signed(8)?;
-            let len: [u8; 8] = self.ct[..].try_into().map_err(|_| Error::DecryptionFailed)?;
+            let len: [u8; 8] = self.ct[..]
+                .try_into()
+                .map_err(|_| Error::DecryptionFailed)?;
             let len = usize::try_from(u64::from_be_bytes(len))
                 .ok()
                 .and_then(|l| l.checked_add(TAG_LEN))
@@ -383,11 +387,12 @@ impl<R: Read> EsdkReader<R> {
             self.read_signed(len)?;
             let aad = format::body_aad(
                 &self.message_id,
-                b"AWSKMSEncryptionClient Single Block",
+                format::SINGLE_BLOCK_STRING,
                 1,
                 (len - TAG_LEN) as u64,
             );
-            self.cipher.open_append(&iv, &aad, &self.ct, &mut self.plain)?;
+            self.cipher
+                .open_append(&iv, &aad, &self.ct, &mut self.plain)?;
             self.finish_message()?;
             self.state = ReadState::Done;
             return Ok(());
