@@ -72,7 +72,7 @@ impl<W: Write> EsdkWriter<W> {
     }
 
     fn emit(&mut self, is_final: bool) -> io::Result<()> {
-        if !is_final && self.seq >= FINAL_MARKER {
+        if !is_final && self.seq == FINAL_MARKER {
             return Err(io::Error::other(
                 "too many frames for an ESDK message: use a larger frame length",
             ));
