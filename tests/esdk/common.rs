@@ -43,22 +43,27 @@ pub fn ring_with_key(key: &[u8; 32]) -> Client {
 
 /// The Python interpreter with `aws_encryption_sdk`, or why there is none.
 pub fn python() -> Result<PathBuf, String> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("STRONGROOM_ESDK_PYTHON") {
-        Some(p) => vec![PathBuf::from(p)],
-        None => vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/esdk-venv/bin/python")],
+    let (py, origin) = match std::env::var_os("STRONGROOM_ESDK_PYTHON") {
+        Some(p) => (PathBuf::from(p), "STRONGROOM_ESDK_PYTHON"),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/esdk-venv/bin/python"),
+            "STRONGROOM_ESDK_PYTHON unset; .ci/esdk-venv",
+        ),
     };
-    for py in candidates {
-        let ok = Command::new(&py)
-            .args(["-c", "import aws_encryption_sdk"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Ok(py);
-        }
+    let ok = Command::new(&py)
+        .args(["-c", "import aws_encryption_sdk"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(py)
+    } else {
+        Err(format!(
+            "{} ({origin}) cannot import aws_encryption_sdk",
+            py.display()
+        ))
     }
-    Err("no Python with aws-encryption-sdk (STRONGROOM_ESDK_PYTHON unset and .ci/esdk-venv missing)".into())
 }
 
 /// True when running in CI, where a skip is a failure.
