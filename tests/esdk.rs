@@ -686,3 +686,79 @@ impl Layout {
         m[self.tag..self.tag + 16].copy_from_slice(&t);
     }
 }
+
+#[test]
+fn any_frame_length_the_format_allows_is_read() {
+    // A message whose body is only its final frame, re-labelled by the
+    // independent encoder with the largest frame length the format allows
+    // (2^32 − 1, beyond what strongroom or the Python SDK write) and
+    // re-authenticated: it must open, in memory and streaming, without
+    // allocating for the declared frame.
+    let c = common::ring_with_key(&KEY);
+    let data = common::data(100);
+    let m = c
+        .esdk_seal_with(
+            common::ALIAS,
+            &data,
+            &ctx(),
+            &EsdkOptions::new()
+                .suite(EsdkSuite::AesGcmHkdfSha512Commit)
+                .frame_len(4096),
+        )
+        .unwrap();
+    let h = Layout::parse(&m);
+    let dk = h.unwrap_data_key(&m, &KEY);
+    let at = h.commitment - 4;
+    assert_eq!(&m[at..at + 4], &4096u32.to_be_bytes());
+    for f in [u32::MAX, 1 << 31, 100] {
+        let mut t = m.clone();
+        t[at..at + 4].copy_from_slice(&f.to_be_bytes());
+        h.reauthenticate(&mut t, &dk);
+        let opened = c.esdk_open(common::ALIAS, &t, &ctx()).unwrap();
+        assert_eq!(opened.plaintext.expose_secret(), data.as_slice());
+        assert_eq!(opened.frame_len, f);
+        let (streamed, err) = stream_all(&c, &t, &ctx());
+        assert!(!err);
+        assert_eq!(streamed, data);
+    }
+    // Below the final frame's length, or zero, it is refused.
+    for f in [99u32, 0] {
+        let mut t = m.clone();
+        t[at..at + 4].copy_from_slice(&f.to_be_bytes());
+        h.reauthenticate(&mut t, &dk);
+        assert_rejected(&c, &t, &ctx(), &format!("frame length {f}"));
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn seal_open_round_trip(
+            data in proptest::collection::vec(any::<u8>(), 0..1500),
+            frame in 1u32..300,
+            signed in any::<bool>(),
+            pairs in proptest::collection::btree_map("[a-z]{1,8}", ".{0,12}", 0..4),
+        ) {
+            let c = common::ring_with_key(&KEY);
+            let ctx: EncryptionContext = pairs.into_iter().collect();
+            let suite = if signed {
+                EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384
+            } else {
+                EsdkSuite::AesGcmHkdfSha512Commit
+            };
+            let o = EsdkOptions::new().suite(suite).frame_len(frame);
+            let m = c.esdk_seal_with(common::ALIAS, &data, &ctx, &o).unwrap();
+            let opened = c.esdk_open(common::ALIAS, &m, &ctx).unwrap();
+            prop_assert_eq!(opened.plaintext.expose_secret(), data.as_slice());
+            prop_assert!(opened.context.contains_all(&ctx));
+            let (streamed, err) = stream_all(&c, &m, &ctx);
+            prop_assert!(!err);
+            prop_assert_eq!(streamed, data);
+        }
+    }
+}
