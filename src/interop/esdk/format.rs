@@ -634,3 +634,63 @@ pub(crate) fn check_context_for_suite(h: &Header<'_>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(k: &str, v: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in [k, v] {
+            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn context_serialization_matches_the_esdk() {
+        assert!(
+            serialize_context(&EncryptionContext::new())
+                .unwrap()
+                .is_empty()
+        );
+        let ctx = EncryptionContext::new().with("b", "2").with("a", "1");
+        let mut want = 2u16.to_be_bytes().to_vec();
+        want.extend(pair("a", "1"));
+        want.extend(pair("b", "2"));
+        assert_eq!(serialize_context(&ctx).unwrap(), want);
+        assert_eq!(parse_context(&want).unwrap(), ctx);
+        // Unsorted pairs are read (the reference SDK does not sort-check);
+        // duplicates, empty keys, bad UTF-8 and trailing bytes are not.
+        let mut unsorted = 2u16.to_be_bytes().to_vec();
+        unsorted.extend(pair("b", "2"));
+        unsorted.extend(pair("a", "1"));
+        assert_eq!(parse_context(&unsorted).unwrap(), ctx);
+        let mut dup = 2u16.to_be_bytes().to_vec();
+        dup.extend(pair("a", "1"));
+        dup.extend(pair("a", "2"));
+        assert!(parse_context(&dup).is_err());
+        let mut empty_key = 1u16.to_be_bytes().to_vec();
+        empty_key.extend(pair("", "1"));
+        assert!(parse_context(&empty_key).is_err());
+        let mut bad = 1u16.to_be_bytes().to_vec();
+        bad.extend([0, 1, 0xff, 0, 0]);
+        assert!(parse_context(&bad).is_err());
+        let mut trailing = want.clone();
+        trailing.push(0);
+        assert!(parse_context(&trailing).is_err());
+        // An explicit count of zero is the empty context.
+        assert!(parse_context(&[0, 0]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn frame_ivs_and_body_aad() {
+        assert_eq!(frame_iv(1), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(frame_iv(0x0102_0304)[8..], [1, 2, 3, 4]);
+        let aad = body_aad(&[9; 32], FINAL_FRAME_STRING, 7, 300);
+        assert_eq!(aad.len(), 32 + FINAL_FRAME_STRING.len() + 4 + 8);
+        assert_eq!(&aad[aad.len() - 12..aad.len() - 8], &7u32.to_be_bytes());
+        assert_eq!(&aad[aad.len() - 8..], &300u64.to_be_bytes());
+    }
+}
