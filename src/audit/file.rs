@@ -589,7 +589,11 @@ impl JsonlFileSink {
     /// Writes one line with one `write` (to the OS, not to a buffer). On
     /// failure, cuts a partly written line back off if it can.
     fn write_line(&self, st: &mut State, mut line: Line) -> Result<()> {
-        let seq = st.seq + 1;
+        let seq = st
+            .seq
+            .checked_add(1)
+            .filter(|s| *s < u64::MAX)
+            .ok_or_else(|| Error::AuditUnavailable("the audit log is full".into()))?;
         line.seq = seq;
         line.prev = hex(&st.prev);
         let mut text = serde_json::to_string(&line).map_err(|e| Error::Other(Arc::new(e)))?;

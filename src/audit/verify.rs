@@ -304,6 +304,10 @@ impl<'k> Chain<'k> {
             line,
         };
         let parsed: Line = serde_json::from_str(raw).map_err(|_| malformed())?;
+        if parsed.seq == u64::MAX {
+            // No log reaches it; refusing it keeps the count from overflowing.
+            return Err(malformed());
+        }
         if parsed.seq > self.next {
             return Err(VerifyError::Removed {
                 file: file.to_path_buf(),
