@@ -314,7 +314,9 @@ fn read_tail(
             let header = first_line(first)?;
             let log_id = serde_json::from_str::<Line>(&header)
                 .ok()
-                .filter(|l| l.seq == 1 && l.event.is_none() && l.digest.is_none())
+                .filter(|l| {
+                    l.seq == 1 && l.prev == hex(&[0; 32]) && l.event.is_none() && l.digest.is_none()
+                })
                 .and_then(|l| l.log)
                 .and_then(|h| unhex::<16>(&h.id))
                 .ok_or_else(|| {
