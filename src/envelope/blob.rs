@@ -40,6 +40,15 @@ pub(crate) fn encode_header(suite: u8, key_id: &KeyId, version: u32) -> Result<V
 }
 
 /// Parses a blob's header. Malformed input is the opaque decryption error.
+/// The key a parsed blob names, or the parse error: the one way the ring
+/// reads a key id out of a ciphertext.
+pub(crate) fn key_id_of(parsed: &Result<BlobHeader<'_>>) -> Result<KeyId> {
+    parsed
+        .as_ref()
+        .map(|h| h.key_id.clone())
+        .map_err(Clone::clone)
+}
+
 pub(crate) fn parse(blob: &[u8]) -> Result<BlobHeader<'_>> {
     let mut r = Reader::new(blob);
     if r.array::<2>()? != MAGIC || r.u8()? != TYPE_BLOB || r.u8()? != VERSION_1 {

@@ -408,16 +408,9 @@ impl Policy {
         }
     }
 
-    /// The ring-wide actions: those decided by the ring policy because they
-    /// act on no existing key.
-    pub const RING_ACTIONS: &'static [Action] = &[
-        Action::CreateKey,
-        Action::ListKeys,
-        Action::ListAliases,
-        Action::GenerateRandom,
-        Action::GetParametersForImport,
-        Action::ImportKeyMaterial,
-    ];
+    /// The ring-wide actions ([`Action::RING_WIDE`]): those decided by the
+    /// ring policy because they act on no existing key.
+    pub const RING_ACTIONS: &'static [Action] = Action::RING_WIDE;
 
     /// A ring policy that lets only `admins` perform the ring-wide actions
     /// ([`Policy::RING_ACTIONS`]: create and import keys, list key ids and
