@@ -87,7 +87,7 @@ pub use envelope::{
     CiphertextInfo, DEFAULT_FRAME_LEN, DataKey, Decrypted, EncryptionContext, MAX_CONTEXT_BYTES,
     MAX_FRAME_LEN, MAX_PLAINTEXT_LEN, OpenReader, Opened, SealOptions, SealWriter, inspect,
 };
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use key::{
     Alias, CreateKeyOptions, HmacAlgorithm, KeyDescription, KeyId, KeyListEntry, KeyManager,
     KeyMetadata, KeyOrigin, KeySpec, KeyState, KeyUsage, KeyVersionInfo, MAX_TAGS, RotationKind,

@@ -270,7 +270,7 @@ fn expected_key_check() {
         .decrypt_with_key(&blob, &ctx(), "alias/other")
         .unwrap_err();
     assert!(
-        matches!(err, Error::IncorrectKey { ref expected, ref found } if expected == k2.as_str() && found == &k1),
+        matches!(err, Error::IncorrectKey { ref expected, ref found } if expected.as_str() == k2.as_str() && found.as_str() == k1.as_str()),
         "{err}"
     );
 }

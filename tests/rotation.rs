@@ -263,7 +263,7 @@ fn disabled_keys_refuse_everything_cryptographic() {
     assert_eq!(c.describe_key(k).unwrap().state, KeyState::Disabled);
     let refused = |r: Result<(), Error>| {
         assert!(
-            matches!(r, Err(Error::InvalidKeyState { ref state, .. }) if state == "Disabled"),
+            matches!(r, Err(Error::InvalidKeyState { ref state, .. }) if *state == KeyState::Disabled),
             "{r:?}"
         );
     };

@@ -196,13 +196,14 @@ fn outcome_of<T>(result: &Result<T>) -> Outcome {
         // A denial anywhere in the operation (the pipeline's decision, or a
         // second key's decision inside the work, as for UpdateAlias or
         // ReEncrypt) is recorded as a denial.
-        Err(Error::AccessDenied {
-            action, resource, ..
-        }) => Outcome::Denied {
-            reason: format!("no permission for {action} on {resource}"),
+        Err(Error::AccessDenied { action, key_id, .. }) => Outcome::Denied {
+            reason: format!(
+                "no permission for {action} on {}",
+                key_id.as_ref().map_or("*", crate::KeyId::as_str)
+            ),
         },
         Err(e) => Outcome::Failed {
-            error: e.kind().to_owned(),
+            error: e.name().to_owned(),
         },
     }
 }

@@ -28,13 +28,13 @@ impl Inner {
         let alg = symmetric(meta)?;
         let version = meta.primary_version;
         if version < meta.min_encrypt_version {
-            return Err(Error::InvalidKeyState {
-                key_id: meta.key_id.to_string(),
-                state: format!(
-                    "below its minimum encryption version {} (primary {version}); rotate the key",
+            return Err(Error::VersionCannotEncrypt {
+                key_id: meta.key_id.clone(),
+                version,
+                reason: format!(
+                    "below the minimum encryption version {}",
                     meta.min_encrypt_version
                 ),
-                action: "encryption".into(),
             });
         }
         let mut out = blob::encode_header(alg.suite_id(), &meta.key_id, version)?;
@@ -68,7 +68,7 @@ impl Inner {
         }
         if h.version < meta.min_decrypt_version {
             return Err(Error::VersionRetired {
-                key_id: meta.key_id.to_string(),
+                key_id: meta.key_id.clone(),
                 version: h.version,
                 floor: meta.min_decrypt_version,
             });
@@ -141,8 +141,8 @@ impl Client {
                 let want = self.inner().resolve(exp)?;
                 if want.key_id != meta.key_id {
                     return Err(Error::IncorrectKey {
-                        expected: want.key_id.to_string(),
-                        found: meta.key_id.to_string(),
+                        expected: want.key_id.clone(),
+                        found: meta.key_id.clone(),
                     });
                 }
             }

@@ -207,9 +207,9 @@ impl Client {
             }
             if matches!(meta.state, crate::KeyState::PendingDeletion { .. }) {
                 return Err(Error::InvalidKeyState {
-                    key_id: meta.key_id.to_string(),
-                    state: meta.state.to_string(),
-                    action: Action::ImportKeyMaterial.to_string(),
+                    key_id: meta.key_id.clone(),
+                    state: meta.state,
+                    action: Action::ImportKeyMaterial,
                 });
             }
             let (spec, raw) =

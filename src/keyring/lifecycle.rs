@@ -53,9 +53,9 @@ impl Inner {
     ) -> Result<KeyState> {
         let meta = self.store.update_key(key, &mut |m| {
             m.state = f(m.state).ok_or_else(|| Error::InvalidKeyState {
-                key_id: m.key_id.to_string(),
-                state: m.state.to_string(),
-                action: action.to_string(),
+                key_id: m.key_id.clone(),
+                state: m.state,
+                action,
             })?;
             Ok(())
         })?;

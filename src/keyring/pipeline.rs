@@ -229,9 +229,9 @@ fn denial_error(
         Ok(decision)
     } else {
         Err(Error::AccessDenied {
-            principal: principal.to_string(),
-            action: action.to_string(),
-            resource: key.map_or_else(|| "*".to_owned(), |k| k.key_id.to_string()),
+            principal: principal.clone(),
+            action,
+            key_id: key.map(|k| k.key_id.clone()),
         })
     }
 }
@@ -244,16 +244,16 @@ pub(crate) fn check_usable(meta: &KeyMetadata, action: Action) -> Result<()> {
     };
     if meta.state != KeyState::Enabled {
         return Err(Error::InvalidKeyState {
-            key_id: meta.key_id.to_string(),
-            state: meta.state.to_string(),
-            action: action.to_string(),
+            key_id: meta.key_id.clone(),
+            state: meta.state,
+            action,
         });
     }
     if meta.usage != usage {
         return Err(Error::WrongKeyUsage {
-            key_id: meta.key_id.to_string(),
-            usage: meta.usage.to_string(),
-            action: action.to_string(),
+            key_id: meta.key_id.clone(),
+            usage: meta.usage,
+            action,
         });
     }
     Ok(())

@@ -206,9 +206,9 @@ impl Client {
             rotatable(meta)?;
             if matches!(meta.state, KeyState::PendingDeletion { .. }) {
                 return Err(Error::InvalidKeyState {
-                    key_id: meta.key_id.to_string(),
-                    state: meta.state.to_string(),
-                    action: Action::RotateKeyOnDemand.to_string(),
+                    key_id: meta.key_id.clone(),
+                    state: meta.state,
+                    action: Action::RotateKeyOnDemand,
                 });
             }
             Ok(self

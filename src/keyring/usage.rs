@@ -141,9 +141,9 @@ impl UsageMeter {
 }
 
 fn limit_error(id: &MaterialId) -> Error {
-    Error::InvalidKeyState {
-        key_id: id.key_id.to_string(),
-        state: format!("at its encryption limit on version {}", id.version),
-        action: "encryption (rotate the key)".into(),
+    Error::VersionCannotEncrypt {
+        key_id: id.key_id.clone(),
+        version: id.version,
+        reason: "it reached its encryption limit".into(),
     }
 }
