@@ -78,6 +78,9 @@ mod principal;
 mod random;
 mod secret;
 pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod verify;
 
 pub use action::Action;

@@ -5,8 +5,6 @@
 //! fail, so a CI run can never skip the HSM silently.
 #![cfg(feature = "pkcs11")]
 
-mod conformance;
-
 use std::sync::Arc;
 use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config};
 use strongroom::store::MetadataStore;
@@ -39,7 +37,7 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
     (ring, backend)
 }
 
-conformance_suite!(make, persistent);
+strongroom::conformance_suite!(make, persistent);
 
 #[test]
 fn master_keys_are_not_extractable() {
