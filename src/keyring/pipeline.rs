@@ -287,6 +287,26 @@ fn resolved(meta: Option<&Arc<KeyMetadata>>) -> Result<&Arc<KeyMetadata>> {
 }
 
 impl Client {
+    /// A door that names a key: runs the pipeline and hands the work the
+    /// resolved key.
+    fn keyed<T>(
+        &self,
+        action: Action,
+        target: Target<'_>,
+        context: Option<&EncryptionContext>,
+        party_of: Option<&str>,
+        work: impl FnOnce(&Call<'_>, &Arc<KeyMetadata>) -> Result<T>,
+    ) -> Result<T> {
+        self.inner().run(
+            self.principal(),
+            action,
+            target,
+            context,
+            party_of,
+            |call, m| work(call, resolved(m)?),
+        )
+    }
+
     /// The door for operations on a key the caller names (id or alias).
     pub(crate) fn on_key<T>(
         &self,
@@ -295,14 +315,7 @@ impl Client {
         context: Option<&EncryptionContext>,
         work: impl FnOnce(&Call<'_>, &Arc<KeyMetadata>) -> Result<T>,
     ) -> Result<T> {
-        self.inner().run(
-            self.principal(),
-            action,
-            Target::Ref(key),
-            context,
-            None,
-            |call, m| work(call, resolved(m)?),
-        )
+        self.keyed(action, Target::Ref(key), context, None, work)
     }
 
     /// The door for ring-wide operations (no key).
@@ -332,14 +345,7 @@ impl Client {
         context: Option<&EncryptionContext>,
         work: impl FnOnce(&Call<'_>, &Arc<KeyMetadata>) -> Result<T>,
     ) -> Result<T> {
-        self.inner().run(
-            self.principal(),
-            action,
-            Target::Id(key_id),
-            context,
-            None,
-            |call, m| work(call, resolved(m)?),
-        )
+        self.keyed(action, Target::Id(key_id), context, None, work)
     }
 
     /// [`Client::on_key`] where the grantee or retiring principal of the
@@ -351,13 +357,6 @@ impl Client {
         party_of: Option<&str>,
         work: impl FnOnce(&Call<'_>, &Arc<KeyMetadata>) -> Result<T>,
     ) -> Result<T> {
-        self.inner().run(
-            self.principal(),
-            action,
-            Target::Ref(key),
-            None,
-            party_of,
-            |call, m| work(call, resolved(m)?),
-        )
+        self.keyed(action, Target::Ref(key), None, party_of, work)
     }
 }

@@ -417,23 +417,8 @@ impl Policy {
     /// aliases, draw random bytes). Everyone else can only use keys whose
     /// policies or grants name them.
     pub fn ring_admins(admins: impl IntoIterator<Item = Principal>) -> Policy {
-        let admins: Vec<PrincipalPattern> =
-            admins.into_iter().map(PrincipalPattern::Exact).collect();
-        Policy {
-            version: version(),
-            statements: vec![Statement {
-                sid: Some("RingAdmins".into()),
-                effect: Effect::Allow,
-                principal: OneOrMany::Many(admins),
-                action: OneOrMany::Many(
-                    Self::RING_ACTIONS
-                        .iter()
-                        .map(|a| a.as_str().into())
-                        .collect(),
-                ),
-                condition: BTreeMap::new(),
-            }],
-        }
+        let admins = admins.into_iter().map(PrincipalPattern::Exact).collect();
+        Self::ring_wide("RingAdmins", OneOrMany::Many(admins))
     }
 
     /// The open ring policy, the ring's default unless the builder names
@@ -443,12 +428,20 @@ impl Policy {
     /// random bytes. It gives no right on any existing key: every action on a
     /// key is decided by that key's policy and grants alone.
     pub fn open_ring() -> Policy {
+        Self::ring_wide(
+            "AnyPrincipalMayCreateAndList",
+            OneOrMany::One(PrincipalPattern::Any),
+        )
+    }
+
+    /// One statement allowing `principal` every ring-wide action.
+    fn ring_wide(sid: &str, principal: OneOrMany<PrincipalPattern>) -> Policy {
         Policy {
             version: version(),
             statements: vec![Statement {
-                sid: Some("AnyPrincipalMayCreateAndList".into()),
+                sid: Some(sid.into()),
                 effect: Effect::Allow,
-                principal: OneOrMany::One(PrincipalPattern::Any),
+                principal,
                 action: OneOrMany::Many(
                     Self::RING_ACTIONS
                         .iter()
