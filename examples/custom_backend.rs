@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use strongroom::backend::{KeyBackend, MaterialId, MemoryBackend};
+use strongroom::backend::{KeyBackend, MaterialId, MemoryBackend, SigningBackend};
 use strongroom::store::MetadataStore;
 use strongroom::testing::{self, Factory};
 use strongroom::{KeyRing, KeySpec, ManualClock, Result, SecretBytes};
@@ -74,35 +74,30 @@ impl KeyBackend for CountingBackend {
         self.inner.contains(id)
     }
 
+    // Capabilities: this backend offers signing only where its inner
+    // backend does, counting the calls too.
+    fn signing(&self) -> Option<&dyn SigningBackend> {
+        self.inner.signing().map(|_| self as &dyn SigningBackend)
+    }
+}
+
+impl SigningBackend for CountingBackend {
     fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
         self.calls.hit("sign");
-        self.inner.sign(id, data)
+        self.signer(id)?.sign(id, data)
     }
 
     fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
         self.calls.hit("public_key");
-        self.inner.public_key(id)
+        self.signer(id)?.public_key(id)
     }
+}
 
-    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
-        self.calls.hit("mac");
-        self.inner.mac(id, message)
-    }
-
-    fn hpke_open(
-        &self,
-        id: &MaterialId,
-        info: &[u8],
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<SecretBytes> {
-        self.calls.hit("hpke_open");
-        self.inner.hpke_open(id, info, aad, sealed)
-    }
-
-    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
-        self.calls.hit("import");
-        self.inner.import(id, spec, raw)
+impl CountingBackend {
+    fn signer(&self, id: &MaterialId) -> Result<&dyn SigningBackend> {
+        self.inner
+            .signing()
+            .ok_or_else(|| strongroom::Error::Unsupported(format!("cannot sign with {id}")))
     }
 }
 

@@ -6,7 +6,7 @@
 #![cfg(feature = "pkcs11")]
 
 use std::sync::Arc;
-use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config};
+use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config, SigningBackend};
 use strongroom::store::MetadataStore;
 use strongroom::{
     CreateKeyOptions, Error, KeyRing, KeySpec, ManualClock, MaterialId, Principal, SecretBytes,
@@ -66,7 +66,7 @@ fn signing_keys_live_on_the_token() {
         let again: Arc<dyn KeyBackend> = Arc::new(Pkcs11Backend::connect(&config()).unwrap());
         let id = MaterialId::new(k.clone(), 1);
         assert_eq!(
-            again.public_key(&id).unwrap(),
+            again.signing().unwrap().public_key(&id).unwrap(),
             backend.public_key(&id).unwrap()
         );
     }

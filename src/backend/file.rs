@@ -1,7 +1,9 @@
 //! The file backend: key material encrypted at rest in a keystore directory.
 
 use super::material::Material;
-use super::{KeyBackend, MaterialId, MemoryBackend};
+use super::{
+    HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId, MemoryBackend, SigningBackend,
+};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::secret::SecretBytes;
@@ -127,10 +129,6 @@ impl KeyBackend for FileBackend {
         self.store_new(id, spec, &raw)
     }
 
-    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
-        self.store_new(id, spec, raw)
-    }
-
     fn encrypt(&self, id: &MaterialId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         self.ensure(id)?;
         self.memory.encrypt(id, aad, plaintext)
@@ -141,30 +139,24 @@ impl KeyBackend for FileBackend {
         self.memory.decrypt(id, aad, payload)
     }
 
-    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
-        self.ensure(id)?;
-        self.memory.sign(id, data)
+    fn raw_aead_payloads(&self) -> bool {
+        true
     }
 
-    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
-        self.ensure(id)?;
-        self.memory.public_key(id)
+    fn signing(&self) -> Option<&dyn SigningBackend> {
+        Some(self)
     }
 
-    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
-        self.ensure(id)?;
-        self.memory.mac(id, message)
+    fn macs(&self) -> Option<&dyn MacBackend> {
+        Some(self)
     }
 
-    fn hpke_open(
-        &self,
-        id: &MaterialId,
-        info: &[u8],
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<SecretBytes> {
-        self.ensure(id)?;
-        self.memory.hpke_open(id, info, aad, sealed)
+    fn hpke(&self) -> Option<&dyn HpkeBackend> {
+        Some(self)
+    }
+
+    fn importing(&self) -> Option<&dyn ImportBackend> {
+        Some(self)
     }
 
     fn destroy(&self, id: &MaterialId) -> Result<()> {
@@ -174,5 +166,43 @@ impl KeyBackend for FileBackend {
 
     fn contains(&self, id: &MaterialId) -> Result<bool> {
         Ok(self.memory.contains(id)? || self.ks.exists(&material_rel(id)))
+    }
+}
+
+impl ImportBackend for FileBackend {
+    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        self.store_new(id, spec, raw)
+    }
+}
+
+impl SigningBackend for FileBackend {
+    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
+        self.ensure(id)?;
+        self.memory.sign(id, data)
+    }
+
+    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
+        self.ensure(id)?;
+        self.memory.public_key(id)
+    }
+}
+
+impl MacBackend for FileBackend {
+    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
+        self.ensure(id)?;
+        self.memory.mac(id, message)
+    }
+}
+
+impl HpkeBackend for FileBackend {
+    fn hpke_open(
+        &self,
+        id: &MaterialId,
+        info: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes> {
+        self.ensure(id)?;
+        self.memory.hpke_open(id, info, aad, sealed)
     }
 }

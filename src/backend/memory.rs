@@ -2,7 +2,7 @@
 //! destroyed or dropped, and is lost when the process ends.
 
 use super::material::Material;
-use super::{KeyBackend, MaterialId};
+use super::{HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId, SigningBackend};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::random::{OsRandom, RandomSource};
@@ -94,30 +94,24 @@ impl KeyBackend for MemoryBackend {
         self.get(id)?.decrypt(aad, payload)
     }
 
-    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
-        self.get(id)?.sign(data)
+    fn raw_aead_payloads(&self) -> bool {
+        true
     }
 
-    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
-        self.get(id)?.public_key_der()
+    fn signing(&self) -> Option<&dyn SigningBackend> {
+        Some(self)
     }
 
-    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
-        self.get(id)?.mac(message)
+    fn macs(&self) -> Option<&dyn MacBackend> {
+        Some(self)
     }
 
-    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
-        self.insert_raw(id, spec, raw)
+    fn hpke(&self) -> Option<&dyn HpkeBackend> {
+        Some(self)
     }
 
-    fn hpke_open(
-        &self,
-        id: &MaterialId,
-        info: &[u8],
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<SecretBytes> {
-        self.get(id)?.hpke_open(info, aad, sealed)
+    fn importing(&self) -> Option<&dyn ImportBackend> {
+        Some(self)
     }
 
     fn destroy(&self, id: &MaterialId) -> Result<()> {
@@ -135,5 +129,39 @@ impl KeyBackend for MemoryBackend {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(id))
+    }
+}
+
+impl SigningBackend for MemoryBackend {
+    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
+        self.get(id)?.sign(data)
+    }
+
+    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
+        self.get(id)?.public_key_der()
+    }
+}
+
+impl MacBackend for MemoryBackend {
+    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
+        self.get(id)?.mac(message)
+    }
+}
+
+impl HpkeBackend for MemoryBackend {
+    fn hpke_open(
+        &self,
+        id: &MaterialId,
+        info: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<SecretBytes> {
+        self.get(id)?.hpke_open(info, aad, sealed)
+    }
+}
+
+impl ImportBackend for MemoryBackend {
+    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        self.insert_raw(id, spec, raw)
     }
 }

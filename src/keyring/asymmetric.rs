@@ -7,7 +7,9 @@
 
 use super::{Client, Inner};
 use crate::action::Action;
-use crate::backend::MaterialId;
+use crate::backend::{
+    HpkeBackend, ImportBackend, MacBackend, MaterialId, SigningBackend, lacks,
+};
 use crate::backend::material::Material;
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
@@ -116,6 +118,30 @@ fn enc_err<E>(_: E) -> Error {
 }
 
 impl Inner {
+    /// The backend's signing capability, or a clear `Unsupported`.
+    pub(crate) fn signing_backend(&self, id: &MaterialId) -> Result<&dyn SigningBackend> {
+        let b = self.backend.as_ref();
+        b.signing().ok_or_else(|| lacks(b, "sign", id))
+    }
+
+    /// The backend's MAC capability, or a clear `Unsupported`.
+    pub(crate) fn mac_backend(&self, id: &MaterialId) -> Result<&dyn MacBackend> {
+        let b = self.backend.as_ref();
+        b.macs().ok_or_else(|| lacks(b, "compute a MAC", id))
+    }
+
+    /// The backend's HPKE capability, or a clear `Unsupported`.
+    pub(crate) fn hpke_backend(&self, id: &MaterialId) -> Result<&dyn HpkeBackend> {
+        let b = self.backend.as_ref();
+        b.hpke().ok_or_else(|| lacks(b, "decrypt HPKE", id))
+    }
+
+    /// The backend's import capability, or a clear `Unsupported`.
+    pub(crate) fn import_backend(&self, id: &MaterialId) -> Result<&dyn ImportBackend> {
+        let b = self.backend.as_ref();
+        b.importing().ok_or_else(|| lacks(b, "import material", id))
+    }
+
     fn verifier(&self, meta: &KeyMetadata) -> Result<Arc<PublicKeyVerifier>> {
         let mref = MaterialId::new(meta.key_id.clone(), meta.primary_version);
         if let Some(v) = self
@@ -128,7 +154,7 @@ impl Inner {
             return Ok(v.clone());
         }
         let v = Arc::new(PublicKeyVerifier::from_spki_der(
-            &self.backend.public_key(&mref)?,
+            &self.signing_backend(&mref)?.public_key(&mref)?,
         )?);
         self.asym
             .verifiers
@@ -171,7 +197,7 @@ impl Client {
                             Error::invalid("an ECDSA P-256 digest must be 32 bytes (SHA-256)")
                         })?,
                     };
-                    let raw = self.inner().backend.sign(&primary(meta), &digest)?;
+                    let raw = self.inner().signing_backend(&primary(meta))?.sign(&primary(meta), &digest)?;
                     match format {
                         SignatureFormat::Raw => Ok(raw),
                         SignatureFormat::Der => Ok(p256::ecdsa::Signature::from_slice(&raw)
@@ -189,7 +215,7 @@ impl Client {
                             "Ed25519 signs whole messages; MessageType::Digest is not supported",
                         ));
                     }
-                    self.inner().backend.sign(&primary(meta), message)
+                    self.inner().signing_backend(&primary(meta))?.sign(&primary(meta), message)
                 }
                 other => Err(Error::Unsupported(format!("{other} keys do not sign"))),
             }
@@ -218,7 +244,7 @@ impl Client {
     /// The public key of an asymmetric key, as SPKI DER and PEM.
     pub fn get_public_key(&self, key: &str) -> Result<PublicKeyInfo> {
         self.on_key(Action::GetPublicKey, key, None, |_, meta| {
-            let der = self.inner().backend.public_key(&primary(meta))?;
+            let der = self.inner().signing_backend(&primary(meta))?.public_key(&primary(meta))?;
             Ok(PublicKeyInfo {
                 key_id: meta.key_id.clone(),
                 spec: meta.spec,
@@ -236,7 +262,7 @@ impl Client {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
             }
             call.note_version(meta.primary_version);
-            self.inner().backend.mac(&primary(meta), message)
+            self.inner().mac_backend(&primary(meta))?.mac(&primary(meta), message)
         })
     }
 
@@ -248,7 +274,7 @@ impl Client {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
             }
             call.note_version(meta.primary_version);
-            let expected = Zeroizing::new(self.inner().backend.mac(&primary(meta), message)?);
+            let expected = Zeroizing::new(self.inner().mac_backend(&primary(meta))?.mac(&primary(meta), message)?);
             Ok(expected.len() == tag.len() && bool::from(expected.ct_eq(tag)))
         })
     }
@@ -271,9 +297,10 @@ impl Client {
                 )));
             }
             call.note_version(meta.primary_version);
+            let id = primary(meta);
             self.inner()
-                .backend
-                .hpke_open(&primary(meta), info, aad, ciphertext)
+                .hpke_backend(&id)?
+                .hpke_open(&id, info, aad, ciphertext)
         })
     }
 
