@@ -74,6 +74,7 @@ mod principal;
 mod random;
 mod secret;
 pub mod store;
+mod sync;
 pub mod verify;
 
 pub use action::Action;
