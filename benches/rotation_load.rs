@@ -16,6 +16,10 @@
 //! grant created (untimed) just before. Rotations add a version per call, so
 //! the alias moves to a fresh key every `ROTATIONS_PER_KEY` rotations
 //! (untimed): loaded and unloaded runs rotate records of the same sizes.
+//!
+//! The per-call table also counts criterion's warm-up calls. On a shared
+//! machine the p99 column mostly shows scheduling delay (9 runnable threads
+//! here, plus whatever else runs): compare ratios within one run.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::collections::BTreeMap;

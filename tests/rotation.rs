@@ -392,6 +392,14 @@ fn writers_progress_while_eight_threads_seal() {
         .unwrap()
         .to_string();
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the sealers however this test ends (an assertion failing too).
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _stop_on_drop = StopOnDrop(stop.clone());
     // The newest version any sealer has completed a seal under.
     let newest_sealed = Arc::new(AtomicU32::new(0));
     let sealers: Vec<_> = (0..SEALERS)
