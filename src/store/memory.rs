@@ -45,7 +45,7 @@ impl MemoryStore {
     }
 
     /// The state for a change; hold only while changing it (the caller
-    /// holds [`MemoryStore::writer`]).
+    /// holds the writer lock).
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write()
     }
