@@ -78,6 +78,7 @@ mod principal;
 mod random;
 mod secret;
 pub mod store;
+mod sync;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -7,9 +7,10 @@ use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::random::{OsRandom, RandomSource};
 use crate::secret::SecretBytes;
+use crate::sync::WriterFirst;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// Keeps master keys in process memory. The embedded default.
 ///
@@ -18,7 +19,10 @@ use std::sync::{Arc, RwLock};
 /// is built.
 pub struct MemoryBackend {
     rng: Arc<dyn RandomSource>,
-    keys: RwLock<HashMap<MaterialId, Arc<Material>>>,
+    /// Read on every operation (a lookup and an `Arc` clone); written only
+    /// to insert or remove material, which is built and zeroized outside
+    /// the lock. Writers are not held back by a stream of readers.
+    keys: WriterFirst<HashMap<MaterialId, Arc<Material>>>,
 }
 
 impl MemoryBackend {
@@ -31,7 +35,7 @@ impl MemoryBackend {
     pub fn with_random(rng: Arc<dyn RandomSource>) -> Self {
         MemoryBackend {
             rng,
-            keys: RwLock::new(HashMap::new()),
+            keys: WriterFirst::new(HashMap::new()),
         }
     }
 
@@ -39,7 +43,7 @@ impl MemoryBackend {
     /// material and by key import). Fails if `id` exists.
     pub(crate) fn insert_raw(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
         let material = Material::from_raw(spec, raw)?;
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.write();
         if keys.contains_key(id) {
             return Err(Error::invalid(format!("material {id} already exists")));
         }
@@ -50,7 +54,6 @@ impl MemoryBackend {
     fn get(&self, id: &MaterialId) -> Result<Arc<Material>> {
         self.keys
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))
@@ -65,7 +68,7 @@ impl Default for MemoryBackend {
 
 impl fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.keys.read().map(|k| k.len()).unwrap_or(0);
+        let n = self.keys.read().len();
         f.debug_struct("MemoryBackend")
             .field("versions_held", &n)
             .finish_non_exhaustive()
@@ -115,20 +118,15 @@ impl KeyBackend for MemoryBackend {
     }
 
     fn destroy(&self, id: &MaterialId) -> Result<()> {
-        // Dropping the last Arc drops the cipher, whose key schedule zeroizes.
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        // Dropping the last Arc drops the cipher, whose key schedule
+        // zeroizes; that happens after the lock is released.
+        let removed = self.keys.write().remove(id);
+        drop(removed);
         Ok(())
     }
 
     fn contains(&self, id: &MaterialId) -> Result<bool> {
-        Ok(self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(id))
+        Ok(self.keys.read().contains_key(id))
     }
 }
 
