@@ -277,3 +277,17 @@ pub mod fuzzing {
         }
     }
 }
+
+/// Lets a file keystore create and open passphrase stores whose Argon2id
+/// parameters are below [`crate::store::Argon2Params::MINIMUM`], so tests
+/// that exercise passphrases run in milliseconds. **Never in production**:
+/// weak parameters make an offline guess of the passphrase cheap for anyone
+/// who reads `header.json`.
+pub fn weak_argon2_for_tests(
+    options: crate::store::KeystoreOptions,
+) -> crate::store::KeystoreOptions {
+    crate::store::KeystoreOptions {
+        allow_weak_argon2: true,
+        ..options
+    }
+}
