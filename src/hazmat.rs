@@ -229,14 +229,18 @@ pub mod fuzzing {
                     std::env::temp_dir().join(format!("strongroom-fuzz-ks-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 let ring = KeyRing::open(&dir, root()).ok()?;
-                let id = ring
-                    .client(Principal::service("fuzz").ok()?)
+                ring.client(Principal::service("fuzz").ok()?)
                     .create_key(
                         KeySpec::default(),
                         CreateKeyOptions::new().alias("alias/fuzz"),
                     )
                     .ok()?;
-                let record = dir.join(format!("keys/{id}.rec"));
+                // The one key record (`keys/<id>.<generation>.rec`).
+                let record = std::fs::read_dir(dir.join("keys"))
+                    .ok()?
+                    .next()?
+                    .ok()?
+                    .path();
                 let original = std::fs::read(&record).ok()?;
                 Some(Fixture {
                     dir,

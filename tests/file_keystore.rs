@@ -36,7 +36,10 @@ fn ctx() -> EncryptionContext {
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     for sub in ["", "keys", "material", "aliases", "manifest"] {
-        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries {
             let path = e.unwrap().path();
             if path.is_file() && path.file_name().unwrap() != "LOCK" {
                 out.insert(path.clone(), std::fs::read(&path).unwrap());
@@ -791,6 +794,25 @@ fn store_files_and_directories_are_private() {
 }
 
 #[test]
+fn audit_logs_are_private() {
+    use strongroom::audit::{JsonlFileSink, JsonlOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("audit");
+    let sink = Arc::new(JsonlFileSink::open(&logs, &[7u8; 32], JsonlOptions::default()).unwrap());
+    let ring = KeyRing::builder().audit_sink(sink).build();
+    ring.client(p("user:a"))
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    drop(ring);
+    assert_eq!(mode(&logs), 0o700);
+    let all = walk(&logs);
+    assert!(!all.is_empty());
+    for path in all {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}
+
+#[test]
 fn open_refuses_a_directory_others_can_write() {
     let dir = tempfile::tempdir().unwrap();
     KeyRing::open(dir.path(), root()).unwrap();
@@ -1144,14 +1166,21 @@ fn a_wrong_root_key_repairs_nothing() {
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/w"))
             .unwrap()
     };
-    let new_root = || RootKey::raw([0x44; 32]);
-    // A root rotation interrupted right after its commit point.
-    let faulty = KeystoreOptions::default().storage(Arc::new(NoManifestRename));
-    assert!(rotate_root_key(dir.path(), &root(), &new_root(), &faulty).is_err());
-    // And crash leftovers of an interrupted write.
+    // Crash leftovers of interrupted writes: a wrong key removes none.
     std::fs::write(dir.path().join("keys/.tmp-999-leftover"), b"torn").unwrap();
     std::fs::write(dir.path().join("keys/leftover.rec.new"), b"torn").unwrap();
     std::fs::write(dir.path().join(".tmp-999-top"), b"torn").unwrap();
+    let before = files(dir.path());
+    assert!(matches!(
+        KeyRing::open(dir.path(), RootKey::raw([0x22; 32])),
+        Err(Error::WrongRootKey)
+    ));
+    assert_eq!(files(dir.path()), before);
+    // A root rotation interrupted right after its commit point: neither a
+    // wrong key nor the old one finishes it.
+    let new_root = || RootKey::raw([0x44; 32]);
+    let faulty = KeystoreOptions::default().storage(Arc::new(NoManifestRename));
+    assert!(rotate_root_key(dir.path(), &root(), &new_root(), &faulty).is_err());
     let before = files(dir.path());
     assert!(before.keys().any(|p| p.ends_with("ROOT-ROTATION.json")));
     for wrong in [RootKey::raw([0x22; 32]), root()] {

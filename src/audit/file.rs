@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -175,7 +176,12 @@ impl JsonlFileSink {
         options: JsonlOptions,
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| io(e, "create", &dir))?;
+        // Private: the log names keys, principals and operations.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| io(e, "create", &dir))?;
         let files = log_files(&dir).map_err(|e| io(e, "list", &dir))?;
         // Continue in the last file, from the last record of the newest
         // non-empty file (a rollover may have left the last file empty).
@@ -224,6 +230,7 @@ impl JsonlFileSink {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| io(e, "open", &path))?;
         Ok(JsonlFileSink {
@@ -342,6 +349,7 @@ impl JsonlFileSink {
                 OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(&path)
                     .map_err(|e| io(e, "open", &path))?,
             );
