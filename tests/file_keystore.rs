@@ -831,6 +831,43 @@ fn open_refuses_a_directory_others_can_write() {
         chmod(&path, 0o700);
     }
     assert!(KeyRing::open(dir.path(), root()).is_ok());
+    // Owned by another user: only root can set that up.
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata(dir.path()).unwrap().uid();
+    if me == 0 {
+        std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+        match KeyRing::open(dir.path(), root()) {
+            Err(Error::Configuration(msg)) => {
+                assert!(msg.contains("belongs to user 65534"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        std::os::unix::fs::chown(dir.path(), Some(0), None).unwrap();
+        assert!(KeyRing::open(dir.path(), root()).is_ok());
+    }
+}
+
+#[test]
+fn a_format_1_store_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let v1 = r#"{ "format": "strongroom-keystore", "version": 1,
+  "kdf": { "kind": "raw" }, "check": "00" }"#;
+    std::fs::write(dir.path().join("header.json"), v1).unwrap();
+    match KeyRing::open(dir.path(), root()) {
+        Err(Error::CorruptStore { file, reason }) => {
+            assert_eq!(file, "header.json");
+            assert!(
+                reason.contains("format version 1 is not supported"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("header.json")).unwrap(),
+        v1
+    );
 }
 
 fn is_timeout(e: &Error) -> bool {
