@@ -1351,3 +1351,32 @@ fn argon2_parameters_below_the_floor_are_refused() {
     ));
     assert!(KeyRing::open(raw.path(), root()).is_ok());
 }
+
+#[test]
+fn a_store_whose_header_is_gone_is_not_replaced_by_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        ring.client(p("user:a"))
+            .create_key(KeySpec::default(), CreateKeyOptions::new())
+            .unwrap();
+    }
+    let header = std::fs::read(dir.path().join("header.json")).unwrap();
+    std::fs::remove_file(dir.path().join("header.json")).unwrap();
+    let before = files(dir.path());
+    match KeyRing::open(dir.path(), root()) {
+        Err(Error::CorruptStore { file, .. }) => assert_eq!(file, "header.json"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(files(dir.path()), before);
+    std::fs::write(dir.path().join("header.json"), header).unwrap();
+    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    assert_eq!(
+        ring.client(p("user:a"))
+            .list_keys(10, None)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}

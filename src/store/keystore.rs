@@ -1083,6 +1083,17 @@ impl Keystore {
             finish_rotation(dir, storage, options.durability, &marker)?;
         }
         let Some(header_bytes) = read_opt(&dir.join(HEADER))? else {
+            // A store whose header is gone is not silently replaced by a new,
+            // empty one (whose first open would remove the old records).
+            for sub in RECORD_DIRS {
+                let d = dir.join(sub);
+                if std::fs::read_dir(&d).is_ok_and(|mut e| e.next().is_some()) {
+                    return Err(corrupt_file(
+                        HEADER,
+                        format!("missing, but {sub}/ holds records: restore it from a backup"),
+                    ));
+                }
+            }
             return Self::create(dir, root, options, rng);
         };
         let header = parse_header(&header_bytes, HEADER)?;
@@ -1205,10 +1216,13 @@ impl Keystore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(io_err(&path, "stat", e)),
             };
-            let old = self.view.read().unwrap_or_else(|e| e.into_inner()).clone();
-            if sig.is_some() && sig == old.stat {
-                return Ok(());
-            }
+            let old = {
+                let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+                if sig.is_some() && sig == v.stat {
+                    return Ok(());
+                }
+                v.clone()
+            };
             match read_view(&self.dir, &self.keys.mac, &self.store_id, Some(&old)) {
                 Ok(v) => {
                     let mut cur = self.view.write().unwrap_or_else(|e| e.into_inner());
