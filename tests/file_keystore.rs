@@ -1042,6 +1042,20 @@ fn an_older_authentic_record_put_back_is_refused() {
 
 // Item 10: freshness across rings and processes.
 
+/// A key policy letting user:a do everything, except encrypt if `deny`.
+fn policy(deny: bool) -> strongroom::policy::Policy {
+    let deny = if deny {
+        r#",{"Sid":"NoEncrypt","Effect":"Deny","Principal":"user:a","Action":"strongroom:Encrypt"}"#
+    } else {
+        ""
+    };
+    strongroom::policy::Policy::from_json(&format!(
+        r#"{{"Version":"2026-01-01","Statement":[
+  {{"Sid":"A","Effect":"Allow","Principal":"user:a","Action":"strongroom:*"}}{deny}]}}"#
+    ))
+    .unwrap()
+}
+
 #[test]
 fn a_second_ring_sees_every_change_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -1079,6 +1093,13 @@ fn a_second_ring_sees_every_change_at_once() {
     assert_eq!(cb.decrypt(&v2, &ctx()).unwrap().key_version, 2);
     let from_b = cb.encrypt(&key, b"b", &ctx()).unwrap();
     assert_eq!(ca.decrypt(&from_b, &ctx()).unwrap().key_version, 2);
+    // A tightened policy.
+    ca.put_key_policy(&key, &policy(true), false).unwrap();
+    assert!(matches!(
+        cb.encrypt(&key, b"x", &ctx()),
+        Err(Error::AccessDenied { .. })
+    ));
+    ca.put_key_policy(&key, &policy(false), false).unwrap();
     // Disabled, then deleted.
     ca.disable_key(&key).unwrap();
     assert!(matches!(
@@ -1150,6 +1171,9 @@ fn a_ring_in_another_process_sees_every_change_at_once() {
     let reply = ask(format!("encrypt {key}"));
     let from_child = unhex(reply.strip_prefix("OK ").unwrap());
     assert_eq!(c.decrypt(&from_child, &ctx()).unwrap().key_version, 2);
+    c.put_key_policy(&key, &policy(true), false).unwrap();
+    assert_eq!(ask(format!("encrypt {key}")), "ERR AccessDenied");
+    c.put_key_policy(&key, &policy(false), false).unwrap();
     c.disable_key(&key).unwrap();
     assert_eq!(ask(format!("encrypt {key}")), "ERR InvalidKeyState");
     c.enable_key(&key).unwrap();
