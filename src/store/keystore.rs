@@ -1185,14 +1185,10 @@ impl Keystore {
             st.owner = Some(me);
             st.depth = 1;
         }
-        // From here the guard releases whatever happens.
+        // From here the guard releases the in-process lock whatever happens
+        // (unlocking a file lock not taken is harmless).
         let guard = WriteLock { ks: self };
-        {
-            // The file lock is taken only when depth went 0 -> 1; if this
-            // fails, dropping the guard must not unlock what we never held,
-            // which `unlock` tolerates.
-            flock_bounded(&self.lock_file, &lock_path, self.lock_timeout, deadline)?;
-        }
+        flock_bounded(&self.lock_file, &lock_path, self.lock_timeout, deadline)?;
         if self.dir.join(ROTATION_MARKER).exists() {
             return Err(Error::Configuration(
                 "an interrupted root-key rotation is pending in this keystore: open it \
