@@ -466,7 +466,11 @@ fn blob_table_and_size_formula_match_real_blobs() {
             for n in [1usize, 2, 31, 32, 100, 4095, 4096] {
                 let pt = data(n);
                 let blob = c.encrypt(key, &pt, &ctx).unwrap();
-                let env = Env::default().with("L", key.len()).with("n", n);
+                // The built-in backends' payload: nonce, ciphertext, tag.
+                let env = Env::default()
+                    .with("L", key.len())
+                    .with("n", n)
+                    .with("P", 28 + n);
                 let (at, total) = layout(&rows, &env);
                 assert_eq!(blob.len(), total, "blob table, n = {n}");
                 assert_eq!(blob.len(), eval(general, &env), "`{general}`, n = {n}");
@@ -474,7 +478,8 @@ fn blob_table_and_size_formula_match_real_blobs() {
                 let f = |p| field(&rows, &at, &blob, p);
                 assert_eq!(f("magic"), b"SR");
                 assert_eq!(f("type"), [0x01]);
-                assert_eq!(f("format version"), [0x01]);
+                assert_eq!(f("format version"), [0x02]);
+                assert_eq!(be(f("payload length")), 28 + n);
                 assert_eq!(f("suite id"), [doc_suite_id(*alg)]);
                 assert_eq!(be(f("key id length")), key.len());
                 assert_eq!(f("key id,"), key.as_bytes());
@@ -720,12 +725,15 @@ fn streaming_wrapped_key_limit_is_the_largest_blob() {
     let limit = numbers(para.split("longer than").nth(1).unwrap())[0] as usize;
     let rows = blob_table();
     let max_l = stated_max(&row(&rows, "key id length").field);
-    let max_n = stated_max(&row(&rows, "ciphertext").field);
-    let (general, _) = blob_size_formulas();
-    assert_eq!(
-        eval(general, &Env::default().with("L", max_l).with("n", max_n)),
-        limit
+    let max_p = stated_max(&row(&rows, "payload length").field);
+    let (_, largest) = layout(
+        &rows,
+        &Env::default()
+            .with("L", max_l)
+            .with("P", max_p)
+            .with("n", 0),
     );
+    assert_eq!(largest, limit);
 }
 
 // ---- a message assembled from the document alone ------------------------------

@@ -15,7 +15,6 @@ mod memory;
 pub use file::FileBackend;
 pub use memory::MemoryBackend;
 
-
 #[cfg(feature = "pkcs11")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
 mod pkcs11;

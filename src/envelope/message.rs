@@ -263,9 +263,10 @@ pub(crate) const FINAL: u32 = FINAL_MARKER;
 /// Tag length, for the streaming module.
 pub(crate) const TAG_LEN_PUB: usize = TAG_LEN;
 
-/// Largest wrapped-key entry a reader accepts: a ciphertext blob with a
-/// 255-byte key id holding at most 4096 bytes.
-pub(crate) const MAX_WRAPPED_LEN: usize = 6 + 255 + 4 + 12 + 4096 + 16;
+/// Largest wrapped-key entry a reader accepts: a version 2 ciphertext blob
+/// with a 255-byte key id and the largest backend payload (a version 1 blob
+/// is always shorter).
+pub(crate) const MAX_WRAPPED_LEN: usize = 6 + 255 + 4 + 2 + crate::backend::MAX_BACKEND_PAYLOAD;
 
 /// Parses the header. Malformed input is the opaque decryption error.
 pub(crate) fn parse_header(msg: &[u8]) -> Result<MessageHeader<'_>> {

@@ -7,10 +7,8 @@
 
 use super::{Client, Inner};
 use crate::action::Action;
-use crate::backend::{
-    HpkeBackend, ImportBackend, MacBackend, MaterialId, SigningBackend, lacks,
-};
 use crate::backend::material::Material;
+use crate::backend::{HpkeBackend, ImportBackend, MacBackend, MaterialId, SigningBackend, lacks};
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::key::{KeyId, KeyMetadata, KeySpec, KeyUsage};
@@ -197,7 +195,10 @@ impl Client {
                             Error::invalid("an ECDSA P-256 digest must be 32 bytes (SHA-256)")
                         })?,
                     };
-                    let raw = self.inner().signing_backend(&primary(meta))?.sign(&primary(meta), &digest)?;
+                    let raw = self
+                        .inner()
+                        .signing_backend(&primary(meta))?
+                        .sign(&primary(meta), &digest)?;
                     match format {
                         SignatureFormat::Raw => Ok(raw),
                         SignatureFormat::Der => Ok(p256::ecdsa::Signature::from_slice(&raw)
@@ -215,7 +216,9 @@ impl Client {
                             "Ed25519 signs whole messages; MessageType::Digest is not supported",
                         ));
                     }
-                    self.inner().signing_backend(&primary(meta))?.sign(&primary(meta), message)
+                    self.inner()
+                        .signing_backend(&primary(meta))?
+                        .sign(&primary(meta), message)
                 }
                 other => Err(Error::Unsupported(format!("{other} keys do not sign"))),
             }
@@ -244,7 +247,10 @@ impl Client {
     /// The public key of an asymmetric key, as SPKI DER and PEM.
     pub fn get_public_key(&self, key: &str) -> Result<PublicKeyInfo> {
         self.on_key(Action::GetPublicKey, key, None, |_, meta| {
-            let der = self.inner().signing_backend(&primary(meta))?.public_key(&primary(meta))?;
+            let der = self
+                .inner()
+                .signing_backend(&primary(meta))?
+                .public_key(&primary(meta))?;
             Ok(PublicKeyInfo {
                 key_id: meta.key_id.clone(),
                 spec: meta.spec,
@@ -262,7 +268,9 @@ impl Client {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
             }
             call.note_version(meta.primary_version);
-            self.inner().mac_backend(&primary(meta))?.mac(&primary(meta), message)
+            self.inner()
+                .mac_backend(&primary(meta))?
+                .mac(&primary(meta), message)
         })
     }
 
@@ -274,7 +282,11 @@ impl Client {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
             }
             call.note_version(meta.primary_version);
-            let expected = Zeroizing::new(self.inner().mac_backend(&primary(meta))?.mac(&primary(meta), message)?);
+            let expected = Zeroizing::new(
+                self.inner()
+                    .mac_backend(&primary(meta))?
+                    .mac(&primary(meta), message)?,
+            );
             Ok(expected.len() == tag.len() && bool::from(expected.ct_eq(tag)))
         })
     }

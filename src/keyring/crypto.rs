@@ -44,7 +44,7 @@ impl Inner {
         let count = self.usage.record(&mref, self.store.as_ref())?;
         call.note_version(version);
         let payload = self.backend.encrypt(&mref, &aad, plaintext)?;
-        out.extend_from_slice(&payload);
+        blob::append_payload(&mut out, &payload)?;
         if self.usage.should_rotate(count) {
             // The limit is reached: rotate so the next call uses a new version.
             self.rotate_if_primary(meta, RotationKind::UsageLimit)?;

@@ -112,9 +112,11 @@ impl Client {
             };
             let mref = MaterialId::new(key_id.clone(), 1);
             match imported {
-                Some(raw) => inner
-                    .import_backend(&mref)?
-                    .import(&mref, spec, raw.expose_secret())?,
+                Some(raw) => {
+                    inner
+                        .import_backend(&mref)?
+                        .import(&mref, spec, raw.expose_secret())?
+                }
                 None => inner.backend.generate(&mref, spec)?,
             }
             if let Err(e) = inner.store.insert_key(meta, alias.as_ref()) {

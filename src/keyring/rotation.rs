@@ -88,9 +88,10 @@ impl Inner {
                 self.backend.destroy(&mref)?;
             }
             match imported {
-                Some(raw) => self
-                    .import_backend(&mref)?
-                    .import(&mref, m.spec, raw.expose_secret())?,
+                Some(raw) => {
+                    self.import_backend(&mref)?
+                        .import(&mref, m.spec, raw.expose_secret())?
+                }
                 None => self.backend.generate(&mref, m.spec)?,
             }
             generated = Some(mref);
