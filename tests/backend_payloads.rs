@@ -3,7 +3,8 @@
 //! and a payload over the documented bound is refused clearly.
 
 use std::sync::Arc;
-use strongroom::backend::{KeyBackend, MAX_BACKEND_PAYLOAD, MaterialId, MemoryBackend};
+use strongroom::backend::{KeyBackend, MaterialId, MemoryBackend};
+use strongroom::limits::MAX_BACKEND_PAYLOAD;
 use strongroom::{
     CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, Result, SecretBytes,
 };

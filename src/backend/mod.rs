@@ -55,10 +55,7 @@ impl fmt::Display for MaterialId {
     }
 }
 
-/// Largest payload a backend may return from [`KeyBackend::encrypt`]: the
-/// ring refuses anything longer (and never passes a longer one to
-/// [`KeyBackend::decrypt`]), so every wrapped key fits a bounded header.
-pub const MAX_BACKEND_PAYLOAD: usize = 8192;
+pub(crate) use crate::limits::MAX_BACKEND_PAYLOAD;
 
 /// Holds master-key material and operates with it.
 ///

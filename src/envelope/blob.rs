@@ -13,8 +13,7 @@ pub(crate) const VERSION_1: u8 = 0x01;
 /// length-prefixed (u16 BE, 1 to [`crate::backend::MAX_BACKEND_PAYLOAD`]).
 pub(crate) const VERSION_2: u8 = 0x02;
 
-/// Largest plaintext [`crate::Client::encrypt`] accepts.
-pub const MAX_PLAINTEXT_LEN: usize = 4096;
+pub(crate) use crate::limits::MAX_PLAINTEXT_LEN;
 
 /// The parsed, not yet authenticated, header of a ciphertext blob.
 #[derive(Debug)]

@@ -13,10 +13,8 @@ pub(crate) const TYPE_MESSAGE: u8 = 0x02;
 pub(crate) const VERSION_1: u8 = 0x01;
 /// Body layout byte: framed.
 pub(crate) const LAYOUT_FRAMED: u8 = 0x02;
-/// Frame length used by [`crate::Client::seal`] unless told otherwise: 64 KiB.
-pub const DEFAULT_FRAME_LEN: u32 = 64 * 1024;
-/// Largest frame length a message may declare: 16 MiB.
-pub const MAX_FRAME_LEN: u32 = 1 << 24;
+pub(crate) use crate::limits::DEFAULT_FRAME_LEN;
+pub(crate) use crate::limits::MAX_FRAME_LEN;
 /// Marker that starts the final frame.
 const FINAL_MARKER: u32 = 0xFFFF_FFFF;
 /// Length of the message id.

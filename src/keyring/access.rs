@@ -8,8 +8,7 @@ use crate::policy::{Decision, Grant, GrantRequest, GrantToken, Policy, Request, 
 use crate::principal::Principal;
 use crate::random::random_array;
 
-/// Most grants one key may hold.
-pub const MAX_GRANTS_PER_KEY: usize = 50_000;
+pub(crate) use crate::limits::MAX_GRANTS_PER_KEY;
 
 /// Which grant to retire.
 #[derive(Debug, Clone)]

@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// Largest message `sign` and `generate_mac` accept: 1 MiB.
-pub const MAX_SIGN_MESSAGE_LEN: usize = 1 << 20;
+pub(crate) use crate::limits::MAX_SIGN_MESSAGE_LEN;
 
 /// An exported public key.
 #[derive(Debug, Clone, PartialEq, Eq)]

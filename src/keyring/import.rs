@@ -12,8 +12,7 @@ use crate::secret::SecretBytes;
 use crate::verify::hpke_seal_with_info;
 use std::fmt;
 
-/// How long import parameters stay valid, in seconds (24 hours).
-pub const IMPORT_PARAMETERS_TTL_SECS: u64 = 24 * 3600;
+pub(crate) use crate::limits::IMPORT_PARAMETERS_TTL_SECS;
 
 /// Parameters to import key material: encrypt the material to
 /// `public_key_der` with [`ImportParameters::wrap`] (offline, HPKE), then call
@@ -47,11 +46,8 @@ impl fmt::Debug for ImportParameters {
     }
 }
 
-/// Most pending (requested, not yet used or expired) imports one principal
-/// may hold on a ring.
-pub const MAX_PENDING_IMPORTS_PER_PRINCIPAL: usize = 16;
-/// Most pending imports a ring holds in all.
-pub const MAX_PENDING_IMPORTS: usize = 1024;
+pub(crate) use crate::limits::MAX_PENDING_IMPORTS;
+pub(crate) use crate::limits::MAX_PENDING_IMPORTS_PER_PRINCIPAL;
 
 /// One requested import: the one-time wrapping key and what it is bound to.
 pub(super) struct PendingImport {

@@ -7,12 +7,9 @@ use crate::backend::MaterialId;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::key::{KeyId, KeyMetadata, KeyState, RotationKind};
-use std::ops::RangeInclusive;
 
-/// Allowed deletion windows, in days.
-pub const DELETION_WINDOW_DAYS: RangeInclusive<u32> = 7..=30;
-/// Default deletion window, in days.
-pub const DEFAULT_DELETION_WINDOW_DAYS: u32 = 30;
+pub(crate) use crate::limits::DEFAULT_DELETION_WINDOW_DAYS;
+pub(crate) use crate::limits::DELETION_WINDOW_DAYS;
 
 /// What [`KeyRing::run_maintenance`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

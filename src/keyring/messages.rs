@@ -55,10 +55,10 @@ impl Client {
     ) -> Result<T> {
         self.on_key(Action::GenerateDataKey, key, Some(context), |call, meta| {
             let inner = self.inner();
-            if options.frame_len == 0 || options.frame_len > crate::MAX_FRAME_LEN {
+            if options.frame_len == 0 || options.frame_len > crate::limits::MAX_FRAME_LEN {
                 return Err(Error::invalid(format!(
                     "frame length must be 1 to {} bytes",
-                    crate::MAX_FRAME_LEN
+                    crate::limits::MAX_FRAME_LEN
                 )));
             }
             let ctx = context.canonical_bytes()?;

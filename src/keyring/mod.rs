@@ -29,23 +29,17 @@ use crate::key::{Alias, KeyId};
 use crate::principal::Principal;
 use crate::random::{OsRandom, RandomSource};
 use crate::store::{MemoryStore, MetadataStore};
-pub use access::{GrantSelector, MAX_GRANTS_PER_KEY};
-pub use asymmetric::{DataKeyPair, DataKeyPairSpec, MAX_SIGN_MESSAGE_LEN, PublicKeyInfo};
+pub use access::GrantSelector;
+pub use asymmetric::{DataKeyPair, DataKeyPairSpec, PublicKeyInfo};
 pub use audit::{ACTION_DELETE_KEY, ACTION_ROTATE_KEY, SYSTEM_PRINCIPAL, VersionUsage};
-pub use import::{
-    IMPORT_PARAMETERS_TTL_SECS, ImportParameters, MAX_PENDING_IMPORTS,
-    MAX_PENDING_IMPORTS_PER_PRINCIPAL,
-};
-pub use lifecycle::{DEFAULT_DELETION_WINDOW_DAYS, DELETION_WINDOW_DAYS, MaintenanceReport};
+pub use import::ImportParameters;
+pub use lifecycle::MaintenanceReport;
 pub use rotation::RotationStatus;
 use std::fmt;
 use std::sync::Arc;
-pub use usage::DEFAULT_ENCRYPTION_LIMIT;
 
-/// Largest request of [`Client::generate_random`].
-pub const MAX_RANDOM_LEN: usize = 1024;
-/// Largest page of the list calls.
-pub const MAX_PAGE_LIMIT: usize = 1000;
+pub(crate) use crate::limits::MAX_PAGE_LIMIT;
+pub(crate) use crate::limits::MAX_RANDOM_LEN;
 
 /// The ring: one value an application holds, cheap to clone, `Send + Sync`.
 ///
@@ -178,7 +172,7 @@ impl KeyRingBuilder {
     }
 
     /// Encryptions per key version after which the ring rotates the key
-    /// (default [`DEFAULT_ENCRYPTION_LIMIT`], below the 2^32 random-nonce
+    /// (default [`crate::limits::DEFAULT_ENCRYPTION_LIMIT`], below the 2^32 random-nonce
     /// bound of NIST SP 800-38D). Lower it to test the guard.
     pub fn encryption_limit(mut self, limit: u64) -> Self {
         self.encryption_limit = Some(limit.max(1));
@@ -248,7 +242,8 @@ impl KeyRingBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 rng,
                 usage: usage::UsageMeter::new(
-                    self.encryption_limit.unwrap_or(DEFAULT_ENCRYPTION_LIMIT),
+                    self.encryption_limit
+                        .unwrap_or(crate::limits::DEFAULT_ENCRYPTION_LIMIT),
                 ),
                 rotation_lock: std::sync::Mutex::new(()),
                 ring_policy: self

@@ -271,10 +271,10 @@ pub(crate) fn symmetric(meta: &KeyMetadata) -> Result<SymmetricAlgorithm> {
 
 /// The one check of a list call's page size.
 pub(crate) fn check_limit(limit: usize) -> Result<()> {
-    if limit == 0 || limit > crate::MAX_PAGE_LIMIT {
+    if limit == 0 || limit > crate::limits::MAX_PAGE_LIMIT {
         return Err(Error::invalid(format!(
             "limit must be 1 to {}",
-            crate::MAX_PAGE_LIMIT
+            crate::limits::MAX_PAGE_LIMIT
         )));
     }
     Ok(())

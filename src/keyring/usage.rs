@@ -8,12 +8,6 @@ use crate::store::MetadataStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Encryptions per key version after which the ring rotates the key by
-/// default: 2^32 - 2^24. NIST SP 800-38D caps random 96-bit nonces at 2^32
-/// invocations per key; the margin absorbs encryptions in flight while the
-/// rotation happens.
-pub const DEFAULT_ENCRYPTION_LIMIT: u64 = (1 << 32) - (1 << 24);
-
 /// The hard cap: a version that reaches it refuses to encrypt at all.
 const HARD_LIMIT: u64 = 1 << 32;
 

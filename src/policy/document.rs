@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Largest policy document, in bytes of JSON.
-pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+pub(crate) use crate::limits::MAX_POLICY_BYTES;
 
 const VERSION: &str = "2026-01-01";
 
