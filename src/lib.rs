@@ -100,7 +100,7 @@ pub use key::{
 };
 pub use keyring::{AliasEntry, Client, KeyRing, KeyRingBuilder, Page};
 pub use keyring::{
-    DataKeyPair, DataKeyPairSpec, GrantSelector, ImportParameters, MaintenanceReport,
+    DataKeyPair, DataKeyPairSpec, GrantSelector, ImportParameters, MaintenanceReport, MessageInfo,
     PublicKeyInfo, RotationStatus, VersionUsage,
 };
 pub use principal::{Principal, PrincipalKind};

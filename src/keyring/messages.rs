@@ -13,6 +13,18 @@ use crate::random::random_array;
 use crate::secret::SecretBytes;
 use std::io::{Read, Write};
 
+/// What [`Client::open_into`] returns besides the plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageInfo {
+    /// The full encryption context stored in (and authenticated by) the message.
+    pub context: EncryptionContext,
+    /// The key whose wrapped data key opened the message.
+    pub key_id: KeyId,
+    /// Its version.
+    pub key_version: u32,
+}
+
 /// How `open` checks the caller's context against the message's.
 #[derive(Clone, Copy)]
 pub(crate) enum ContextMatch {
@@ -41,6 +53,28 @@ impl Client {
         self.begin_message(key, context, options, |header, derived, message_id| {
             message::encrypt_body(header, &derived, &message_id, options.frame_len, data)
         })
+    }
+
+    /// [`Client::seal_with`] appending the message to `out` (a buffer the
+    /// caller reuses across calls on a hot path): `out` grows once, by the
+    /// message's size. On failure `out` is left as it was.
+    pub fn seal_into(
+        &self,
+        key: &str,
+        data: &[u8],
+        context: &EncryptionContext,
+        options: SealOptions,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        let result = self.begin_message(key, context, options, |header, derived, message_id| {
+            out.extend_from_slice(&header);
+            message::append_body(out, start, &derived, &message_id, options.frame_len, data)
+        });
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
     }
 
     /// Runs the pipeline for a new message (action `GenerateDataKey`): a fresh
@@ -83,6 +117,33 @@ impl Client {
     /// exactly; every failure is [`Error::DecryptionFailed`].
     pub fn open(&self, message: &[u8], context: &EncryptionContext) -> Result<Opened> {
         self.open_inner(message, context, ContextMatch::Exact)
+    }
+
+    /// [`Client::open`] appending the plaintext to `out` (a buffer the caller
+    /// reuses; it should be zeroized by the caller, e.g. a
+    /// `Zeroizing<Vec<u8>>`): capacity is reserved once up front, so the
+    /// plaintext is never reallocated and left behind. On failure nothing is
+    /// appended. Returns what [`Opened`] says besides the plaintext.
+    pub fn open_into(
+        &self,
+        message: &[u8],
+        context: &EncryptionContext,
+        out: &mut Vec<u8>,
+    ) -> Result<MessageInfo> {
+        let header = message::parse_header(message);
+        self.with_message_key(
+            header,
+            context,
+            ContextMatch::Exact,
+            |h, derived, key_id, key_version| {
+                message::append_plaintext(h, &derived, out)?;
+                Ok(MessageInfo {
+                    context: h.context.clone(),
+                    key_id,
+                    key_version,
+                })
+            },
+        )
     }
 
     /// Opens an envelope message whose context contains every pair of

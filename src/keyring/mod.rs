@@ -34,6 +34,7 @@ pub use asymmetric::{DataKeyPair, DataKeyPairSpec, PublicKeyInfo};
 pub use audit::{ACTION_DELETE_KEY, ACTION_ROTATE_KEY, SYSTEM_PRINCIPAL, VersionUsage};
 pub use import::ImportParameters;
 pub use lifecycle::MaintenanceReport;
+pub use messages::MessageInfo;
 pub use rotation::RotationStatus;
 use std::fmt;
 use std::sync::Arc;
