@@ -1,14 +1,17 @@
 //! Verifies a strongroom audit log offline.
 //!
 //! ```sh
-//! cargo run --example audit_verify -- <log-dir> <public-key-hex> [last-digest-seq]
+//! cargo run --example audit_verify -- <log-dir> <public-key-hex> [anchor]
 //! cargo run --example audit_verify -- --demo      # writes a log, then verifies it
 //! ```
+//!
+//! `anchor` is `<seq>:<hash hex>`, as printed by an earlier run or by
+//! `JsonlFileSink::anchor`: the log must still hold that record.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use strongroom::audit::{JsonlFileSink, JsonlOptions, verify_log};
+use strongroom::audit::{Anchor, JsonlFileSink, JsonlOptions, verify_log};
 use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
@@ -22,7 +25,7 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn demo() -> Result<(tempfile_dir::Dir, [u8; 32], Option<u64>), strongroom::Error> {
+fn demo() -> Result<(tempfile_dir::Dir, [u8; 32], Option<Anchor>), strongroom::Error> {
     let dir = tempfile_dir::Dir::new();
     let sink = Arc::new(JsonlFileSink::open(
         &dir.0,
@@ -38,7 +41,7 @@ fn demo() -> Result<(tempfile_dir::Dir, [u8; 32], Option<u64>), strongroom::Erro
         app.decrypt(&blob, &ctx)?;
     }
     app.flush_audit()?;
-    Ok((dir, sink.verifying_key(), sink.last_digest_seq()))
+    Ok((dir, sink.verifying_key(), sink.anchor()))
 }
 
 /// A directory under the system temp dir, removed on drop (no extra
@@ -78,20 +81,30 @@ fn main() -> ExitCode {
             eprintln!("the public key must be 64 hex characters");
             return ExitCode::FAILURE;
         };
-        let anchor = args.get(2).and_then(|a| a.parse().ok());
+        let anchor = match args.get(2).map(|a| a.parse::<Anchor>()) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(e)) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
         (None, Path::new(&args[0]).to_path_buf(), k, anchor)
     } else {
-        eprintln!("usage: audit_verify <log-dir> <public-key-hex> [last-digest-seq] | --demo");
+        eprintln!("usage: audit_verify <log-dir> <public-key-hex> [anchor] | --demo");
         return ExitCode::FAILURE;
     };
-    let result = verify_log(&dir, &key, anchor);
+    let result = verify_log(&dir, &key, anchor.as_ref());
     drop(holder);
     match result {
         Ok(r) => {
             println!(
-                "log OK: {} records, {} signed digests (last at {:?}), {} records after the last digest",
-                r.records, r.digests, r.last_digest_seq, r.unsigned_tail
+                "log OK: {} records, {} signed digests, {} records after the last digest",
+                r.records, r.digests, r.unsigned_tail
             );
+            if let Some(a) = r.last_digest {
+                println!("anchor (keep it for the next check): {a}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -7,8 +7,10 @@
 //! ```
 //!
 //! Keys are bulk-created with `Durability::NoSync`; the measured open and
-//! changes use the default, fully durable mode (temp file, fsync, rename,
-//! directory fsync).
+//! changes use the default, fully durable mode: each change writes its
+//! records and one manifest shard as new files (fsync each, fsync their
+//! directories), then commits by replacing `MANIFEST` (temp file, fsync,
+//! rename, directory fsync). Open reads the manifest and every record.
 
 use std::time::{Duration, Instant};
 use strongroom::store::{Durability, KeystoreOptions, RootKey};

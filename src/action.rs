@@ -1,5 +1,6 @@
 //! The operations of the ring, as named in policies and audit records.
 
+use crate::key::KeyUsage;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -148,6 +149,57 @@ impl Action {
         Action::GetParametersForImport,
         Action::ImportKeyMaterial,
     ];
+
+    /// The actions that act on no existing key, decided by the ring policy:
+    /// create and import (new) keys, list key ids and aliases, draw random
+    /// bytes. `GetParametersForImport` and `ImportKeyMaterial` are also
+    /// decided on a key when they import a version of it.
+    pub const RING_WIDE: &'static [Action] = &[
+        Action::CreateKey,
+        Action::ListKeys,
+        Action::ListAliases,
+        Action::GenerateRandom,
+        Action::GetParametersForImport,
+        Action::ImportKeyMaterial,
+    ];
+
+    /// The key usage this action needs, if it uses a key's material (a
+    /// cryptographic operation); `None` for management actions, which work
+    /// on a key in any state.
+    pub fn required_usage(self) -> Option<KeyUsage> {
+        match self {
+            Action::Encrypt
+            | Action::Decrypt
+            | Action::ReEncryptFrom
+            | Action::ReEncryptTo
+            | Action::GenerateDataKey
+            | Action::GenerateDataKeyWithoutPlaintext
+            | Action::GenerateDataKeyPair
+            | Action::GenerateDataKeyPairWithoutPlaintext => Some(KeyUsage::EncryptDecrypt),
+            Action::Sign | Action::Verify => Some(KeyUsage::SignVerify),
+            Action::GenerateMac | Action::VerifyMac => Some(KeyUsage::GenerateVerifyMac),
+            _ => None,
+        }
+    }
+
+    /// True if the action uses a key's material: it needs an enabled key of
+    /// the right usage, and triggers a due rotation first.
+    pub fn is_cryptographic(self) -> bool {
+        self.required_usage().is_some()
+    }
+
+    /// True if a grant may allow the action: cryptographic operations,
+    /// `DescribeKey` and `RetireGrant`. Administration (policies, deletion,
+    /// aliases, grants for others) needs the key policy.
+    pub fn is_grantable(self) -> bool {
+        self.is_cryptographic() || matches!(self, Action::DescribeKey | Action::RetireGrant)
+    }
+
+    /// True if the ring policy decides the action when no key is named
+    /// ([`Action::RING_WIDE`]).
+    pub fn is_ring_wide(self) -> bool {
+        Self::RING_WIDE.contains(&self)
+    }
 
     /// The action's name, as written in policies: `strongroom:Encrypt`.
     pub fn as_str(self) -> &'static str {

@@ -1,5 +1,8 @@
 //! The crate's one error type.
 
+use crate::action::Action;
+use crate::key::{KeyId, KeyState, KeyUsage};
+use crate::principal::Principal;
 use std::sync::Arc;
 
 /// Result alias used throughout the crate.
@@ -41,31 +44,45 @@ pub enum Error {
     #[error("key {key_id} has usage {usage} and cannot be used for {action}")]
     WrongKeyUsage {
         /// The key that was asked.
-        key_id: String,
+        key_id: KeyId,
         /// The key's usage.
-        usage: String,
+        usage: KeyUsage,
         /// The operation that was refused.
-        action: String,
+        action: Action,
     },
 
-    /// The key exists but its state forbids the operation (disabled, pending deletion).
+    /// The key exists but its state forbids the operation (disabled, pending
+    /// deletion): enable it, or cancel the deletion first.
     #[error("key {key_id} is {state}; {action} is not allowed in this state")]
     InvalidKeyState {
         /// The key that was asked.
-        key_id: String,
+        key_id: KeyId,
         /// The key's current state.
-        state: String,
+        state: KeyState,
         /// The operation that was refused.
-        action: String,
+        action: Action,
+    },
+
+    /// The key's primary version may not encrypt any more (it reached its
+    /// encryption limit, or is below the key's minimum encryption version):
+    /// rotate the key.
+    #[error("key {key_id} version {version} cannot encrypt: {reason}; rotate the key")]
+    VersionCannotEncrypt {
+        /// The key.
+        key_id: KeyId,
+        /// Its primary version.
+        version: u32,
+        /// Why: the limit or the floor.
+        reason: String,
     },
 
     /// The ciphertext names a key other than the one the caller required.
     #[error("the ciphertext was encrypted under key {found}, not the expected key {expected}")]
     IncorrectKey {
         /// The key the caller expected.
-        expected: String,
+        expected: KeyId,
         /// The key the ciphertext names.
-        found: String,
+        found: KeyId,
     },
 
     /// An argument is invalid; the message names the argument and the rule it breaks.
@@ -73,14 +90,17 @@ pub enum Error {
     InvalidArgument(String),
 
     /// The caller's principal is not allowed to perform the action on the key.
-    #[error("access denied: {principal} may not perform {action} on {resource}")]
+    #[error(
+        "access denied: {principal} may not perform {action} on {}",
+        .key_id.as_ref().map_or("*", KeyId::as_str)
+    )]
     AccessDenied {
         /// The caller.
-        principal: String,
+        principal: Principal,
         /// The action that was denied.
-        action: String,
-        /// The key (or `*` for ring-wide actions).
-        resource: String,
+        action: Action,
+        /// The key, or `None` for a ring-wide action.
+        key_id: Option<KeyId>,
     },
 
     /// The backend or key spec does not support this operation.
@@ -105,7 +125,7 @@ pub enum Error {
     #[error("key {key_id} version {version} is retired: the minimum decryption version is {floor}")]
     VersionRetired {
         /// The key.
-        key_id: String,
+        key_id: KeyId,
         /// The version the ciphertext names.
         version: u32,
         /// The key's minimum decryption version.
@@ -137,6 +157,46 @@ pub enum Error {
     /// was changed; read again and retry.
     #[error("conflict: {0}")]
     Conflict(String),
+
+    /// A backend, store or service was unreachable, timed out or throttled
+    /// the request after the configured retries. Nothing was changed that
+    /// the caller relies on; retrying later may succeed
+    /// ([`Error::is_retryable`]).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What kind of failure an [`Error`] is, for a caller deciding what to do:
+/// fix the input, get permission, wait and retry, or call an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The opaque decryption failure: the ciphertext is not authentic under
+    /// this key and context.
+    Decryption,
+    /// A key, version or alias does not exist.
+    NotFound,
+    /// An alias (or key) with this name exists already.
+    AlreadyExists,
+    /// The key's state, usage, version or floors forbid the operation.
+    KeyState,
+    /// Access control refused the caller.
+    Denied,
+    /// The caller's input breaks a rule (bad argument, wrong expected key).
+    InvalidInput,
+    /// The backend or key spec cannot do this at all.
+    Unsupported,
+    /// The ring, a backend or a store is configured wrongly (including a
+    /// wrong root key).
+    Configuration,
+    /// A transient failure: a concurrent change, an unreachable or
+    /// throttling backend or store, an audit sink that could not record.
+    /// Retrying may succeed.
+    Transient,
+    /// Stored data is damaged or tampered with: an operator must act.
+    Corrupt,
+    /// Anything else (an unexpected backend error, the random generator).
+    Internal,
 }
 
 impl Error {
@@ -152,8 +212,39 @@ impl Error {
         ))
     }
 
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::DecryptionFailed => ErrorKind::Decryption,
+            Error::KeyNotFound(_) | Error::AliasNotFound(_) => ErrorKind::NotFound,
+            Error::AliasExists(_) => ErrorKind::AlreadyExists,
+            Error::WrongKeyUsage { .. }
+            | Error::InvalidKeyState { .. }
+            | Error::VersionCannotEncrypt { .. }
+            | Error::VersionRetired { .. } => ErrorKind::KeyState,
+            Error::AccessDenied { .. } => ErrorKind::Denied,
+            Error::InvalidArgument(_) | Error::IncorrectKey { .. } => ErrorKind::InvalidInput,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::Configuration(_) | Error::WrongRootKey => ErrorKind::Configuration,
+            Error::Conflict(_) | Error::Unavailable(_) | Error::AuditUnavailable(_) => {
+                ErrorKind::Transient
+            }
+            Error::CorruptStore { .. } => ErrorKind::Corrupt,
+            Error::Random | Error::Other(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// True if the same call may succeed when retried later, unchanged: a
+    /// concurrent change got there first ([`Error::Conflict`]), a backend or
+    /// store was unreachable or throttled ([`Error::Unavailable`]), or an
+    /// audit sink could not record ([`Error::AuditUnavailable`]). Never true
+    /// for a denial, bad input or a decryption failure.
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+
     /// A short, stable name of the variant, suitable for audit records and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Error::DecryptionFailed => "DecryptionFailed",
             Error::KeyNotFound(_) => "KeyNotFound",
@@ -173,6 +264,52 @@ impl Error {
             Error::CorruptStore { .. } => "CorruptStore",
             Error::WrongRootKey => "WrongRootKey",
             Error::Conflict(_) => "Conflict",
+            Error::Unavailable(_) => "Unavailable",
+            Error::VersionCannotEncrypt { .. } => "VersionCannotEncrypt",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_failures_are_retryable() {
+        let key = KeyId::parse("k-0123456789abcdef0123456789abcdef").ok();
+        let denied = Error::AccessDenied {
+            principal: Principal::user("bob").unwrap(),
+            action: Action::Decrypt,
+            key_id: key.clone(),
+        };
+        assert_eq!(denied.kind(), ErrorKind::Denied);
+        assert!(!denied.is_retryable());
+        assert!(
+            denied
+                .to_string()
+                .contains("user:bob may not perform strongroom:Decrypt")
+        );
+        let ring_wide = Error::AccessDenied {
+            principal: Principal::user("bob").unwrap(),
+            action: Action::CreateKey,
+            key_id: None,
+        };
+        assert!(ring_wide.to_string().ends_with("on *"));
+        for e in [
+            Error::Conflict("x".into()),
+            Error::Unavailable("x".into()),
+            Error::AuditUnavailable("x".into()),
+        ] {
+            assert!(e.is_retryable(), "{e}");
+        }
+        for e in [
+            Error::DecryptionFailed,
+            Error::InvalidArgument("x".into()),
+            Error::WrongRootKey,
+            Error::KeyNotFound("x".into()),
+        ] {
+            assert!(!e.is_retryable(), "{e}");
+        }
+        assert_eq!(Error::DecryptionFailed.name(), "DecryptionFailed");
     }
 }

@@ -229,14 +229,18 @@ pub mod fuzzing {
                     std::env::temp_dir().join(format!("strongroom-fuzz-ks-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 let ring = KeyRing::open(&dir, root()).ok()?;
-                let id = ring
-                    .client(Principal::service("fuzz").ok()?)
+                ring.client(Principal::service("fuzz").ok()?)
                     .create_key(
                         KeySpec::default(),
                         CreateKeyOptions::new().alias("alias/fuzz"),
                     )
                     .ok()?;
-                let record = dir.join(format!("keys/{id}.rec"));
+                // The one key record (`keys/<id>.<generation>.rec`).
+                let record = std::fs::read_dir(dir.join("keys"))
+                    .ok()?
+                    .next()?
+                    .ok()?
+                    .path();
                 let original = std::fs::read(&record).ok()?;
                 Some(Fixture {
                     dir,
@@ -360,5 +364,19 @@ pub mod fuzzing {
         if let Ok(ctx) = EncryptionContext::from_canonical_bytes(data) {
             assert_eq!(ctx.canonical_bytes().ok().as_deref(), Some(data));
         }
+    }
+}
+
+/// Lets a file keystore create and open passphrase stores whose Argon2id
+/// parameters are below [`crate::store::Argon2Params::MINIMUM`], so tests
+/// that exercise passphrases run in milliseconds. **Never in production**:
+/// weak parameters make an offline guess of the passphrase cheap for anyone
+/// who reads `header.json`.
+pub fn weak_argon2_for_tests(
+    options: crate::store::KeystoreOptions,
+) -> crate::store::KeystoreOptions {
+    crate::store::KeystoreOptions {
+        allow_weak_argon2: true,
+        ..options
     }
 }

@@ -538,7 +538,7 @@ pub struct KeyListEntry {
     /// The key's id.
     pub key_id: KeyId,
     /// The aliases pointing at it, in name order (at most
-    /// [`crate::MAX_PAGE_LIMIT`] are listed).
+    /// [`crate::limits::MAX_PAGE_LIMIT`] are listed).
     pub aliases: Vec<Alias>,
 }
 
@@ -625,8 +625,7 @@ impl CreateKeyOptions {
     }
 }
 
-/// Most tags a key may have.
-pub const MAX_TAGS: usize = 50;
+pub(crate) use crate::limits::MAX_TAGS;
 
 /// Validates one tag.
 pub(crate) fn validate_tag(k: &str, v: &str) -> Result<()> {

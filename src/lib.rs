@@ -76,34 +76,35 @@ pub mod hazmat;
 pub mod interop;
 mod key;
 mod keyring;
+pub mod limits;
 pub mod policy;
 mod principal;
 mod random;
 mod secret;
 pub mod store;
+mod sync;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod verify;
 
 pub use action::Action;
 pub use backend::{FileBackend, KeyBackend, MaterialId, MemoryBackend};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use envelope::{
-    CiphertextInfo, DEFAULT_FRAME_LEN, DataKey, Decrypted, EncryptionContext, MAX_CONTEXT_BYTES,
-    MAX_FRAME_LEN, MAX_PLAINTEXT_LEN, OpenReader, Opened, SealOptions, SealWriter, inspect,
+    CiphertextInfo, DataKey, Decrypted, EncryptionContext, OpenReader, Opened, SealOptions,
+    SealWriter, inspect,
 };
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use key::{
     Alias, CreateKeyOptions, HmacAlgorithm, KeyDescription, KeyId, KeyListEntry, KeyManager,
-    KeyMetadata, KeyOrigin, KeySpec, KeyState, KeyUsage, KeyVersionInfo, MAX_TAGS, RotationKind,
+    KeyMetadata, KeyOrigin, KeySpec, KeyState, KeyUsage, KeyVersionInfo, RotationKind,
     RotationRecord, RotationSchedule, SymmetricAlgorithm,
 };
+pub use keyring::{AliasEntry, Client, KeyRing, KeyRingBuilder, Page};
 pub use keyring::{
-    AliasEntry, Client, KeyRing, KeyRingBuilder, MAX_PAGE_LIMIT, MAX_RANDOM_LEN, Page,
-};
-pub use keyring::{
-    DEFAULT_DELETION_WINDOW_DAYS, DEFAULT_ENCRYPTION_LIMIT, DELETION_WINDOW_DAYS, DataKeyPair,
-    DataKeyPairSpec, GrantSelector, IMPORT_PARAMETERS_TTL_SECS, ImportParameters,
-    MAX_GRANTS_PER_KEY, MAX_PENDING_IMPORTS, MAX_PENDING_IMPORTS_PER_PRINCIPAL,
-    MAX_SIGN_MESSAGE_LEN, MaintenanceReport, PublicKeyInfo, RotationStatus, VersionUsage,
+    DataKeyPair, DataKeyPairSpec, GrantSelector, ImportParameters, MaintenanceReport, MessageInfo,
+    PublicKeyInfo, RotationStatus, VersionUsage,
 };
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};

@@ -536,16 +536,21 @@ fn imported_symmetric_versions_encrypt_with_the_imported_bytes() {
         (&v1_blob, [0x31u8; 32], &b"under v1"[..]),
         (&blob, [0x32u8; 32], &b"under v2"[..]),
     ] {
+        // A version 2 blob: header (10 + L), payload length (2), then the
+        // memory backend's payload nonce || ciphertext || tag.
+        assert_eq!(b[3], 2);
         let l = b[5] as usize;
         let header = &b[..10 + l];
+        let plen = u16::from_be_bytes([b[10 + l], b[11 + l]]) as usize;
+        assert_eq!(12 + l + plen, b.len());
         let mut aad = header.to_vec();
         aad.extend_from_slice(&ctx.canonical_bytes().unwrap());
         let out = aes_gcm::Aes256Gcm::new_from_slice(&key)
             .unwrap()
             .decrypt(
-                b[10 + l..22 + l].try_into().unwrap(),
+                b[12 + l..24 + l].try_into().unwrap(),
                 Payload {
-                    msg: &b[22 + l..],
+                    msg: &b[24 + l..],
                     aad: &aad,
                 },
             )

@@ -1,7 +1,5 @@
 //! The backend conformance suite on the file keystore (a real temp dir).
 
-mod conformance;
-
 use std::sync::Arc;
 use strongroom::backend::KeyBackend;
 use strongroom::store::{KeystoreOptions, MetadataStore, RootKey};
@@ -36,4 +34,4 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
     (ring, backend)
 }
 
-conformance_suite!(make, persistent);
+strongroom::conformance_suite!(make, persistent);

@@ -1,7 +1,5 @@
 //! The backend conformance suite on the in-memory backend.
 
-mod conformance;
-
 use std::sync::Arc;
 use strongroom::backend::{KeyBackend, MemoryBackend};
 use strongroom::store::MetadataStore;
@@ -17,4 +15,4 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
     (ring, backend)
 }
 
-conformance_suite!(make);
+strongroom::conformance_suite!(make);

@@ -5,10 +5,8 @@
 //! fail, so a CI run can never skip the HSM silently.
 #![cfg(feature = "pkcs11")]
 
-mod conformance;
-
 use std::sync::Arc;
-use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config};
+use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config, SigningBackend};
 use strongroom::store::MetadataStore;
 use strongroom::{
     CreateKeyOptions, Error, KeyRing, KeySpec, ManualClock, MaterialId, Principal, SecretBytes,
@@ -39,7 +37,7 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
     (ring, backend)
 }
 
-conformance_suite!(make, persistent);
+strongroom::conformance_suite!(make, persistent);
 
 #[test]
 fn master_keys_are_not_extractable() {
@@ -68,7 +66,7 @@ fn signing_keys_live_on_the_token() {
         let again: Arc<dyn KeyBackend> = Arc::new(Pkcs11Backend::connect(&config()).unwrap());
         let id = MaterialId::new(k.clone(), 1);
         assert_eq!(
-            again.public_key(&id).unwrap(),
+            again.signing().unwrap().public_key(&id).unwrap(),
             backend.public_key(&id).unwrap()
         );
     }

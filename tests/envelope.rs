@@ -270,7 +270,7 @@ fn expected_key_check() {
         .decrypt_with_key(&blob, &ctx(), "alias/other")
         .unwrap_err();
     assert!(
-        matches!(err, Error::IncorrectKey { ref expected, ref found } if expected == k2.as_str() && found == &k1),
+        matches!(err, Error::IncorrectKey { ref expected, ref found } if expected.as_str() == k2.as_str() && found.as_str() == k1.as_str()),
         "{err}"
     );
 }
@@ -450,4 +450,52 @@ proptest! {
         let _ = c.decrypt(&bytes, &EncryptionContext::new());
         let _ = EncryptionContext::from_canonical_bytes(&bytes);
     }
+}
+
+/// The buffer-reusing calls append, grow the buffer at most once, reuse it
+/// when it is large enough, and leave it untouched on failure.
+#[test]
+fn seal_into_and_open_into_reuse_buffers() {
+    let (c, key) = setup(KeySpec::default());
+    let d = data(300_000);
+    let mut msg = b"prefix".to_vec();
+    c.seal_into(&key, &d, &ctx(), SealOptions::default(), &mut msg)
+        .unwrap();
+    assert_eq!(&msg[..6], b"prefix");
+    let sealed = msg[6..].to_vec();
+    assert_eq!(
+        c.open(&sealed, &ctx()).unwrap().plaintext.expose_secret(),
+        &d[..]
+    );
+
+    // Reused: cleared, the second message fits without reallocating.
+    let ptr = msg.as_ptr();
+    msg.clear();
+    c.seal_into(&key, &d, &ctx(), SealOptions::default(), &mut msg)
+        .unwrap();
+    assert_eq!(msg.as_ptr(), ptr, "the buffer was reused");
+    assert_eq!(msg.len(), sealed.len());
+
+    let mut pt = zeroize::Zeroizing::new(b"x".to_vec());
+    let info = c.open_into(&msg, &ctx(), &mut pt).unwrap();
+    assert_eq!(&pt[1..], &d[..]);
+    assert_eq!(info.context, ctx());
+    assert_eq!(info.key_version, 1);
+
+    // Failures change nothing.
+    let before = pt.len();
+    let mut bad = msg.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        c.open_into(&bad, &ctx(), &mut pt),
+        Err(Error::DecryptionFailed)
+    ));
+    assert_eq!(pt.len(), before);
+    let mut out = b"keep".to_vec();
+    assert!(
+        c.seal_into("alias/none", &d, &ctx(), SealOptions::default(), &mut out)
+            .is_err()
+    );
+    assert_eq!(out, b"keep");
 }

@@ -762,3 +762,80 @@ mod properties {
         }
     }
 }
+
+/// A custodian with opaque payloads (the shape of a remote KMS): it cannot
+/// act as the raw AES keyring, and says so.
+#[derive(Debug)]
+struct OpaqueBackend(strongroom::backend::MemoryBackend);
+
+impl strongroom::backend::KeyBackend for OpaqueBackend {
+    fn name(&self) -> &str {
+        "opaque"
+    }
+    fn supports(&self, spec: KeySpec) -> bool {
+        self.0.supports(spec)
+    }
+    fn generate(
+        &self,
+        id: &strongroom::backend::MaterialId,
+        spec: KeySpec,
+    ) -> strongroom::Result<()> {
+        self.0.generate(id, spec)
+    }
+    fn encrypt(
+        &self,
+        id: &strongroom::backend::MaterialId,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> strongroom::Result<Vec<u8>> {
+        let mut p = b"opaque:".to_vec();
+        p.extend(self.0.encrypt(id, aad, plaintext)?);
+        Ok(p)
+    }
+    fn decrypt(
+        &self,
+        id: &strongroom::backend::MaterialId,
+        aad: &[u8],
+        payload: &[u8],
+    ) -> strongroom::Result<strongroom::SecretBytes> {
+        let raw = payload
+            .strip_prefix(b"opaque:")
+            .ok_or(Error::DecryptionFailed)?;
+        self.0.decrypt(id, aad, raw)
+    }
+    fn destroy(&self, id: &strongroom::backend::MaterialId) -> strongroom::Result<()> {
+        self.0.destroy(id)
+    }
+    fn contains(&self, id: &strongroom::backend::MaterialId) -> strongroom::Result<bool> {
+        self.0.contains(id)
+    }
+}
+
+#[test]
+fn a_backend_with_opaque_payloads_is_refused_clearly() {
+    let ring = KeyRing::builder()
+        .backend(Arc::new(OpaqueBackend(
+            strongroom::backend::MemoryBackend::new(),
+        )))
+        .build();
+    let c = ring.client(Principal::service("app").unwrap());
+    c.create_key(
+        KeySpec::default(),
+        CreateKeyOptions::new().alias(common::ALIAS),
+    )
+    .unwrap();
+    // strongroom's own format works on it...
+    let m = c.seal(common::ALIAS, b"x", &ctx()).unwrap();
+    assert!(c.open(&m, &ctx()).is_ok());
+    // ...the raw AES keyring does not, in either direction.
+    assert!(matches!(
+        c.esdk_seal(common::ALIAS, b"x", &ctx()),
+        Err(Error::Unsupported(_))
+    ));
+    let other = common::ring_with_key(&KEY);
+    let m = other.esdk_seal(common::ALIAS, b"x", &ctx()).unwrap();
+    assert!(matches!(
+        c.esdk_open(common::ALIAS, &m, &ctx()),
+        Err(Error::Unsupported(_))
+    ));
+}

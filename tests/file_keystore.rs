@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use strongroom::hazmat::weak_argon2_for_tests;
 use strongroom::policy::GrantRequest;
 use strongroom::store::{
     Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
@@ -34,8 +35,11 @@ fn ctx() -> EncryptionContext {
 
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for sub in ["", "keys", "material", "aliases"] {
-        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+    for sub in ["", "keys", "material", "aliases", "manifest"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries {
             let path = e.unwrap().path();
             if path.is_file() && path.file_name().unwrap() != "LOCK" {
                 out.insert(path.clone(), std::fs::read(&path).unwrap());
@@ -43,6 +47,19 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     out
+}
+
+/// Whether a material record file of `key` version `v` exists (record
+/// files are named `<name>.<generation>.rec`).
+fn has_material(dir: &Path, key: &str, v: u32) -> bool {
+    let prefix = format!("{key}.v{v}.");
+    std::fs::read_dir(dir.join("material")).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_str()
+            .unwrap()
+            .starts_with(&prefix)
+    })
 }
 
 #[test]
@@ -191,7 +208,7 @@ fn wrong_root_key_or_passphrase_changes_nothing() {
     assert_eq!(files(dir.path()), before);
 
     let pdir = tempfile::tempdir().unwrap();
-    let fast = KeystoreOptions::default().argon2(Argon2Params {
+    let fast = weak_argon2_for_tests(KeystoreOptions::default()).argon2(Argon2Params {
         m_kib: 64,
         t: 1,
         p: 1,
@@ -293,11 +310,14 @@ fn every_bit_flip_and_truncation_is_detected_and_names_the_file() {
 struct Faulty {
     n: AtomicUsize,
     fail_at: usize,
+    /// The operation that failed, and its path.
+    failed: std::sync::Mutex<Option<(&'static str, PathBuf)>>,
 }
 
 impl Faulty {
-    fn tick(&self) -> std::io::Result<()> {
+    fn tick(&self, op: &'static str, path: &Path) -> std::io::Result<()> {
         if self.n.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            *self.failed.lock().unwrap() = Some((op, path.to_owned()));
             Err(std::io::Error::other("injected fault"))
         } else {
             Ok(())
@@ -307,30 +327,31 @@ impl Faulty {
 
 impl Storage for Faulty {
     fn write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
-        self.tick()?;
+        self.tick("write", path)?;
         RealStorage.write(path, data)
     }
     fn fsync(&self, path: &Path) -> std::io::Result<()> {
-        self.tick()?;
+        self.tick("fsync", path)?;
         RealStorage.fsync(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.tick()?;
+        self.tick("rename", to)?;
         RealStorage.rename(from, to)
     }
     fn fsync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        self.tick()?;
+        self.tick("fsync_dir", dir)?;
         RealStorage.fsync_dir(dir)
     }
     fn remove(&self, path: &Path) -> std::io::Result<()> {
-        self.tick()?;
+        self.tick("remove", path)?;
         RealStorage.remove(path)
     }
 }
 
 #[test]
 fn fault_injection_leaves_a_consistent_store() {
-    for fail_at in 1..=40 {
+    let mut failures = 0;
+    for fail_at in 1..=130 {
         let dir = tempfile::tempdir().unwrap();
         let key = {
             let ring = KeyRing::open(dir.path(), root()).unwrap();
@@ -345,6 +366,7 @@ fn fault_injection_leaves_a_consistent_store() {
         let faulty = Arc::new(Faulty {
             n: AtomicUsize::new(0),
             fail_at,
+            failed: std::sync::Mutex::new(None),
         });
         let ring = KeyRing::builder()
             .file_keystore(
@@ -376,6 +398,13 @@ fn fault_injection_leaves_a_consistent_store() {
             let keys_before = c.list_keys(100, None).unwrap().items.len();
             let aliases_before = c.list_aliases(None, 100, None).unwrap().items.len();
             if op().is_err() {
+                failures += 1;
+                let failed = faulty.failed.lock().unwrap().clone().unwrap();
+                // Only the directory fsync after the manifest's rename (the
+                // commit point) fails with the change already made visible.
+                if failed == ("fsync_dir", dir.path().to_owned()) {
+                    break;
+                }
                 assert_eq!(c.describe_key(&key).unwrap(), before, "fail_at {fail_at}");
                 assert_eq!(c.list_keys(100, None).unwrap().items.len(), keys_before);
                 assert_eq!(
@@ -392,11 +421,8 @@ fn fault_injection_leaves_a_consistent_store() {
         for e in c.list_keys(100, None).unwrap().items {
             let m = c.describe_key(e.key_id.as_str()).unwrap();
             for v in &m.versions {
-                let f = dir
-                    .path()
-                    .join(format!("material/{}.v{}.rec", m.key_id, v.version));
                 assert!(
-                    f.exists(),
+                    has_material(dir.path(), m.key_id.as_str(), v.version),
                     "fail_at {fail_at}: version {} without material",
                     v.version
                 );
@@ -410,6 +436,11 @@ fn fault_injection_leaves_a_consistent_store() {
             assert!(c.describe_key(a.alias.as_str()).is_ok());
         }
     }
+    // The range covered every operation of the sequence, and then some.
+    assert!(
+        failures > 60 && failures < 130,
+        "{failures} injected failures hit"
+    );
 }
 
 fn child(mode: &str, dir: &Path, extra: &str) -> Command {
@@ -466,8 +497,42 @@ fn child_process_entry() {
             }
             writeln!(out, "ACK done").unwrap();
         }
+        "serve" => {
+            // One command per stdin line, one answer per stdout line.
+            writeln!(out, "READY").unwrap();
+            out.flush().unwrap();
+            for line in std::io::stdin().lines() {
+                let line = line.unwrap();
+                let w: Vec<&str> = line.split_whitespace().collect();
+                let answer = match w.as_slice() {
+                    ["decrypt", who, blob] => ring
+                        .client(p(who))
+                        .decrypt(&unhex(blob), &ctx())
+                        .map(|d| format!("{} {}", d.key_version, hex(d.plaintext.expose_secret()))),
+                    ["encrypt", key] => c.encrypt(key, b"from child", &ctx()).map(|b| hex(&b)),
+                    ["quit"] => break,
+                    _ => panic!("bad command {line}"),
+                };
+                match answer {
+                    Ok(a) => writeln!(out, "OK {a}").unwrap(),
+                    Err(e) => writeln!(out, "ERR {}", e.name()).unwrap(),
+                }
+                out.flush().unwrap();
+            }
+        }
         other => panic!("unknown mode {other}"),
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn random_below(n: u64) -> u64 {
@@ -492,7 +557,7 @@ fn kill_dash_nine_loop() {
                 .map_while(Result::ok)
                 .collect::<Vec<String>>()
         });
-        std::thread::sleep(std::time::Duration::from_millis(5 + random_below(60)));
+        std::thread::sleep(std::time::Duration::from_millis(5 + random_below(150)));
         ch.kill().unwrap(); // SIGKILL
         ch.wait().unwrap();
         for line in reader.join().unwrap() {
@@ -528,11 +593,7 @@ fn kill_dash_nine_loop() {
             let versions: Vec<u32> = m.versions.iter().map(|v| v.version).collect();
             assert_eq!(versions, (1..=m.primary_version).collect::<Vec<_>>());
             for v in versions {
-                assert!(
-                    dir.path()
-                        .join(format!("material/{}.v{v}.rec", m.key_id))
-                        .exists()
-                );
+                assert!(has_material(dir.path(), m.key_id.as_str(), v));
             }
         }
     }
@@ -680,4 +741,668 @@ fn nosync_durability_still_round_trips() {
     };
     let ring = KeyRing::open(dir.path(), root()).unwrap();
     assert!(ring.client(p("user:a")).describe_key(k.as_str()).is_ok());
+}
+
+/// Every file and directory under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn chmod(path: &Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+// Item 7: modes, ownership checks, bounded lock wait.
+
+#[test]
+fn store_files_and_directories_are_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    {
+        let ring = KeyRing::open(&store, root()).unwrap();
+        let c = ring.client(p("user:a"));
+        let k = c
+            .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/m"))
+            .unwrap();
+        c.rotate_now(k.as_str()).unwrap();
+    }
+    let archive = tmp.path().join("backup.srkb");
+    export_backup(&store, &root(), &archive).unwrap();
+    assert_eq!(mode(&store), 0o700);
+    let all = walk(&store);
+    assert!(all.len() >= 10, "{all:?}");
+    for path in all {
+        if path.is_dir() {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+        } else {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    assert_eq!(mode(&archive), 0o600);
+}
+
+#[test]
+fn audit_logs_are_private() {
+    use strongroom::audit::{JsonlFileSink, JsonlOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("audit");
+    let sink = Arc::new(JsonlFileSink::open(&logs, &[7u8; 32], JsonlOptions::default()).unwrap());
+    let ring = KeyRing::builder().audit_sink(sink).build();
+    ring.client(p("user:a"))
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    drop(ring);
+    assert_eq!(mode(&logs), 0o700);
+    let all = walk(&logs);
+    assert!(!all.is_empty());
+    for path in all {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}
+
+#[test]
+fn open_refuses_a_directory_others_can_write() {
+    let dir = tempfile::tempdir().unwrap();
+    KeyRing::open(dir.path(), root()).unwrap();
+    for (path, m) in [
+        (dir.path().to_owned(), 0o770),
+        (dir.path().to_owned(), 0o702),
+        (dir.path().join("keys"), 0o777),
+    ] {
+        chmod(&path, m);
+        match KeyRing::open(dir.path(), root()) {
+            Err(Error::Configuration(msg)) => {
+                assert!(msg.contains("writable by its group or by others"), "{msg}")
+            }
+            other => panic!("{}: {other:?}", path.display()),
+        }
+        chmod(&path, 0o700);
+    }
+    assert!(KeyRing::open(dir.path(), root()).is_ok());
+    // Owned by another user: only root can set that up.
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata(dir.path()).unwrap().uid();
+    if me == 0 {
+        std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+        match KeyRing::open(dir.path(), root()) {
+            Err(Error::Configuration(msg)) => {
+                assert!(msg.contains("belongs to user 65534"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        std::os::unix::fs::chown(dir.path(), Some(0), None).unwrap();
+        assert!(KeyRing::open(dir.path(), root()).is_ok());
+    }
+}
+
+#[test]
+fn a_format_1_store_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let v1 = r#"{ "format": "strongroom-keystore", "version": 1,
+  "kdf": { "kind": "raw" }, "check": "00" }"#;
+    std::fs::write(dir.path().join("header.json"), v1).unwrap();
+    match KeyRing::open(dir.path(), root()) {
+        Err(Error::CorruptStore { file, reason }) => {
+            assert_eq!(file, "header.json");
+            assert!(
+                reason.contains("format version 1 is not supported"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("header.json")).unwrap(),
+        v1
+    );
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(e, Error::Other(inner)
+        if inner.downcast_ref::<std::io::Error>().map(|i| i.kind())
+            == Some(std::io::ErrorKind::TimedOut))
+}
+
+#[test]
+fn a_held_lock_fails_after_the_timeout_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = KeystoreOptions::default().lock_timeout(std::time::Duration::from_millis(300));
+    let ring = KeyRing::builder()
+        .file_keystore(dir.path(), &root(), opts.clone())
+        .unwrap()
+        .build();
+    // Someone else takes the lock and keeps it.
+    let holder = std::fs::File::open(dir.path().join("LOCK")).unwrap();
+    holder.lock().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_owned();
+    let o = opts.clone();
+    std::thread::spawn(move || {
+        let r = KeyRing::builder()
+            .file_keystore(&path, &root(), o)
+            .map(drop);
+        let _ = tx.send(r);
+    });
+    let started = std::time::Instant::now();
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("open blocked on a held lock");
+    assert!(is_timeout(&r.unwrap_err()));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    // A change on an open ring gives up too, and changes nothing.
+    let e = ring
+        .client(p("user:a"))
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap_err();
+    assert!(is_timeout(&e), "{e}");
+    holder.unlock().unwrap();
+    assert!(
+        ring.client(p("user:a"))
+            .create_key(KeySpec::default(), CreateKeyOptions::new())
+            .is_ok()
+    );
+    assert_eq!(
+        ring.client(p("user:a"))
+            .list_keys(10, None)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+// Item 8: alias record names.
+
+#[test]
+fn long_aliases_work_and_no_alias_name_shows_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("alias/{}", "x".repeat(250));
+    assert_eq!(long.len(), 256);
+    let secret = "alias/payroll-2026";
+    {
+        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let c = ring.client(p("user:a"));
+        let k = c
+            .create_key(KeySpec::default(), CreateKeyOptions::new().alias(&*long))
+            .unwrap();
+        c.create_alias(secret, k.as_str()).unwrap();
+    }
+    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let c = ring.client(p("user:a"));
+    let k = c.describe_key(&long).unwrap().key_id;
+    assert_eq!(c.describe_key(secret).unwrap().key_id, k);
+    assert_eq!(c.list_aliases(None, 10, None).unwrap().items.len(), 2);
+    let hex_secret = hex(secret.as_bytes());
+    for path in walk(dir.path()) {
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        for needle in ["payroll", &hex_secret, "xxxxxxxx", &hex(b"xxxx")] {
+            assert!(!name.contains(needle), "{name} shows {needle}");
+        }
+        if path.is_file() {
+            let data = std::fs::read(&path).unwrap();
+            assert!(!data.windows(7).any(|w| w == b"payroll"), "{name}");
+        }
+    }
+    c.delete_alias(&long).unwrap();
+    assert!(c.describe_key(&long).is_err());
+}
+
+// Item 9: rollback.
+
+fn key_record(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let mut recs: Vec<PathBuf> = std::fs::read_dir(dir.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let path = recs.pop().unwrap();
+    let data = std::fs::read(&path).unwrap();
+    (path, data)
+}
+
+#[test]
+fn an_older_authentic_record_put_back_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, gid, blob) = {
+        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let c = ring.client(p("user:a"));
+        let k = c
+            .create_key(KeySpec::default(), CreateKeyOptions::new())
+            .unwrap();
+        let (gid, _) = c
+            .create_grant(
+                k.as_str(),
+                GrantRequest::new(p("user:bob"), &[Action::Decrypt]),
+            )
+            .unwrap();
+        let blob = c.encrypt(k.as_str(), b"x", &ctx()).unwrap();
+        (k.to_string(), gid, blob)
+    };
+    let (old_path, old) = key_record(dir.path());
+    let old_files = files(dir.path());
+    {
+        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        ring.client(p("user:a")).revoke_grant(&key, &gid).unwrap();
+    }
+    let (cur_path, _) = key_record(dir.path());
+    // The old record under the current record's file name: refused.
+    let cur = std::fs::read(&cur_path).unwrap();
+    std::fs::write(&cur_path, &old).unwrap();
+    match KeyRing::open(dir.path(), root()) {
+        Err(Error::CorruptStore { file, .. }) => assert!(file.starts_with("keys/"), "{file}"),
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&cur_path, &cur).unwrap();
+    // The old record (and the old manifest shards) back under their own
+    // names: not referenced by the manifest, ignored, and removed.
+    for (path, data) in &old_files {
+        if path.starts_with(dir.path().join("keys"))
+            || path.starts_with(dir.path().join("manifest"))
+        {
+            std::fs::write(path, data).unwrap();
+        }
+    }
+    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    assert!(!old_path.exists());
+    let bob = ring.client(p("user:bob"));
+    assert!(matches!(
+        bob.decrypt(&blob, &ctx()),
+        Err(Error::AccessDenied { .. })
+    ));
+    // A running ring notices the whole store going back in time.
+    let before = files(dir.path());
+    ring.client(p("user:a")).disable_key(&key).unwrap();
+    for path in files(dir.path()).keys() {
+        std::fs::remove_file(path).unwrap();
+    }
+    for (path, data) in &before {
+        std::fs::write(path, data).unwrap();
+    }
+    match ring.client(p("user:a")).describe_key(&key) {
+        Err(Error::CorruptStore { file, reason }) => {
+            assert_eq!(file, "MANIFEST");
+            assert!(reason.contains("went back"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// Item 10: freshness across rings and processes.
+
+/// A key policy letting user:a do everything, except encrypt if `deny`.
+fn policy(deny: bool) -> strongroom::policy::Policy {
+    let deny = if deny {
+        r#",{"Sid":"NoEncrypt","Effect":"Deny","Principal":"user:a","Action":"strongroom:Encrypt"}"#
+    } else {
+        ""
+    };
+    strongroom::policy::Policy::from_json(&format!(
+        r#"{{"Version":"2026-01-01","Statement":[
+  {{"Sid":"A","Effect":"Allow","Principal":"user:a","Action":"strongroom:*"}}{deny}]}}"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_second_ring_sees_every_change_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(strongroom::ManualClock::new(strongroom::Timestamp(
+        1_800_000_000,
+    )));
+    let a = KeyRing::builder()
+        .clock(clock.clone())
+        .file_keystore(dir.path(), &root(), KeystoreOptions::default())
+        .unwrap()
+        .build();
+    let b = KeyRing::open(dir.path(), root()).unwrap();
+    let (ca, cb) = (a.client(p("user:a")), b.client(p("user:a")));
+    let key = ca
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/fresh"),
+        )
+        .unwrap()
+        .to_string();
+    assert_eq!(cb.describe_key("alias/fresh").unwrap().key_id.as_str(), key);
+    let (gid, _) = ca
+        .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Decrypt]))
+        .unwrap();
+    let blob = ca.encrypt(&key, b"x", &ctx()).unwrap();
+    assert!(b.client(p("user:bob")).decrypt(&blob, &ctx()).is_ok());
+    ca.revoke_grant(&key, &gid).unwrap();
+    assert!(matches!(
+        b.client(p("user:bob")).decrypt(&blob, &ctx()),
+        Err(Error::AccessDenied { .. })
+    ));
+    // A new version: b decrypts a's new ciphertexts and encrypts with it.
+    ca.rotate_now(&key).unwrap();
+    let v2 = ca.encrypt(&key, b"v2", &ctx()).unwrap();
+    assert_eq!(cb.decrypt(&v2, &ctx()).unwrap().key_version, 2);
+    let from_b = cb.encrypt(&key, b"b", &ctx()).unwrap();
+    assert_eq!(ca.decrypt(&from_b, &ctx()).unwrap().key_version, 2);
+    // A tightened policy.
+    ca.put_key_policy(&key, &policy(true), false).unwrap();
+    assert!(matches!(
+        cb.encrypt(&key, b"x", &ctx()),
+        Err(Error::AccessDenied { .. })
+    ));
+    ca.put_key_policy(&key, &policy(false), false).unwrap();
+    // Disabled, then deleted.
+    ca.disable_key(&key).unwrap();
+    assert!(matches!(
+        cb.encrypt(&key, b"x", &ctx()),
+        Err(Error::InvalidKeyState { .. })
+    ));
+    ca.enable_key(&key).unwrap();
+    assert!(cb.encrypt(&key, b"x", &ctx()).is_ok());
+    ca.schedule_key_deletion(&key, Some(7)).unwrap();
+    clock.advance_days(8);
+    assert_eq!(a.run_maintenance().unwrap().deleted.len(), 1);
+    assert!(matches!(
+        cb.encrypt(&key, b"x", &ctx()),
+        Err(Error::KeyNotFound(_))
+    ));
+    assert!(cb.describe_key("alias/fresh").is_err());
+    assert!(cb.list_keys(10, None).unwrap().items.is_empty());
+    // b's backend dropped the material: even the backend escape hatch no
+    // longer has it.
+    let m = strongroom::backend::MaterialId::new(strongroom::KeyId::parse(&key).unwrap(), 1);
+    assert!(!b.dangerous_backend().contains(&m).unwrap());
+    assert!(b.dangerous_backend().encrypt(&m, b"", b"x").is_err());
+}
+
+#[test]
+fn a_ring_in_another_process_sees_every_change_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(strongroom::ManualClock::new(strongroom::Timestamp(
+        1_800_000_000,
+    )));
+    let ring = KeyRing::builder()
+        .clock(clock.clone())
+        .file_keystore(dir.path(), &root(), KeystoreOptions::default())
+        .unwrap()
+        .build();
+    let c = ring.client(p("user:a"));
+    let key = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap()
+        .to_string();
+    let (gid, _) = c
+        .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Decrypt]))
+        .unwrap();
+    let blob = c.encrypt(&key, b"x", &ctx()).unwrap();
+    let mut ch = child("serve", dir.path(), "")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = ch.stdin.take().unwrap();
+    let mut lines = BufReader::new(ch.stdout.take().unwrap()).lines();
+    // The test harness prints its own lines first.
+    while !lines.next().unwrap().unwrap().ends_with("READY") {}
+    let mut ask = |cmd: String| -> String {
+        use std::io::Write;
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+        lines.next().unwrap().unwrap()
+    };
+    let decrypt_as_bob = format!("decrypt user:bob {}", hex(&blob));
+    assert!(ask(decrypt_as_bob.clone()).starts_with("OK 1 "));
+    c.revoke_grant(&key, &gid).unwrap();
+    assert_eq!(ask(decrypt_as_bob), "ERR AccessDenied");
+    c.rotate_now(&key).unwrap();
+    let v2 = c.encrypt(&key, b"v2", &ctx()).unwrap();
+    assert_eq!(
+        ask(format!("decrypt user:a {}", hex(&v2))),
+        format!("OK 2 {}", hex(b"v2"))
+    );
+    let reply = ask(format!("encrypt {key}"));
+    let from_child = unhex(reply.strip_prefix("OK ").unwrap());
+    assert_eq!(c.decrypt(&from_child, &ctx()).unwrap().key_version, 2);
+    c.put_key_policy(&key, &policy(true), false).unwrap();
+    assert_eq!(ask(format!("encrypt {key}")), "ERR AccessDenied");
+    c.put_key_policy(&key, &policy(false), false).unwrap();
+    c.disable_key(&key).unwrap();
+    assert_eq!(ask(format!("encrypt {key}")), "ERR InvalidKeyState");
+    c.enable_key(&key).unwrap();
+    assert!(ask(format!("encrypt {key}")).starts_with("OK "));
+    c.schedule_key_deletion(&key, Some(7)).unwrap();
+    clock.advance_days(8);
+    assert_eq!(ring.run_maintenance().unwrap().deleted.len(), 1);
+    assert_eq!(ask(format!("encrypt {key}")), "ERR KeyNotFound");
+    assert_eq!(
+        ask(format!("decrypt user:a {}", hex(&v2))),
+        "ERR KeyNotFound"
+    );
+    ask("quit".into());
+    assert!(ch.wait().unwrap().success());
+}
+
+// Item 11: a wrong root key repairs nothing.
+
+/// Fails every rename onto `MANIFEST`: a root rotation stops right after
+/// its commit point.
+#[derive(Debug)]
+struct NoManifestRename;
+
+impl Storage for NoManifestRename {
+    fn write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        RealStorage.write(path, data)
+    }
+    fn fsync(&self, path: &Path) -> std::io::Result<()> {
+        RealStorage.fsync(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        if to.file_name().unwrap() == "MANIFEST" {
+            return Err(std::io::Error::other("injected fault"));
+        }
+        RealStorage.rename(from, to)
+    }
+    fn fsync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        RealStorage.fsync_dir(dir)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        RealStorage.remove(path)
+    }
+}
+
+#[test]
+fn a_wrong_root_key_repairs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = {
+        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        ring.client(p("user:a"))
+            .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/w"))
+            .unwrap()
+    };
+    // Crash leftovers of interrupted writes: a wrong key removes none.
+    std::fs::write(dir.path().join("keys/.tmp-999-leftover"), b"torn").unwrap();
+    std::fs::write(dir.path().join("keys/leftover.rec.new"), b"torn").unwrap();
+    std::fs::write(dir.path().join(".tmp-999-top"), b"torn").unwrap();
+    let before = files(dir.path());
+    assert!(matches!(
+        KeyRing::open(dir.path(), RootKey::raw([0x22; 32])),
+        Err(Error::WrongRootKey)
+    ));
+    assert_eq!(files(dir.path()), before);
+    // A root rotation interrupted right after its commit point: neither a
+    // wrong key nor the old one finishes it.
+    let new_root = || RootKey::raw([0x44; 32]);
+    let faulty = KeystoreOptions::default().storage(Arc::new(NoManifestRename));
+    assert!(rotate_root_key(dir.path(), &root(), &new_root(), &faulty).is_err());
+    let before = files(dir.path());
+    assert!(before.keys().any(|p| p.ends_with("ROOT-ROTATION.json")));
+    for wrong in [RootKey::raw([0x22; 32]), root()] {
+        assert!(matches!(
+            KeyRing::open(dir.path(), wrong),
+            Err(Error::WrongRootKey)
+        ));
+        assert_eq!(files(dir.path()), before);
+    }
+    // The right (new) key finishes the rotation and removes the leftovers.
+    let ring = KeyRing::open(dir.path(), new_root()).unwrap();
+    assert_eq!(
+        ring.client(p("user:a"))
+            .describe_key("alias/w")
+            .unwrap()
+            .key_id,
+        key
+    );
+    let after = files(dir.path());
+    assert!(!after.keys().any(|p| {
+        let n = p.file_name().unwrap().to_str().unwrap();
+        n.starts_with(".tmp-") || n.ends_with(".new") || n == "ROOT-ROTATION.json"
+    }));
+}
+
+// Item 12: root rotation while another ring has the store open.
+
+#[test]
+fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let c = ring.client(p("user:a"));
+    let key = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap()
+        .to_string();
+    let blob = c.encrypt(&key, b"kept", &ctx()).unwrap();
+    let new_root = || RootKey::raw([0x55; 32]);
+    rotate_root_key(
+        dir.path(),
+        &root(),
+        &new_root(),
+        &KeystoreOptions::default(),
+    )
+    .unwrap();
+    // The old ring notices, and writes nothing under the old key.
+    assert!(matches!(
+        c.create_key(KeySpec::default(), CreateKeyOptions::new()),
+        Err(Error::WrongRootKey)
+    ));
+    assert!(matches!(c.rotate_now(&key), Err(Error::WrongRootKey)));
+    assert!(matches!(
+        c.encrypt(&key, b"x", &ctx()),
+        Err(Error::WrongRootKey)
+    ));
+    drop(ring);
+    let ring = KeyRing::open(dir.path(), new_root()).unwrap();
+    let c = ring.client(p("user:a"));
+    assert_eq!(c.list_keys(10, None).unwrap().items.len(), 1);
+    assert_eq!(c.describe_key(&key).unwrap().primary_version, 1);
+    assert_eq!(
+        c.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
+        b"kept"
+    );
+}
+
+// Item 18 (part): the Argon2id floor.
+
+#[test]
+fn argon2_parameters_below_the_floor_are_refused() {
+    assert_eq!(Argon2Params::default(), Argon2Params::MINIMUM);
+    let weak = Argon2Params {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pass = || RootKey::passphrase("correct horse");
+    match KeyRing::builder().file_keystore(
+        dir.path(),
+        &pass(),
+        KeystoreOptions::default().argon2(weak),
+    ) {
+        Err(Error::Configuration(msg)) => assert!(msg.contains("below the minimum"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.path().join("header.json").exists());
+    for params in [
+        Argon2Params {
+            m_kib: 19 * 1024 - 1,
+            ..Argon2Params::MINIMUM
+        },
+        Argon2Params {
+            t: 1,
+            ..Argon2Params::MINIMUM
+        },
+        Argon2Params {
+            p: 0,
+            ..Argon2Params::MINIMUM
+        },
+    ] {
+        assert!(matches!(
+            KeyRing::builder().file_keystore(
+                dir.path(),
+                &pass(),
+                KeystoreOptions::default().argon2(params)
+            ),
+            Err(Error::Configuration(_))
+        ));
+    }
+    // The test-only escape hatch creates one; without it, it is refused.
+    let fast = weak_argon2_for_tests(KeystoreOptions::default()).argon2(weak);
+    KeyRing::builder()
+        .file_keystore(dir.path(), &pass(), fast.clone())
+        .unwrap();
+    assert!(matches!(
+        KeyRing::builder().file_keystore(dir.path(), &pass(), KeystoreOptions::default()),
+        Err(Error::Configuration(_))
+    ));
+    // Rotating a raw store to a weak passphrase is refused too.
+    let raw = tempfile::tempdir().unwrap();
+    KeyRing::open(raw.path(), root()).unwrap();
+    assert!(matches!(
+        rotate_root_key(
+            raw.path(),
+            &root(),
+            &pass(),
+            &KeystoreOptions::default().argon2(weak)
+        ),
+        Err(Error::Configuration(_))
+    ));
+    assert!(KeyRing::open(raw.path(), root()).is_ok());
+}
+
+#[test]
+fn a_store_whose_header_is_gone_is_not_replaced_by_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        ring.client(p("user:a"))
+            .create_key(KeySpec::default(), CreateKeyOptions::new())
+            .unwrap();
+    }
+    let header = std::fs::read(dir.path().join("header.json")).unwrap();
+    std::fs::remove_file(dir.path().join("header.json")).unwrap();
+    let before = files(dir.path());
+    match KeyRing::open(dir.path(), root()) {
+        Err(Error::CorruptStore { file, .. }) => assert_eq!(file, "header.json"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(files(dir.path()), before);
+    std::fs::write(dir.path().join("header.json"), header).unwrap();
+    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    assert_eq!(
+        ring.client(p("user:a"))
+            .list_keys(10, None)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
 }

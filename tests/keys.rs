@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 use strongroom::{
-    CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, KeyState, KeyUsage, Principal,
-    SymmetricAlgorithm,
+    Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, KeyState, KeyUsage,
+    Principal, SymmetricAlgorithm,
 };
 
 fn client() -> strongroom::Client {
@@ -263,7 +263,7 @@ fn principals_parse_and_flow_into_metadata() {
     assert!(matches!(
         alice.describe_key(id.as_str()),
         Err(Error::AccessDenied { ref principal, ref action, .. })
-            if principal == "user:alice" && action == "strongroom:DescribeKey"
+            if principal.to_string() == "user:alice" && *action == Action::DescribeKey
     ));
 }
 

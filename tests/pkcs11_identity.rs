@@ -14,7 +14,7 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use std::sync::OnceLock;
-use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config};
+use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config, SigningBackend};
 use strongroom::{Error, KeyId, KeySpec, MaterialId, SecretBytes};
 
 /// DER OID of prime256v1.

@@ -263,7 +263,7 @@ fn disabled_keys_refuse_everything_cryptographic() {
     assert_eq!(c.describe_key(k).unwrap().state, KeyState::Disabled);
     let refused = |r: Result<(), Error>| {
         assert!(
-            matches!(r, Err(Error::InvalidKeyState { ref state, .. }) if state == "Disabled"),
+            matches!(r, Err(Error::InvalidKeyState { ref state, .. }) if *state == KeyState::Disabled),
             "{r:?}"
         );
     };
@@ -370,4 +370,105 @@ fn inspect_rejects_garbage() {
     for g in [&b""[..], b"SR", b"SR\x03\x01", &[0u8; 100]] {
         assert!(matches!(inspect(g), Err(Error::DecryptionFailed)));
     }
+}
+
+/// Item 21: writers (rotation, grant revocation) make progress while 8
+/// threads seal on the same key, and the sealers keep making progress
+/// between writes. Count-based, no timing: after each rotation the writer
+/// waits until a seal under the new version has completed, so every
+/// rotation happens with the readers running; the sealers stop on a flag.
+#[test]
+fn writers_progress_while_eight_threads_seal() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    const SEALERS: usize = 8;
+    const ROTATIONS: u32 = 40;
+
+    let (c, _, _) = ring(None);
+    let k = c
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/busy"),
+        )
+        .unwrap()
+        .to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Stops the sealers however this test ends (an assertion failing too).
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _stop_on_drop = StopOnDrop(stop.clone());
+    // The newest version any sealer has completed a seal under.
+    let newest_sealed = Arc::new(AtomicU32::new(0));
+    let sealers: Vec<_> = (0..SEALERS)
+        .map(|_| {
+            let (c, stop, newest) = (c.clone(), stop.clone(), newest_sealed.clone());
+            std::thread::spawn(move || {
+                let data = vec![7u8; 1024];
+                let mut seen = Vec::new();
+                let mut last = None;
+                while !stop.load(Ordering::SeqCst) {
+                    let msg = c.seal("alias/busy", &data, &ctx()).unwrap();
+                    let CiphertextInfo::Message { wrapped_by, .. } = inspect(&msg).unwrap() else {
+                        panic!("seal made a message");
+                    };
+                    let v = wrapped_by[0].1;
+                    if seen.last() != Some(&v) {
+                        seen.push(v);
+                    }
+                    newest.fetch_max(v, Ordering::SeqCst);
+                    last = Some(msg);
+                }
+                (seen, last)
+            })
+        })
+        .collect();
+    // Waits (yielding) until a seal under version `v` completed; returns
+    // early if a sealer died, so the test cannot hang on a failure.
+    let wait_for_seal = |v: u32| {
+        while newest_sealed.load(Ordering::SeqCst) < v && !sealers.iter().any(|h| h.is_finished()) {
+            std::thread::yield_now();
+        }
+    };
+    wait_for_seal(1);
+    for i in 0..ROTATIONS {
+        // A grant created and revoked under load: another writer.
+        let (grant, _) = c
+            .create_grant(
+                &k,
+                strongroom::policy::GrantRequest::new(
+                    Principal::user("reader").unwrap(),
+                    &[strongroom::Action::Decrypt],
+                ),
+            )
+            .unwrap();
+        c.revoke_grant(&k, &grant).unwrap();
+        // The only rotator: every rotation is exactly the next version.
+        assert_eq!(c.rotate_now(&k).unwrap(), i + 2);
+        wait_for_seal(i + 2);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut all_seen = std::collections::BTreeSet::new();
+    for h in sealers {
+        let (seen, last) = h.join().unwrap();
+        // A sealer never goes back to an older version once a newer one is
+        // primary, and only ever sees versions that exist.
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert!(seen.iter().all(|v| (1..=ROTATIONS + 1).contains(v)));
+        all_seen.extend(seen);
+        let opened = c.open(&last.unwrap(), &ctx()).unwrap();
+        assert_eq!(opened.plaintext.expose_secret(), &[7u8; 1024][..]);
+    }
+    // Every version was sealed under while the sealers ran.
+    assert_eq!(
+        all_seen.into_iter().collect::<Vec<_>>(),
+        (1..=ROTATIONS + 1).collect::<Vec<_>>()
+    );
+    let m = c.describe_key(&k).unwrap();
+    let versions: Vec<u32> = m.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, (1..=ROTATIONS + 1).collect::<Vec<_>>());
+    assert_eq!(m.primary_version, ROTATIONS + 1);
+    assert!(c.list_grants(&k).unwrap().is_empty());
 }

@@ -9,8 +9,7 @@ use strongroom::audit::{
 use strongroom::policy::{GrantRequest, Policy};
 use strongroom::{
     Action, Alias, CreateKeyOptions, EncryptionContext, Error, GrantSelector, KeyId, KeyRing,
-    KeySpec, MAX_PENDING_IMPORTS_PER_PRINCIPAL, ManualClock, MemoryStore, MetadataStore, Principal,
-    Timestamp,
+    KeySpec, ManualClock, MemoryStore, MetadataStore, Principal, Timestamp,
 };
 
 fn p(s: &str) -> Principal {
@@ -279,7 +278,7 @@ fn item03_import_needs_create_key_and_pending_imports_are_capped() {
 
     let ring = KeyRing::in_memory();
     let alice = ring.client(p("user:alice"));
-    for _ in 1..MAX_PENDING_IMPORTS_PER_PRINCIPAL {
+    for _ in 1..strongroom::limits::MAX_PENDING_IMPORTS_PER_PRINCIPAL {
         alice.get_parameters_for_import(KeySpec::default()).unwrap();
     }
     let last = alice.get_parameters_for_import(KeySpec::default()).unwrap();

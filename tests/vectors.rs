@@ -1,4 +1,7 @@
-//! Frozen format vectors (tests/vectors/format-v1.json).
+//! Frozen format vectors: `tests/vectors/format-v2.json` (what the ring
+//! writes now: version 2 blobs with a length-prefixed payload) and
+//! `tests/vectors/format-v1.json` (version 1 blobs, written by earlier
+//! releases; read only).
 //!
 //! The vectors were made by a ring seeded with `InsecureSeededRandom`, so
 //! every key id, master key, nonce, data key and message id is reproducible.
@@ -7,8 +10,9 @@
 //! 2. an independent decoder written here from docs/FORMAT.md alone (raw
 //!    aes-gcm / chacha20poly1305 / hkdf calls, no strongroom internals)
 //!    decrypts them with the master keys recorded in the file;
-//! 3. re-running the same operations produces byte-identical output, so any
-//!    change of the format fails CI.
+//! 3. re-running the same operations produces byte-identical output to the
+//!    current (v2) file, so any change of the format fails CI; the v1 file
+//!    is only opened (1 and 2).
 //!
 //! Regenerate (only for a deliberate format change, with a new format
 //! version): `STRONGROOM_WRITE_VECTORS=1 cargo nextest run --test vectors ring_opens`.
@@ -23,7 +27,10 @@ use strongroom::{
     SymmetricAlgorithm,
 };
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/format-v1.json");
+/// The frozen output of the current writer.
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/format-v2.json");
+/// The frozen output of the version 1 writer: still opened, never written.
+const PATH_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/format-v1.json");
 const SEED: [u8; 32] = *b"strongroom format vectors seed 1";
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
@@ -181,7 +188,7 @@ fn generate() -> Vectors {
         })
         .collect();
     Vectors {
-        description: "strongroom format v1 vectors: ciphertext blobs and envelope messages; see docs/FORMAT.md".into(),
+        description: "strongroom format v2 vectors: ciphertext blobs (version 2) and envelope messages; see docs/FORMAT.md".into(),
         seed_hex: hex(&SEED),
         keys,
         blobs,
@@ -189,9 +196,18 @@ fn generate() -> Vectors {
     }
 }
 
-fn load() -> Vectors {
-    let text = std::fs::read_to_string(PATH).expect("tests/vectors/format-v1.json");
+fn load_from(path: &str) -> Vectors {
+    let text = std::fs::read_to_string(path).expect(path);
     serde_json::from_str(&text).unwrap()
+}
+
+fn load() -> Vectors {
+    load_from(PATH)
+}
+
+/// Both frozen files: the current one and the version 1 one.
+fn all_frozen() -> [Vectors; 2] {
+    [load(), load_from(PATH_V1)]
 }
 
 #[test]
@@ -200,7 +216,12 @@ fn ring_opens_frozen_vectors() {
         let v = generate();
         std::fs::write(PATH, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
     }
-    let v = load();
+    for v in all_frozen() {
+        ring_opens(&v);
+    }
+}
+
+fn ring_opens(v: &Vectors) {
     let rng = Arc::new(InsecureSeededRandom::new(SEED));
     let ring = KeyRing::builder().random(rng).build();
     let c = ring.client(Principal::service("vectors").unwrap());
@@ -265,14 +286,25 @@ fn context_bytes(ctx: &BTreeMap<String, String>) -> Vec<u8> {
 
 /// Decrypts a ciphertext blob; returns (key id, version, plaintext).
 fn decode_blob(blob: &[u8], keys: &[KeyVec], ctx: &[u8]) -> (String, u32, Vec<u8>) {
-    assert_eq!(&blob[0..4], &[b'S', b'R', 0x01, 0x01]);
+    assert_eq!(&blob[0..3], &[b'S', b'R', 0x01]);
     let suite = blob[4];
     let l = blob[5] as usize;
     let key_id = String::from_utf8(blob[6..6 + l].to_vec()).unwrap();
     let version = u32::from_be_bytes(blob[6 + l..10 + l].try_into().unwrap());
     let header = &blob[..10 + l];
-    let nonce = &blob[10 + l..22 + l];
-    let ct = &blob[22 + l..];
+    // Version 1: the payload is the rest; version 2: it is length-prefixed
+    // and ends the blob.
+    let payload = match blob[3] {
+        0x01 => &blob[10 + l..],
+        0x02 => {
+            let p = u16::from_be_bytes([blob[10 + l], blob[11 + l]]) as usize;
+            assert_eq!(blob.len(), 12 + l + p, "the payload ends the blob");
+            &blob[12 + l..]
+        }
+        v => panic!("unknown blob format version {v}"),
+    };
+    let nonce = &payload[..12];
+    let ct = &payload[12..];
     let mk = unhex(
         &keys
             .iter()
@@ -380,7 +412,12 @@ fn decode_message(m: &[u8], keys: &[KeyVec]) -> Vec<u8> {
 
 #[test]
 fn independent_decoder_reads_frozen_vectors() {
-    let v = load();
+    for v in all_frozen() {
+        independent_decoder_reads(&v);
+    }
+}
+
+fn independent_decoder_reads(v: &Vectors) {
     for b in &v.blobs {
         let (key_id, version, pt) = decode_blob(
             &unhex(&b.ciphertext_hex),

@@ -1,20 +1,28 @@
 //! The hash-chained, signed JSON Lines audit log (docs/FORMAT.md, "Audit log").
 
+use super::verify::{Anchor, Chain, Kind, VerifyError, unhex};
 use super::{AuditEvent, AuditSink};
 use crate::error::{Error, Result};
+use crate::random::{OsRandom, random_array};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// When the log is written through and fsynced.
+/// When the log is fsynced.
 ///
-/// With `Batched`, events since the last sync point live in the process's
-/// buffer: a crash loses them (and the chain simply ends earlier). Use
-/// `EveryEvent` when every acknowledged operation must be on disk.
+/// Whatever the policy, every record is handed to the operating system (one
+/// `write` of the whole line, no user-space buffer) before
+/// [`AuditSink::record`] returns, and a failed write is reported by that
+/// call. So an event whose operation returned survives the process crashing
+/// or being killed. What the policy decides is when the OS is made to put
+/// the file on disk: an OS crash or power loss before that loses the records
+/// since the last fsync (the chain then simply ends earlier, or, if the
+/// file system keeps a partly written line, the sink refuses to reopen the
+/// log as tampered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FsyncPolicy {
@@ -38,6 +46,9 @@ pub struct JsonlOptions {
     /// A file larger than this rolls over to the next file (the chain
     /// continues across files). Default 64 MiB.
     pub max_file_bytes: u64,
+    /// The anchor the sink published before a restart, if it was kept: the
+    /// reopened log must still hold that record. Default none.
+    pub anchor: Option<Anchor>,
 }
 
 impl Default for JsonlOptions {
@@ -46,6 +57,7 @@ impl Default for JsonlOptions {
             fsync: FsyncPolicy::Batched { max_events: 256 },
             digest_every: 1000,
             max_file_bytes: 64 << 20,
+            anchor: None,
         }
     }
 }
@@ -68,18 +80,38 @@ impl JsonlOptions {
         self.max_file_bytes = n.max(1024);
         self
     }
+
+    /// Makes [`JsonlFileSink::open`] refuse a log that lacks this record
+    /// (from [`JsonlFileSink::anchor`] before the restart, kept outside the
+    /// log's reach): it catches a log truncated back past the anchor, even
+    /// at a digest, and a log deleted or replaced.
+    pub fn anchor(mut self, a: Anchor) -> Self {
+        self.anchor = Some(a);
+        self
+    }
 }
 
-/// One line of the log.
+/// One line of the log: exactly one of `event`, `digest` and (in the first
+/// record only) `log`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Line {
     pub seq: u64,
     pub prev: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<AuditEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<DigestBody>,
+}
+
+/// The body of the header record, the first of a log.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogHeader {
+    /// The log's random 16-byte id (hex), signed into every digest.
+    pub id: String,
 }
 
 /// The body of a digest record.
@@ -90,10 +122,11 @@ pub(crate) struct DigestBody {
     pub signature: String,
 }
 
-/// What a digest signs: a label, its sequence number and the hash of the
-/// previous line, which chains every record before it.
-pub(crate) fn digest_message(seq: u64, prev: &[u8; 32]) -> Vec<u8> {
-    let mut m = b"strongroom audit digest v1\0".to_vec();
+/// What a digest signs: a label, the log id, the digest's sequence number
+/// and the hash of the previous line, which chains every record before it.
+pub(crate) fn digest_message(log_id: &[u8; 16], seq: u64, prev: &[u8; 32]) -> Vec<u8> {
+    let mut m = b"strongroom audit digest v2\0".to_vec();
+    m.extend_from_slice(log_id);
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(prev);
     m
@@ -121,19 +154,291 @@ pub(crate) fn log_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-#[derive(Debug)]
-struct State {
-    /// Buffered: written through to the OS at every sync point (every event
-    /// with `FsyncPolicy::EveryEvent`; each batch, digest, rollover and
-    /// flush otherwise).
-    file: std::io::BufWriter<File>,
+fn file_index(path: &Path) -> Result<u32> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("audit-"))
+        .and_then(|n| n.strip_suffix(".jsonl"))
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or_else(|| Error::Configuration(format!("audit log: bad file name {}", path.display())))
+}
+
+/// Opens a log file for appending, creating it readable by its owner only.
+fn open_append(path: &Path) -> Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path).map_err(|e| io(e, "open", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| io(e, "open", dir))?;
+    d.sync_all().map_err(|e| io(e, "fsync", dir))
+}
+
+/// Reads a log file, as much of it as its size says (a device posing as a
+/// log file reads as empty, not forever).
+fn read_text(path: &Path) -> Result<String> {
+    let f = File::open(path).map_err(|e| io(e, "open", path))?;
+    let len = f.metadata().map_err(|e| io(e, "stat", path))?.len();
+    let mut buf = Vec::new();
+    f.take(len)
+        .read_to_end(&mut buf)
+        .map_err(|e| io(e, "read", path))?;
+    String::from_utf8(buf).map_err(|_| {
+        tampered(VerifyError::Malformed {
+            file: path.to_path_buf(),
+            line: 1,
+        })
+    })
+}
+
+/// The first line of a log file (without `\n`).
+fn first_line(path: &Path) -> Result<String> {
+    let f = File::open(path).map_err(|e| io(e, "open", path))?;
+    let len = f.metadata().map_err(|e| io(e, "stat", path))?.len();
+    let mut buf = Vec::new();
+    BufReader::new(f.take(len))
+        .read_until(b'\n', &mut buf)
+        .map_err(|e| io(e, "read", path))?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    String::from_utf8(buf).map_err(|_| {
+        tampered(VerifyError::Malformed {
+            file: path.to_path_buf(),
+            line: 1,
+        })
+    })
+}
+
+/// The refusal to continue a log whose tail does not verify.
+fn tampered(why: impl std::fmt::Display) -> Error {
+    Error::Configuration(format!(
+        "audit log tampered: {why}. The sink will not extend this log: keep it as \
+         evidence, check it with audit::verify_log, and open the sink on a new directory"
+    ))
+}
+
+fn is_digest(line: &str) -> bool {
+    serde_json::from_str::<Line>(line).is_ok_and(|l| l.digest.is_some())
+}
+
+fn seq_of(line: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_str::<Seq>(line).ok().map(|s| s.seq)
+}
+
+/// Where an existing log ends, after its tail verified.
+struct Tail {
+    log_id: [u8; 16],
     index: u32,
     bytes: u64,
     seq: u64,
     prev: [u8; 32],
     since_digest: u64,
+    last_digest: Option<Anchor>,
+}
+
+/// Checks the end of the log in `files` with the sink's own key, from the
+/// last digest (and the record before it, which the digest signs) to the
+/// last record, and the caller's anchor if any. `None`: there is no log yet.
+fn read_tail(
+    files: &[PathBuf],
+    key: &ed25519_dalek::VerifyingKey,
+    anchor: Option<Anchor>,
+) -> Result<Option<Tail>> {
+    let missing = |a: Anchor| {
+        tampered(VerifyError::Truncated {
+            last_seq: 0,
+            anchor: a.seq(),
+        })
+    };
+    let (Some(first), Some(last)) = (files.first(), files.last()) else {
+        return match anchor {
+            Some(a) => Err(missing(a)),
+            None => Ok(None),
+        };
+    };
+    let first_len = std::fs::metadata(first)
+        .map_err(|e| io(e, "stat", first))?
+        .len();
+    if first_len == 0 {
+        // A log whose first file was created but never written (a crash
+        // right after creation) starts anew; later files without a first
+        // record are not a log.
+        return match (anchor, files.len()) {
+            (Some(a), _) => Err(missing(a)),
+            (None, 1) => Ok(None),
+            (None, _) => Err(tampered(VerifyError::NoHeader {
+                file: first.clone(),
+                line: 1,
+            })),
+        };
+    }
+    // Whole files, newest last, until one holds a digest with a record
+    // before it, or the first file (the log's header) is in.
+    let mut tail: Vec<(usize, usize, String)> = Vec::new();
+    let mut start = None;
+    for fi in (0..files.len()).rev() {
+        let text = read_text(&files[fi])?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err(tampered(format!(
+                "{} ends in a partial line (cut, or torn by a crash during a write)",
+                files[fi].display()
+            )));
+        }
+        let lines: Vec<_> = text
+            .split_terminator('\n')
+            .enumerate()
+            .map(|(i, l)| (fi, i + 1, l.to_owned()))
+            .collect();
+        tail.splice(0..0, lines);
+        if let Some(d) = tail.iter().rposition(|(_, _, l)| is_digest(l))
+            && d >= 1
+        {
+            start = Some(d - 1);
+            break;
+        }
+    }
+    let tamper = |e: VerifyError| tampered(e);
+    let (mut chain, from) = match start {
+        None => (Chain::from_start(key), 0),
+        Some(s) => {
+            // Resume after the record the last digest follows: the log id
+            // comes from the header at the start of the first file.
+            let header = first_line(first)?;
+            let log_id = serde_json::from_str::<Line>(&header)
+                .ok()
+                .filter(|l| {
+                    l.seq == 1 && l.prev == hex(&[0; 32]) && l.event.is_none() && l.digest.is_none()
+                })
+                .and_then(|l| l.log)
+                .and_then(|h| unhex::<16>(&h.id))
+                .ok_or_else(|| {
+                    tampered(VerifyError::NoHeader {
+                        file: first.clone(),
+                        line: 1,
+                    })
+                })?;
+            let (fi, line, text) = &tail[s];
+            let seq = seq_of(text).ok_or_else(|| {
+                tamper(VerifyError::Malformed {
+                    file: files[*fi].clone(),
+                    line: *line,
+                })
+            })?;
+            let hash = Sha256::digest(text.as_bytes()).into();
+            (Chain::resume(key, log_id, seq, hash), s + 1)
+        }
+    };
+    let mut since_digest = 0;
+    let mut last_digest = None;
+    let mut anchor_ok = false;
+    for (fi, line, text) in &tail[from..] {
+        let step = chain.step(text, &files[*fi], *line).map_err(tamper)?;
+        match step.kind {
+            Kind::Header => {}
+            Kind::Event => since_digest += 1,
+            Kind::Digest => {
+                since_digest = 0;
+                last_digest = Some(Anchor::new(step.seq, step.hash));
+            }
+        }
+        if let Some(a) = anchor
+            && a.seq() == step.seq
+        {
+            if a.hash() != &step.hash {
+                return Err(tamper(VerifyError::AnchorMismatch {
+                    file: files[*fi].clone(),
+                    line: *line,
+                    seq: a.seq(),
+                }));
+            }
+            anchor_ok = true;
+        }
+    }
+    let log_id = chain.log_id().ok_or_else(|| {
+        tampered(VerifyError::NoHeader {
+            file: first.clone(),
+            line: 1,
+        })
+    })?;
+    let last_seq = chain.last_seq();
+    if let Some(a) = anchor
+        && !anchor_ok
+    {
+        if a.seq() > last_seq || a.seq() == 0 {
+            return Err(tamper(VerifyError::Truncated {
+                last_seq,
+                anchor: a.seq(),
+            }));
+        }
+        check_old_anchor(files, &tail, a)?;
+    }
+    let bytes = std::fs::metadata(last)
+        .map_err(|e| io(e, "stat", last))?
+        .len();
+    Ok(Some(Tail {
+        log_id,
+        index: file_index(last)?,
+        bytes,
+        seq: last_seq,
+        prev: chain.prev(),
+        since_digest,
+        last_digest,
+    }))
+}
+
+/// Finds the anchor's record before the verified tail and compares its hash
+/// (a quick check: [`super::verify_log`] checks the whole chain).
+fn check_old_anchor(files: &[PathBuf], tail: &[(usize, usize, String)], a: Anchor) -> Result<()> {
+    let compare = |fi: usize, line: usize, text: &str| {
+        if Sha256::digest(text.as_bytes()).as_slice() == a.hash() {
+            Ok(())
+        } else {
+            Err(tampered(VerifyError::AnchorMismatch {
+                file: files[fi].clone(),
+                line,
+                seq: a.seq(),
+            }))
+        }
+    };
+    if let Some((fi, line, text)) = tail.iter().find(|(_, _, l)| seq_of(l) == Some(a.seq())) {
+        return compare(*fi, *line, text);
+    }
+    let first_tail_file = tail.first().map_or(files.len(), |t| t.0);
+    for fi in (0..first_tail_file).rev() {
+        let text = read_text(&files[fi])?;
+        for (i, l) in text.split_terminator('\n').enumerate() {
+            if seq_of(l) == Some(a.seq()) {
+                return compare(fi, i + 1, l);
+            }
+        }
+    }
+    Err(tampered(format!(
+        "the anchor record {} is not in the log (removed)",
+        a.seq()
+    )))
+}
+
+#[derive(Debug)]
+struct State {
+    /// Unbuffered: every line is one `write` to the OS.
+    file: File,
+    index: u32,
+    /// The size of the current file.
+    bytes: u64,
+    seq: u64,
+    prev: [u8; 32],
+    log_id: [u8; 16],
+    since_digest: u64,
     unsynced: u32,
-    last_digest_seq: Option<u64>,
+    last_digest: Option<Anchor>,
     broken: bool,
 }
 
@@ -141,7 +446,13 @@ struct State {
 /// records signed by an Ed25519 key, size-based rollover, and a configurable
 /// fsync policy. Verify it offline with [`super::verify_log`].
 ///
-/// Reopening a directory continues its chain.
+/// Every record is written to the OS before [`AuditSink::record`] returns
+/// (see [`FsyncPolicy`] for what reaches the disk when), and a write error is
+/// reported by the call whose record failed; the sink then refuses further
+/// records until it is reopened.
+///
+/// Reopening a directory continues its chain, after checking the log's tail
+/// with the sink's own key: see [`JsonlFileSink::open`].
 pub struct JsonlFileSink {
     dir: PathBuf,
     key: SigningKey,
@@ -169,79 +480,85 @@ impl JsonlFileSink {
     /// Opens (or creates) the log in `dir`, signing digests with the Ed25519
     /// key whose 32-byte seed is `signing_seed` (keep it, to continue the log
     /// after a restart; publish [`JsonlFileSink::verifying_key`]).
+    ///
+    /// A new log starts with a header record naming a random log id, which
+    /// every digest signs. An existing log is continued only if its tail
+    /// verifies with this key: from the last digest (whose signature must
+    /// hold) through every record after it, whole lines only. If
+    /// [`JsonlOptions::anchor`] is set, the log must also still hold that
+    /// record. Otherwise the sink refuses with [`Error::Configuration`]
+    /// (`audit log tampered: ...`) and writes nothing. Records before the
+    /// last digest are not re-read: [`super::verify_log`] checks them.
     pub fn open(
         dir: impl AsRef<Path>,
         signing_seed: &[u8; 32],
         options: JsonlOptions,
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| io(e, "create", &dir))?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir).map_err(|e| io(e, "create", &dir))?;
         let files = log_files(&dir).map_err(|e| io(e, "list", &dir))?;
-        // Continue in the last file, from the last record of the newest
-        // non-empty file (a rollover may have left the last file empty).
-        let (index, bytes) = match files.last() {
-            None => (1, 0),
-            Some(last) => {
-                let index = last
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_prefix("audit-"))
-                    .and_then(|n| n.strip_suffix(".jsonl"))
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .ok_or_else(|| {
-                        Error::Configuration(format!("audit log: bad file name {}", last.display()))
-                    })?;
-                let len = std::fs::metadata(last)
-                    .map_err(|e| io(e, "stat", last))?
-                    .len();
-                (index, len)
-            }
-        };
-        let mut seq = 0;
-        let mut prev = [0u8; 32];
-        for f in files.iter().rev() {
-            let file = File::open(f).map_err(|e| io(e, "open", f))?;
-            let mut last_line: Option<String> = None;
-            for l in BufReader::new(file).lines() {
-                let l = l.map_err(|e| io(e, "read", f))?;
-                if !l.is_empty() {
-                    last_line = Some(l);
-                }
-            }
-            if let Some(l) = last_line {
-                let parsed: Line = serde_json::from_str(&l).map_err(|_| {
-                    Error::Configuration(format!(
-                        "audit log: the last line of {} is not a log record; verify the log",
-                        f.display()
-                    ))
-                })?;
-                seq = parsed.seq;
-                prev = Sha256::digest(l.as_bytes()).into();
-                break;
-            }
-        }
-        let path = dir.join(file_name(index));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io(e, "open", &path))?;
-        Ok(JsonlFileSink {
-            dir,
-            key: SigningKey::from_bytes(signing_seed),
+        let key = SigningKey::from_bytes(signing_seed);
+        let tail = read_tail(&files, &key.verifying_key(), options.anchor)?;
+        let sink = |state| JsonlFileSink {
+            dir: dir.clone(),
+            key: key.clone(),
             options,
-            state: Mutex::new(State {
-                file: std::io::BufWriter::with_capacity(64 * 1024, file),
-                index,
-                bytes,
-                seq,
-                prev,
-                since_digest: 0,
+            state: Mutex::new(state),
+        };
+        if let Some(t) = tail {
+            let path = dir.join(file_name(t.index));
+            return Ok(sink(State {
+                file: open_append(&path)?,
+                index: t.index,
+                bytes: t.bytes,
+                seq: t.seq,
+                prev: t.prev,
+                log_id: t.log_id,
+                since_digest: t.since_digest,
                 unsynced: 0,
-                last_digest_seq: None,
+                last_digest: t.last_digest,
                 broken: false,
-            }),
-        })
+            }));
+        }
+        // A new log: its header, on disk before the sink is handed out.
+        let index = match files.first() {
+            Some(f) => file_index(f)?,
+            None => 1,
+        };
+        let path = dir.join(file_name(index));
+        let this = sink(State {
+            file: open_append(&path)?,
+            index,
+            bytes: 0,
+            seq: 0,
+            prev: [0; 32],
+            log_id: random_array::<16>(&OsRandom)?,
+            since_digest: 0,
+            unsynced: 0,
+            last_digest: None,
+            broken: false,
+        });
+        {
+            let mut st = this.state.lock().unwrap_or_else(|e| e.into_inner());
+            let id = hex(&st.log_id);
+            this.write_line(
+                &mut st,
+                Line {
+                    seq: 0,
+                    prev: String::new(),
+                    log: Some(LogHeader { id }),
+                    event: None,
+                    digest: None,
+                },
+            )?;
+            this.sync(&mut st)?;
+        }
+        sync_dir(&dir)?;
+        Ok(this)
     }
 
     /// The Ed25519 public key that verifies this log's digests.
@@ -249,14 +566,21 @@ impl JsonlFileSink {
         self.key.verifying_key().to_bytes()
     }
 
-    /// The sequence number of the last digest written by this sink, an anchor
-    /// to keep elsewhere: [`super::verify_log`] with it detects a log
-    /// truncated back past that digest.
-    pub fn last_digest_seq(&self) -> Option<u64> {
+    /// The log's random id, from its header record; every digest signs it.
+    pub fn log_id(&self) -> [u8; 16] {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).log_id
+    }
+
+    /// The last digest of the log, fsynced (written by this sink, or found
+    /// when it opened the log): an anchor to keep outside the log's reach.
+    /// [`super::verify_log`] with it, or [`JsonlOptions::anchor`] on the next
+    /// open, detects a log truncated back past that digest, even if it was
+    /// continued since.
+    pub fn anchor(&self) -> Option<Anchor> {
         self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .last_digest_seq
+            .last_digest
     }
 
     /// The directory of the log.
@@ -264,27 +588,39 @@ impl JsonlFileSink {
         &self.dir
     }
 
+    /// Writes one line with one `write` (to the OS, not to a buffer). On
+    /// failure, cuts a partly written line back off if it can.
     fn write_line(&self, st: &mut State, mut line: Line) -> Result<()> {
-        st.seq += 1;
-        line.seq = st.seq;
+        let seq = st
+            .seq
+            .checked_add(1)
+            .filter(|s| *s < u64::MAX)
+            .ok_or_else(|| Error::AuditUnavailable("the audit log is full".into()))?;
+        line.seq = seq;
         line.prev = hex(&st.prev);
-        let text = serde_json::to_string(&line).map_err(|e| Error::Other(Arc::new(e)))?;
-        let path = self.dir.join(file_name(st.index));
-        st.file
-            .write_all(format!("{text}\n").as_bytes())
-            .map_err(|e| io(e, "write", &path))?;
-        st.bytes += text.len() as u64 + 1;
-        st.prev = Sha256::digest(text.as_bytes()).into();
+        let mut text = serde_json::to_string(&line).map_err(|e| Error::Other(Arc::new(e)))?;
+        let hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        text.push('\n');
+        if let Err(e) = (&st.file).write_all(text.as_bytes()) {
+            let _ = st.file.set_len(st.bytes);
+            return Err(io(e, "write", &self.dir.join(file_name(st.index))));
+        }
+        st.seq = seq;
+        st.bytes += text.len() as u64;
+        st.prev = hash;
         Ok(())
     }
 
     fn write_digest(&self, st: &mut State) -> Result<()> {
-        let sig = self.key.sign(&digest_message(st.seq + 1, &st.prev));
+        let sig = self
+            .key
+            .sign(&digest_message(&st.log_id, st.seq + 1, &st.prev));
         self.write_line(
             st,
             Line {
                 seq: 0,
                 prev: String::new(),
+                log: None,
                 event: None,
                 digest: Some(DigestBody {
                     signature: hex(&sig.to_bytes()),
@@ -292,17 +628,15 @@ impl JsonlFileSink {
             },
         )?;
         st.since_digest = 0;
-        st.last_digest_seq = Some(st.seq);
-        self.sync(st)
+        self.sync(st)?;
+        st.last_digest = Some(Anchor::new(st.seq, st.prev));
+        Ok(())
     }
 
     fn sync(&self, st: &mut State) -> Result<()> {
-        let path = self.dir.join(file_name(st.index));
-        st.file.flush().map_err(|e| io(e, "write", &path))?;
         st.file
-            .get_ref()
             .sync_data()
-            .map_err(|e| io(e, "fsync", &path))?;
+            .map_err(|e| io(e, "fsync", &self.dir.join(file_name(st.index))))?;
         st.unsynced = 0;
         Ok(())
     }
@@ -313,6 +647,7 @@ impl JsonlFileSink {
             Line {
                 seq: 0,
                 prev: String::new(),
+                log: None,
                 event: Some(event.clone()),
                 digest: None,
             },
@@ -334,21 +669,12 @@ impl JsonlFileSink {
             if st.since_digest > 0 {
                 self.write_digest(st)?;
             }
-            let next = st.index + 1;
-            let path = self.dir.join(file_name(next));
             self.sync(st)?;
-            st.file = std::io::BufWriter::with_capacity(
-                64 * 1024,
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| io(e, "open", &path))?,
-            );
+            let next = st.index + 1;
+            st.file = open_append(&self.dir.join(file_name(next)))?;
             st.index = next;
             st.bytes = 0;
-            let dir = File::open(&self.dir).map_err(|e| io(e, "open", &self.dir))?;
-            dir.sync_all().map_err(|e| io(e, "fsync", &self.dir))?;
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -364,8 +690,8 @@ impl AuditSink for JsonlFileSink {
         }
         let r = self.record_locked(&mut st, event);
         if r.is_err() {
-            // A partial line may be on disk: refuse further writes, which
-            // would extend a broken chain.
+            // The chain's state may be ahead of the file: refuse further
+            // writes, which would extend a broken chain.
             st.broken = true;
         }
         r
@@ -376,10 +702,15 @@ impl AuditSink for JsonlFileSink {
         if st.broken {
             return Err(Error::AuditUnavailable("the audit log is broken".into()));
         }
-        if st.since_digest > 0 {
-            self.write_digest(&mut st)?;
+        let r = if st.since_digest > 0 {
+            self.write_digest(&mut st)
+        } else {
+            self.sync(&mut st)
+        };
+        if r.is_err() {
+            st.broken = true;
         }
-        self.sync(&mut st)
+        r
     }
 }
 

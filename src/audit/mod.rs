@@ -24,12 +24,22 @@
 //! ring unaudited. A state change the operation already committed (a key
 //! created, a policy put) stays committed. Fail-open records what it can
 //! and returns the result.
+//!
+//! [`JsonlFileSink`] hands every event to the operating system (no
+//! user-space buffer) before `record` returns, and reports a failed write on
+//! that call, so under fail-closed a returned result's event is in the file
+//! and survives the process crashing. It is on disk only after the next
+//! fsync ([`FsyncPolicy`]): with the default batched fsync, an OS crash or
+//! power loss can still lose the events since the last fsync. Use
+//! [`FsyncPolicy::EveryEvent`] to close that window. A crash between an
+//! operation's state change and its event (a key created, not yet
+//! recorded) leaves the change without an event.
 
 mod file;
 mod verify;
 
 pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};
-pub use verify::{VerifyError, VerifyReport, verify_log};
+pub use verify::{Anchor, VerifyError, VerifyReport, verify_log};
 
 /// Names used in events the ring records for its own housekeeping.
 pub use crate::keyring::{ACTION_DELETE_KEY, ACTION_ROTATE_KEY, SYSTEM_PRINCIPAL};

@@ -1,25 +1,38 @@
 //! The file backend: key material encrypted at rest in a keystore directory.
 
 use super::material::Material;
-use super::{KeyBackend, MaterialId, MemoryBackend};
+use super::{
+    HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId, MemoryBackend, SigningBackend,
+};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::secret::SecretBytes;
 use crate::store::keystore::{Keystore, Kind};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// Master-key material in a keystore directory: one record per key version,
 /// encrypted and authenticated under the root key, loaded into memory at open
-/// (and on demand, for versions another process created).
+/// and kept in step with the store before every use: a version another ring
+/// or process created is loaded on demand, and the material of a version
+/// whose record is gone (a deleted key) is dropped from memory.
 #[derive(Debug)]
 pub struct FileBackend {
     ks: Arc<Keystore>,
     memory: MemoryBackend,
+    loaded: Mutex<Loaded>,
 }
 
-fn material_rel(id: &MaterialId) -> String {
-    format!("material/{}.v{}.rec", id.key_id, id.version)
+/// What is in memory, and the store change it reflects.
+#[derive(Debug, Default)]
+struct Loaded {
+    seen: u64,
+    gens: HashMap<MaterialId, u64>,
+}
+
+fn material_name(id: &MaterialId) -> String {
+    format!("material/{}.v{}", id.key_id, id.version)
 }
 
 /// Record plaintext: `spec_len u16 BE || spec (JSON) || raw material`.
@@ -52,60 +65,106 @@ fn decode<'a>(rel: &str, pt: &'a [u8]) -> Result<(KeySpec, &'a [u8])> {
 impl FileBackend {
     pub(crate) fn load(ks: Arc<Keystore>) -> Result<Self> {
         let memory = MemoryBackend::new();
-        for name in ks.list("material")? {
-            let rel = format!("material/{name}");
-            let Some(id) = parse_name(&name) else {
+        let mut gens = HashMap::new();
+        for (name, _) in ks.names("material") {
+            let Some(id) = name.strip_prefix("material/").and_then(parse_name) else {
                 return Err(Error::CorruptStore {
-                    file: rel,
-                    reason: "not a material file name".into(),
+                    file: name,
+                    reason: "not a material record name".into(),
                 });
             };
-            let Some(pt) = ks.read(Kind::Material, &rel)? else {
+            let Some((gn, pt)) = ks.read(Kind::Material, &name)? else {
                 continue;
             };
-            let (spec, raw) = decode(&rel, &pt)?;
+            let (spec, raw) = decode(&name, &pt)?;
             memory
                 .insert_raw(&id, spec, raw)
                 .map_err(|_| Error::CorruptStore {
-                    file: rel,
+                    file: name,
                     reason: "material does not fit its key spec".into(),
                 })?;
+            gens.insert(id, gn);
         }
-        Ok(FileBackend { ks, memory })
+        let seen = ks.counter();
+        Ok(FileBackend {
+            ks,
+            memory,
+            loaded: Mutex::new(Loaded { seen, gens }),
+        })
     }
 
-    /// Loads a version another process created since this one opened.
+    /// Drops from memory the material whose record is gone or was replaced
+    /// since the last look (a `stat` when nothing changed).
+    fn sync(&self) -> Result<()> {
+        self.ks.refresh()?;
+        let counter = self.ks.counter();
+        let mut st = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if st.seen == counter {
+            return Ok(());
+        }
+        let stale: Vec<MaterialId> = st
+            .gens
+            .iter()
+            .filter(|(id, g)| self.ks.gen_of(&material_name(id)) != Some(**g))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.memory.destroy(&id)?;
+            st.gens.remove(&id);
+        }
+        st.seen = counter;
+        Ok(())
+    }
+
+    /// Makes sure the current material of `id` is in memory: loads a
+    /// version another ring or process created since this one looked.
     fn ensure(&self, id: &MaterialId) -> Result<()> {
+        self.sync()?;
         if self.memory.contains(id)? {
             return Ok(());
         }
-        let rel = material_rel(id);
-        let Some(pt) = self.ks.read(Kind::Material, &rel)? else {
+        let name = material_name(id);
+        let Some((gn, pt)) = self.ks.read(Kind::Material, &name)? else {
             return Err(Error::KeyNotFound(id.to_string()));
         };
-        let (spec, raw) = decode(&rel, &pt)?;
+        let (spec, raw) = decode(&name, &pt)?;
         match self.memory.insert_raw(id, spec, raw) {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             // Another thread loaded it meanwhile.
-            Err(_) if self.memory.contains(id)? => Ok(()),
-            Err(e) => Err(e),
+            Err(_) if self.memory.contains(id)? => {}
+            Err(e) => return Err(e),
         }
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gens
+            .insert(id.clone(), gn);
+        Ok(())
     }
 
     fn store_new(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
-        let rel = material_rel(id);
-        if self.ks.exists(&rel) || self.memory.contains(id)? {
+        let lock = self.ks.lock()?;
+        self.sync()?;
+        let name = material_name(id);
+        if self.ks.gen_of(&name).is_some() || self.memory.contains(id)? {
             return Err(Error::invalid(format!("material {id} already exists")));
         }
         // Validate before writing.
         Material::from_raw(spec, raw)?;
-        self.ks.write(Kind::Material, &rel, &encode(spec, raw)?)?;
-        self.memory.insert_raw(id, spec, raw)
+        let g = self
+            .ks
+            .apply(&lock, &[(Kind::Material, &name, &encode(spec, raw)?)], &[])?;
+        self.memory.insert_raw(id, spec, raw)?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gens
+            .insert(id.clone(), g);
+        Ok(())
     }
 }
 
-fn parse_name(name: &str) -> Option<MaterialId> {
-    let base = name.strip_suffix(".rec")?;
+fn parse_name(base: &str) -> Option<MaterialId> {
     let (key, v) = base.rsplit_once(".v")?;
     Some(MaterialId::new(
         crate::KeyId::parse(key).ok()?,
@@ -127,10 +186,6 @@ impl KeyBackend for FileBackend {
         self.store_new(id, spec, &raw)
     }
 
-    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
-        self.store_new(id, spec, raw)
-    }
-
     fn encrypt(&self, id: &MaterialId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         self.ensure(id)?;
         self.memory.encrypt(id, aad, plaintext)
@@ -141,6 +196,50 @@ impl KeyBackend for FileBackend {
         self.memory.decrypt(id, aad, payload)
     }
 
+    fn raw_aead_payloads(&self) -> bool {
+        true
+    }
+
+    fn signing(&self) -> Option<&dyn SigningBackend> {
+        Some(self)
+    }
+
+    fn macs(&self) -> Option<&dyn MacBackend> {
+        Some(self)
+    }
+
+    fn hpke(&self) -> Option<&dyn HpkeBackend> {
+        Some(self)
+    }
+
+    fn importing(&self) -> Option<&dyn ImportBackend> {
+        Some(self)
+    }
+
+    fn destroy(&self, id: &MaterialId) -> Result<()> {
+        let lock = self.ks.lock()?;
+        self.ks.apply(&lock, &[], &[&material_name(id)])?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gens
+            .remove(id);
+        self.memory.destroy(id)
+    }
+
+    fn contains(&self, id: &MaterialId) -> Result<bool> {
+        self.sync()?;
+        Ok(self.memory.contains(id)? || self.ks.gen_of(&material_name(id)).is_some())
+    }
+}
+
+impl ImportBackend for FileBackend {
+    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        self.store_new(id, spec, raw)
+    }
+}
+
+impl SigningBackend for FileBackend {
     fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
         self.ensure(id)?;
         self.memory.sign(id, data)
@@ -150,12 +249,16 @@ impl KeyBackend for FileBackend {
         self.ensure(id)?;
         self.memory.public_key(id)
     }
+}
 
+impl MacBackend for FileBackend {
     fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
         self.ensure(id)?;
         self.memory.mac(id, message)
     }
+}
 
+impl HpkeBackend for FileBackend {
     fn hpke_open(
         &self,
         id: &MaterialId,
@@ -165,14 +268,5 @@ impl KeyBackend for FileBackend {
     ) -> Result<SecretBytes> {
         self.ensure(id)?;
         self.memory.hpke_open(id, info, aad, sealed)
-    }
-
-    fn destroy(&self, id: &MaterialId) -> Result<()> {
-        self.ks.remove(&material_rel(id))?;
-        self.memory.destroy(id)
-    }
-
-    fn contains(&self, id: &MaterialId) -> Result<bool> {
-        Ok(self.memory.contains(id)? || self.ks.exists(&material_rel(id)))
     }
 }

@@ -2,14 +2,15 @@
 //! destroyed or dropped, and is lost when the process ends.
 
 use super::material::Material;
-use super::{KeyBackend, MaterialId};
+use super::{HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId, SigningBackend};
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::random::{OsRandom, RandomSource};
 use crate::secret::SecretBytes;
+use crate::sync::WriterFirst;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// Keeps master keys in process memory. The embedded default.
 ///
@@ -18,7 +19,10 @@ use std::sync::{Arc, RwLock};
 /// is built.
 pub struct MemoryBackend {
     rng: Arc<dyn RandomSource>,
-    keys: RwLock<HashMap<MaterialId, Arc<Material>>>,
+    /// Read on every operation (a lookup and an `Arc` clone); written only
+    /// to insert or remove material, which is built and zeroized outside
+    /// the lock. Writers are not held back by a stream of readers.
+    keys: WriterFirst<HashMap<MaterialId, Arc<Material>>>,
 }
 
 impl MemoryBackend {
@@ -31,7 +35,7 @@ impl MemoryBackend {
     pub fn with_random(rng: Arc<dyn RandomSource>) -> Self {
         MemoryBackend {
             rng,
-            keys: RwLock::new(HashMap::new()),
+            keys: WriterFirst::new(HashMap::new()),
         }
     }
 
@@ -39,7 +43,7 @@ impl MemoryBackend {
     /// material and by key import). Fails if `id` exists.
     pub(crate) fn insert_raw(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
         let material = Material::from_raw(spec, raw)?;
-        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.keys.write();
         if keys.contains_key(id) {
             return Err(Error::invalid(format!("material {id} already exists")));
         }
@@ -50,7 +54,6 @@ impl MemoryBackend {
     fn get(&self, id: &MaterialId) -> Result<Arc<Material>> {
         self.keys
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))
@@ -65,7 +68,7 @@ impl Default for MemoryBackend {
 
 impl fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.keys.read().map(|k| k.len()).unwrap_or(0);
+        let n = self.keys.read().len();
         f.debug_struct("MemoryBackend")
             .field("versions_held", &n)
             .finish_non_exhaustive()
@@ -94,6 +97,40 @@ impl KeyBackend for MemoryBackend {
         self.get(id)?.decrypt(aad, payload)
     }
 
+    fn raw_aead_payloads(&self) -> bool {
+        true
+    }
+
+    fn signing(&self) -> Option<&dyn SigningBackend> {
+        Some(self)
+    }
+
+    fn macs(&self) -> Option<&dyn MacBackend> {
+        Some(self)
+    }
+
+    fn hpke(&self) -> Option<&dyn HpkeBackend> {
+        Some(self)
+    }
+
+    fn importing(&self) -> Option<&dyn ImportBackend> {
+        Some(self)
+    }
+
+    fn destroy(&self, id: &MaterialId) -> Result<()> {
+        // Dropping the last Arc drops the cipher, whose key schedule
+        // zeroizes; that happens after the lock is released.
+        let removed = self.keys.write().remove(id);
+        drop(removed);
+        Ok(())
+    }
+
+    fn contains(&self, id: &MaterialId) -> Result<bool> {
+        Ok(self.keys.read().contains_key(id))
+    }
+}
+
+impl SigningBackend for MemoryBackend {
     fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
         self.get(id)?.sign(data)
     }
@@ -101,15 +138,15 @@ impl KeyBackend for MemoryBackend {
     fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
         self.get(id)?.public_key_der()
     }
+}
 
+impl MacBackend for MemoryBackend {
     fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
         self.get(id)?.mac(message)
     }
+}
 
-    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
-        self.insert_raw(id, spec, raw)
-    }
-
+impl HpkeBackend for MemoryBackend {
     fn hpke_open(
         &self,
         id: &MaterialId,
@@ -119,21 +156,10 @@ impl KeyBackend for MemoryBackend {
     ) -> Result<SecretBytes> {
         self.get(id)?.hpke_open(info, aad, sealed)
     }
+}
 
-    fn destroy(&self, id: &MaterialId) -> Result<()> {
-        // Dropping the last Arc drops the cipher, whose key schedule zeroizes.
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        Ok(())
-    }
-
-    fn contains(&self, id: &MaterialId) -> Result<bool> {
-        Ok(self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(id))
+impl ImportBackend for MemoryBackend {
+    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        self.insert_raw(id, spec, raw)
     }
 }

@@ -55,16 +55,55 @@ impl fmt::Display for MaterialId {
     }
 }
 
+pub(crate) use crate::limits::MAX_BACKEND_PAYLOAD;
+
 /// Holds master-key material and operates with it.
 ///
 /// # Contract
-/// - `encrypt` of a symmetric key returns `nonce (12) || ciphertext || tag (16)`
-///   (docs/FORMAT.md, "backend payload"), with a fresh random nonce per call;
-///   `decrypt` takes the same layout.
-/// - Every authentication failure in `decrypt` is [`crate::Error::DecryptionFailed`].
+/// - **Payloads are opaque.** `encrypt` returns whatever bytes the backend
+///   wants stored (at most [`MAX_BACKEND_PAYLOAD`]); the ring stores them
+///   length-prefixed in its ciphertexts and hands exactly those bytes back
+///   to `decrypt` with the same `aad`. The built-in backends return
+///   `nonce (12) || ciphertext || tag (16)` (docs/FORMAT.md, "Backend
+///   payload") and say so with [`KeyBackend::raw_aead_payloads`]; a remote
+///   custodian returns its own shape (an AWS KMS ciphertext blob, Vault
+///   Transit's `vault:vN:...` text).
+/// - `aad` must be bound: `decrypt` with other `aad` fails.
+/// - Every authentication failure in `decrypt` is
+///   [`crate::Error::DecryptionFailed`].
 /// - Operations on material the backend does not hold return
-///   [`crate::Error::KeyNotFound`].
+///   [`crate::Error::KeyNotFound`]; destroying absent material is not an error.
+/// - A transient failure (unreachable, timed out, throttled after the
+///   backend's own bounded retries) is [`crate::Error::Unavailable`], which
+///   callers may retry; nothing half-made may remain (a failed `generate`
+///   leaves no material).
 /// - Implementations are safe to call from many threads at once.
+///
+/// Optional abilities are narrow traits the backend hands out when it has
+/// them: [`KeyBackend::signing`], [`KeyBackend::macs`], [`KeyBackend::hpke`],
+/// [`KeyBackend::importing`].
+///
+/// # Shapes of remote custodians (sketch)
+///
+/// ```ignore
+/// /// One AWS KMS key per strongroom key version, found by the alias
+/// /// `alias/strongroom/<key id>/v<version>`; payloads are KMS ciphertext
+/// /// blobs; `aad` travels as the KMS encryption context {"aad": hex}.
+/// struct AwsKmsBackend { client: aws_sdk_kms::Client, runtime: tokio::runtime::Runtime }
+/// impl KeyBackend for AwsKmsBackend {
+///     fn generate(&self, id: &MaterialId, spec: KeySpec) -> Result<()>;        // CreateKey + CreateAlias
+///     fn encrypt(&self, id: &MaterialId, aad: &[u8], pt: &[u8]) -> Result<Vec<u8>>; // Encrypt
+///     fn decrypt(&self, id: &MaterialId, aad: &[u8], payload: &[u8]) -> Result<SecretBytes>; // Decrypt
+///     fn destroy(&self, id: &MaterialId) -> Result<()>;                        // ScheduleKeyDeletion(7)
+///     fn signing(&self) -> Option<&dyn SigningBackend> { Some(self) }          // Sign / GetPublicKey
+/// }
+///
+/// /// One Transit key per strongroom key (`<key id>`); a strongroom version
+/// /// is a Transit version (rotate = `transit/keys/<id>/rotate`); payloads
+/// /// are the `vault:vN:...` text; `aad` is Transit's `associated_data`.
+/// struct VaultTransitBackend { address: Url, token: SecretString, agent: ureq::Agent }
+/// impl KeyBackend for VaultTransitBackend { /* encrypt, decrypt, sign (ecdsa-p256, ed25519) */ }
+/// ```
 pub trait KeyBackend: Send + Sync + Debug {
     /// A short name for logs and audit records (`"memory"`, `"pkcs11"`).
     fn name(&self) -> &str;
@@ -75,8 +114,9 @@ pub trait KeyBackend: Send + Sync + Debug {
     /// Creates new material of `spec` under `id`. Fails if `id` already exists.
     fn generate(&self, id: &MaterialId, spec: KeySpec) -> Result<()>;
 
-    /// Authenticated encryption of a small payload (at most 4096 + 64 bytes)
-    /// under symmetric material, binding `aad`.
+    /// Authenticated encryption of a small payload (at most 4096 + 64 bytes
+    /// of plaintext) under symmetric material, binding `aad`. Returns the
+    /// backend's opaque payload (at most [`MAX_BACKEND_PAYLOAD`] bytes).
     fn encrypt(&self, id: &MaterialId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
 
     /// Reverses [`KeyBackend::encrypt`].
@@ -89,30 +129,57 @@ pub trait KeyBackend: Send + Sync + Debug {
     /// True if the backend holds material under `id`.
     fn contains(&self, id: &MaterialId) -> Result<bool>;
 
-    // ---- optional capabilities: asymmetric and MAC keys -------------------
-    // Defaulted to `Unsupported`, so a backend implements only what it can.
+    /// True if the payloads of symmetric keys are `nonce (12) || ciphertext
+    /// || tag (16)` of the key's AEAD (AES-256-GCM or ChaCha20-Poly1305)
+    /// under `aad`, with a fresh random nonce. Formats that must produce
+    /// that exact layout (the AWS Encryption SDK's raw AES keyring) need it.
+    /// Default: false (opaque payloads).
+    fn raw_aead_payloads(&self) -> bool {
+        false
+    }
 
+    /// Signing with asymmetric material, if the backend can.
+    fn signing(&self) -> Option<&dyn SigningBackend> {
+        None
+    }
+
+    /// MACs with HMAC material, if the backend can.
+    fn macs(&self) -> Option<&dyn MacBackend> {
+        None
+    }
+
+    /// HPKE decryption with HPKE material, if the backend can.
+    fn hpke(&self) -> Option<&dyn HpkeBackend> {
+        None
+    }
+
+    /// Installing imported raw material, if the backend can.
+    fn importing(&self) -> Option<&dyn ImportBackend> {
+        None
+    }
+}
+
+/// Signing with asymmetric material: an optional capability of a backend.
+pub trait SigningBackend: Send + Sync {
     /// Signs with private material. For ECDSA P-256 `data` is the SHA-256
     /// digest (32 bytes; hashing happens outside the backend, as with
     /// PKCS#11 `CKM_ECDSA`) and the result is the raw `r || s` (64 bytes);
     /// for Ed25519 `data` is the whole message and the result the 64-byte
     /// signature.
-    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
-        let _ = data;
-        Err(crate::Error::Unsupported(format!(
-            "backend {} cannot sign with {id}",
-            self.name()
-        )))
-    }
+    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>>;
 
     /// The public key of asymmetric material, as SubjectPublicKeyInfo DER.
-    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
-        Err(crate::Error::Unsupported(format!(
-            "backend {} has no public key for {id}",
-            self.name()
-        )))
-    }
+    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>>;
+}
 
+/// MACs with HMAC material: an optional capability of a backend.
+pub trait MacBackend: Send + Sync {
+    /// Computes a MAC tag over `message`.
+    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// HPKE decryption: an optional capability of a backend.
+pub trait HpkeBackend: Send + Sync {
     /// Opens an HPKE (RFC 9180) base-mode ciphertext `enc || ct` sealed to
     /// the public key of HPKE material, with `info` and `aad`. Every failure
     /// is [`crate::Error::DecryptionFailed`].
@@ -122,30 +189,20 @@ pub trait KeyBackend: Send + Sync + Debug {
         info: &[u8],
         aad: &[u8],
         sealed: &[u8],
-    ) -> Result<SecretBytes> {
-        let _ = (info, aad, sealed);
-        Err(crate::Error::Unsupported(format!(
-            "backend {} cannot decrypt with {id}",
-            self.name()
-        )))
-    }
+    ) -> Result<SecretBytes>;
+}
 
+/// Key import: an optional capability of a backend.
+pub trait ImportBackend: Send + Sync {
     /// Installs imported raw material (docs/FORMAT.md, "Key material") of
     /// `spec` under `id`. Fails if `id` exists.
-    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
-        let _ = (spec, raw);
-        Err(crate::Error::Unsupported(format!(
-            "backend {} cannot import material for {id}",
-            self.name()
-        )))
-    }
+    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()>;
+}
 
-    /// Computes a MAC tag over `message` with MAC material.
-    fn mac(&self, id: &MaterialId, message: &[u8]) -> Result<Vec<u8>> {
-        let _ = message;
-        Err(crate::Error::Unsupported(format!(
-            "backend {} cannot compute a MAC with {id}",
-            self.name()
-        )))
-    }
+/// A capability the backend lacks, as a clear error.
+pub(crate) fn lacks(backend: &dyn KeyBackend, what: &str, id: &MaterialId) -> crate::Error {
+    crate::Error::Unsupported(format!(
+        "backend {} cannot {what} with {id}",
+        backend.name()
+    ))
 }

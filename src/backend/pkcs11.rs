@@ -31,7 +31,7 @@
 //! backend instance, so objects added to the token later are seen (and
 //! checked) by the next instance.
 
-use super::{KeyBackend, MaterialId};
+use super::{KeyBackend, MaterialId, SigningBackend};
 use crate::crypto::{NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::key::{KeySpec, SymmetricAlgorithm};
@@ -777,6 +777,16 @@ impl KeyBackend for Pkcs11Backend {
         Ok(self.find(id)?.is_some() || self.find_signer(id)?.is_some())
     }
 
+    fn raw_aead_payloads(&self) -> bool {
+        true
+    }
+
+    fn signing(&self) -> Option<&dyn SigningBackend> {
+        Some(self)
+    }
+}
+
+impl SigningBackend for Pkcs11Backend {
     fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
         use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
         let (h, edwards) = self

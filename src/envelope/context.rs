@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Largest canonical encoding of a context, in bytes.
-pub const MAX_CONTEXT_BYTES: usize = 8192;
+pub(crate) use crate::limits::MAX_CONTEXT_BYTES;
 
 /// Non-secret string pairs bound to a ciphertext as associated data. The same
 /// context must be given to decrypt, exactly.

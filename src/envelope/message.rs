@@ -13,10 +13,8 @@ pub(crate) const TYPE_MESSAGE: u8 = 0x02;
 pub(crate) const VERSION_1: u8 = 0x01;
 /// Body layout byte: framed.
 pub(crate) const LAYOUT_FRAMED: u8 = 0x02;
-/// Frame length used by [`crate::Client::seal`] unless told otherwise: 64 KiB.
-pub const DEFAULT_FRAME_LEN: u32 = 64 * 1024;
-/// Largest frame length a message may declare: 16 MiB.
-pub const MAX_FRAME_LEN: u32 = 1 << 24;
+pub(crate) use crate::limits::DEFAULT_FRAME_LEN;
+pub(crate) use crate::limits::MAX_FRAME_LEN;
 /// Marker that starts the final frame.
 const FINAL_MARKER: u32 = 0xFFFF_FFFF;
 /// Length of the message id.
@@ -153,12 +151,28 @@ pub(crate) fn encode_header(
 /// Encrypts `data` after `header` (which already ends in the commitment):
 /// appends the header tag and the framed body.
 pub(crate) fn encrypt_body(
-    mut header: Vec<u8>,
+    header: Vec<u8>,
     derived: &Derived,
     message_id: &[u8; MESSAGE_ID_LEN],
     frame_len: u32,
     data: &[u8],
 ) -> Result<Vec<u8>> {
+    let mut out = header;
+    append_body(&mut out, 0, derived, message_id, frame_len, data)?;
+    Ok(out)
+}
+
+/// Appends the header tag and the framed body to `out`, whose bytes from
+/// `header_start` are the header. The buffer grows once, by exactly the
+/// body's size.
+pub(crate) fn append_body(
+    out: &mut Vec<u8>,
+    header_start: usize,
+    derived: &Derived,
+    message_id: &[u8; MESSAGE_ID_LEN],
+    frame_len: u32,
+    data: &[u8],
+) -> Result<()> {
     if frame_len == 0 || frame_len > MAX_FRAME_LEN {
         return Err(Error::invalid(format!(
             "frame length must be 1 to {MAX_FRAME_LEN} bytes"
@@ -172,26 +186,16 @@ pub(crate) fn encrypt_body(
         ));
     }
     let final_len = data.len() - n_regular * f;
-    let total =
-        header.len() + TAG_LEN + n_regular * (4 + f + TAG_LEN) + (4 + 4 + 4 + final_len + TAG_LEN);
-    header.reserve_exact(total - header.len());
-    let mut out = header;
-    let tag = header_tag(derived, &out)?;
+    let body = TAG_LEN + n_regular * (4 + f + TAG_LEN) + (4 + 4 + 4 + final_len + TAG_LEN);
+    out.reserve_exact(body);
+    let tag = header_tag(derived, &out[header_start..])?;
     out.extend_from_slice(&tag);
     let mut seq: u32 = 1;
     for chunk in data[..n_regular * f].chunks_exact(f) {
-        seal_frame(derived, message_id, seq, false, chunk, &mut out)?;
+        seal_frame(derived, message_id, seq, false, chunk, out)?;
         seq += 1;
     }
-    seal_frame(
-        derived,
-        message_id,
-        seq,
-        true,
-        &data[n_regular * f..],
-        &mut out,
-    )?;
-    Ok(out)
+    seal_frame(derived, message_id, seq, true, &data[n_regular * f..], out)
 }
 
 /// The header tag: AEAD of the empty string under the body key, nonce 0,
@@ -263,9 +267,10 @@ pub(crate) const FINAL: u32 = FINAL_MARKER;
 /// Tag length, for the streaming module.
 pub(crate) const TAG_LEN_PUB: usize = TAG_LEN;
 
-/// Largest wrapped-key entry a reader accepts: a ciphertext blob with a
-/// 255-byte key id holding at most 4096 bytes.
-pub(crate) const MAX_WRAPPED_LEN: usize = 6 + 255 + 4 + 12 + 4096 + 16;
+/// Largest wrapped-key entry a reader accepts: a version 2 ciphertext blob
+/// with a 255-byte key id and the largest backend payload (a version 1 blob
+/// is always shorter).
+pub(crate) const MAX_WRAPPED_LEN: usize = 6 + 255 + 4 + 2 + crate::backend::MAX_BACKEND_PAYLOAD;
 
 /// Parses the header. Malformed input is the opaque decryption error.
 pub(crate) fn parse_header(msg: &[u8]) -> Result<MessageHeader<'_>> {
@@ -330,10 +335,32 @@ pub(crate) fn decrypt_frames(
     h: &MessageHeader<'_>,
     derived: &Derived,
 ) -> Result<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(Vec::new());
+    append_plaintext(h, derived, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the authenticated plaintext of every frame to `out`. Capacity is
+/// reserved up front (the plaintext is never reallocated, and so never left
+/// behind unzeroized); on any failure what was appended is zeroized and
+/// removed, and the error is the opaque one.
+pub(crate) fn append_plaintext(
+    h: &MessageHeader<'_>,
+    derived: &Derived,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let start = out.len();
+    out.reserve_exact(h.body.len());
+    let result = append_frames(h, derived, out);
+    if result.is_err() {
+        zeroize::Zeroize::zeroize(&mut out[start..]);
+        out.truncate(start);
+    }
+    result
+}
+
+fn append_frames(h: &MessageHeader<'_>, derived: &Derived, out: &mut Vec<u8>) -> Result<()> {
     let f = h.frame_len as usize;
-    // Capacity fixed up front: plaintext is never reallocated (and so never
-    // left behind unzeroized).
-    let mut out = Zeroizing::new(Vec::with_capacity(h.body.len()));
     let mut r = Reader::new(h.body);
     let mut expected: u32 = 1;
     loop {
@@ -345,18 +372,18 @@ pub(crate) fn decrypt_frames(
                 return Err(Error::DecryptionFailed);
             }
             let ct = r.take(len as usize + TAG_LEN)?;
-            open_frame(derived, &h.message_id, seq, true, ct, &mut out)?;
+            open_frame(derived, &h.message_id, seq, true, ct, out)?;
             break;
         }
         if marker != expected || expected >= FINAL_MARKER - 1 {
             return Err(Error::DecryptionFailed);
         }
         let ct = r.take(f + TAG_LEN)?;
-        open_frame(derived, &h.message_id, marker, false, ct, &mut out)?;
+        open_frame(derived, &h.message_id, marker, false, ct, out)?;
         expected += 1;
     }
     if !r.is_empty() {
         return Err(Error::DecryptionFailed);
     }
-    Ok(out)
+    Ok(())
 }

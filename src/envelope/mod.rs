@@ -14,11 +14,11 @@ mod inspect;
 pub(crate) mod message;
 pub(crate) mod stream;
 
-pub use blob::MAX_PLAINTEXT_LEN;
-pub use context::{EncryptionContext, MAX_CONTEXT_BYTES};
+pub(crate) use crate::limits::MAX_PLAINTEXT_LEN;
+pub use context::EncryptionContext;
 pub use datakey::{DataKey, Decrypted, Opened};
 pub use inspect::{CiphertextInfo, inspect};
-pub use message::{DEFAULT_FRAME_LEN, MAX_FRAME_LEN, SealOptions};
+pub use message::SealOptions;
 pub use stream::{OpenReader, SealWriter};
 
 use crate::error::{Error, Result};

@@ -1,6 +1,6 @@
 //! Access-control operations: key policies, grants, and explain.
 
-use super::{Client, Target, need, required_usage};
+use super::Client;
 use crate::action::Action;
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
@@ -8,8 +8,7 @@ use crate::policy::{Decision, Grant, GrantRequest, GrantToken, Policy, Request, 
 use crate::principal::Principal;
 use crate::random::random_array;
 
-/// Most grants one key may hold.
-pub const MAX_GRANTS_PER_KEY: usize = 50_000;
+pub(crate) use crate::limits::MAX_GRANTS_PER_KEY;
 
 /// Which grant to retire.
 #[derive(Debug, Clone)]
@@ -25,13 +24,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Operations a grant may allow: cryptographic operations, `DescribeKey`
-/// and `RetireGrant`. Administration (policies, deletion, aliases, grants
-/// for others) needs the key policy.
-fn grantable(a: Action) -> bool {
-    required_usage(a).is_some() || matches!(a, Action::DescribeKey | Action::RetireGrant)
-}
-
 impl Client {
     /// Replaces the key's policy after validating it.
     ///
@@ -45,8 +37,7 @@ impl Client {
         policy: &Policy,
         bypass_lockout_check: bool,
     ) -> Result<()> {
-        self.run(Action::PutKeyPolicy, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::PutKeyPolicy, key, None, |_, meta| {
             policy.validate()?;
             if !bypass_lockout_check {
                 let req = Request {
@@ -73,8 +64,7 @@ impl Client {
 
     /// The key's policy (the default one if none was put).
     pub fn get_key_policy(&self, key: &str) -> Result<Policy> {
-        self.run(Action::GetKeyPolicy, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::GetKeyPolicy, key, None, |_, meta| {
             Ok(meta
                 .policy
                 .clone()
@@ -86,13 +76,12 @@ impl Client {
     /// grantee the listed operations on this key, within its constraints,
     /// until it expires or is retired or revoked; it never overrides a Deny.
     pub fn create_grant(&self, key: &str, request: GrantRequest) -> Result<(String, GrantToken)> {
-        self.run(Action::CreateGrant, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::CreateGrant, key, None, |_, meta| {
             let inner = self.inner();
             if request.operations.is_empty() {
                 return Err(Error::invalid("a grant needs at least one operation"));
             }
-            if let Some(bad) = request.operations.iter().find(|a| !grantable(**a)) {
+            if let Some(bad) = request.operations.iter().find(|a| !a.is_grantable()) {
                 return Err(Error::invalid(format!(
                     "{bad} cannot be granted: grants allow cryptographic operations, DescribeKey and RetireGrant"
                 )));
@@ -147,8 +136,8 @@ impl Client {
 
     /// The key's grants (expired ones included until they are cleaned up).
     pub fn list_grants(&self, key: &str) -> Result<Vec<Grant>> {
-        self.run(Action::ListGrants, Target::Ref(key), None, |m| {
-            Ok(need(m)?.grants.values().flatten().cloned().collect())
+        self.on_key(Action::ListGrants, key, None, |_, m| {
+            Ok(m.grants.values().flatten().cloned().collect())
         })
     }
 
@@ -170,29 +159,20 @@ impl Client {
                 .find(|g| matches(g))
                 .map(|g| g.grant_id.clone())
         });
-        self.inner().run_with(
-            self.principal(),
-            Action::RetireGrant,
-            Target::Ref(key),
-            None,
-            party_of.as_deref(),
-            |m| {
-                let meta = need(m)?;
-                let g = meta
-                    .grants
-                    .values()
-                    .flatten()
-                    .find(|g| matches(g))
-                    .ok_or_else(|| Error::invalid("no such grant on this key"))?;
-                remove_grant(self, meta, &g.grant_id)
-            },
-        )
+        self.on_key_as_grant_party(Action::RetireGrant, key, party_of.as_deref(), |_, meta| {
+            let g = meta
+                .grants
+                .values()
+                .flatten()
+                .find(|g| matches(g))
+                .ok_or_else(|| Error::invalid("no such grant on this key"))?;
+            remove_grant(self, meta, &g.grant_id)
+        })
     }
 
     /// Revokes a grant by id (a key administrator: needs `RevokeGrant`).
     pub fn revoke_grant(&self, key: &str, grant_id: &str) -> Result<()> {
-        self.run(Action::RevokeGrant, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::RevokeGrant, key, None, |_, meta| {
             if !meta
                 .grants
                 .values()
@@ -227,9 +207,7 @@ impl Client {
         };
         match key {
             None => Ok(decide(None)),
-            Some(k) => self.run(Action::GetKeyPolicy, Target::Ref(k), None, |m| {
-                Ok(decide(Some(need(m)?)))
-            }),
+            Some(k) => self.on_key(Action::GetKeyPolicy, k, None, |_, m| Ok(decide(Some(m)))),
         }
     }
 }

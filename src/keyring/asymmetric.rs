@@ -5,27 +5,23 @@
 //! pair means new public keys for every verifier: create a new key and move
 //! an alias instead).
 
-use super::{Client, Inner, Target, need};
+use super::{Client, Inner};
 use crate::action::Action;
-use crate::backend::MaterialId;
 use crate::backend::material::Material;
-use crate::clock::Timestamp;
+use crate::backend::{HpkeBackend, ImportBackend, MacBackend, MaterialId, SigningBackend, lacks};
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
-use crate::key::{CreateKeyOptions, KeyId, KeyMetadata, KeySpec, KeyUsage};
+use crate::key::{KeyId, KeyMetadata, KeySpec, KeyUsage};
 use crate::random::random_array;
 use crate::secret::SecretBytes;
-use crate::verify::{MessageType, PublicKeyVerifier, SignatureFormat, hpke_seal_with_info};
+use crate::verify::{MessageType, PublicKeyVerifier, SignatureFormat};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// Largest message `sign` and `generate_mac` accept: 1 MiB.
-pub const MAX_SIGN_MESSAGE_LEN: usize = 1 << 20;
-/// How long import parameters stay valid, in seconds (24 hours).
-pub const IMPORT_PARAMETERS_TTL_SECS: u64 = 24 * 3600;
+pub(crate) use crate::limits::MAX_SIGN_MESSAGE_LEN;
 
 /// An exported public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,79 +84,10 @@ impl fmt::Debug for DataKeyPair {
     }
 }
 
-/// Parameters to import key material: encrypt the material to
-/// `public_key_der` with [`ImportParameters::wrap`] (offline, HPKE), then call
-/// [`Client::import_key`] (or, for parameters from
-/// [`Client::get_parameters_for_key_import`], [`Client::import_key_version`])
-/// before `expires_at`.
-///
-/// The token works once, only for the principal that requested it (and only
-/// for the key it was requested for), and is spent only when material
-/// unwraps and validates. `Debug` redacts it.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct ImportParameters {
-    /// Names this import; bound into the wrapping.
-    pub import_token: String,
-    /// The spec the material must have.
-    pub spec: KeySpec,
-    /// The ring's one-time HPKE public key (SPKI DER).
-    pub public_key_der: Vec<u8>,
-    /// When the parameters expire, on the ring's clock.
-    pub expires_at: Timestamp,
-}
-
-impl fmt::Debug for ImportParameters {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImportParameters")
-            .field("import_token", &"<redacted>")
-            .field("spec", &self.spec)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Most pending (requested, not yet used or expired) imports one principal
-/// may hold on a ring.
-pub const MAX_PENDING_IMPORTS_PER_PRINCIPAL: usize = 16;
-/// Most pending imports a ring holds in all.
-pub const MAX_PENDING_IMPORTS: usize = 1024;
-
-/// One requested import: the one-time wrapping key and what it is bound to.
-struct PendingImport {
-    wrapping: Material,
-    spec: KeySpec,
-    expires_at: Timestamp,
-    /// Only this principal may use the token.
-    principal: crate::Principal,
-    /// `Some`: only `import_key_version` of this key; `None`: only `import_key`.
-    key: Option<KeyId>,
-}
-
-impl ImportParameters {
-    /// Encrypts raw key material to these parameters (HPKE base mode,
-    /// `info = "strongroom import v1" || token`, `aad` = the spec name). The
-    /// raw encodings are those of docs/FORMAT.md, "Key material".
-    pub fn wrap(&self, material: &[u8]) -> Result<Vec<u8>> {
-        hpke_seal_with_info(
-            &self.public_key_der,
-            &import_info(&self.import_token),
-            material,
-            self.spec.as_str().as_bytes(),
-        )
-    }
-}
-
-fn import_info(token: &str) -> Vec<u8> {
-    let mut i = b"strongroom import v1".to_vec();
-    i.extend_from_slice(token.as_bytes());
-    i
-}
-
 /// Pending imports and cached public-key verifiers of a ring.
 #[derive(Default)]
 pub(crate) struct AsymmetricState {
-    imports: Mutex<HashMap<String, PendingImport>>,
+    pub(super) imports: Mutex<HashMap<String, super::import::PendingImport>>,
     verifiers: RwLock<HashMap<MaterialId, Arc<PublicKeyVerifier>>>,
 }
 
@@ -188,6 +115,30 @@ fn enc_err<E>(_: E) -> Error {
 }
 
 impl Inner {
+    /// The backend's signing capability, or a clear `Unsupported`.
+    pub(crate) fn signing_backend(&self, id: &MaterialId) -> Result<&dyn SigningBackend> {
+        let b = self.backend.as_ref();
+        b.signing().ok_or_else(|| lacks(b, "sign", id))
+    }
+
+    /// The backend's MAC capability, or a clear `Unsupported`.
+    pub(crate) fn mac_backend(&self, id: &MaterialId) -> Result<&dyn MacBackend> {
+        let b = self.backend.as_ref();
+        b.macs().ok_or_else(|| lacks(b, "compute a MAC", id))
+    }
+
+    /// The backend's HPKE capability, or a clear `Unsupported`.
+    pub(crate) fn hpke_backend(&self, id: &MaterialId) -> Result<&dyn HpkeBackend> {
+        let b = self.backend.as_ref();
+        b.hpke().ok_or_else(|| lacks(b, "decrypt HPKE", id))
+    }
+
+    /// The backend's import capability, or a clear `Unsupported`.
+    pub(crate) fn import_backend(&self, id: &MaterialId) -> Result<&dyn ImportBackend> {
+        let b = self.backend.as_ref();
+        b.importing().ok_or_else(|| lacks(b, "import material", id))
+    }
+
     fn verifier(&self, meta: &KeyMetadata) -> Result<Arc<PublicKeyVerifier>> {
         let mref = MaterialId::new(meta.key_id.clone(), meta.primary_version);
         if let Some(v) = self
@@ -200,7 +151,7 @@ impl Inner {
             return Ok(v.clone());
         }
         let v = Arc::new(PublicKeyVerifier::from_spki_der(
-            &self.backend.public_key(&mref)?,
+            &self.signing_backend(&mref)?.public_key(&mref)?,
         )?);
         self.asym
             .verifiers
@@ -227,14 +178,13 @@ impl Client {
         message_type: MessageType,
         format: SignatureFormat,
     ) -> Result<Vec<u8>> {
-        self.run(Action::Sign, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::Sign, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid(
                     "messages to sign are at most 1 MiB; sign a digest",
                 ));
             }
-            super::audit::note_version(meta.primary_version);
+            call.note_version(meta.primary_version);
             match meta.spec {
                 KeySpec::EccNistP256 => {
                     use sha2::Digest;
@@ -244,7 +194,10 @@ impl Client {
                             Error::invalid("an ECDSA P-256 digest must be 32 bytes (SHA-256)")
                         })?,
                     };
-                    let raw = self.inner().backend.sign(&primary(meta), &digest)?;
+                    let raw = self
+                        .inner()
+                        .signing_backend(&primary(meta))?
+                        .sign(&primary(meta), &digest)?;
                     match format {
                         SignatureFormat::Raw => Ok(raw),
                         SignatureFormat::Der => Ok(p256::ecdsa::Signature::from_slice(&raw)
@@ -262,7 +215,9 @@ impl Client {
                             "Ed25519 signs whole messages; MessageType::Digest is not supported",
                         ));
                     }
-                    self.inner().backend.sign(&primary(meta), message)
+                    self.inner()
+                        .signing_backend(&primary(meta))?
+                        .sign(&primary(meta), message)
                 }
                 other => Err(Error::Unsupported(format!("{other} keys do not sign"))),
             }
@@ -280,9 +235,8 @@ impl Client {
         message_type: MessageType,
         format: SignatureFormat,
     ) -> Result<bool> {
-        self.run(Action::Verify, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
-            super::audit::note_version(meta.primary_version);
+        self.on_key(Action::Verify, key, None, |call, meta| {
+            call.note_version(meta.primary_version);
             self.inner()
                 .verifier(meta)?
                 .verify(message, signature, message_type, format)
@@ -291,9 +245,11 @@ impl Client {
 
     /// The public key of an asymmetric key, as SPKI DER and PEM.
     pub fn get_public_key(&self, key: &str) -> Result<PublicKeyInfo> {
-        self.run(Action::GetPublicKey, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
-            let der = self.inner().backend.public_key(&primary(meta))?;
+        self.on_key(Action::GetPublicKey, key, None, |_, meta| {
+            let der = self
+                .inner()
+                .signing_backend(&primary(meta))?
+                .public_key(&primary(meta))?;
             Ok(PublicKeyInfo {
                 key_id: meta.key_id.clone(),
                 spec: meta.spec,
@@ -306,26 +262,30 @@ impl Client {
 
     /// The HMAC tag of `message` (up to 1 MiB) under a `GenerateVerifyMac` key.
     pub fn generate_mac(&self, key: &str, message: &[u8]) -> Result<Vec<u8>> {
-        self.run(Action::GenerateMac, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::GenerateMac, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
             }
-            super::audit::note_version(meta.primary_version);
-            self.inner().backend.mac(&primary(meta), message)
+            call.note_version(meta.primary_version);
+            self.inner()
+                .mac_backend(&primary(meta))?
+                .mac(&primary(meta), message)
         })
     }
 
     /// True if `tag` is the full-length HMAC of `message` (constant-time
     /// comparison). Truncated tags are refused.
     pub fn verify_mac(&self, key: &str, message: &[u8], tag: &[u8]) -> Result<bool> {
-        self.run(Action::VerifyMac, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::VerifyMac, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
             }
-            super::audit::note_version(meta.primary_version);
-            let expected = Zeroizing::new(self.inner().backend.mac(&primary(meta), message)?);
+            call.note_version(meta.primary_version);
+            let expected = Zeroizing::new(
+                self.inner()
+                    .mac_backend(&primary(meta))?
+                    .mac(&primary(meta), message)?,
+            );
             Ok(expected.len() == tag.len() && bool::from(expected.ct_eq(tag)))
         })
     }
@@ -340,18 +300,18 @@ impl Client {
         info: &[u8],
         aad: &[u8],
     ) -> Result<SecretBytes> {
-        self.run(Action::Decrypt, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::Decrypt, key, None, |call, meta| {
             if meta.spec != KeySpec::HpkeP256 {
                 return Err(Error::Unsupported(format!(
                     "key {} ({}) is not an HPKE key",
                     meta.key_id, meta.spec
                 )));
             }
-            super::audit::note_version(meta.primary_version);
+            call.note_version(meta.primary_version);
+            let id = primary(meta);
             self.inner()
-                .backend
-                .hpke_open(&primary(meta), info, aad, ciphertext)
+                .hpke_backend(&id)?
+                .hpke_open(&id, info, aad, ciphertext)
         })
     }
 
@@ -389,8 +349,7 @@ impl Client {
         } else {
             Action::GenerateDataKeyPairWithoutPlaintext
         };
-        self.run(action, Target::Ref(key), Some(context), |m| {
-            let meta = need(m)?;
+        self.on_key(action, key, Some(context), |call, meta| {
             let inner = self.inner();
             let ctx = context.canonical_bytes()?;
             let seed = Zeroizing::new(random_array::<32>(inner.rng.as_ref())?);
@@ -418,7 +377,8 @@ impl Client {
                     )
                 }
             };
-            let private_key_ciphertext = inner.encrypt_blob(meta, pkcs8.expose_secret(), &ctx)?;
+            let private_key_ciphertext =
+                inner.encrypt_blob(call, meta, pkcs8.expose_secret(), &ctx)?;
             Ok(DataKeyPair {
                 public_key_der,
                 private_key_plaintext: with_plaintext.then_some(pkcs8),
@@ -427,201 +387,5 @@ impl Client {
                 key_version: meta.primary_version,
             })
         })
-    }
-
-    /// Parameters for importing key material of `spec` as a new key (bring
-    /// your own key): a one-time HPKE public key of the ring, valid for 24
-    /// hours on the ring's clock, and a token bound to this caller, usable
-    /// once with [`Client::import_key`]. At most
-    /// [`MAX_PENDING_IMPORTS_PER_PRINCIPAL`] pending imports per principal
-    /// and [`MAX_PENDING_IMPORTS`] per ring.
-    pub fn get_parameters_for_import(&self, spec: KeySpec) -> Result<ImportParameters> {
-        self.run(Action::GetParametersForImport, Target::Ring, None, |_| {
-            self.new_import(spec, None)
-        })
-    }
-
-    /// Parameters for importing a new version of the symmetric key `key`
-    /// (its spec), bound to this caller and to that key, usable once with
-    /// [`Client::import_key_version`]. Needs `GetParametersForImport` on the key.
-    pub fn get_parameters_for_key_import(&self, key: &str) -> Result<ImportParameters> {
-        self.run(
-            Action::GetParametersForImport,
-            Target::Ref(key),
-            None,
-            |m| {
-                let meta = need(m)?;
-                if meta.spec.symmetric_algorithm().is_none() {
-                    return Err(Error::Unsupported(format!(
-                        "key {} ({}) has one version: import a new key instead",
-                        meta.key_id, meta.spec
-                    )));
-                }
-                self.new_import(meta.spec, Some(meta.key_id.clone()))
-            },
-        )
-    }
-
-    fn new_import(&self, spec: KeySpec, key: Option<KeyId>) -> Result<ImportParameters> {
-        let inner = self.inner();
-        if !inner.backend.supports(spec) {
-            return Err(Error::Unsupported(format!(
-                "backend {} cannot hold {spec} keys",
-                inner.backend.name()
-            )));
-        }
-        let now = inner.clock.now();
-        let mut imports = inner.asym.imports.lock().unwrap_or_else(|e| e.into_inner());
-        imports.retain(|_, p| p.expires_at > now);
-        let mine = imports
-            .values()
-            .filter(|p| &p.principal == self.principal())
-            .count();
-        if mine >= MAX_PENDING_IMPORTS_PER_PRINCIPAL {
-            return Err(Error::invalid(format!(
-                "{} already has {MAX_PENDING_IMPORTS_PER_PRINCIPAL} pending imports: \
-                 use or let expire some before requesting more",
-                self.principal()
-            )));
-        }
-        if imports.len() >= MAX_PENDING_IMPORTS {
-            return Err(Error::invalid(format!(
-                "the ring already has {MAX_PENDING_IMPORTS} pending imports; try again later"
-            )));
-        }
-        let raw = Material::generate_raw(KeySpec::HpkeP256, inner.rng.as_ref())?;
-        let wrapping = Material::from_raw(KeySpec::HpkeP256, &raw)?;
-        let public_key_der = wrapping.public_key_der()?;
-        let token: String = random_array::<16>(inner.rng.as_ref())?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let expires_at = Timestamp(now.as_secs() + IMPORT_PARAMETERS_TTL_SECS);
-        imports.insert(
-            token.clone(),
-            PendingImport {
-                wrapping,
-                spec,
-                expires_at,
-                principal: self.principal().clone(),
-                key,
-            },
-        );
-        Ok(ImportParameters {
-            import_token: token,
-            spec,
-            public_key_der,
-            expires_at,
-        })
-    }
-
-    /// Creates a new key from imported material wrapped with
-    /// [`ImportParameters::wrap`]. The material is unwrapped and validated
-    /// inside the ring and handed to the backend; it never appears in
-    /// plaintext outside it. Needs `ImportKeyMaterial` and `CreateKey`.
-    /// Expired, used, foreign or key-bound tokens, and material that does
-    /// not unwrap or does not fit the spec, are refused (a refused unwrap
-    /// leaves the token usable).
-    pub fn import_key(
-        &self,
-        import_token: &str,
-        wrapped_material: &[u8],
-        options: CreateKeyOptions,
-    ) -> Result<KeyId> {
-        // Authorized first: an unauthorized caller neither spends the token
-        // nor makes the ring unwrap anything.
-        self.run(Action::ImportKeyMaterial, Target::Ring, None, |_| {
-            self.inner()
-                .authorize(self.principal(), Action::CreateKey, None, None)?;
-            let (spec, raw) = self.unwrap_import(import_token, wrapped_material, None)?;
-            self.create_key_inner(spec, &options, Some(&raw))
-        })
-    }
-
-    /// Imports material wrapped with parameters from
-    /// [`Client::get_parameters_for_key_import`] as a new, primary version
-    /// of that symmetric key (bring your own key, rotated by the
-    /// application). Older versions keep decrypting.
-    pub fn import_key_version(
-        &self,
-        key: &str,
-        import_token: &str,
-        wrapped_material: &[u8],
-    ) -> Result<u32> {
-        self.run(Action::ImportKeyMaterial, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
-            if meta.spec.symmetric_algorithm().is_none() {
-                return Err(Error::Unsupported(format!(
-                    "key {} ({}) has one version: import a new key instead",
-                    meta.key_id, meta.spec
-                )));
-            }
-            if matches!(meta.state, crate::KeyState::PendingDeletion { .. }) {
-                return Err(Error::InvalidKeyState {
-                    key_id: meta.key_id.to_string(),
-                    state: meta.state.to_string(),
-                    action: Action::ImportKeyMaterial.to_string(),
-                });
-            }
-            let (spec, raw) =
-                self.unwrap_import(import_token, wrapped_material, Some(&meta.key_id))?;
-            if spec != meta.spec {
-                return Err(Error::invalid(format!(
-                    "the import parameters are for {spec} material, the key is {}",
-                    meta.spec
-                )));
-            }
-            Ok(self
-                .inner()
-                .rotate(meta, crate::RotationKind::Imported, None, Some(&raw))?
-                .primary_version)
-        })
-    }
-
-    /// Checks an import token (this caller's, for `key`, unexpired), unwraps
-    /// and validates the material, and only then spends the token.
-    fn unwrap_import(
-        &self,
-        import_token: &str,
-        wrapped_material: &[u8],
-        key: Option<&KeyId>,
-    ) -> Result<(KeySpec, SecretBytes)> {
-        let inner = self.inner();
-        let now = inner.clock.now();
-        let unknown =
-            || Error::invalid("unknown, used or foreign import token: get new import parameters");
-        // Held across the unwrap so that one token is spent at most once.
-        let mut imports = inner.asym.imports.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = imports.get(import_token).ok_or_else(unknown)?;
-        // Another principal's token is indistinguishable from an unknown one.
-        if &pending.principal != self.principal() {
-            return Err(unknown());
-        }
-        if pending.key.as_ref() != key {
-            return Err(Error::invalid(match &pending.key {
-                Some(k) => format!("these import parameters are for a new version of key {k}"),
-                None => "these import parameters are for a new key (import_key)".to_owned(),
-            }));
-        }
-        if now >= pending.expires_at {
-            imports.remove(import_token);
-            return Err(Error::invalid("the import parameters have expired"));
-        }
-        let spec = pending.spec;
-        let raw = pending
-            .wrapping
-            .hpke_open(
-                &import_info(import_token),
-                spec.as_str().as_bytes(),
-                wrapped_material,
-            )
-            .map_err(|_| {
-                Error::invalid(
-                    "the wrapped key material does not unwrap with these import parameters",
-                )
-            })?;
-        Material::from_raw(spec, raw.expose_secret())?;
-        imports.remove(import_token);
-        Ok((spec, raw))
     }
 }

@@ -1,7 +1,8 @@
 //! The pipeline's recording step: one audit event per operation, and the
 //! last use of every key version.
 
-use super::{Client, Inner, Target, need};
+use super::pipeline::Seen;
+use super::{Client, Inner};
 use crate::action::Action;
 use crate::audit::{AuditEvent, AuditSink, FailurePolicy, Outcome};
 use crate::backend::MaterialId;
@@ -10,35 +11,8 @@ use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::principal::Principal;
 use crate::random::random_array;
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-
-thread_local! {
-    /// The key version the current operation used, noted by the code that
-    /// touches the backend (nested operations save and restore it).
-    static VERSION: Cell<Option<u32>> = const { Cell::new(None) };
-}
-
-pub(crate) fn note_version(v: u32) {
-    VERSION.with(|c| c.set(Some(v)));
-}
-
-pub(crate) fn take_version() -> Option<u32> {
-    VERSION.with(|c| c.take())
-}
-
-pub(crate) fn restore_version(v: Option<u32>) {
-    VERSION.with(|c| c.set(v));
-}
-
-/// What the pipeline learned about one operation, for its event.
-#[derive(Debug, Default)]
-pub(crate) struct Seen {
-    pub key_id: Option<crate::KeyId>,
-    pub key_version: Option<u32>,
-    pub grant_id: Option<String>,
-}
 
 pub(crate) struct AuditConfig {
     sinks: Vec<Arc<dyn AuditSink>>,
@@ -222,13 +196,14 @@ fn outcome_of<T>(result: &Result<T>) -> Outcome {
         // A denial anywhere in the operation (the pipeline's decision, or a
         // second key's decision inside the work, as for UpdateAlias or
         // ReEncrypt) is recorded as a denial.
-        Err(Error::AccessDenied {
-            action, resource, ..
-        }) => Outcome::Denied {
-            reason: format!("no permission for {action} on {resource}"),
+        Err(Error::AccessDenied { action, key_id, .. }) => Outcome::Denied {
+            reason: format!(
+                "no permission for {action} on {}",
+                key_id.as_ref().map_or("*", crate::KeyId::as_str)
+            ),
         },
         Err(e) => Outcome::Failed {
-            error: e.kind().to_owned(),
+            error: e.name().to_owned(),
         },
     }
 }
@@ -237,8 +212,7 @@ impl Client {
     /// When each version of the key was last used (encrypt, decrypt, data
     /// keys, seal, open) through this ring, like KMS GetKeyLastUsage.
     pub fn key_last_usage(&self, key: &str) -> Result<Vec<VersionUsage>> {
-        self.run(Action::GetKeyLastUsage, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::GetKeyLastUsage, key, None, |_, meta| {
             let map = self
                 .inner()
                 .audit

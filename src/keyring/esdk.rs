@@ -2,7 +2,8 @@
 //! raw AES keyring's wrapping done by a strongroom key. The format itself
 //! is in [`crate::interop::esdk`].
 
-use super::{Client, Target, audit, need};
+use super::Client;
+use super::pipeline::Call;
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::crypto::{Cipher, NONCE_LEN, TAG_LEN};
@@ -10,8 +11,8 @@ use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::interop::esdk::format::{self, EdkOut, Header, Signer};
 use crate::interop::esdk::{
-    DEFAULT_KEY_NAMESPACE, ESDK_MAX_WRITE_FRAME_LEN, EsdkOpened, EsdkOptions, EsdkReader,
-    EsdkSuite, EsdkWriter, MAX_MATCHING_EDKS, TAG_KEY_NAME, TAG_KEY_NAMESPACE,
+    DEFAULT_KEY_NAMESPACE, ESDK_MAX_MATCHING_EDKS, ESDK_MAX_WRITE_FRAME_LEN, EsdkOpened,
+    EsdkOptions, EsdkReader, EsdkSuite, EsdkWriter, TAG_KEY_NAME, TAG_KEY_NAMESPACE,
     check_caller_context, parse_provider_info, provider_info,
 };
 use crate::key::{KeyId, KeyMetadata, KeySpec, RotationKind, SymmetricAlgorithm};
@@ -70,6 +71,22 @@ fn check_wrapping_key(meta: &KeyMetadata) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The raw AES keyring's IV and `ciphertext ‖ tag` are the backend's
+/// payload only for backends that say their payloads are raw AES-GCM
+/// ([`crate::KeyBackend::raw_aead_payloads`]); a remote custodian with
+/// opaque payloads (AWS KMS, Vault Transit) cannot act as one.
+fn check_raw_backend(backend: &dyn crate::backend::KeyBackend) -> Result<()> {
+    if backend.raw_aead_payloads() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "backend {} does not produce raw AES-GCM payloads; it cannot act as an ESDK \
+             raw AES keyring (use the memory, file or PKCS#11 backend)",
+            backend.name()
+        )))
+    }
 }
 
 impl Client {
@@ -225,70 +242,64 @@ impl Client {
         options: &EsdkOptions,
         then: impl FnOnce(Begun) -> Result<T>,
     ) -> Result<T> {
-        self.run(
-            Action::GenerateDataKey,
-            Target::Ref(key),
-            Some(context),
-            |m| {
-                let meta = need(m)?;
-                let inner = self.inner();
-                check_caller_context(context)?;
-                if !matches!(
-                    options.suite,
-                    EsdkSuite::AesGcmHkdfSha512Commit | EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384
-                ) {
-                    return Err(Error::Unsupported(format!(
-                        "strongroom writes ESDK suites 0x0478 and 0x0578 only, not {:#06x}",
-                        options.suite.id()
-                    )));
-                }
-                if options.frame_len == 0 || options.frame_len > ESDK_MAX_WRITE_FRAME_LEN {
-                    return Err(Error::invalid(format!(
-                        "ESDK frame length must be 1 to {ESDK_MAX_WRITE_FRAME_LEN} bytes"
-                    )));
-                }
-                check_wrapping_key(meta)?;
-                let (ns, name) = names(meta, options)?;
-                let (signer, full_context) = if options.suite.is_signed() {
-                    let (s, public) = Signer::generate(inner.rng.as_ref())?;
-                    let ctx = context
-                        .clone()
-                        .with(format::PUBLIC_KEY_KEY.to_owned(), public);
-                    (Some(s), ctx)
-                } else {
-                    (None, context.clone())
-                };
-                let ctx_bytes = format::serialize_context(&full_context)?;
-                let data_key = inner.random_key()?;
-                let (iv, edk) = self.esdk_wrap(meta, data_key.as_slice(), &ctx_bytes)?;
-                let message_id: [u8; 32] = random_array(inner.rng.as_ref())?;
-                let keys = format::derive(options.suite, &message_id, data_key.as_slice())?;
-                let commitment = keys
-                    .commitment
-                    .as_ref()
-                    .ok_or_else(|| Error::invalid("suite without commitment"))?;
-                let mut header = format::encode_header_v2(
-                    options.suite,
-                    &message_id,
-                    &ctx_bytes,
-                    &[EdkOut {
-                        provider_id: ns.into_bytes(),
-                        provider_info: provider_info(name.as_bytes(), &iv),
-                        ciphertext: edk,
-                    }],
-                    options.frame_len,
-                    commitment,
-                )?;
-                let tag = format::header_tag(&keys.cipher, &header)?;
-                header.extend_from_slice(&tag);
-                then(Begun {
-                    header,
-                    cipher: keys.cipher,
-                    message_id,
-                    signer,
-                })
-            },
-        )
+        self.on_key(Action::GenerateDataKey, key, Some(context), |call, meta| {
+            let inner = self.inner();
+            check_caller_context(context)?;
+            if !matches!(
+                options.suite,
+                EsdkSuite::AesGcmHkdfSha512Commit | EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384
+            ) {
+                return Err(Error::Unsupported(format!(
+                    "strongroom writes ESDK suites 0x0478 and 0x0578 only, not {:#06x}",
+                    options.suite.id()
+                )));
+            }
+            if options.frame_len == 0 || options.frame_len > ESDK_MAX_WRITE_FRAME_LEN {
+                return Err(Error::invalid(format!(
+                    "ESDK frame length must be 1 to {ESDK_MAX_WRITE_FRAME_LEN} bytes"
+                )));
+            }
+            check_wrapping_key(meta)?;
+            let (ns, name) = names(meta, options)?;
+            let (signer, full_context) = if options.suite.is_signed() {
+                let (s, public) = Signer::generate(inner.rng.as_ref())?;
+                let ctx = context
+                    .clone()
+                    .with(format::PUBLIC_KEY_KEY.to_owned(), public);
+                (Some(s), ctx)
+            } else {
+                (None, context.clone())
+            };
+            let ctx_bytes = format::serialize_context(&full_context)?;
+            let data_key = inner.random_key()?;
+            let (iv, edk) = self.esdk_wrap(call, meta, data_key.as_slice(), &ctx_bytes)?;
+            let message_id: [u8; 32] = random_array(inner.rng.as_ref())?;
+            let keys = format::derive(options.suite, &message_id, data_key.as_slice())?;
+            let commitment = keys
+                .commitment
+                .as_ref()
+                .ok_or_else(|| Error::invalid("suite without commitment"))?;
+            let mut header = format::encode_header_v2(
+                options.suite,
+                &message_id,
+                &ctx_bytes,
+                &[EdkOut {
+                    provider_id: ns.into_bytes(),
+                    provider_info: provider_info(name.as_bytes(), &iv),
+                    ciphertext: edk,
+                }],
+                options.frame_len,
+                commitment,
+            )?;
+            let tag = format::header_tag(&keys.cipher, &header)?;
+            header.extend_from_slice(&tag);
+            then(Begun {
+                header,
+                cipher: keys.cipher,
+                message_id,
+                signer,
+            })
+        })
     }
 
     /// Wraps a data key with the key's primary version: the backend's
@@ -296,6 +307,7 @@ impl Client {
     /// Metered and rotated on the usage limit like every encryption.
     fn esdk_wrap(
         &self,
+        call: &Call<'_>,
         meta: &KeyMetadata,
         data_key: &[u8],
         ctx_bytes: &[u8],
@@ -303,18 +315,20 @@ impl Client {
         let inner = self.inner();
         let version = meta.primary_version;
         if version < meta.min_encrypt_version {
-            return Err(Error::InvalidKeyState {
-                key_id: meta.key_id.to_string(),
-                state: format!(
-                    "below its minimum encryption version {} (primary {version}); rotate the key",
+            return Err(Error::VersionCannotEncrypt {
+                key_id: meta.key_id.clone(),
+                version,
+                reason: format!(
+                    "below the minimum encryption version {}",
                     meta.min_encrypt_version
                 ),
-                action: "encryption".into(),
             });
         }
+        check_raw_backend(inner.backend.as_ref())?;
         let mref = MaterialId::new(meta.key_id.clone(), version);
+        // Count first: a version at its hard limit refuses to encrypt.
         let count = inner.usage.record(&mref, inner.store.as_ref())?;
-        audit::note_version(version);
+        call.note_version(version);
         let payload = inner.backend.encrypt(&mref, ctx_bytes, data_key)?;
         if payload.len() != NONCE_LEN + EDK_LEN {
             return Err(Error::Unsupported(format!(
@@ -344,14 +358,14 @@ impl Client {
         then: impl FnOnce(&Header<'_>, Cipher, KeyId, u32) -> Result<T>,
     ) -> Result<T> {
         let authz_context = header.as_ref().map(|h| h.context.clone()).ok();
-        self.run(
+        self.on_key(
             Action::Decrypt,
-            Target::Ref(key),
+            key,
             Some(authz_context.as_ref().unwrap_or(required)),
-            |m| {
-                let meta = need(m)?;
+            |call, meta| {
                 let h = header?;
                 check_wrapping_key(meta)?;
+                check_raw_backend(self.inner().backend.as_ref())?;
                 if !h.context.contains_all(required) {
                     return Err(Error::DecryptionFailed);
                 }
@@ -362,7 +376,7 @@ impl Client {
                 let (data_key, version) = self
                     .esdk_unwrap(meta, &h, ns.as_bytes(), name.as_bytes(), &ctx_bytes)?
                     .ok_or(Error::DecryptionFailed)?;
-                audit::note_version(version);
+                call.note_version(version);
                 let cipher = format::verify_header(&h, data_key.expose_secret())?;
                 then(&h, cipher, meta.key_id.clone(), version)
             },
@@ -370,7 +384,7 @@ impl Client {
     }
 
     /// Tries the message's encrypted data keys that name `ns`/`name` (at
-    /// most [`MAX_MATCHING_EDKS`]) with the key's decryptable versions,
+    /// most [`ESDK_MAX_MATCHING_EDKS`]) with the key's decryptable versions,
     /// newest first.
     fn esdk_unwrap(
         &self,
@@ -393,7 +407,7 @@ impl Client {
             .iter()
             .filter(|e| e.provider_id == ns && e.ciphertext.len() == EDK_LEN)
             .filter_map(|e| parse_provider_info(e.provider_info, name).map(|iv| (iv, e)))
-            .take(MAX_MATCHING_EDKS);
+            .take(ESDK_MAX_MATCHING_EDKS);
         for (iv, edk) in candidates {
             let mut payload = Vec::with_capacity(NONCE_LEN + EDK_LEN);
             payload.extend_from_slice(&iv);

@@ -13,7 +13,11 @@ impl KeyRing {
     /// tags, states, policies and grants, and master-key material encrypted
     /// at rest under `root` (docs/FORMAT.md, "File keystore"). A wrong root
     /// key or passphrase is [`crate::Error::WrongRootKey`] and changes
-    /// nothing; a damaged file is [`crate::Error::CorruptStore`] naming it.
+    /// nothing; a damaged, rolled-back or old-format file is
+    /// [`crate::Error::CorruptStore`] naming it. A directory another user
+    /// could write (group/world-writable, or owned by another user) is
+    /// refused with [`crate::Error::Configuration`]; the directory's lock is
+    /// waited for at most [`KeystoreOptions::lock_timeout`].
     pub fn open(dir: impl AsRef<Path>, root: RootKey) -> Result<KeyRing> {
         Ok(KeyRing::builder()
             .file_keystore(dir, &root, KeystoreOptions::default())?

@@ -1,18 +1,15 @@
 //! Key lifecycle: enable, disable, scheduled deletion and its cancellation,
 //! and the ring's maintenance pass.
 
-use super::{Client, Inner, KeyRing, Target, need};
+use super::{Client, Inner, KeyRing};
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::key::{KeyId, KeyMetadata, KeyState, RotationKind};
-use std::ops::RangeInclusive;
 
-/// Allowed deletion windows, in days.
-pub const DELETION_WINDOW_DAYS: RangeInclusive<u32> = 7..=30;
-/// Default deletion window, in days.
-pub const DEFAULT_DELETION_WINDOW_DAYS: u32 = 30;
+pub(crate) use crate::limits::DEFAULT_DELETION_WINDOW_DAYS;
+pub(crate) use crate::limits::DELETION_WINDOW_DAYS;
 
 /// What [`KeyRing::run_maintenance`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,9 +50,9 @@ impl Inner {
     ) -> Result<KeyState> {
         let meta = self.store.update_key(key, &mut |m| {
             m.state = f(m.state).ok_or_else(|| Error::InvalidKeyState {
-                key_id: m.key_id.to_string(),
-                state: m.state.to_string(),
-                action: action.to_string(),
+                key_id: m.key_id.clone(),
+                state: m.state,
+                action,
             })?;
             Ok(())
         })?;
@@ -104,9 +101,9 @@ impl Client {
     /// Enables a disabled key. A key pending deletion must have its deletion
     /// cancelled first.
     pub fn enable_key(&self, key: &str) -> Result<()> {
-        self.run(Action::EnableKey, Target::Ref(key), None, |m| {
+        self.on_key(Action::EnableKey, key, None, |_, m| {
             self.inner()
-                .set_state(&need(m)?.key_id, Action::EnableKey, |s| match s {
+                .set_state(&m.key_id, Action::EnableKey, |s| match s {
                     KeyState::Enabled | KeyState::Disabled => Some(KeyState::Enabled),
                     KeyState::PendingDeletion { .. } => None,
                 })?;
@@ -117,9 +114,9 @@ impl Client {
     /// Disables a key: it refuses every cryptographic operation, decryption
     /// included, with [`Error::InvalidKeyState`], until enabled again.
     pub fn disable_key(&self, key: &str) -> Result<()> {
-        self.run(Action::DisableKey, Target::Ref(key), None, |m| {
+        self.on_key(Action::DisableKey, key, None, |_, m| {
             self.inner()
-                .set_state(&need(m)?.key_id, Action::DisableKey, |s| match s {
+                .set_state(&m.key_id, Action::DisableKey, |s| match s {
                     KeyState::Enabled | KeyState::Disabled => Some(KeyState::Disabled),
                     KeyState::PendingDeletion { .. } => None,
                 })?;
@@ -133,7 +130,7 @@ impl Client {
     /// cancelled; after it, every version's material is destroyed and the
     /// key is gone: ciphertexts under it can never be decrypted again.
     pub fn schedule_key_deletion(&self, key: &str, window_days: Option<u32>) -> Result<Timestamp> {
-        self.run(Action::ScheduleKeyDeletion, Target::Ref(key), None, |m| {
+        self.on_key(Action::ScheduleKeyDeletion, key, None, |_, m| {
             let days = window_days.unwrap_or(DEFAULT_DELETION_WINDOW_DAYS);
             if !DELETION_WINDOW_DAYS.contains(&days) {
                 return Err(Error::invalid(format!(
@@ -144,7 +141,7 @@ impl Client {
             }
             let deletion_date = self.inner().clock.now().plus_days(u64::from(days));
             self.inner()
-                .set_state(&need(m)?.key_id, Action::ScheduleKeyDeletion, |s| match s {
+                .set_state(&m.key_id, Action::ScheduleKeyDeletion, |s| match s {
                     KeyState::Enabled | KeyState::Disabled => {
                         Some(KeyState::PendingDeletion { deletion_date })
                     }
@@ -157,9 +154,9 @@ impl Client {
     /// Cancels a scheduled deletion. The key becomes Disabled (as in AWS
     /// KMS): enable it explicitly to use it again.
     pub fn cancel_key_deletion(&self, key: &str) -> Result<()> {
-        self.run(Action::CancelKeyDeletion, Target::Ref(key), None, |m| {
+        self.on_key(Action::CancelKeyDeletion, key, None, |_, m| {
             self.inner()
-                .set_state(&need(m)?.key_id, Action::CancelKeyDeletion, |s| match s {
+                .set_state(&m.key_id, Action::CancelKeyDeletion, |s| match s {
                     KeyState::PendingDeletion { .. } => Some(KeyState::Disabled),
                     _ => None,
                 })?;

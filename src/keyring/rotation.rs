@@ -1,192 +1,20 @@
-//! Key rotation: versions, automatic and on-demand rotation, usage metering,
-//! version floors, and the due-work check of the pipeline.
+//! Key rotation: versions, automatic and on-demand rotation, version floors.
 
-use super::{Client, Inner, Target, need};
+use super::{Client, Inner};
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::error::{Error, Result};
 use crate::key::{
     KeyMetadata, KeyState, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule,
 };
-use crate::store::MetadataStore;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-
-/// Encryptions per key version after which the ring rotates the key by
-/// default: 2^32 - 2^24. NIST SP 800-38D caps random 96-bit nonces at 2^32
-/// invocations per key; the margin absorbs encryptions in flight while the
-/// rotation happens.
-pub const DEFAULT_ENCRYPTION_LIMIT: u64 = (1 << 32) - (1 << 24);
-
-/// The hard cap: a version that reaches it refuses to encrypt at all.
-const HARD_LIMIT: u64 = 1 << 32;
+use std::sync::Arc;
 
 /// Shortest and longest automatic rotation period, in days.
 pub(crate) const ROTATION_PERIOD_DAYS: std::ops::RangeInclusive<u32> = 90..=2560;
 /// Default automatic rotation period, in days.
 pub(crate) const DEFAULT_ROTATION_PERIOD_DAYS: u32 = 365;
 
-/// Counts encryptions per key version, durably.
-///
-/// Before a ring encrypts under a version it holds a *reserved block* of
-/// sequence numbers for it, taken from the version's counter in the key
-/// record ([`KeyMetadata::encryptions_reserved`]) by an atomic store update.
-/// Every encryption uses one number of a block that was persisted first, so
-/// across restarts, crashes and rings sharing a store the number of
-/// encryptions under a version never exceeds the persisted counter: the
-/// encryption limit holds for the version's lifetime, not per process. A
-/// restart loses at most the unused rest of each block (counted as used),
-/// which only makes the ring rotate earlier.
-#[derive(Debug)]
-pub(crate) struct UsageMeter {
-    limit: u64,
-    /// Sequence numbers reserved per store update.
-    block: u64,
-    counts: RwLock<HashMap<MaterialId, Arc<Mutex<Block>>>>,
-}
-
-/// This ring's current block of one version: numbers `next + 1 ..= end`
-/// remain.
-#[derive(Debug, Default)]
-struct Block {
-    next: u64,
-    end: u64,
-}
-
-/// Largest block: one store update per 2^20 encryptions.
-const MAX_BLOCK: u64 = 1 << 20;
-
-impl UsageMeter {
-    pub(crate) fn new(limit: u64) -> Self {
-        UsageMeter {
-            limit,
-            // Small limits (tests) reserve small blocks, so a restart wastes
-            // little of them.
-            block: (limit / 64).clamp(1, MAX_BLOCK),
-            counts: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// Counts one encryption under `id` and returns its sequence number
-    /// (counted over the version's whole life); reserves a new block in the
-    /// store when this ring's is used up; refuses once the hard cap is
-    /// reached.
-    pub(crate) fn record(&self, id: &MaterialId, store: &dyn MetadataStore) -> Result<u64> {
-        let existing = self
-            .counts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned();
-        let counter = match existing {
-            Some(c) => c,
-            None => self
-                .counts
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(id.clone())
-                .or_default()
-                .clone(),
-        };
-        let mut b = counter.lock().unwrap_or_else(|e| e.into_inner());
-        let cap = HARD_LIMIT.min(self.limit.saturating_add(1 << 24));
-        if b.next >= b.end {
-            if b.next >= cap {
-                return Err(limit_error(id));
-            }
-            let mut range = (0, 0);
-            let block = self.block;
-            store.update_key(&id.key_id, &mut |m| {
-                let r = m.encryptions_reserved.entry(id.version).or_insert(0);
-                range = (*r, r.saturating_add(block));
-                *r = range.1;
-                Ok(())
-            })?;
-            (b.next, b.end) = range;
-        }
-        b.next += 1;
-        let n = b.next;
-        if n > cap {
-            return Err(limit_error(id));
-        }
-        Ok(n)
-    }
-
-    /// True when `count` (a value returned by `record`) should trigger a
-    /// rotation: exactly at the limit, and every 1024 encryptions after it
-    /// in case an earlier rotation attempt failed.
-    pub(crate) fn should_rotate(&self, count: u64) -> bool {
-        count >= self.limit && (count - self.limit).is_multiple_of(1024)
-    }
-
-    /// Encryptions counted for `id`: the version's persisted counter less
-    /// the unused rest of this ring's block (exact for a single ring; an
-    /// upper bound after restarts or with several rings).
-    pub(crate) fn count(&self, id: &MaterialId, meta: &KeyMetadata) -> u64 {
-        let reserved = meta
-            .encryptions_reserved
-            .get(&id.version)
-            .copied()
-            .unwrap_or(0);
-        let unused = self
-            .counts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .map_or(0, |c| {
-                let b = c.lock().unwrap_or_else(|e| e.into_inner());
-                // Only if this block is the newest reservation.
-                if b.end == reserved { b.end - b.next } else { 0 }
-            });
-        reserved - unused
-    }
-
-    pub(crate) fn forget_key(&self, key_id: &crate::KeyId) {
-        self.counts
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| &k.key_id != key_id);
-    }
-}
-
-fn limit_error(id: &MaterialId) -> Error {
-    Error::InvalidKeyState {
-        key_id: id.key_id.to_string(),
-        state: format!("at its encryption limit on version {}", id.version),
-        action: "encryption (rotate the key)".into(),
-    }
-}
-
-/// Actions that use a key's material.
-pub(crate) fn is_cryptographic(action: Action) -> bool {
-    super::required_usage(action).is_some()
-}
-
 impl Inner {
-    /// The pipeline's due-work step: a key pending deletion whose date has
-    /// passed is destroyed now (and the call fails with not-found); an enabled
-    /// key whose rotation is due is rotated before a cryptographic action.
-    pub(crate) fn apply_due(
-        &self,
-        meta: Arc<KeyMetadata>,
-        action: Action,
-    ) -> Result<Arc<KeyMetadata>> {
-        let now = self.clock.now();
-        if let KeyState::PendingDeletion { deletion_date } = meta.state
-            && now >= deletion_date
-        {
-            self.delete_now(&meta)?;
-            return Err(Error::KeyNotFound(meta.key_id.to_string()));
-        }
-        if is_cryptographic(action)
-            && meta.state == KeyState::Enabled
-            && meta.rotation.is_some_and(|r| now >= r.next_rotation)
-        {
-            return self.rotate_if_primary(&meta, RotationKind::Automatic);
-        }
-        Ok(meta)
-    }
-
     /// Rotates `meta`'s key unless another rotation already replaced the
     /// primary version `meta` saw (so concurrent triggers rotate once).
     /// Returns the fresh metadata.
@@ -260,7 +88,10 @@ impl Inner {
                 self.backend.destroy(&mref)?;
             }
             match imported {
-                Some(raw) => self.backend.import(&mref, m.spec, raw.expose_secret())?,
+                Some(raw) => {
+                    self.import_backend(&mref)?
+                        .import(&mref, m.spec, raw.expose_secret())?
+                }
                 None => self.backend.generate(&mref, m.spec)?,
             }
             generated = Some(mref);
@@ -316,8 +147,7 @@ impl Client {
     /// Rotation applies to symmetric encryption keys: a new version becomes
     /// primary, and every earlier version keeps decrypting what it encrypted.
     pub fn enable_rotation(&self, key: &str, period_days: Option<u32>) -> Result<RotationSchedule> {
-        self.run(Action::EnableKeyRotation, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::EnableKeyRotation, key, None, |_, meta| {
             let period = period_days.unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS);
             if !ROTATION_PERIOD_DAYS.contains(&period) {
                 return Err(Error::invalid(format!(
@@ -342,8 +172,7 @@ impl Client {
 
     /// Turns off automatic rotation. Managed keys cannot turn it off.
     pub fn disable_rotation(&self, key: &str) -> Result<()> {
-        self.run(Action::DisableKeyRotation, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::DisableKeyRotation, key, None, |_, meta| {
             if meta.manager == crate::KeyManager::Managed {
                 return Err(Error::invalid(
                     "managed keys rotate automatically; rotation cannot be disabled",
@@ -359,8 +188,7 @@ impl Client {
 
     /// The key's rotation schedule, primary version, floors and metering.
     pub fn rotation_status(&self, key: &str) -> Result<RotationStatus> {
-        self.run(Action::GetKeyRotationStatus, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::GetKeyRotationStatus, key, None, |_, meta| {
             Ok(RotationStatus {
                 schedule: meta.rotation,
                 primary_version: meta.primary_version,
@@ -377,14 +205,13 @@ impl Client {
     /// Rotates the key now and returns the new primary version. Works on an
     /// enabled or disabled key (not one pending deletion).
     pub fn rotate_now(&self, key: &str) -> Result<u32> {
-        self.run(Action::RotateKeyOnDemand, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::RotateKeyOnDemand, key, None, |_, meta| {
             rotatable(meta)?;
             if matches!(meta.state, KeyState::PendingDeletion { .. }) {
                 return Err(Error::InvalidKeyState {
-                    key_id: meta.key_id.to_string(),
-                    state: meta.state.to_string(),
-                    action: Action::RotateKeyOnDemand.to_string(),
+                    key_id: meta.key_id.clone(),
+                    state: meta.state,
+                    action: Action::RotateKeyOnDemand,
                 });
             }
             Ok(self
@@ -396,8 +223,8 @@ impl Client {
 
     /// Every rotation of the key, oldest first, with time and kind.
     pub fn list_rotations(&self, key: &str) -> Result<Vec<RotationRecord>> {
-        self.run(Action::ListKeyRotations, Target::Ref(key), None, |m| {
-            Ok(need(m)?.rotations.clone())
+        self.on_key(Action::ListKeyRotations, key, None, |_, m| {
+            Ok(m.rotations.clone())
         })
     }
 
@@ -413,8 +240,7 @@ impl Client {
         min_decrypt: Option<u32>,
         min_encrypt: Option<u32>,
     ) -> Result<()> {
-        self.run(Action::UpdateKeyVersionFloors, Target::Ref(key), None, |m| {
-            let meta = need(m)?;
+        self.on_key(Action::UpdateKeyVersionFloors, key, None, |_, meta| {
             self.inner().store.update_key(&meta.key_id, &mut |k| {
                 let dec = min_decrypt.unwrap_or(k.min_decrypt_version);
                 let enc = min_encrypt.unwrap_or(k.min_encrypt_version);

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Largest policy document, in bytes of JSON.
-pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+pub(crate) use crate::limits::MAX_POLICY_BYTES;
 
 const VERSION: &str = "2026-01-01";
 
@@ -408,39 +407,17 @@ impl Policy {
         }
     }
 
-    /// The ring-wide actions: those decided by the ring policy because they
-    /// act on no existing key.
-    pub const RING_ACTIONS: &'static [Action] = &[
-        Action::CreateKey,
-        Action::ListKeys,
-        Action::ListAliases,
-        Action::GenerateRandom,
-        Action::GetParametersForImport,
-        Action::ImportKeyMaterial,
-    ];
+    /// The ring-wide actions ([`Action::RING_WIDE`]): those decided by the
+    /// ring policy because they act on no existing key.
+    pub const RING_ACTIONS: &'static [Action] = Action::RING_WIDE;
 
     /// A ring policy that lets only `admins` perform the ring-wide actions
     /// ([`Policy::RING_ACTIONS`]: create and import keys, list key ids and
     /// aliases, draw random bytes). Everyone else can only use keys whose
     /// policies or grants name them.
     pub fn ring_admins(admins: impl IntoIterator<Item = Principal>) -> Policy {
-        let admins: Vec<PrincipalPattern> =
-            admins.into_iter().map(PrincipalPattern::Exact).collect();
-        Policy {
-            version: version(),
-            statements: vec![Statement {
-                sid: Some("RingAdmins".into()),
-                effect: Effect::Allow,
-                principal: OneOrMany::Many(admins),
-                action: OneOrMany::Many(
-                    Self::RING_ACTIONS
-                        .iter()
-                        .map(|a| a.as_str().into())
-                        .collect(),
-                ),
-                condition: BTreeMap::new(),
-            }],
-        }
+        let admins = admins.into_iter().map(PrincipalPattern::Exact).collect();
+        Self::ring_wide("RingAdmins", OneOrMany::Many(admins))
     }
 
     /// The open ring policy, the ring's default unless the builder names
@@ -450,12 +427,20 @@ impl Policy {
     /// random bytes. It gives no right on any existing key: every action on a
     /// key is decided by that key's policy and grants alone.
     pub fn open_ring() -> Policy {
+        Self::ring_wide(
+            "AnyPrincipalMayCreateAndList",
+            OneOrMany::One(PrincipalPattern::Any),
+        )
+    }
+
+    /// One statement allowing `principal` every ring-wide action.
+    fn ring_wide(sid: &str, principal: OneOrMany<PrincipalPattern>) -> Policy {
         Policy {
             version: version(),
             statements: vec![Statement {
-                sid: Some("AnyPrincipalMayCreateAndList".into()),
+                sid: Some(sid.into()),
                 effect: Effect::Allow,
-                principal: OneOrMany::One(PrincipalPattern::Any),
+                principal,
                 action: OneOrMany::Many(
                     Self::RING_ACTIONS
                         .iter()

@@ -47,14 +47,13 @@
 //!
 //! Unknown fields, operators, condition keys, principals or actions are
 //! refused with [`crate::Error::InvalidArgument`] naming them; a policy is at
-//! most [`MAX_POLICY_BYTES`] of JSON.
+//! most [`crate::limits::MAX_POLICY_BYTES`] of JSON.
 
 mod document;
 mod grant;
 
 pub use document::{
-    Condition, ConditionValue, Effect, MAX_POLICY_BYTES, OneOrMany, Policy, PrincipalPattern,
-    Statement,
+    Condition, ConditionValue, Effect, OneOrMany, Policy, PrincipalPattern, Statement,
 };
 pub(crate) use grant::token_hash;
 pub use grant::{Grant, GrantConstraints, GrantRequest, GrantToken};

@@ -1,203 +1,299 @@
 //! The file-backed metadata store (see [`crate::KeyRing::open`]).
 
 use super::MetadataStore;
-use super::keystore::{Keystore, Kind, hex};
+use super::keystore::{Keystore, Kind};
 use crate::error::{Error, Result};
 use crate::key::{Alias, KeyId, KeyMetadata};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Default)]
 struct Cache {
+    /// The keystore change counter this cache reflects (`None` before the
+    /// first load).
+    seen: Option<u64>,
     keys: HashMap<KeyId, Arc<KeyMetadata>>,
+    /// Key record name -> (record generation, key).
+    key_recs: HashMap<String, (u64, KeyId)>,
     order: BTreeSet<KeyId>,
     aliases: BTreeMap<Alias, KeyId>,
+    /// Alias record name -> (record generation, alias).
+    alias_recs: HashMap<String, (u64, Alias)>,
+}
+
+impl Cache {
+    fn put_key(&mut self, gn: u64, meta: Arc<KeyMetadata>) {
+        self.order.insert(meta.key_id.clone());
+        self.key_recs
+            .insert(key_name(&meta.key_id), (gn, meta.key_id.clone()));
+        self.keys.insert(meta.key_id.clone(), meta);
+    }
+
+    fn drop_key(&mut self, id: &KeyId) {
+        self.keys.remove(id);
+        self.order.remove(id);
+        self.key_recs.remove(&key_name(id));
+    }
+
+    fn put_alias(&mut self, name: String, gn: u64, alias: Alias, key: KeyId) {
+        if let Some((_, old)) = self.alias_recs.insert(name, (gn, alias.clone())) {
+            self.aliases.remove(&old);
+        }
+        self.aliases.insert(alias, key);
+    }
+
+    fn drop_alias(&mut self, name: &str) {
+        if let Some((_, a)) = self.alias_recs.remove(name) {
+            self.aliases.remove(&a);
+        }
+    }
+
+    /// The key an alias points at, if both exist.
+    fn target(&self, a: &Alias) -> Option<&KeyId> {
+        self.aliases.get(a).filter(|k| self.keys.contains_key(*k))
+    }
+
+    /// Records that this ring's own change `gn` is in the cache.
+    fn wrote(&mut self, gn: u64) {
+        if self.seen.is_some_and(|s| s + 1 == gn) {
+            self.seen = Some(gn);
+        }
+    }
 }
 
 /// Key metadata and aliases in a keystore directory: one encrypted,
-/// authenticated record file per key and per alias, so one change costs one
-/// or two small file writes however many keys there are.
+/// authenticated record file per key and per alias, so one change costs a
+/// few small file writes however many keys there are.
 ///
-/// Reads come from an in-memory copy loaded at open. Every write takes the
-/// directory's cross-process lock and works on the record re-read from disk,
-/// so concurrent rings (in this or other processes) never lose each other's
-/// changes; another process's changes become visible to this ring's reads
-/// when it next writes that key, or reopens.
+/// Reads come from an in-memory copy, brought up to date before every call:
+/// a `stat` of the store's manifest tells whether any ring (in this or
+/// another process) changed anything, and only the records whose generation
+/// changed are read again. Every write takes the directory's cross-process
+/// lock and works on the current records, so concurrent rings never lose
+/// each other's changes.
 #[derive(Debug)]
 pub struct FileStore {
     ks: Arc<Keystore>,
     cache: RwLock<Cache>,
 }
 
-fn key_rel(id: &KeyId) -> String {
-    format!("keys/{id}.rec")
-}
-
-fn alias_rel(a: &Alias) -> String {
-    format!("aliases/{}.rec", hex(a.as_str().as_bytes()))
+fn key_name(id: &KeyId) -> String {
+    format!("keys/{id}")
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Other(Arc::new(e)))
 }
 
+enum Loaded {
+    Key(u64, Box<KeyMetadata>),
+    Alias(String, u64, Alias, KeyId),
+}
+
 impl FileStore {
     pub(crate) fn load(ks: Arc<Keystore>) -> Result<Self> {
-        let mut cache = Cache::default();
-        for name in ks.list("keys")? {
-            let rel = format!("keys/{name}");
-            let Some(pt) = ks.read(Kind::Key, &rel)? else {
-                continue;
-            };
-            let meta: KeyMetadata =
-                serde_json::from_slice(&pt).map_err(|e| Error::CorruptStore {
-                    file: rel.clone(),
-                    reason: format!("bad key record: {e}"),
-                })?;
-            if format!("{}.rec", meta.key_id) != name {
-                return Err(Error::CorruptStore {
-                    file: rel,
-                    reason: "record names another key".into(),
-                });
-            }
-            cache.order.insert(meta.key_id.clone());
-            cache.keys.insert(meta.key_id.clone(), Arc::new(meta));
-        }
-        for name in ks.list("aliases")? {
-            let rel = format!("aliases/{name}");
-            let Some(pt) = ks.read(Kind::Alias, &rel)? else {
-                continue;
-            };
-            let (alias, key): (Alias, KeyId) =
-                serde_json::from_slice(&pt).map_err(|e| Error::CorruptStore {
-                    file: rel.clone(),
-                    reason: format!("bad alias record: {e}"),
-                })?;
-            if alias_rel(&alias) != rel {
-                return Err(Error::CorruptStore {
-                    file: rel,
-                    reason: "record names another alias".into(),
-                });
-            }
-            // An alias whose key file is absent was left by an interrupted
-            // create (the key file is written last) or delete: not visible.
-            if cache.keys.contains_key(&key) {
-                cache.aliases.insert(alias, key);
-            }
-        }
-        Ok(FileStore {
+        let s = FileStore {
             ks,
-            cache: RwLock::new(cache),
-        })
+            cache: RwLock::new(Cache::default()),
+        };
+        s.sync()?;
+        Ok(s)
     }
 
-    fn read_key_disk(&self, id: &KeyId) -> Result<Option<KeyMetadata>> {
-        let rel = key_rel(id);
-        match self.ks.read(Kind::Key, &rel)? {
-            None => Ok(None),
-            Some(pt) => serde_json::from_slice(&pt)
-                .map(Some)
-                .map_err(|e| Error::CorruptStore {
-                    file: rel,
-                    reason: format!("bad key record: {e}"),
-                }),
+    fn read_key(&self, name: &str) -> Result<Option<(u64, KeyMetadata)>> {
+        let Some((gn, pt)) = self.ks.read(Kind::Key, name)? else {
+            return Ok(None);
+        };
+        let meta: KeyMetadata = serde_json::from_slice(&pt).map_err(|e| Error::CorruptStore {
+            file: name.to_owned(),
+            reason: format!("bad key record: {e}"),
+        })?;
+        if key_name(&meta.key_id) != name {
+            return Err(Error::CorruptStore {
+                file: name.to_owned(),
+                reason: "record names another key".into(),
+            });
         }
+        Ok(Some((gn, meta)))
     }
 
-    /// The key an alias points at on disk (ignoring dangling aliases).
-    fn read_alias_disk(&self, a: &Alias) -> Result<Option<KeyId>> {
-        let rel = alias_rel(a);
-        match self.ks.read(Kind::Alias, &rel)? {
-            None => Ok(None),
-            Some(pt) => {
-                let (_, key): (Alias, KeyId) =
-                    serde_json::from_slice(&pt).map_err(|e| Error::CorruptStore {
-                        file: rel,
-                        reason: format!("bad alias record: {e}"),
-                    })?;
-                Ok(self.ks.exists(&key_rel(&key)).then_some(key))
+    fn read_alias(&self, name: &str) -> Result<Option<(u64, Alias, KeyId)>> {
+        let Some((gn, pt)) = self.ks.read(Kind::Alias, name)? else {
+            return Ok(None);
+        };
+        let (alias, key): (Alias, KeyId) =
+            serde_json::from_slice(&pt).map_err(|e| Error::CorruptStore {
+                file: name.to_owned(),
+                reason: format!("bad alias record: {e}"),
+            })?;
+        if self.ks.alias_name(alias.as_str())? != name {
+            return Err(Error::CorruptStore {
+                file: name.to_owned(),
+                reason: "record names another alias".into(),
+            });
+        }
+        Ok(Some((gn, alias, key)))
+    }
+
+    /// Brings the cache up to date with the store: a `stat` when nothing
+    /// changed; otherwise re-reads the records whose generation changed and
+    /// drops those that are gone.
+    fn sync(&self) -> Result<()> {
+        self.ks.refresh()?;
+        let counter = self.ks.counter();
+        if self.cache.read().unwrap_or_else(|e| e.into_inner()).seen == Some(counter) {
+            return Ok(());
+        }
+        let keys = self.ks.names("keys");
+        let aliases = self.ks.names("aliases");
+        let mut loaded = Vec::new();
+        {
+            let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            for (name, gn) in &keys {
+                if c.key_recs.get(name).map(|e| e.0) != Some(*gn) {
+                    loaded.push((Kind::Key, name.clone()));
+                }
+            }
+            for (name, gn) in &aliases {
+                if c.alias_recs.get(name).map(|e| e.0) != Some(*gn) {
+                    loaded.push((Kind::Alias, name.clone()));
+                }
             }
         }
-    }
-
-    /// Creates (`must_exist = false`) or repoints (`true`) an alias.
-    /// Writes an alias: a new one (`from = None`), or a compare-and-set
-    /// from the key it must still point at.
-    fn put_alias(&self, alias: &Alias, key: &KeyId, from: Option<&KeyId>) -> Result<()> {
-        let _lock = self.ks.lock()?;
-        match (self.read_alias_disk(alias)?, from) {
-            (Some(_), None) => return Err(Error::AliasExists(alias.to_string())),
-            (None, Some(_)) => return Err(Error::AliasNotFound(alias.to_string())),
-            (Some(cur), Some(want)) if &cur != want => return Err(Error::alias_moved(alias)),
-            _ => {}
+        let mut fresh = Vec::with_capacity(loaded.len());
+        for (kind, name) in loaded {
+            if kind == Kind::Key {
+                if let Some((g, m)) = self.read_key(&name)? {
+                    fresh.push(Loaded::Key(g, Box::new(m)));
+                }
+            } else if let Some((g, a, k)) = self.read_alias(&name)? {
+                fresh.push(Loaded::Alias(name, g, a, k));
+            }
         }
-        if !self.ks.exists(&key_rel(key)) {
-            return Err(Error::KeyNotFound(key.to_string()));
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        for l in fresh {
+            match l {
+                Loaded::Key(g, m) => {
+                    // Another thread may have cached a newer generation.
+                    if c.key_recs.get(&key_name(&m.key_id)).is_none_or(|e| e.0 < g) {
+                        c.put_key(g, Arc::new(*m));
+                    }
+                }
+                Loaded::Alias(name, g, a, k) => {
+                    if c.alias_recs.get(&name).is_none_or(|e| e.0 < g) {
+                        c.put_alias(name, g, a, k);
+                    }
+                }
+            }
         }
-        self.ks
-            .write(Kind::Alias, &alias_rel(alias), &json(&(alias, key))?)?;
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .aliases
-            .insert(alias.clone(), key.clone());
+        // Gone from the store as of `counter` (entries newer than `counter`
+        // were cached by a later sync or write, and stay).
+        let live: HashSet<&str> = keys
+            .iter()
+            .chain(aliases.iter())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let gone_keys: Vec<KeyId> = c
+            .key_recs
+            .iter()
+            .filter(|(n, (g, _))| *g <= counter && !live.contains(n.as_str()))
+            .map(|(_, (_, id))| id.clone())
+            .collect();
+        for id in gone_keys {
+            c.drop_key(&id);
+        }
+        let gone_aliases: Vec<String> = c
+            .alias_recs
+            .iter()
+            .filter(|(n, (g, _))| *g <= counter && !live.contains(n.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in gone_aliases {
+            c.drop_alias(&n);
+        }
+        c.seen = Some(c.seen.map_or(counter, |s| s.max(counter)));
         Ok(())
     }
 
-    fn cache_put(&self, meta: KeyMetadata) -> Arc<KeyMetadata> {
-        let meta = Arc::new(meta);
+    /// Writes an alias: a new one (`from = None`), or a compare-and-set
+    /// from the key it must still point at.
+    fn put_alias(&self, alias: &Alias, key: &KeyId, from: Option<&KeyId>) -> Result<()> {
+        let lock = self.ks.lock()?;
+        self.sync()?;
+        {
+            let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            match (c.target(alias), from) {
+                (Some(_), None) => return Err(Error::AliasExists(alias.to_string())),
+                (None, Some(_)) => return Err(Error::AliasNotFound(alias.to_string())),
+                (Some(cur), Some(want)) if cur != want => return Err(Error::alias_moved(alias)),
+                _ => {}
+            }
+            if !c.keys.contains_key(key) {
+                return Err(Error::KeyNotFound(key.to_string()));
+            }
+        }
+        let name = self.ks.alias_name(alias.as_str())?;
+        let g = self
+            .ks
+            .apply(&lock, &[(Kind::Alias, &name, &json(&(alias, key))?)], &[])?;
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        c.order.insert(meta.key_id.clone());
-        c.keys.insert(meta.key_id.clone(), meta.clone());
-        meta
+        c.put_alias(name, g, alias.clone(), key.clone());
+        c.wrote(g);
+        Ok(())
     }
 }
 
 impl MetadataStore for FileStore {
     fn insert_key(&self, meta: KeyMetadata, alias: Option<&Alias>) -> Result<()> {
-        let _lock = self.ks.lock()?;
-        if self.ks.exists(&key_rel(&meta.key_id)) {
-            return Err(Error::invalid(format!(
-                "key {} already exists",
-                meta.key_id
-            )));
-        }
-        if let Some(a) = alias {
-            if self.read_alias_disk(a)?.is_some() {
+        let lock = self.ks.lock()?;
+        self.sync()?;
+        {
+            let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if c.keys.contains_key(&meta.key_id) {
+                return Err(Error::invalid(format!(
+                    "key {} already exists",
+                    meta.key_id
+                )));
+            }
+            if let Some(a) = alias
+                && c.target(a).is_some()
+            {
                 return Err(Error::AliasExists(a.to_string()));
             }
-            self.ks
-                .write(Kind::Alias, &alias_rel(a), &json(&(a, &meta.key_id))?)?;
         }
-        // The key record is the commit point.
-        self.ks
-            .write(Kind::Key, &key_rel(&meta.key_id), &json(&meta)?)?;
+        let kname = key_name(&meta.key_id);
+        let krec = json(&meta)?;
+        let alias_rec = match alias {
+            Some(a) => Some((self.ks.alias_name(a.as_str())?, json(&(a, &meta.key_id))?)),
+            None => None,
+        };
+        let mut puts: Vec<(Kind, &str, &[u8])> = Vec::new();
+        if let Some((n, r)) = &alias_rec {
+            puts.push((Kind::Alias, n, r));
+        }
+        puts.push((Kind::Key, &kname, &krec));
+        // One commit: the key and its alias appear together.
+        let g = self.ks.apply(&lock, &puts, &[])?;
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
         let id = meta.key_id.clone();
-        self.cache_put(meta);
-        if let Some(a) = alias {
-            self.cache
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .aliases
-                .insert(a.clone(), id);
+        c.put_key(g, Arc::new(meta));
+        if let (Some(a), Some((n, _))) = (alias, alias_rec) {
+            c.put_alias(n, g, a.clone(), id);
         }
+        c.wrote(g);
         Ok(())
     }
 
     fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyMetadata>>> {
-        let cached = self
+        self.sync()?;
+        Ok(self
             .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .keys
             .get(id)
-            .cloned();
-        if cached.is_some() {
-            return Ok(cached);
-        }
-        // Not known here: another ring or process may have created it.
-        Ok(self.read_key_disk(id)?.map(|m| self.cache_put(m)))
+            .cloned())
     }
 
     fn update_key(
@@ -205,39 +301,54 @@ impl MetadataStore for FileStore {
         id: &KeyId,
         f: &mut dyn FnMut(&mut KeyMetadata) -> Result<()>,
     ) -> Result<Arc<KeyMetadata>> {
-        let _lock = self.ks.lock()?;
-        let mut meta = self
-            .read_key_disk(id)?
+        let lock = self.ks.lock()?;
+        self.sync()?;
+        let mut meta: KeyMetadata = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .get(id)
+            .map(|m| (**m).clone())
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
         f(&mut meta)?;
-        self.ks.write(Kind::Key, &key_rel(id), &json(&meta)?)?;
-        Ok(self.cache_put(meta))
+        let g = self
+            .ks
+            .apply(&lock, &[(Kind::Key, &key_name(id), &json(&meta)?)], &[])?;
+        let meta = Arc::new(meta);
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        c.put_key(g, meta.clone());
+        c.wrote(g);
+        Ok(meta)
     }
 
     fn remove_key(&self, id: &KeyId) -> Result<()> {
-        let _lock = self.ks.lock()?;
-        // Key record first: its aliases then dangle and are invisible.
-        self.ks.remove(&key_rel(id))?;
-        let aliases: Vec<Alias> = {
-            let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-            c.keys.remove(id);
-            c.order.remove(id);
-            let a: Vec<Alias> = c
-                .aliases
+        let lock = self.ks.lock()?;
+        self.sync()?;
+        let alias_names: Vec<String> = {
+            let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            c.alias_recs
                 .iter()
-                .filter(|(_, k)| *k == id)
-                .map(|(a, _)| a.clone())
-                .collect();
-            c.aliases.retain(|_, k| k != id);
-            a
+                .filter(|(_, (_, a))| c.aliases.get(a) == Some(id))
+                .map(|(n, _)| n.clone())
+                .collect()
         };
-        for a in aliases {
-            self.ks.remove(&alias_rel(&a))?;
+        let kname = key_name(id);
+        let mut removes: Vec<&str> = vec![&kname];
+        removes.extend(alias_names.iter().map(String::as_str));
+        // One commit: the key and its aliases go together.
+        let g = self.ks.apply(&lock, &[], &removes)?;
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        c.drop_key(id);
+        for n in &alias_names {
+            c.drop_alias(n);
         }
+        c.wrote(g);
         Ok(())
     }
 
     fn list_keys(&self, after: Option<&KeyId>, limit: usize) -> Result<Vec<Arc<KeyMetadata>>> {
+        self.sync()?;
         let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         Ok(c.order
@@ -248,25 +359,13 @@ impl MetadataStore for FileStore {
     }
 
     fn resolve_alias(&self, alias: &Alias) -> Result<Option<KeyId>> {
-        let cached = self
+        self.sync()?;
+        Ok(self
             .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .aliases
-            .get(alias)
-            .cloned();
-        if cached.is_some() {
-            return Ok(cached);
-        }
-        let found = self.read_alias_disk(alias)?;
-        if let Some(k) = &found {
-            self.cache
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .aliases
-                .insert(alias.clone(), k.clone());
-        }
-        Ok(found)
+            .target(alias)
+            .cloned())
     }
 
     fn create_alias(&self, alias: &Alias, key: &KeyId) -> Result<()> {
@@ -278,18 +377,23 @@ impl MetadataStore for FileStore {
     }
 
     fn delete_alias(&self, alias: &Alias, expected: &KeyId) -> Result<()> {
-        let _lock = self.ks.lock()?;
-        match self.read_alias_disk(alias)? {
+        let lock = self.ks.lock()?;
+        self.sync()?;
+        match self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .target(alias)
+        {
             None => return Err(Error::AliasNotFound(alias.to_string())),
-            Some(cur) if &cur != expected => return Err(Error::alias_moved(alias)),
+            Some(cur) if cur != expected => return Err(Error::alias_moved(alias)),
             Some(_) => {}
         }
-        self.ks.remove(&alias_rel(alias))?;
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .aliases
-            .remove(alias);
+        let name = self.ks.alias_name(alias.as_str())?;
+        let g = self.ks.apply(&lock, &[], &[&name])?;
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        c.drop_alias(&name);
+        c.wrote(g);
         Ok(())
     }
 
@@ -299,10 +403,12 @@ impl MetadataStore for FileStore {
         after: Option<&Alias>,
         limit: usize,
     ) -> Result<Vec<(Alias, KeyId)>> {
+        self.sync()?;
         let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         Ok(c.aliases
             .range((lower, Bound::Unbounded))
+            .filter(|(_, k)| c.keys.contains_key(*k))
             .filter(|(_, k)| key.is_none_or(|want| *k == want))
             .take(limit)
             .map(|(a, k)| (a.clone(), k.clone()))

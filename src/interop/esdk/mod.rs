@@ -54,13 +54,7 @@ use crate::error::{Error, Result};
 use crate::key::KeyId;
 use crate::secret::SecretBytes;
 
-/// Frame length of [`EsdkOptions`] unless told otherwise: 4096 bytes, the
-/// ESDK's default.
-pub const ESDK_DEFAULT_FRAME_LEN: u32 = 4096;
-/// Largest frame length strongroom writes: 2^31 − 1, the largest the
-/// reference (Python) SDK reads. Messages with frames up to 2^32 − 1 bytes
-/// (the format's limit) are read.
-pub const ESDK_MAX_WRITE_FRAME_LEN: u32 = i32::MAX as u32;
+pub use crate::limits::{ESDK_DEFAULT_FRAME_LEN, ESDK_MAX_MATCHING_EDKS, ESDK_MAX_WRITE_FRAME_LEN};
 /// Key namespace (ESDK provider id) used when neither the call nor the
 /// key's tags name one.
 pub const DEFAULT_KEY_NAMESPACE: &str = "strongroom";
@@ -71,10 +65,6 @@ pub const TAG_KEY_NAME: &str = "esdk:key-name";
 /// Prefix of the encryption-context keys the ESDK reserves; refused in a
 /// caller's context when sealing.
 pub const RESERVED_CONTEXT_PREFIX: &str = "aws-crypto-";
-/// Most encrypted data keys of one message that match the wrapping key and
-/// are tried when opening.
-pub const MAX_MATCHING_EDKS: usize = 16;
-
 /// The ESDK algorithm suites strongroom knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -1,31 +1,62 @@
-//! One backend conformance suite, written once and instantiated per backend
-//! with [`conformance_suite!`] (as rustls runs its API tests per provider).
+//! The backend conformance suite (feature `testing`), written once and run
+//! against every backend, here and in other crates: a backend or store
+//! written elsewhere instantiates it with [`crate::conformance_suite!`] (as
+//! rustls runs its API tests per provider) and passes the same tests as the
+//! built-in ones.
 //!
-//! A backend factory builds a ring over a given metadata store and clock and
+//! A [`Factory`] builds a ring over a given metadata store and clock and
 //! returns the backend too. Persistent backends also get the restart test:
-//! a NEW backend instance over the same store must find every key again.
+//! a *new* backend instance over the same store must find every key again.
+//!
+//! ```ignore
+//! fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc<dyn KeyBackend>) {
+//!     let backend: Arc<dyn KeyBackend> = Arc::new(MyBackend::new());
+//!     let ring = KeyRing::builder().backend(backend.clone()).store(store).clock(clock).build();
+//!     (ring, backend)
+//! }
+//! crate::conformance_suite!(make);
+//! ```
+//!
+//! Every function panics (with the failing assertion) when the backend does
+//! not conform; they are test helpers, not library calls.
 
-#![allow(dead_code)]
-
-use std::sync::Arc;
-use strongroom::backend::KeyBackend;
-use strongroom::store::{MemoryStore, MetadataStore};
-use strongroom::{
+use crate::backend::KeyBackend;
+use crate::store::{MemoryStore, MetadataStore};
+use crate::{
     CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, ManualClock, MaterialId,
     Principal, Timestamp,
 };
+use std::sync::Arc;
 
+/// Builds a ring over `store` and `clock` and returns it with its backend.
 pub type Factory = fn(Arc<dyn MetadataStore>, Arc<ManualClock>) -> (KeyRing, Arc<dyn KeyBackend>);
 
+/// One suite environment: a ring over a fresh memory store, its backend,
+/// a manual clock, a client and one symmetric key.
 pub struct Env {
+    /// The ring under test.
     pub ring: KeyRing,
+    /// Its backend.
     pub backend: Arc<dyn KeyBackend>,
+    /// The metadata store the factory was given.
     pub store: Arc<dyn MetadataStore>,
+    /// The clock the factory was given.
     pub clock: Arc<ManualClock>,
-    pub client: strongroom::Client,
+    /// A client acting as `service:conformance`.
+    pub client: crate::Client,
+    /// A symmetric key created by that client.
     pub key: String,
 }
 
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Env`] with `make`.
 pub fn env(make: Factory) -> Env {
     let store: Arc<dyn MetadataStore> = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(Timestamp(1_800_000_000)));
@@ -49,6 +80,7 @@ fn ctx() -> EncryptionContext {
     EncryptionContext::new().with("suite", "conformance")
 }
 
+/// Direct encryption round trips of 1, 32 and 4096 bytes.
 pub fn encrypt_decrypt(make: Factory) {
     let e = env(make);
     for n in [1usize, 32, 4096] {
@@ -65,6 +97,7 @@ pub fn encrypt_decrypt(make: Factory) {
     }
 }
 
+/// A flipped bit, a wrong context and a truncated blob are all the opaque error.
 pub fn tampering_is_opaque(make: Factory) {
     let e = env(make);
     let blob = e.client.encrypt(&e.key, b"secret", &ctx()).unwrap();
@@ -89,6 +122,7 @@ pub fn tampering_is_opaque(make: Factory) {
     assert!(e.client.decrypt(&blob, &ctx()).is_ok());
 }
 
+/// Data keys: generate, decrypt, and without plaintext.
 pub fn data_keys(make: Factory) {
     let e = env(make);
     let dk = e.client.generate_data_key(&e.key, &ctx()).unwrap();
@@ -108,6 +142,7 @@ pub fn data_keys(make: Factory) {
     );
 }
 
+/// Envelope messages seal and open.
 pub fn seal_open(make: Factory) {
     let e = env(make);
     for n in [0usize, 1000, 1 << 20] {
@@ -120,6 +155,7 @@ pub fn seal_open(make: Factory) {
     }
 }
 
+/// Re-encryption to another key, and rotation keeping old versions decryptable.
 pub fn re_encrypt_and_rotation(make: Factory) {
     let e = env(make);
     let other = e
@@ -140,10 +176,11 @@ pub fn re_encrypt_and_rotation(make: Factory) {
     assert_eq!(e.client.decrypt(&moved, &ctx()).unwrap().key_id, other);
 }
 
+/// Scheduled deletion destroys the material in the backend.
 pub fn destroy(make: Factory) {
     let e = env(make);
     let blob = e.client.encrypt(&e.key, b"x", &ctx()).unwrap();
-    let id = strongroom::KeyId::parse(&e.key).unwrap();
+    let id = crate::KeyId::parse(&e.key).unwrap();
     assert!(e.backend.contains(&MaterialId::new(id.clone(), 1)).unwrap());
     e.client.schedule_key_deletion(&e.key, Some(7)).unwrap();
     e.clock.advance_days(7);
@@ -161,6 +198,7 @@ pub fn destroy(make: Factory) {
     ));
 }
 
+/// Eight threads encrypting, decrypting, sealing and opening at once.
 pub fn threads(make: Factory) {
     let e = env(make);
     let handles: Vec<_> = (0..8)
@@ -211,55 +249,57 @@ pub fn restart(make: Factory) {
     );
 }
 
-/// Instantiates the suite for one backend factory.
+/// Instantiates the conformance suite ([`crate::testing`]) for one backend
+/// factory: one `#[test]` per check; add `persistent` for backends whose
+/// material survives a restart.
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
         #[test]
         fn encrypt_decrypt() {
-            conformance::encrypt_decrypt($make)
+            $crate::testing::encrypt_decrypt($make)
         }
         #[test]
         fn tampering_is_opaque() {
-            conformance::tampering_is_opaque($make)
+            $crate::testing::tampering_is_opaque($make)
         }
         #[test]
         fn data_keys() {
-            conformance::data_keys($make)
+            $crate::testing::data_keys($make)
         }
         #[test]
         fn seal_open() {
-            conformance::seal_open($make)
+            $crate::testing::seal_open($make)
         }
         #[test]
         fn re_encrypt_and_rotation() {
-            conformance::re_encrypt_and_rotation($make)
+            $crate::testing::re_encrypt_and_rotation($make)
         }
         #[test]
         fn destroy() {
-            conformance::destroy($make)
+            $crate::testing::destroy($make)
         }
         #[test]
         fn threads() {
-            conformance::threads($make)
+            $crate::testing::threads($make)
         }
         #[test]
         fn sign_verify() {
-            conformance::sign_verify($make)
+            $crate::testing::sign_verify($make)
         }
     };
     ($make:expr, persistent) => {
         $crate::conformance_suite!($make);
         #[test]
         fn restart() {
-            conformance::restart($make)
+            $crate::testing::restart($make)
         }
     };
 }
 
 /// Signing keys, for backends that hold them (memory, file, PKCS#11).
 pub fn sign_verify(make: Factory) {
-    use strongroom::verify::{MessageType, PublicKeyVerifier, SignatureFormat};
+    use crate::verify::{MessageType, PublicKeyVerifier, SignatureFormat};
     let e = env(make);
     for spec in [KeySpec::EccNistP256, KeySpec::Ed25519] {
         let k = e.client.create_key(spec, CreateKeyOptions::new()).unwrap();
@@ -289,7 +329,7 @@ pub fn sign_verify(make: Factory) {
         e.client.schedule_key_deletion(k, Some(7)).unwrap();
         e.clock.advance_days(7);
         e.ring.run_maintenance().unwrap();
-        let id = strongroom::KeyId::parse(k).unwrap();
+        let id = crate::KeyId::parse(k).unwrap();
         assert!(!e.backend.contains(&MaterialId::new(id, 1)).unwrap());
     }
 }
