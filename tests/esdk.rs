@@ -839,3 +839,29 @@ fn a_backend_with_opaque_payloads_is_refused_clearly() {
         Err(Error::Unsupported(_))
     ));
 }
+
+#[test]
+fn a_context_too_large_once_the_signing_key_is_added_is_refused_on_write() {
+    let c = common::ring_with_key(&KEY);
+    // 2 + (4 + 1 + 8135) = 8142 bytes canonical: within MAX_CONTEXT_BYTES
+    // alone, beyond it with `aws-crypto-public-key` (93 more bytes).
+    let big = EncryptionContext::new().with("k", "v".repeat(8135));
+    let m = c
+        .esdk_seal_with(
+            common::ALIAS,
+            b"x",
+            &big,
+            &opts(EsdkSuite::AesGcmHkdfSha512Commit),
+        )
+        .unwrap();
+    assert!(c.esdk_open(common::ALIAS, &m, &big).is_ok());
+    assert!(matches!(
+        c.esdk_seal_with(
+            common::ALIAS,
+            b"x",
+            &big,
+            &opts(EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384)
+        ),
+        Err(Error::InvalidArgument(_))
+    ));
+}

@@ -270,6 +270,9 @@ impl Client {
             } else {
                 (None, context.clone())
             };
+            // With the signing key added, the context must still be one
+            // strongroom reads back (MAX_CONTEXT_BYTES).
+            full_context.validate()?;
             let ctx_bytes = format::serialize_context(&full_context)?;
             let data_key = inner.random_key()?;
             let (iv, edk) = self.esdk_wrap(call, meta, data_key.as_slice(), &ctx_bytes)?;
