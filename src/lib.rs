@@ -94,9 +94,9 @@ pub use envelope::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use key::{
-    Alias, CreateKeyOptions, HmacAlgorithm, KeyDescription, KeyId, KeyListEntry, KeyManager,
-    KeyMetadata, KeyOrigin, KeySpec, KeyState, KeyUsage, KeyVersionInfo, RotationKind,
-    RotationRecord, RotationSchedule, SymmetricAlgorithm,
+    Alias, CreateKeyOptions, HmacAlgorithm, KeyId, KeyListEntry, KeyManager, KeyOrigin, KeyRecord,
+    KeySpec, KeyState, KeyUsage, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule,
+    SymmetricAlgorithm,
 };
 pub use keyring::{AliasEntry, Client, KeyRing, KeyRingBuilder, Page};
 pub use keyring::{
@@ -106,4 +106,4 @@ pub use keyring::{
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};
 pub use secret::SecretBytes;
-pub use store::{FileStore, KeystoreOptions, MemoryStore, MetadataStore, RootKey};
+pub use store::{FileStore, KeyMetadata, KeystoreOptions, MemoryStore, MetadataStore, RootKey};
