@@ -43,7 +43,7 @@ impl KeyId {
         let mut b: [u8; 16] = random_array(rng)?;
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let h = crate::hex::encode(&b);
         Ok(KeyId(format!(
             "{}-{}-{}-{}-{}",
             &h[0..8],

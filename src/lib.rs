@@ -71,6 +71,7 @@ mod crypto;
 mod envelope;
 mod error;
 pub mod hazmat;
+mod hex;
 mod key;
 mod keyring;
 pub mod limits;

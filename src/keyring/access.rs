@@ -20,9 +20,7 @@ pub enum GrantSelector {
     Token(GrantToken),
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hex::encode as hex;
 
 impl Client {
     /// Replaces the key's policy after validating it.

@@ -14,6 +14,16 @@ use crate::secret::SecretBytes;
 use crate::store::KeyMetadata;
 use std::collections::BTreeMap;
 
+/// The one tag-count rule: at most [`MAX_TAGS`] tags per key.
+fn check_tag_count(n: usize) -> Result<()> {
+    if n > MAX_TAGS {
+        return Err(Error::invalid(format!(
+            "a key may have at most {MAX_TAGS} tags"
+        )));
+    }
+    Ok(())
+}
+
 /// One page from a store listing fetched with `limit + 1` items: the first
 /// `limit`, and the marker of the last one if more follow. The one paging
 /// rule of every list call.
@@ -52,11 +62,7 @@ impl Client {
         {
             let inner = self.inner();
             validate_description(&options.description)?;
-            if options.tags.len() > MAX_TAGS {
-                return Err(Error::invalid(format!(
-                    "a key may have at most {MAX_TAGS} tags"
-                )));
-            }
+            check_tag_count(options.tags.len())?;
             for (k, v) in &options.tags {
                 validate_tag(k, v)?;
             }
@@ -233,12 +239,7 @@ impl Client {
                 for (k, v) in tags {
                     meta.tags.insert((*k).to_owned(), (*v).to_owned());
                 }
-                if meta.tags.len() > MAX_TAGS {
-                    return Err(Error::invalid(format!(
-                        "a key may have at most {MAX_TAGS} tags"
-                    )));
-                }
-                Ok(())
+                check_tag_count(meta.tags.len())
             })?;
             Ok(())
         })
