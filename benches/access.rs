@@ -65,7 +65,7 @@ fn grants(c: &mut Criterion) {
                         context: None,
                         now: Timestamp(0),
                     };
-                    let d = decide(&ring_policy, Some(&meta), &req);
+                    let d = decide(&ring_policy, Some((&meta.record, &meta.access)), &req);
                     assert!(d.allowed);
                     black_box(d)
                 })

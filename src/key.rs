@@ -43,7 +43,7 @@ impl KeyId {
         let mut b: [u8; 16] = random_array(rng)?;
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let h = crate::hex::encode(&b);
         Ok(KeyId(format!(
             "{}-{}-{}-{}-{}",
             &h[0..8],
@@ -383,10 +383,17 @@ pub struct KeyVersionInfo {
     pub created_at: Timestamp,
 }
 
-/// Everything the ring knows about a key except its material.
+/// A key's record: everything the ring knows about a key except its
+/// material and its access part (policy and grants, [`crate::policy::KeyAccess`]).
+///
+/// It is what [`crate::Client::describe_key`] returns, so a grantee allowed
+/// `DescribeKey` learns nothing about other principals' rights: the key
+/// policy is read only through [`crate::Client::get_key_policy`] and grants
+/// only through [`crate::Client::list_grants`], each authorized on its own.
+/// A store in another crate builds one with [`KeyRecord::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct KeyMetadata {
+pub struct KeyRecord {
     /// The key's id.
     pub key_id: KeyId,
     /// What material the key holds.
@@ -424,107 +431,71 @@ pub struct KeyMetadata {
     /// Where the material came from.
     #[serde(default)]
     pub origin: KeyOrigin,
-    /// The key policy; `None` means the default policy (the creator has full
-    /// control, [`crate::policy::Policy::default_for`]).
-    #[serde(default)]
-    pub policy: Option<crate::policy::Policy>,
-    /// Live grants, indexed by grantee.
-    #[serde(default)]
-    pub grants: BTreeMap<Principal, Vec<crate::policy::Grant>>,
     /// Encryptions reserved per version (version to count), by every ring
     /// that used the key, across restarts: the usage meter reserves blocks
     /// here before it encrypts, so this is an upper bound on the encryptions
     /// ever made under each version.
-    #[serde(default)]
+    #[serde(default, with = "version_pairs")]
     pub encryptions_reserved: BTreeMap<u32, u64>,
 }
 
-impl KeyMetadata {
-    /// The newest version.
-    pub fn latest_version(&self) -> u32 {
-        self.versions.iter().map(|v| v.version).max().unwrap_or(0)
+/// A version-keyed map as a list of `[version, value]` pairs: JSON object
+/// keys are strings, which a flattened record cannot read back as numbers.
+mod version_pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u32, u64>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter().collect::<Vec<_>>().serialize(s)
     }
 
-    /// True if `version` exists for this key.
-    pub fn has_version(&self, version: u32) -> bool {
-        self.versions.iter().any(|v| v.version == version)
-    }
-}
-
-/// What [`crate::Client::describe_key`] returns: everything about a key
-/// except who may use it. The key policy is read only through
-/// [`crate::Client::get_key_policy`] and grants only through
-/// [`crate::Client::list_grants`], each authorized on its own, so a grantee
-/// allowed `DescribeKey` learns nothing about other principals' rights.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct KeyDescription {
-    /// The key's id.
-    pub key_id: KeyId,
-    /// What material the key holds.
-    pub spec: KeySpec,
-    /// What the key may be used for.
-    pub usage: KeyUsage,
-    /// Lifecycle state.
-    pub state: KeyState,
-    /// Customer or managed.
-    pub manager: KeyManager,
-    /// Free text, at most 8192 bytes.
-    pub description: String,
-    /// When the key was created.
-    pub created_at: Timestamp,
-    /// Who created it.
-    pub created_by: Principal,
-    /// The version that encrypts.
-    pub primary_version: u32,
-    /// Every version that still exists, oldest first.
-    pub versions: Vec<KeyVersionInfo>,
-    /// Tags (key to value).
-    pub tags: BTreeMap<String, String>,
-    /// Automatic rotation, if enabled.
-    pub rotation: Option<RotationSchedule>,
-    /// Every rotation so far, oldest first.
-    pub rotations: Vec<RotationRecord>,
-    /// Versions below this floor no longer decrypt (0 or 1: no floor).
-    pub min_decrypt_version: u32,
-    /// The primary version must be at least this (0 or 1: no floor).
-    pub min_encrypt_version: u32,
-    /// Where the material came from.
-    pub origin: KeyOrigin,
-}
-
-impl KeyDescription {
-    /// The newest version.
-    pub fn latest_version(&self) -> u32 {
-        self.versions.iter().map(|v| v.version).max().unwrap_or(0)
-    }
-
-    /// True if `version` exists for this key.
-    pub fn has_version(&self, version: u32) -> bool {
-        self.versions.iter().any(|v| v.version == version)
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, u64>, D::Error> {
+        Ok(Vec::<(u32, u64)>::deserialize(d)?.into_iter().collect())
     }
 }
 
-impl From<&KeyMetadata> for KeyDescription {
-    fn from(m: &KeyMetadata) -> Self {
-        KeyDescription {
-            key_id: m.key_id.clone(),
-            spec: m.spec,
-            usage: m.usage,
-            state: m.state,
-            manager: m.manager,
-            description: m.description.clone(),
-            created_at: m.created_at,
-            created_by: m.created_by.clone(),
-            primary_version: m.primary_version,
-            versions: m.versions.clone(),
-            tags: m.tags.clone(),
-            rotation: m.rotation,
-            rotations: m.rotations.clone(),
-            min_decrypt_version: m.min_decrypt_version,
-            min_encrypt_version: m.min_encrypt_version,
-            origin: m.origin,
+impl KeyRecord {
+    /// A new, enabled customer key with version 1 (created now) as its
+    /// primary version, no tags, no rotation and no floors.
+    pub fn new(
+        key_id: KeyId,
+        spec: KeySpec,
+        usage: KeyUsage,
+        created_by: Principal,
+        created_at: Timestamp,
+    ) -> Self {
+        KeyRecord {
+            key_id,
+            spec,
+            usage,
+            state: KeyState::Enabled,
+            manager: KeyManager::Customer,
+            description: String::new(),
+            created_at,
+            created_by,
+            primary_version: 1,
+            versions: vec![KeyVersionInfo {
+                version: 1,
+                created_at,
+            }],
+            tags: BTreeMap::new(),
+            rotation: None,
+            rotations: Vec::new(),
+            min_decrypt_version: 0,
+            min_encrypt_version: 0,
+            origin: KeyOrigin::Generated,
+            encryptions_reserved: BTreeMap::new(),
         }
+    }
+
+    /// The newest version.
+    pub fn latest_version(&self) -> u32 {
+        self.versions.iter().map(|v| v.version).max().unwrap_or(0)
+    }
+
+    /// True if `version` exists for this key.
+    pub fn has_version(&self, version: u32) -> bool {
+        self.versions.iter().any(|v| v.version == version)
     }
 }
 

@@ -71,6 +71,7 @@ mod crypto;
 mod envelope;
 mod error;
 pub mod hazmat;
+mod hex;
 #[cfg(feature = "esdk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "esdk")))]
 pub mod interop;
@@ -97,9 +98,9 @@ pub use envelope::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use key::{
-    Alias, CreateKeyOptions, HmacAlgorithm, KeyDescription, KeyId, KeyListEntry, KeyManager,
-    KeyMetadata, KeyOrigin, KeySpec, KeyState, KeyUsage, KeyVersionInfo, RotationKind,
-    RotationRecord, RotationSchedule, SymmetricAlgorithm,
+    Alias, CreateKeyOptions, HmacAlgorithm, KeyId, KeyListEntry, KeyManager, KeyOrigin, KeyRecord,
+    KeySpec, KeyState, KeyUsage, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule,
+    SymmetricAlgorithm,
 };
 pub use keyring::{AliasEntry, Client, KeyRing, KeyRingBuilder, Page};
 pub use keyring::{
@@ -109,4 +110,4 @@ pub use keyring::{
 pub use principal::{Principal, PrincipalKind};
 pub use random::{OsRandom, RandomSource};
 pub use secret::SecretBytes;
-pub use store::{FileStore, KeystoreOptions, MemoryStore, MetadataStore, RootKey};
+pub use store::{FileStore, KeyMetadata, KeystoreOptions, MemoryStore, MetadataStore, RootKey};

@@ -46,7 +46,7 @@ fn full_record(store: &MemoryStore, key: &str) -> KeyMetadata {
 
 fn with_policy(meta: &KeyMetadata, json: &str) -> KeyMetadata {
     let mut m = meta.clone();
-    m.policy = Some(Policy::from_json(json).unwrap());
+    m.access.policy = Some(Policy::from_json(json).unwrap());
     m
 }
 
@@ -60,7 +60,7 @@ fn ask(
     let principal = p(who);
     decide(
         &Policy::open_ring(),
-        Some(meta),
+        Some((&meta.record, &meta.access)),
         &Request {
             principal: &principal,
             action,

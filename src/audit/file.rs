@@ -132,9 +132,7 @@ pub(crate) fn digest_message(log_id: &[u8; 16], seq: u64, prev: &[u8; 32]) -> Ve
     m
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub(crate) use crate::hex::encode as hex;
 
 pub(crate) fn file_name(index: u32) -> String {
     format!("audit-{index:06}.jsonl")

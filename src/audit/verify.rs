@@ -456,19 +456,4 @@ pub fn verify_log(
 }
 
 /// Lowercase hex of exactly `N` bytes; anything else is `None`.
-pub(crate) fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let b = s.as_bytes();
-    if b.len() != 2 * N {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
-    }
-    Some(out)
-}
+pub(crate) use crate::hex::decode_array as unhex;

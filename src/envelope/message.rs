@@ -173,11 +173,7 @@ pub(crate) fn append_body(
     frame_len: u32,
     data: &[u8],
 ) -> Result<()> {
-    if frame_len == 0 || frame_len > MAX_FRAME_LEN {
-        return Err(Error::invalid(format!(
-            "frame length must be 1 to {MAX_FRAME_LEN} bytes"
-        )));
-    }
+    check_frame_len(frame_len)?;
     let f = frame_len as usize;
     let n_regular = regular_frames(data.len(), f);
     if n_regular >= (FINAL_MARKER - 1) as usize {
@@ -196,6 +192,16 @@ pub(crate) fn append_body(
         seq += 1;
     }
     seal_frame(derived, message_id, seq, true, &data[n_regular * f..], out)
+}
+
+/// The one frame-length rule: 1 to [`MAX_FRAME_LEN`] bytes.
+pub(crate) fn check_frame_len(frame_len: u32) -> Result<()> {
+    if frame_len == 0 || frame_len > MAX_FRAME_LEN {
+        return Err(Error::invalid(format!(
+            "frame length must be 1 to {MAX_FRAME_LEN} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// The header tag: AEAD of the empty string under the body key, nonce 0,
@@ -283,9 +289,7 @@ pub(crate) fn parse_header(msg: &[u8]) -> Result<MessageHeader<'_>> {
         return Err(Error::DecryptionFailed);
     }
     let frame_len = r.u32()?;
-    if frame_len == 0 || frame_len > MAX_FRAME_LEN {
-        return Err(Error::DecryptionFailed);
-    }
+    check_frame_len(frame_len).map_err(|_| Error::DecryptionFailed)?;
     let message_id = r.array::<MESSAGE_ID_LEN>()?;
     let ctx_len = r.u16()? as usize;
     let context = EncryptionContext::from_canonical_bytes(r.take(ctx_len)?)

@@ -20,9 +20,7 @@ pub enum GrantSelector {
     Token(GrantToken),
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hex::encode as hex;
 
 impl Client {
     /// Replaces the key's policy after validating it.
@@ -46,7 +44,7 @@ impl Client {
                     context: None,
                     now: self.inner().clock.now(),
                 };
-                if !policy.evaluate(&req, Some(meta)).allowed {
+                if !policy.evaluate(&req, Some(&meta.record)).allowed {
                     return Err(Error::invalid(format!(
                         "the new policy would not let {} call PutKeyPolicy again (lockout); \
                          pass bypass_lockout_check to force it",
@@ -54,11 +52,7 @@ impl Client {
                     )));
                 }
             }
-            self.inner().store.update_key(&meta.key_id, &mut |k| {
-                k.policy = Some(policy.clone());
-                Ok(())
-            })?;
-            Ok(())
+            self.inner().store.put_policy(&meta.key_id, Some(policy))
         })
     }
 
@@ -66,6 +60,7 @@ impl Client {
     pub fn get_key_policy(&self, key: &str) -> Result<Policy> {
         self.on_key(Action::GetKeyPolicy, key, None, |_, meta| {
             Ok(meta
+                .access
                 .policy
                 .clone()
                 .unwrap_or_else(|| Policy::default_for(&meta.created_by)))
@@ -115,21 +110,10 @@ impl Client {
                 created_by: self.principal().clone(),
                 token_hash: token_hash(token.expose_secret()),
             };
-            inner.store.update_key(&meta.key_id, &mut |k| {
-                // Expired grants are dropped whenever grants change.
-                for list in k.grants.values_mut() {
-                    list.retain(|g| g.expires_at.is_none_or(|t| t > now));
-                }
-                k.grants.retain(|_, l| !l.is_empty());
-                let total: usize = k.grants.values().map(Vec::len).sum();
-                if total >= MAX_GRANTS_PER_KEY {
-                    return Err(Error::invalid(format!(
-                        "a key may hold at most {MAX_GRANTS_PER_KEY} grants"
-                    )));
-                }
-                k.grants.entry(grant.grantee.clone()).or_default().push(grant.clone());
-                Ok(())
-            })?;
+            // Expired grants are dropped whenever grants change.
+            inner
+                .store
+                .add_grant(&meta.key_id, &grant, MAX_GRANTS_PER_KEY, now)?;
             Ok((grant_id, token))
         })
     }
@@ -137,7 +121,11 @@ impl Client {
     /// The key's grants (expired ones included until they are cleaned up).
     pub fn list_grants(&self, key: &str) -> Result<Vec<Grant>> {
         self.on_key(Action::ListGrants, key, None, |_, m| {
-            Ok(m.grants.values().flatten().cloned().collect())
+            Ok(self
+                .inner()
+                .store
+                .list_grants(&m.key_id)?
+                .unwrap_or_default())
         })
     }
 
@@ -153,7 +141,8 @@ impl Client {
             GrantSelector::Token(t) => g.token_matches(t),
         };
         let party_of = self.inner().resolve(key).ok().and_then(|m| {
-            m.grants
+            m.access
+                .grants
                 .values()
                 .flatten()
                 .find(|g| matches(g))
@@ -161,6 +150,7 @@ impl Client {
         });
         self.on_key_as_grant_party(Action::RetireGrant, key, party_of.as_deref(), |_, meta| {
             let g = meta
+                .access
                 .grants
                 .values()
                 .flatten()
@@ -174,6 +164,7 @@ impl Client {
     pub fn revoke_grant(&self, key: &str, grant_id: &str) -> Result<()> {
         self.on_key(Action::RevokeGrant, key, None, |_, meta| {
             if !meta
+                .access
                 .grants
                 .values()
                 .flatten()
@@ -197,6 +188,7 @@ impl Client {
     ) -> Result<Decision> {
         let inner = self.inner();
         let decide = |meta: Option<&crate::KeyMetadata>| {
+            let meta = meta.map(|m| (&m.record, &m.access));
             let req = Request {
                 principal,
                 action,
@@ -213,12 +205,5 @@ impl Client {
 }
 
 fn remove_grant(c: &Client, meta: &crate::KeyMetadata, grant_id: &str) -> Result<()> {
-    c.inner().store.update_key(&meta.key_id, &mut |k| {
-        for list in k.grants.values_mut() {
-            list.retain(|g| g.grant_id != grant_id);
-        }
-        k.grants.retain(|_, l| !l.is_empty());
-        Ok(())
-    })?;
-    Ok(())
+    c.inner().store.remove_grant(&meta.key_id, grant_id)
 }

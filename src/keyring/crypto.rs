@@ -7,9 +7,10 @@ use crate::backend::MaterialId;
 use crate::envelope::blob::{self, BlobHeader};
 use crate::envelope::{DataKey, Decrypted, EncryptionContext, MAX_PLAINTEXT_LEN};
 use crate::error::{Error, Result};
-use crate::key::{KeyMetadata, RotationKind};
+use crate::key::RotationKind;
 use crate::random::random_array;
 use crate::secret::SecretBytes;
+use crate::store::KeyMetadata;
 use zeroize::Zeroizing;
 
 impl Inner {

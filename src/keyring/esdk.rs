@@ -15,9 +15,10 @@ use crate::interop::esdk::{
     EsdkOptions, EsdkReader, EsdkSuite, EsdkWriter, TAG_KEY_NAME, TAG_KEY_NAMESPACE,
     check_caller_context, parse_provider_info, provider_info,
 };
-use crate::key::{KeyId, KeyMetadata, KeySpec, RotationKind, SymmetricAlgorithm};
+use crate::key::{KeyId, KeySpec, RotationKind, SymmetricAlgorithm};
 use crate::random::random_array;
 use crate::secret::SecretBytes;
+use crate::store::KeyMetadata;
 use std::io::{Read, Write};
 use zeroize::Zeroizing;
 

@@ -138,10 +138,7 @@ impl Client {
         let raw = Material::generate_raw(KeySpec::HpkeP256, inner.rng.as_ref())?;
         let wrapping = Material::from_raw(KeySpec::HpkeP256, &raw)?;
         let public_key_der = wrapping.public_key_der()?;
-        let token: String = random_array::<16>(inner.rng.as_ref())?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let token = crate::hex::encode(&random_array::<16>(inner.rng.as_ref())?);
         let expires_at = Timestamp(now.as_secs() + IMPORT_PARAMETERS_TTL_SECS);
         imports.insert(
             token.clone(),

@@ -6,11 +6,23 @@ use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::error::{Error, Result};
 use crate::key::{
-    Alias, CreateKeyOptions, KeyDescription, KeyId, KeyListEntry, KeyManager, KeyMetadata, KeySpec,
-    KeyState, KeyVersionInfo, MAX_TAGS, validate_description, validate_tag,
+    Alias, CreateKeyOptions, KeyId, KeyListEntry, KeyRecord, KeySpec, MAX_TAGS,
+    validate_description, validate_tag,
 };
+use crate::policy::KeyAccess;
 use crate::secret::SecretBytes;
+use crate::store::KeyMetadata;
 use std::collections::BTreeMap;
+
+/// The one tag-count rule: at most [`MAX_TAGS`] tags per key.
+fn check_tag_count(n: usize) -> Result<()> {
+    if n > MAX_TAGS {
+        return Err(Error::invalid(format!(
+            "a key may have at most {MAX_TAGS} tags"
+        )));
+    }
+    Ok(())
+}
 
 /// One page from a store listing fetched with `limit + 1` items: the first
 /// `limit`, and the marker of the last one if more follow. The one paging
@@ -50,11 +62,7 @@ impl Client {
         {
             let inner = self.inner();
             validate_description(&options.description)?;
-            if options.tags.len() > MAX_TAGS {
-                return Err(Error::invalid(format!(
-                    "a key may have at most {MAX_TAGS} tags"
-                )));
-            }
+            check_tag_count(options.tags.len())?;
             for (k, v) in &options.tags {
                 validate_tag(k, v)?;
             }
@@ -82,34 +90,14 @@ impl Client {
             }
             let now = inner.clock.now();
             let key_id = KeyId::generate(inner.rng.as_ref())?;
-            let meta = KeyMetadata {
-                key_id: key_id.clone(),
-                spec,
-                usage,
-                state: KeyState::Enabled,
-                manager: KeyManager::Customer,
-                description: options.description.clone(),
-                created_at: now,
-                created_by: self.principal.clone(),
-                primary_version: 1,
-                versions: vec![KeyVersionInfo {
-                    version: 1,
-                    created_at: now,
-                }],
-                tags: options.tags.clone(),
-                rotation: None,
-                rotations: Vec::new(),
-                min_decrypt_version: 0,
-                min_encrypt_version: 0,
-                origin: if imported.is_some() {
-                    crate::key::KeyOrigin::Imported
-                } else {
-                    crate::key::KeyOrigin::Generated
-                },
-                policy: None,
-                grants: BTreeMap::new(),
-                encryptions_reserved: BTreeMap::new(),
-            };
+            let mut record =
+                KeyRecord::new(key_id.clone(), spec, usage, self.principal.clone(), now);
+            record.description = options.description.clone();
+            record.tags = options.tags.clone();
+            if imported.is_some() {
+                record.origin = crate::key::KeyOrigin::Imported;
+            }
+            let meta = KeyMetadata::new(record, KeyAccess::default());
             let mref = MaterialId::new(key_id.clone(), 1);
             match imported {
                 Some(raw) => {
@@ -137,10 +125,8 @@ impl Client {
     /// A key's description, by id or alias: everything except its policy
     /// and grants (read those with [`Client::get_key_policy`] and
     /// [`Client::list_grants`]).
-    pub fn describe_key(&self, key: &str) -> Result<KeyDescription> {
-        self.on_key(Action::DescribeKey, key, None, |_, m| {
-            Ok(KeyDescription::from(m.as_ref()))
-        })
+    pub fn describe_key(&self, key: &str) -> Result<KeyRecord> {
+        self.on_key(Action::DescribeKey, key, None, |_, m| Ok(m.record.clone()))
     }
 
     /// Lists keys in id order, at most `limit` (1 to 1000) per page: their
@@ -253,12 +239,7 @@ impl Client {
                 for (k, v) in tags {
                     meta.tags.insert((*k).to_owned(), (*v).to_owned());
                 }
-                if meta.tags.len() > MAX_TAGS {
-                    return Err(Error::invalid(format!(
-                        "a key may have at most {MAX_TAGS} tags"
-                    )));
-                }
-                Ok(())
+                check_tag_count(meta.tags.len())
             })?;
             Ok(())
         })

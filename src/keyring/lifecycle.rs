@@ -6,7 +6,8 @@ use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::key::{KeyId, KeyMetadata, KeyState, RotationKind};
+use crate::key::{KeyId, KeyState, RotationKind};
+use crate::store::KeyMetadata;
 
 pub(crate) use crate::limits::DEFAULT_DELETION_WINDOW_DAYS;
 pub(crate) use crate::limits::DELETION_WINDOW_DAYS;

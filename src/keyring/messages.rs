@@ -89,12 +89,7 @@ impl Client {
     ) -> Result<T> {
         self.on_key(Action::GenerateDataKey, key, Some(context), |call, meta| {
             let inner = self.inner();
-            if options.frame_len == 0 || options.frame_len > crate::limits::MAX_FRAME_LEN {
-                return Err(Error::invalid(format!(
-                    "frame length must be 1 to {} bytes",
-                    crate::limits::MAX_FRAME_LEN
-                )));
-            }
+            message::check_frame_len(options.frame_len)?;
             let ctx = context.canonical_bytes()?;
             let suite = symmetric(meta)?;
             let dk = inner.random_key()?;

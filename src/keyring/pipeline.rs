@@ -21,9 +21,10 @@ use super::{Client, Inner};
 use crate::action::Action;
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
-use crate::key::{Alias, KeyId, KeyMetadata, KeyState, RotationKind, SymmetricAlgorithm};
+use crate::key::{Alias, KeyId, KeyState, RotationKind, SymmetricAlgorithm};
 use crate::policy::{Decision, Reason};
 use crate::principal::Principal;
+use crate::store::KeyMetadata;
 use std::cell::Cell;
 use std::sync::Arc;
 
@@ -115,7 +116,7 @@ impl Inner {
         if !decision.allowed
             && !matches!(decision.reason, Reason::DenyStatement(_))
             && let (Some(grant_id), Some(m)) = (party_of, &meta)
-            && m.grants.values().flatten().any(|g| {
+            && m.access.grants.values().flatten().any(|g| {
                 g.grant_id == grant_id
                     && (&g.grantee == call.principal
                         || g.retiring_principal.as_ref() == Some(call.principal))
@@ -155,7 +156,7 @@ impl Inner {
             context,
             now: self.clock.now(),
         };
-        crate::policy::decide(&self.ring_policy, key, &req)
+        crate::policy::decide(&self.ring_policy, key.map(|k| (&k.record, &k.access)), &req)
     }
 
     /// [`Inner::decide`] as a result: the decision, or

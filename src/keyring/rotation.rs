@@ -4,9 +4,8 @@ use super::{Client, Inner};
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::error::{Error, Result};
-use crate::key::{
-    KeyMetadata, KeyState, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule,
-};
+use crate::key::{KeyState, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule};
+use crate::store::KeyMetadata;
 use std::sync::Arc;
 
 /// Shortest and longest automatic rotation period, in days.

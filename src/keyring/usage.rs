@@ -3,7 +3,7 @@
 
 use crate::backend::MaterialId;
 use crate::error::{Error, Result};
-use crate::key::KeyMetadata;
+use crate::store::KeyMetadata;
 use crate::store::MetadataStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

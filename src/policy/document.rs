@@ -3,7 +3,7 @@
 use super::{Decision, Reason, Request};
 use crate::action::Action;
 use crate::error::{Error, Result};
-use crate::key::KeyMetadata;
+use crate::key::KeyRecord;
 use crate::principal::{Principal, PrincipalKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -222,7 +222,7 @@ impl Statement {
         self.principal.as_slice().iter().any(|pat| pat.matches(p))
     }
 
-    fn conditions_hold(&self, req: &Request<'_>, key: Option<&KeyMetadata>) -> bool {
+    fn conditions_hold(&self, req: &Request<'_>, key: Option<&KeyRecord>) -> bool {
         let empty = crate::EncryptionContext::new();
         let ctx = req.context.unwrap_or(&empty);
         self.condition.iter().all(|(op, entries)| {
@@ -454,7 +454,7 @@ impl Policy {
 
     /// Evaluates the statements alone (no grants): Deny wins, then Allow,
     /// else the default deny.
-    pub fn evaluate(&self, req: &Request<'_>, key: Option<&KeyMetadata>) -> Decision {
+    pub fn evaluate(&self, req: &Request<'_>, key: Option<&KeyRecord>) -> Decision {
         let mut allow: Option<String> = None;
         for (i, s) in self.statements.iter().enumerate() {
             if !s.matches_principal(req.principal)

@@ -61,8 +61,74 @@ pub use grant::{Grant, GrantConstraints, GrantRequest, GrantToken};
 use crate::action::Action;
 use crate::clock::Timestamp;
 use crate::envelope::EncryptionContext;
-use crate::key::KeyMetadata;
+use crate::key::KeyRecord;
 use crate::principal::Principal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A key's access part: its policy and its grants, kept apart from the key's
+/// record ([`crate::KeyRecord`]) so that a store can read and change them on
+/// their own (one grant without rewriting the others) and load them only for
+/// the decision that needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct KeyAccess {
+    /// The key policy; `None` means the default policy (the creator has full
+    /// control, [`Policy::default_for`]).
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    /// Live grants, indexed by grantee.
+    #[serde(default)]
+    pub grants: BTreeMap<Principal, Vec<Grant>>,
+}
+
+impl KeyAccess {
+    /// An access part with `policy` and no grants.
+    pub fn new(policy: Option<Policy>) -> Self {
+        KeyAccess {
+            policy,
+            grants: BTreeMap::new(),
+        }
+    }
+
+    /// Every grant, grantee by grantee.
+    pub fn all_grants(&self) -> impl Iterator<Item = &Grant> {
+        self.grants.values().flatten()
+    }
+
+    /// How many grants there are.
+    pub fn grant_count(&self) -> usize {
+        self.grants.values().map(Vec::len).sum()
+    }
+
+    /// Adds `grant` after dropping expired grants; refuses past `limit`.
+    pub fn add_grant(&mut self, grant: Grant, limit: usize, now: Timestamp) -> crate::Result<()> {
+        for list in self.grants.values_mut() {
+            list.retain(|g| g.expires_at.is_none_or(|t| t > now));
+        }
+        self.grants.retain(|_, l| !l.is_empty());
+        if self.grant_count() >= limit {
+            return Err(crate::Error::InvalidArgument(format!(
+                "a key may hold at most {limit} grants"
+            )));
+        }
+        self.grants
+            .entry(grant.grantee.clone())
+            .or_default()
+            .push(grant);
+        Ok(())
+    }
+
+    /// Removes the grant `grant_id`; true if it was there.
+    pub fn remove_grant(&mut self, grant_id: &str) -> bool {
+        let before = self.grant_count();
+        for list in self.grants.values_mut() {
+            list.retain(|g| g.grant_id != grant_id);
+        }
+        self.grants.retain(|_, l| !l.is_empty());
+        self.grant_count() != before
+    }
+}
 
 /// One request to decide.
 #[derive(Debug, Clone, Copy)]
@@ -129,11 +195,15 @@ impl Decision {
 /// `key = None`, against the ring policy. The one decision function of the
 /// crate: explicit Deny wins, then Allow statements, then live grants, else
 /// deny.
-pub fn decide(ring_policy: &Policy, key: Option<&KeyMetadata>, req: &Request<'_>) -> Decision {
-    let Some(meta) = key else {
+pub fn decide(
+    ring_policy: &Policy,
+    key: Option<(&KeyRecord, &KeyAccess)>,
+    req: &Request<'_>,
+) -> Decision {
+    let Some((meta, access)) = key else {
         return ring_policy.evaluate(req, None);
     };
-    let by_policy = match &meta.policy {
+    let by_policy = match &access.policy {
         Some(p) => p.evaluate(req, Some(meta)),
         // The default policy, [`Policy::default_for`], without building it:
         // one statement allowing the creator every action.
@@ -145,7 +215,7 @@ pub fn decide(ring_policy: &Policy, key: Option<&KeyMetadata>, req: &Request<'_>
     if by_policy.allowed || matches!(by_policy.reason, Reason::DenyStatement(_)) {
         return by_policy;
     }
-    if let Some(grants) = meta.grants.get(req.principal) {
+    if let Some(grants) = access.grants.get(req.principal) {
         for g in grants {
             if g.allows(req) {
                 return Decision::allow(Reason::Grant(g.grant_id.clone()));

@@ -1,9 +1,10 @@
 //! The file-backed metadata store (see [`crate::KeyRing::open`]).
 
+use super::KeyMetadata;
 use super::MetadataStore;
 use super::keystore::{Keystore, Kind};
 use crate::error::{Error, Result};
-use crate::key::{Alias, KeyId, KeyMetadata};
+use crate::key::{Alias, KeyId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};

@@ -8,9 +8,10 @@
 //! material), so no reader waits for that work, and a writer never holds the
 //! state lock while it waits for another lock (the backend's).
 
+use super::KeyMetadata;
 use super::MetadataStore;
 use crate::error::{Error, Result};
-use crate::key::{Alias, KeyId, KeyMetadata};
+use crate::key::{Alias, KeyId};
 use crate::sync::WriterFirst;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;

@@ -14,16 +14,72 @@ pub use keystore::{
 };
 pub use memory::MemoryStore;
 
-use crate::error::Result;
-use crate::key::{Alias, KeyId, KeyMetadata};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::key::{Alias, KeyId, KeyRecord};
+use crate::policy::{Grant, KeyAccess, Policy};
+use crate::principal::Principal;
+use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+
+/// A key as a store keeps it: its record and its access part (policy and
+/// grants), kept apart so that stores can serve and change each on its own.
+///
+/// Field access reads the record (`meta.key_id` is `meta.record.key_id`);
+/// the access part is `meta.access`. Serialized as one flat JSON object (the
+/// file keystore's record format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct KeyMetadata {
+    /// Identity, spec, versions, state, rotation.
+    #[serde(flatten)]
+    pub record: KeyRecord,
+    /// Policy and grants.
+    #[serde(flatten)]
+    pub access: KeyAccess,
+}
+
+impl KeyMetadata {
+    /// A key from its two parts.
+    pub fn new(record: KeyRecord, access: KeyAccess) -> Self {
+        KeyMetadata { record, access }
+    }
+}
+
+impl Deref for KeyMetadata {
+    type Target = KeyRecord;
+    fn deref(&self) -> &KeyRecord {
+        &self.record
+    }
+}
+
+impl DerefMut for KeyMetadata {
+    fn deref_mut(&mut self) -> &mut KeyRecord {
+        &mut self.record
+    }
+}
 
 /// Stores key metadata and aliases.
 ///
-/// Every method is atomic: a failed call changes nothing. `update_key` runs
-/// its closure under the store's write lock, so read-modify-write sequences
-/// (rotation, state changes) never interleave.
+/// # Contract
+/// - Every method is atomic: a failed call changes nothing.
+/// - `update_key` runs its closure on the freshest copy of the key under the
+///   store's exclusion (a lock, or an optimistic revision check), so
+///   read-modify-write sequences (rotation, state changes) never interleave.
+///   **The closure may run more than once** (a store that retries a lost
+///   revision race calls it again on the newer copy): it must be a pure
+///   function of the copy it is given, doing its side effects (if any) in a
+///   way that tolerates repetition. If it fails, nothing is stored.
+/// - The narrow access operations (`put_policy`, `add_grant`,
+///   `remove_grant`, `list_grants`, `get_access`) change or read only the
+///   access part; their defaults go through `update_key` / `get_key`, and a
+///   database store overrides them to write one grant without rewriting the
+///   others.
+/// - A transient failure (database unreachable, serialization conflict after
+///   bounded retries) is [`crate::Error::Unavailable`] or
+///   [`crate::Error::Conflict`]; both are retryable and change nothing.
 pub trait MetadataStore: Send + Sync + Debug {
     /// Inserts a new key, and the alias if given, in one step. Fails with
     /// [`crate::Error::AliasExists`] (storing nothing) if the alias is taken.
@@ -72,4 +128,60 @@ pub trait MetadataStore: Send + Sync + Debug {
         after: Option<&Alias>,
         limit: usize,
     ) -> Result<Vec<(Alias, KeyId)>>;
+
+    // ---- the access part: narrow operations ---------------------------------
+
+    /// The key's access part (policy and every grant), or `None` if the key
+    /// does not exist.
+    fn get_access(&self, id: &KeyId) -> Result<Option<KeyAccess>> {
+        Ok(self.get_key(id)?.map(|m| m.access.clone()))
+    }
+
+    /// The key's policy and only `principal`'s grants: what one decision
+    /// needs. `None` if the key does not exist.
+    fn access_for(&self, id: &KeyId, principal: &Principal) -> Result<Option<KeyAccess>> {
+        Ok(self.get_key(id)?.map(|m| {
+            let mut a = KeyAccess::new(m.access.policy.clone());
+            if let Some(g) = m.access.grants.get(principal) {
+                a.grants.insert(principal.clone(), g.clone());
+            }
+            a
+        }))
+    }
+
+    /// Replaces the key's policy (`None`: the default policy).
+    fn put_policy(&self, id: &KeyId, policy: Option<&Policy>) -> Result<()> {
+        self.update_key(id, &mut |m| {
+            m.access.policy = policy.cloned();
+            Ok(())
+        })
+        .map(drop)
+    }
+
+    /// Adds a grant, dropping expired grants first; refuses (changing
+    /// nothing) if the key would hold more than `limit` grants.
+    fn add_grant(&self, id: &KeyId, grant: &Grant, limit: usize, now: Timestamp) -> Result<()> {
+        self.update_key(id, &mut |m| m.access.add_grant(grant.clone(), limit, now))
+            .map(drop)
+    }
+
+    /// Removes the grant `grant_id`; [`crate::Error::InvalidArgument`] if
+    /// the key has no such grant (nothing changed).
+    fn remove_grant(&self, id: &KeyId, grant_id: &str) -> Result<()> {
+        self.update_key(id, &mut |m| {
+            if m.access.remove_grant(grant_id) {
+                Ok(())
+            } else {
+                Err(Error::InvalidArgument("no such grant on this key".into()))
+            }
+        })
+        .map(drop)
+    }
+
+    /// Every grant of the key, or `None` if the key does not exist.
+    fn list_grants(&self, id: &KeyId) -> Result<Option<Vec<Grant>>> {
+        Ok(self
+            .get_access(id)?
+            .map(|a| a.all_grants().cloned().collect()))
+    }
 }
