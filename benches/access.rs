@@ -15,9 +15,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 use strongroom::policy::{GrantRequest, Policy, Request, decide};
-use strongroom::{
-    Action, CreateKeyOptions, KeyRing, KeySpec, MemoryStore, MetadataStore, Principal, Timestamp,
-};
+use strongroom::store::{MemoryStore, MetadataStore};
+use strongroom::{Action, CreateKeyOptions, KeyRing, KeySpec, Principal, Timestamp};
 
 fn grants(c: &mut Criterion) {
     let mut g = c.benchmark_group("access");

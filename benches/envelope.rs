@@ -21,9 +21,8 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
-use strongroom::{
-    Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal, SymmetricAlgorithm,
-};
+use strongroom::key::SymmetricAlgorithm;
+use strongroom::{Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
 const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 1024 * 1024];
 

@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use strongroom::policy::GrantRequest;
+use strongroom::store::RootKey;
 use strongroom::{
-    Action, Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal, RootKey,
+    Action, Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal,
 };
 
 const SEALERS: usize = 8;

@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use strongroom::backend::{KeyBackend, MaterialId, MemoryBackend, SigningBackend};
+use strongroom::clock::ManualClock;
 use strongroom::store::MetadataStore;
 use strongroom::testing::{self, Factory};
-use strongroom::{KeyRing, KeySpec, ManualClock, Result, SecretBytes};
+use strongroom::{KeyRing, KeySpec, Result, SecretBytes};
 
 /// Delegates to `inner`, counting calls per operation.
 #[derive(Debug)]

@@ -81,7 +81,7 @@ fn main() -> Result<(), strongroom::Error> {
     let moved = app.re_encrypt(&blob, &ctx, "alias/quickstart", &ctx)?;
     println!(
         "re_encrypt moved the old blob to {:?}",
-        strongroom::inspect(&moved)?
+        strongroom::envelope::inspect(&moved)?
     );
     let schedule = app.enable_rotation("alias/quickstart", None)?;
     println!(

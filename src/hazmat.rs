@@ -60,10 +60,8 @@ impl RandomSource for InsecureSeededRandom {
 /// not just key lookup.
 pub mod fuzzing {
     use super::InsecureSeededRandom;
-    use crate::{
-        Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal,
-        SymmetricAlgorithm,
-    };
+    use crate::key::SymmetricAlgorithm;
+    use crate::{Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
     use std::sync::{Arc, OnceLock};
 
     /// The seed of `tests/vectors/format-v1.json`.

@@ -3,7 +3,7 @@
 //! An in-process key management service: what a cloud KMS gives an
 //! application, as a library.
 //!
-//! - **Master keys never leave their backend in plaintext.** A [`KeyBackend`]
+//! - **Master keys never leave their backend in plaintext.** A [`backend::KeyBackend`]
 //!   holds them and performs operations with them; nothing in its interface
 //!   returns key bytes.
 //! - **Envelope encryption.** [`Client::seal`] encrypts data of any size under
@@ -36,7 +36,7 @@
 //!
 //! ## What else is here
 //!
-//! - **Rotation with versions**: automatic (on the ring's [`Clock`]) and on
+//! - **Rotation with versions**: automatic (on the ring's [`clock::Clock`]) and on
 //!   demand; old versions keep decrypting; version floors retire versions;
 //!   encryptions per version are metered against the AES-GCM nonce bound.
 //! - **Lifecycle**: enable, disable, scheduled deletion with a 7-30 day window.
@@ -49,7 +49,7 @@
 //!   policies or grants.
 //! - **Audit**: one event per operation to pluggable sinks, including a
 //!   hash-chained, signed log verifiable offline (see [`audit`]).
-//! - **Backends**: in memory ([`MemoryBackend`]), a durable encrypted file
+//! - **Backends**: in memory ([`backend::MemoryBackend`]), a durable encrypted file
 //!   keystore ([`KeyRing::open`]), and a PKCS#11 HSM (feature `pkcs11`).
 //! - **Key types**: AES-256-GCM and ChaCha20-Poly1305 (symmetric), ECDSA
 //!   P-256 and Ed25519 (signing, with an offline verifier in [`verify`]),
@@ -66,21 +66,21 @@
 mod action;
 pub mod audit;
 pub mod backend;
-mod clock;
+pub mod clock;
 mod crypto;
-mod envelope;
+pub mod envelope;
 mod error;
 pub mod hazmat;
 mod hex;
 #[cfg(feature = "esdk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "esdk")))]
 pub mod interop;
-mod key;
-mod keyring;
+pub mod key;
+pub mod keyring;
 pub mod limits;
 pub mod policy;
-mod principal;
-mod random;
+pub mod principal;
+pub mod random;
 mod secret;
 pub mod store;
 mod sync;
@@ -89,25 +89,14 @@ mod sync;
 pub mod testing;
 pub mod verify;
 
+// The curated root: the types of the common path. Everything else lives in
+// its module (`key`, `envelope`, `keyring`, `policy`, `audit`, `backend`,
+// `store`, `clock`, `random`, `principal`, `limits`, `verify`).
 pub use action::Action;
-pub use backend::{FileBackend, KeyBackend, MaterialId, MemoryBackend};
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use envelope::{
-    CiphertextInfo, DataKey, Decrypted, EncryptionContext, OpenReader, Opened, SealOptions,
-    SealWriter, inspect,
-};
+pub use clock::Timestamp;
+pub use envelope::{EncryptionContext, SealOptions};
 pub use error::{Error, ErrorKind, Result};
-pub use key::{
-    Alias, CreateKeyOptions, HmacAlgorithm, KeyId, KeyListEntry, KeyManager, KeyOrigin, KeyRecord,
-    KeySpec, KeyState, KeyUsage, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule,
-    SymmetricAlgorithm,
-};
-pub use keyring::{AliasEntry, Client, KeyRing, KeyRingBuilder, Page};
-pub use keyring::{
-    DataKeyPair, DataKeyPairSpec, GrantSelector, ImportParameters, MaintenanceReport, MessageInfo,
-    PublicKeyInfo, RotationStatus, VersionUsage,
-};
-pub use principal::{Principal, PrincipalKind};
-pub use random::{OsRandom, RandomSource};
+pub use key::{Alias, CreateKeyOptions, KeyId, KeySpec};
+pub use keyring::{Client, KeyRing, KeyRingBuilder};
+pub use principal::Principal;
 pub use secret::SecretBytes;
-pub use store::{FileStore, KeyMetadata, KeystoreOptions, MemoryStore, MetadataStore, RootKey};

@@ -21,11 +21,10 @@
 //! not conform; they are test helpers, not library calls.
 
 use crate::backend::KeyBackend;
+use crate::backend::MaterialId;
+use crate::clock::ManualClock;
 use crate::store::{MemoryStore, MetadataStore};
-use crate::{
-    CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, ManualClock, MaterialId,
-    Principal, Timestamp,
-};
+use crate::{CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, Timestamp};
 use std::sync::Arc;
 
 /// Builds a ring over `store` and `clock` and returns it with its backend.

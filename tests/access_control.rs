@@ -3,12 +3,15 @@
 
 use proptest::prelude::*;
 use std::sync::Arc;
+use strongroom::clock::ManualClock;
+use strongroom::keyring::GrantSelector;
 use strongroom::policy::{
     Decision, GrantConstraints, GrantRequest, Policy, Reason, Request, decide,
 };
+use strongroom::store::{KeyMetadata, MemoryStore, MetadataStore};
 use strongroom::{
-    Action, Client, CreateKeyOptions, EncryptionContext, Error, GrantSelector, KeyMetadata,
-    KeyRing, KeySpec, ManualClock, MemoryStore, MetadataStore, Principal, SealOptions, Timestamp,
+    Action, Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal,
+    SealOptions, Timestamp,
 };
 
 const T0: Timestamp = Timestamp(1_800_000_000);
@@ -574,7 +577,7 @@ fn every_operation_has_a_denial() {
     let sig_key = sig_key.as_str();
     let mac_key = admin
         .create_key(
-            KeySpec::Hmac(strongroom::HmacAlgorithm::Sha256),
+            KeySpec::Hmac(strongroom::key::HmacAlgorithm::Sha256),
             CreateKeyOptions::new(),
         )
         .unwrap();
@@ -610,13 +613,17 @@ fn every_operation_has_a_denial() {
     );
     denied(
         "generate_data_key_pair",
-        bob.generate_data_key_pair(k, strongroom::DataKeyPairSpec::Ed25519, &c)
+        bob.generate_data_key_pair(k, strongroom::keyring::DataKeyPairSpec::Ed25519, &c)
             .map(drop),
     );
     denied(
         "generate_data_key_pair_without_plaintext",
-        bob.generate_data_key_pair_without_plaintext(k, strongroom::DataKeyPairSpec::Ed25519, &c)
-            .map(drop),
+        bob.generate_data_key_pair_without_plaintext(
+            k,
+            strongroom::keyring::DataKeyPairSpec::Ed25519,
+            &c,
+        )
+        .map(drop),
     );
     denied(
         "get_parameters_for_import",
@@ -643,7 +650,7 @@ fn every_operation_has_a_denial() {
     // And nothing changed.
     assert_eq!(
         admin.describe_key(k).unwrap().state,
-        strongroom::KeyState::Enabled
+        strongroom::key::KeyState::Enabled
     );
     assert_eq!(admin.list_grants(k).unwrap().len(), 1);
 }

@@ -3,10 +3,12 @@
 
 use p256::ecdsa::signature::Verifier;
 use std::sync::Arc;
+use strongroom::clock::ManualClock;
+use strongroom::key::{HmacAlgorithm, KeyOrigin, KeyUsage};
+use strongroom::keyring::DataKeyPairSpec;
 use strongroom::verify::{MessageType, PublicKeyVerifier, SignatureFormat, hpke_seal};
 use strongroom::{
-    Client, CreateKeyOptions, DataKeyPairSpec, EncryptionContext, Error, HmacAlgorithm, KeyOrigin,
-    KeyRing, KeySpec, KeyUsage, ManualClock, Principal, Timestamp,
+    Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, Timestamp,
 };
 
 fn client() -> Client {
@@ -530,7 +532,7 @@ fn imported_symmetric_versions_encrypt_with_the_imported_bytes() {
         .unwrap();
     assert_eq!(v, 2);
     let rotations = c.list_rotations(k.as_str()).unwrap();
-    assert_eq!(rotations[0].kind, strongroom::RotationKind::Imported);
+    assert_eq!(rotations[0].kind, strongroom::key::RotationKind::Imported);
     let blob = c.encrypt(k.as_str(), b"under v2", &ctx).unwrap();
     for (b, key, pt) in [
         (&v1_blob, [0x31u8; 32], &b"under v1"[..]),

@@ -6,10 +6,10 @@ use strongroom::audit::{
     Anchor, AuditEvent, AuditSink, FailurePolicy, FsyncPolicy, JsonlFileSink, JsonlOptions,
     MemorySink, Outcome, VerifyError, verify_log,
 };
+use strongroom::keyring::GrantSelector;
 use strongroom::policy::GrantRequest;
 use strongroom::{
-    Action, CreateKeyOptions, EncryptionContext, Error, GrantSelector, KeyRing, KeySpec, Principal,
-    SealOptions,
+    Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, SealOptions,
 };
 
 fn p(s: &str) -> Principal {

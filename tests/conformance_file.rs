@@ -1,9 +1,10 @@
 //! The backend conformance suite on the file keystore (a real temp dir).
 
 use std::sync::Arc;
+use strongroom::KeyRing;
 use strongroom::backend::KeyBackend;
+use strongroom::clock::ManualClock;
 use strongroom::store::{KeystoreOptions, MetadataStore, RootKey};
-use strongroom::{KeyRing, ManualClock};
 
 /// The suite hands every factory call a store; for the file keystore the
 /// store and backend come from the directory, so the factory keeps one

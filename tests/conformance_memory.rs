@@ -1,9 +1,10 @@
 //! The backend conformance suite on the in-memory backend.
 
 use std::sync::Arc;
+use strongroom::KeyRing;
 use strongroom::backend::{KeyBackend, MemoryBackend};
+use strongroom::clock::ManualClock;
 use strongroom::store::MetadataStore;
-use strongroom::{KeyRing, ManualClock};
 
 fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc<dyn KeyBackend>) {
     let backend: Arc<dyn KeyBackend> = Arc::new(MemoryBackend::new());

@@ -6,12 +6,12 @@
 #![cfg(feature = "pkcs11")]
 
 use std::sync::Arc;
+use strongroom::backend::MaterialId;
 use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config, SigningBackend};
+use strongroom::clock::ManualClock;
+use strongroom::key::SymmetricAlgorithm;
 use strongroom::store::MetadataStore;
-use strongroom::{
-    CreateKeyOptions, Error, KeyRing, KeySpec, ManualClock, MaterialId, Principal, SecretBytes,
-    SymmetricAlgorithm,
-};
+use strongroom::{CreateKeyOptions, Error, KeyRing, KeySpec, Principal, SecretBytes};
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {

@@ -2,9 +2,9 @@
 //! and envelope messages on the in-memory ring.
 
 use proptest::prelude::*;
+use strongroom::key::SymmetricAlgorithm;
 use strongroom::{
     CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, SealOptions,
-    SymmetricAlgorithm,
 };
 
 const SPECS: [KeySpec; 2] = [

@@ -18,10 +18,8 @@ use std::io::Read;
 use std::sync::Arc;
 use strongroom::audit::{MemorySink, Outcome};
 use strongroom::interop::esdk::{EsdkOptions, EsdkSuite};
-use strongroom::{
-    Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal,
-    SymmetricAlgorithm,
-};
+use strongroom::key::SymmetricAlgorithm;
+use strongroom::{Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal};
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

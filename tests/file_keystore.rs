@@ -8,16 +8,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use strongroom::hazmat::weak_argon2_for_tests;
+use strongroom::key::{HmacAlgorithm, KeyState, SymmetricAlgorithm};
 use strongroom::policy::GrantRequest;
 use strongroom::store::{
     Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
     restore_backup, rotate_root_key,
 };
 use strongroom::verify::{MessageType, SignatureFormat};
-use strongroom::{
-    Action, CreateKeyOptions, EncryptionContext, Error, HmacAlgorithm, KeyRing, KeySpec, KeyState,
-    Principal, SymmetricAlgorithm,
-};
+use strongroom::{Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal};
 
 const ROOT: [u8; 32] = [0x11; 32];
 
@@ -1061,7 +1059,7 @@ fn policy(deny: bool) -> strongroom::policy::Policy {
 #[test]
 fn a_second_ring_sees_every_change_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(strongroom::ManualClock::new(strongroom::Timestamp(
+    let clock = Arc::new(strongroom::clock::ManualClock::new(strongroom::Timestamp(
         1_800_000_000,
     )));
     let a = KeyRing::builder()
@@ -1129,7 +1127,7 @@ fn a_second_ring_sees_every_change_at_once() {
 #[test]
 fn a_ring_in_another_process_sees_every_change_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(strongroom::ManualClock::new(strongroom::Timestamp(
+    let clock = Arc::new(strongroom::clock::ManualClock::new(strongroom::Timestamp(
         1_800_000_000,
     )));
     let ring = KeyRing::builder()

@@ -25,9 +25,10 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use std::collections::BTreeMap;
+use strongroom::envelope::{CiphertextInfo, inspect};
+use strongroom::key::SymmetricAlgorithm;
 use strongroom::{
-    CiphertextInfo, Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal,
-    SealOptions, SymmetricAlgorithm, inspect,
+    Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal, SealOptions,
 };
 
 const DOC: &str = include_str!("../docs/FORMAT.md");

@@ -1,10 +1,8 @@
 //! Key management: create, describe, list, aliases, tags, principals.
 
 use std::collections::BTreeSet;
-use strongroom::{
-    Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, KeyState, KeyUsage,
-    Principal, SymmetricAlgorithm,
-};
+use strongroom::key::{KeyState, KeyUsage, SymmetricAlgorithm};
+use strongroom::{Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal};
 
 fn client() -> strongroom::Client {
     KeyRing::in_memory().client(Principal::user("alice").unwrap())
@@ -313,8 +311,10 @@ fn ring_is_send_sync_and_threads_share_it() {
 /// part.
 #[test]
 fn stores_build_records_and_change_access_narrowly() {
+    use strongroom::key::KeyRecord;
     use strongroom::policy::{Grant, GrantRequest, KeyAccess, Policy};
-    use strongroom::{KeyId, KeyMetadata, KeyRecord, MemoryStore, MetadataStore, Timestamp};
+    use strongroom::store::{KeyMetadata, MemoryStore, MetadataStore};
+    use strongroom::{KeyId, Timestamp};
     let store = MemoryStore::new();
     let id = KeyId::parse("k-external-1").unwrap();
     let owner = Principal::user("owner").unwrap();

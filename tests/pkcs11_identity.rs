@@ -14,8 +14,9 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use std::sync::OnceLock;
+use strongroom::backend::MaterialId;
 use strongroom::backend::{KeyBackend, Pkcs11Backend, Pkcs11Config, SigningBackend};
-use strongroom::{Error, KeyId, KeySpec, MaterialId, SecretBytes};
+use strongroom::{Error, KeyId, KeySpec, SecretBytes};
 
 /// DER OID of prime256v1.
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];

@@ -2,9 +2,11 @@
 //! manual clock over a three-year timeline.
 
 use std::sync::Arc;
+use strongroom::clock::ManualClock;
+use strongroom::envelope::{CiphertextInfo, inspect};
+use strongroom::key::{KeyState, RotationKind, SymmetricAlgorithm};
 use strongroom::{
-    CiphertextInfo, Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, KeyState,
-    ManualClock, Principal, RotationKind, SymmetricAlgorithm, Timestamp, inspect,
+    Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, Timestamp,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000);

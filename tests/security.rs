@@ -6,10 +6,13 @@ use std::sync::Arc;
 use strongroom::audit::{
     ACTION_DELETE_KEY, ACTION_ROTATE_KEY, MemorySink, Outcome, SYSTEM_PRINCIPAL,
 };
+use strongroom::clock::ManualClock;
+use strongroom::keyring::GrantSelector;
 use strongroom::policy::{GrantRequest, Policy};
+use strongroom::store::{MemoryStore, MetadataStore};
 use strongroom::{
-    Action, Alias, CreateKeyOptions, EncryptionContext, Error, GrantSelector, KeyId, KeyRing,
-    KeySpec, ManualClock, MemoryStore, MetadataStore, Principal, Timestamp,
+    Action, Alias, CreateKeyOptions, EncryptionContext, Error, KeyId, KeyRing, KeySpec, Principal,
+    Timestamp,
 };
 
 fn p(s: &str) -> Principal {
@@ -547,10 +550,14 @@ fn version_of(c: &strongroom::Client, blob: &[u8]) -> u32 {
 #[test]
 fn item19_encryption_count_survives_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let root = strongroom::RootKey::raw([7; 32]);
+    let root = strongroom::store::RootKey::raw([7; 32]);
     let open = || {
         KeyRing::builder()
-            .file_keystore(dir.path(), &root, strongroom::KeystoreOptions::default())
+            .file_keystore(
+                dir.path(),
+                &root,
+                strongroom::store::KeystoreOptions::default(),
+            )
             .unwrap()
             .encryption_limit(5)
             .build()

@@ -2,9 +2,9 @@
 //! same rejection of tampering and truncation.
 
 use std::io::{Read, Write};
+use strongroom::key::SymmetricAlgorithm;
 use strongroom::{
     CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, SealOptions,
-    SymmetricAlgorithm,
 };
 
 fn setup() -> (strongroom::Client, String) {

@@ -22,10 +22,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use strongroom::hazmat::InsecureSeededRandom;
-use strongroom::{
-    CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal, RandomSource, SealOptions,
-    SymmetricAlgorithm,
-};
+use strongroom::key::SymmetricAlgorithm;
+use strongroom::random::RandomSource;
+use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal, SealOptions};
 
 /// The frozen output of the current writer.
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/format-v2.json");

@@ -187,7 +187,7 @@ impl Client {
         context: Option<&EncryptionContext>,
     ) -> Result<Decision> {
         let inner = self.inner();
-        let decide = |meta: Option<&crate::KeyMetadata>| {
+        let decide = |meta: Option<&crate::store::KeyMetadata>| {
             let meta = meta.map(|m| (&m.record, &m.access));
             let req = Request {
                 principal,
@@ -204,6 +204,6 @@ impl Client {
     }
 }
 
-fn remove_grant(c: &Client, meta: &crate::KeyMetadata, grant_id: &str) -> Result<()> {
+fn remove_grant(c: &Client, meta: &crate::store::KeyMetadata, grant_id: &str) -> Result<()> {
     c.inner().store.remove_grant(&meta.key_id, grant_id)
 }

@@ -46,7 +46,7 @@ impl AuditConfig {
 
     /// A request id unique within this ring (and, with its random prefix,
     /// across rings): 32 hex characters.
-    fn next_request_id(&self, rng: &dyn crate::RandomSource) -> String {
+    fn next_request_id(&self, rng: &dyn crate::random::RandomSource) -> String {
         let prefix = *self
             .id_prefix
             .get_or_init(|| random_array::<8>(rng).map(u64::from_be_bytes).unwrap_or(0));
@@ -182,7 +182,7 @@ impl Inner {
 }
 
 /// The principal of events the ring records for its own housekeeping. No
-/// caller can act as it: `system` is not a [`crate::PrincipalKind`].
+/// caller can act as it: `system` is not a [`crate::principal::PrincipalKind`].
 pub const SYSTEM_PRINCIPAL: &str = "system:strongroom";
 /// Action name of the event recording a key's destruction after its
 /// deletion window (every version's material destroyed, metadata removed).

@@ -76,7 +76,7 @@ fn check_wrapping_key(meta: &KeyMetadata) -> Result<()> {
 
 /// The raw AES keyring's IV and `ciphertext ‖ tag` are the backend's
 /// payload only for backends that say their payloads are raw AES-GCM
-/// ([`crate::KeyBackend::raw_aead_payloads`]); a remote custodian with
+/// ([`crate::backend::KeyBackend::raw_aead_payloads`]); a remote custodian with
 /// opaque payloads (AWS KMS, Vault Transit) cannot act as one.
 fn check_raw_backend(backend: &dyn crate::backend::KeyBackend) -> Result<()> {
     if backend.raw_aead_payloads() {

@@ -198,7 +198,7 @@ impl Client {
                     meta.key_id, meta.spec
                 )));
             }
-            if matches!(meta.state, crate::KeyState::PendingDeletion { .. }) {
+            if matches!(meta.state, crate::key::KeyState::PendingDeletion { .. }) {
                 return Err(Error::InvalidKeyState {
                     key_id: meta.key_id.clone(),
                     state: meta.state,
@@ -215,7 +215,7 @@ impl Client {
             }
             Ok(self
                 .inner()
-                .rotate(meta, crate::RotationKind::Imported, None, Some(&raw))?
+                .rotate(meta, crate::key::RotationKind::Imported, None, Some(&raw))?
                 .primary_version)
         })
     }

@@ -172,7 +172,7 @@ impl Client {
     /// Turns off automatic rotation. Managed keys cannot turn it off.
     pub fn disable_rotation(&self, key: &str) -> Result<()> {
         self.on_key(Action::DisableKeyRotation, key, None, |_, meta| {
-            if meta.manager == crate::KeyManager::Managed {
+            if meta.manager == crate::key::KeyManager::Managed {
                 return Err(Error::invalid(
                     "managed keys rotate automatically; rotation cannot be disabled",
                 ));
@@ -288,9 +288,9 @@ impl Client {
         destination_key: &str,
     ) -> Result<Vec<u8>> {
         let opened = self.open(message, context)?;
-        let frame_len = match crate::inspect(message)? {
-            crate::CiphertextInfo::Message { frame_len, .. } => frame_len,
-            crate::CiphertextInfo::Blob { .. } => return Err(Error::DecryptionFailed),
+        let frame_len = match crate::envelope::inspect(message)? {
+            crate::envelope::CiphertextInfo::Message { frame_len, .. } => frame_len,
+            crate::envelope::CiphertextInfo::Blob { .. } => return Err(Error::DecryptionFailed),
         };
         self.seal_with(
             destination_key,

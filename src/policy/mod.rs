@@ -67,7 +67,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A key's access part: its policy and its grants, kept apart from the key's
-/// record ([`crate::KeyRecord`]) so that a store can read and change them on
+/// record ([`crate::key::KeyRecord`]) so that a store can read and change them on
 /// their own (one grant without rewriting the others) and load them only for
 /// the decision that needs them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

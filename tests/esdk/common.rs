@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use strongroom::interop::esdk::{TAG_KEY_NAME, TAG_KEY_NAMESPACE};
-use strongroom::{Client, CreateKeyOptions, KeyRing, KeySpec, Principal, SymmetricAlgorithm};
+use strongroom::key::SymmetricAlgorithm;
+use strongroom::{Client, CreateKeyOptions, KeyRing, KeySpec, Principal};
 
 pub const ALIAS: &str = "alias/esdk-shared";
 pub const NAMESPACE: &str = "strongroom-interop";
