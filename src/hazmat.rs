@@ -58,6 +58,12 @@ impl RandomSource for InsecureSeededRandom {
 /// vectors, so it holds the real master keys that the vectors (the fuzz
 /// seeds) name, and mutated inputs reach authentication and framing code,
 /// not just key lookup.
+///
+/// Compiled only for fuzzing (`cfg(fuzzing)`, set by cargo-fuzz) or with the
+/// `fuzzing` feature (the fuzz crate and the regression test enable it): not
+/// part of an application's build.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "fuzzing")))]
 pub mod fuzzing {
     use super::InsecureSeededRandom;
     use crate::key::SymmetricAlgorithm;
