@@ -12,7 +12,7 @@
 //! - `loaded`: the write while 8 threads seal 1 KiB messages in a loop on
 //!   the key being written (through an alias), stopped when it ends.
 //!
-//! Writes: `rotate_now`; `disable_key` + `enable_key`; `revoke_grant` of a
+//! Writes: `rotate_key_on_demand`; `disable_key` + `enable_key`; `revoke_grant` of a
 //! grant created (untimed) just before. Rotations add a version per call, so
 //! the alias moves to a fresh key every `ROTATIONS_PER_KEY` rotations
 //! (untimed): loaded and unloaded runs rotate records of the same sizes.
@@ -151,7 +151,7 @@ impl Write {
             Write::Rotate => {
                 t.fresh_if_full();
                 let start = Instant::now();
-                t.client.rotate_now(&t.key).unwrap();
+                t.client.rotate_key_on_demand(&t.key).unwrap();
                 let d = start.elapsed();
                 t.rotations += 1;
                 d

@@ -69,9 +69,9 @@ fn main() {
                     .collect(),
             )
         };
-        let tag = time(&|i| c.tag_key(&key, &[("i", &i.to_string())]).unwrap());
+        let tag = time(&|i| c.tag_resource(&key, &[("i", &i.to_string())]).unwrap());
         let rotate = time(&|_| {
-            c.rotate_now(&key).unwrap();
+            c.rotate_key_on_demand(&key).unwrap();
         });
         let create = time(&|i| {
             c.create_key(

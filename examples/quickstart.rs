@@ -70,7 +70,7 @@ fn main() -> Result<(), strongroom::Error> {
 
     // Rotation: a new version encrypts; old ciphertexts name their version
     // and keep opening.
-    let v2 = app.rotate_now("alias/quickstart")?;
+    let v2 = app.rotate_key_on_demand("alias/quickstart")?;
     let new_blob = app.encrypt("alias/quickstart", b"rotated secret", &ctx)?;
     let old = app.decrypt(&blob, &ctx)?;
     let new = app.decrypt(&new_blob, &ctx)?;
@@ -83,7 +83,7 @@ fn main() -> Result<(), strongroom::Error> {
         "re_encrypt moved the old blob to {:?}",
         strongroom::envelope::inspect(&moved)?
     );
-    let schedule = app.enable_rotation("alias/quickstart", None)?;
+    let schedule = app.enable_key_rotation("alias/quickstart", None)?;
     println!(
         "automatic rotation every {} days, next at {}",
         schedule.period_days, schedule.next_rotation

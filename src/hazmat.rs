@@ -306,7 +306,7 @@ pub mod fuzzing {
                     CreateKeyOptions::new().alias("alias/esdk-vectors"),
                 )
                 .ok()?;
-                c.tag_key(
+                c.tag_resource(
                     "alias/esdk-vectors",
                     &[
                         (TAG_KEY_NAMESPACE, "strongroom-vectors"),

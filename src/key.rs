@@ -530,7 +530,7 @@ pub struct RotationSchedule {
 pub enum RotationKind {
     /// The rotation period elapsed.
     Automatic,
-    /// A caller asked (`rotate_now`).
+    /// A caller asked (`rotate_key_on_demand`).
     OnDemand,
     /// The primary version reached its encryption limit (2^32 random nonces
     /// for AES-GCM, NIST SP 800-38D).

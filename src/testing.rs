@@ -163,7 +163,7 @@ pub fn re_encrypt_and_rotation(make: Factory) {
         .unwrap();
     let blob = e.client.encrypt(&e.key, b"v1", &ctx()).unwrap();
     let msg = e.client.seal(&e.key, b"v1", &ctx()).unwrap();
-    assert_eq!(e.client.rotate_now(&e.key).unwrap(), 2);
+    assert_eq!(e.client.rotate_key_on_demand(&e.key).unwrap(), 2);
     let blob2 = e.client.encrypt(&e.key, b"v2", &ctx()).unwrap();
     assert_eq!(e.client.decrypt(&blob, &ctx()).unwrap().key_version, 1);
     assert_eq!(e.client.decrypt(&blob2, &ctx()).unwrap().key_version, 2);
@@ -227,7 +227,7 @@ pub fn threads(make: Factory) {
 /// every key (and version) again.
 pub fn restart(make: Factory) {
     let e = env(make);
-    e.client.rotate_now(&e.key).unwrap();
+    e.client.rotate_key_on_demand(&e.key).unwrap();
     let blob1 = e.client.encrypt(&e.key, b"before restart", &ctx()).unwrap();
     let msg = e.client.seal(&e.key, b"message", &ctx()).unwrap();
     let store = e.store.clone();

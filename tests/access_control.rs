@@ -494,9 +494,9 @@ fn every_operation_has_a_denial() {
         "list_aliases(key)",
         bob.list_aliases(Some(k), 10, None).map(drop),
     );
-    denied("tag_key", bob.tag_key(k, &[("a", "b")]));
-    denied("untag_key", bob.untag_key(k, &["a"]));
-    denied("list_tags", bob.list_tags(k).map(drop));
+    denied("tag_key", bob.tag_resource(k, &[("a", "b")]));
+    denied("untag_key", bob.untag_resource(k, &["a"]));
+    denied("list_tags", bob.list_resource_tags(k).map(drop));
     denied("encrypt", bob.encrypt(k, b"x", &c).map(drop));
     denied("decrypt", bob.decrypt(&blob, &c).map(drop));
     denied(
@@ -538,14 +538,17 @@ fn every_operation_has_a_denial() {
         bob.schedule_key_deletion(k, None).map(drop),
     );
     denied("cancel_key_deletion", bob.cancel_key_deletion(k));
-    denied("enable_rotation", bob.enable_rotation(k, None).map(drop));
-    denied("disable_rotation", bob.disable_rotation(k));
-    denied("rotation_status", bob.rotation_status(k).map(drop));
-    denied("rotate_now", bob.rotate_now(k).map(drop));
-    denied("list_rotations", bob.list_rotations(k).map(drop));
+    denied(
+        "enable_rotation",
+        bob.enable_key_rotation(k, None).map(drop),
+    );
+    denied("disable_rotation", bob.disable_key_rotation(k));
+    denied("rotation_status", bob.get_key_rotation_status(k).map(drop));
+    denied("rotate_now", bob.rotate_key_on_demand(k).map(drop));
+    denied("list_rotations", bob.list_key_rotations(k).map(drop));
     denied(
         "set_version_floors",
-        bob.set_version_floors(k, Some(1), None),
+        bob.update_key_version_floors(k, Some(1), None),
     );
     denied(
         "put_key_policy",
@@ -568,7 +571,7 @@ fn every_operation_has_a_denial() {
         bob.explain(&p("user:bob"), Action::Encrypt, Some(k), None)
             .map(drop),
     );
-    denied("key_last_usage", bob.key_last_usage(k).map(drop));
+    denied("key_last_usage", bob.get_key_last_usage(k).map(drop));
     // Asymmetric, MAC and HPKE keys, data key pairs and import.
     use strongroom::verify::{MessageType, SignatureFormat};
     let sig_key = admin

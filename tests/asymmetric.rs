@@ -162,7 +162,10 @@ fn wrong_usage_is_a_clear_error() {
     wrong(c.generate_mac(&sig, b"x").map(drop));
     wrong(c.verify_mac(&sym, b"x", b"y").map(drop));
     assert!(matches!(c.get_public_key(&sym), Err(Error::Unsupported(_))));
-    assert!(matches!(c.rotate_now(&sig), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        c.rotate_key_on_demand(&sig),
+        Err(Error::Unsupported(_))
+    ));
     let e = c
         .create_key(
             KeySpec::Ed25519,
@@ -531,7 +534,7 @@ fn imported_symmetric_versions_encrypt_with_the_imported_bytes() {
         .import_key_version(k.as_str(), &p.import_token, &p.wrap(&[0x32; 32]).unwrap())
         .unwrap();
     assert_eq!(v, 2);
-    let rotations = c.list_rotations(k.as_str()).unwrap();
+    let rotations = c.list_key_rotations(k.as_str()).unwrap();
     assert_eq!(rotations[0].kind, strongroom::key::RotationKind::Imported);
     let blob = c.encrypt(k.as_str(), b"under v2", &ctx).unwrap();
     for (b, key, pt) in [

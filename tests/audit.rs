@@ -71,7 +71,7 @@ fn every_operation_emits_exactly_one_event() {
     )]);
     admin.open(&msg, &ctx).unwrap();
     expect(&[("role:admin", "strongroom:Decrypt", ks, Some(1), "allowed")]);
-    admin.rotate_now(k).unwrap();
+    admin.rotate_key_on_demand(k).unwrap();
     expect(&[(
         "role:admin",
         "strongroom:RotateKeyOnDemand",
@@ -183,7 +183,7 @@ fn every_operation_emits_exactly_one_event() {
         None,
         "InvalidKeyState",
     )]);
-    let usage = admin.key_last_usage(k).unwrap();
+    let usage = admin.get_key_last_usage(k).unwrap();
     expect(&[(
         "role:admin",
         "strongroom:GetKeyLastUsage",

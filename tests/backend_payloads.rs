@@ -121,7 +121,7 @@ fn a_backend_with_its_own_payload_shape_works_everywhere() {
         out
     };
     assert_eq!(opened, data);
-    c.rotate_now(k).unwrap();
+    c.rotate_key_on_demand(k).unwrap();
     let blob2 = c.encrypt(k, b"v2", &ctx).unwrap();
     assert!(blob2.windows(9).any(|w| w == b"opaque:v2"));
     assert_eq!(c.decrypt(&blob, &ctx).unwrap().key_version, 1);

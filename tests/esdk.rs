@@ -372,7 +372,7 @@ fn bad_options_and_keys_are_refused() {
 fn rotated_keys_keep_opening_old_messages() {
     let c = common::ring_with_key(&KEY);
     let old = c.esdk_seal(common::ALIAS, b"old", &ctx()).unwrap();
-    assert_eq!(c.rotate_now(common::ALIAS).unwrap(), 2);
+    assert_eq!(c.rotate_key_on_demand(common::ALIAS).unwrap(), 2);
     let new = c.esdk_seal(common::ALIAS, b"new", &ctx()).unwrap();
     let o = c.esdk_open(common::ALIAS, &old, &ctx()).unwrap();
     assert_eq!(

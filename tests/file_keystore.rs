@@ -89,8 +89,8 @@ fn restart_round_trip_of_every_key_type() {
             let out: Vec<u8> = match spec {
                 KeySpec::Symmetric(_) => {
                     let old = c.encrypt(&id, b"v1", &ctx()).unwrap();
-                    c.rotate_now(&id).unwrap();
-                    c.enable_rotation(&id, Some(90)).unwrap();
+                    c.rotate_key_on_demand(&id).unwrap();
+                    c.enable_key_rotation(&id, Some(90)).unwrap();
                     let mut both = c.seal(&id, b"sealed", &ctx()).unwrap();
                     both.extend((old.len() as u32).to_be_bytes());
                     both.extend(old);
@@ -379,8 +379,8 @@ fn fault_injection_leaves_a_consistent_store() {
         // failing one returns an error and leaves the ring's view unchanged.
         type Op<'a> = Box<dyn Fn() -> Result<(), Error> + 'a>;
         let ops: Vec<Op<'_>> = vec![
-            Box::new(|| c.rotate_now(&key).map(drop)),
-            Box::new(|| c.tag_key(&key, &[("t", "1")])),
+            Box::new(|| c.rotate_key_on_demand(&key).map(drop)),
+            Box::new(|| c.tag_resource(&key, &[("t", "1")])),
             Box::new(|| {
                 c.create_key(
                     KeySpec::default(),
@@ -481,17 +481,17 @@ fn child_process_entry() {
                     .unwrap();
                 writeln!(out, "ACK create {id} {alias}").unwrap();
                 out.flush().unwrap();
-                c.tag_key(id.as_str(), &[("iter", "done")]).unwrap();
+                c.tag_resource(id.as_str(), &[("iter", "done")]).unwrap();
                 writeln!(out, "ACK tag {id}").unwrap();
                 out.flush().unwrap();
-                let v = c.rotate_now(id.as_str()).unwrap();
+                let v = c.rotate_key_on_demand(id.as_str()).unwrap();
                 writeln!(out, "ACK rotate {id} {v}").unwrap();
                 out.flush().unwrap();
             }
         }
         "rotate" => {
             for _ in 0..10 {
-                c.rotate_now(&arg).unwrap();
+                c.rotate_key_on_demand(&arg).unwrap();
             }
             writeln!(out, "ACK done").unwrap();
         }
@@ -575,7 +575,10 @@ fn kill_dash_nine_loop() {
                     assert_eq!(m.key_id.as_str(), a[2]);
                 }
                 "tag" => assert_eq!(
-                    c.list_tags(&a[2]).unwrap().get("iter").map(String::as_str),
+                    c.list_resource_tags(&a[2])
+                        .unwrap()
+                        .get("iter")
+                        .map(String::as_str),
                     Some("done")
                 ),
                 "rotate" => {
@@ -642,7 +645,7 @@ fn several_rings_in_one_process() {
             s.spawn(move || {
                 let c = r.client(p("user:a"));
                 for _ in 0..5 {
-                    c.rotate_now(key.as_str()).unwrap();
+                    c.rotate_key_on_demand(key.as_str()).unwrap();
                     c.create_key(KeySpec::default(), CreateKeyOptions::new())
                         .unwrap();
                 }
@@ -776,7 +779,7 @@ fn store_files_and_directories_are_private() {
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/m"))
             .unwrap();
-        c.rotate_now(k.as_str()).unwrap();
+        c.rotate_key_on_demand(k.as_str()).unwrap();
     }
     let archive = tmp.path().join("backup.srkb");
     export_backup(&store, &root(), &archive).unwrap();
@@ -1088,7 +1091,7 @@ fn a_second_ring_sees_every_change_at_once() {
         Err(Error::AccessDenied { .. })
     ));
     // A new version: b decrypts a's new ciphertexts and encrypts with it.
-    ca.rotate_now(&key).unwrap();
+    ca.rotate_key_on_demand(&key).unwrap();
     let v2 = ca.encrypt(&key, b"v2", &ctx()).unwrap();
     assert_eq!(cb.decrypt(&v2, &ctx()).unwrap().key_version, 2);
     let from_b = cb.encrypt(&key, b"b", &ctx()).unwrap();
@@ -1162,7 +1165,7 @@ fn a_ring_in_another_process_sees_every_change_at_once() {
     assert!(ask(decrypt_as_bob.clone()).starts_with("OK 1 "));
     c.revoke_grant(&key, &gid).unwrap();
     assert_eq!(ask(decrypt_as_bob), "ERR AccessDenied");
-    c.rotate_now(&key).unwrap();
+    c.rotate_key_on_demand(&key).unwrap();
     let v2 = c.encrypt(&key, b"v2", &ctx()).unwrap();
     assert_eq!(
         ask(format!("decrypt user:a {}", hex(&v2))),
@@ -1292,7 +1295,10 @@ fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
         c.create_key(KeySpec::default(), CreateKeyOptions::new()),
         Err(Error::WrongRootKey)
     ));
-    assert!(matches!(c.rotate_now(&key), Err(Error::WrongRootKey)));
+    assert!(matches!(
+        c.rotate_key_on_demand(&key),
+        Err(Error::WrongRootKey)
+    ));
     assert!(matches!(
         c.encrypt(&key, b"x", &ctx()),
         Err(Error::WrongRootKey)

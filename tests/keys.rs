@@ -198,33 +198,34 @@ fn tags() {
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
     let id = id.as_str();
-    c.tag_key(id, &[("env", "prod"), ("team", "core")]).unwrap();
-    c.tag_key(id, &[("env", "staging")]).unwrap();
-    let t = c.list_tags(id).unwrap();
+    c.tag_resource(id, &[("env", "prod"), ("team", "core")])
+        .unwrap();
+    c.tag_resource(id, &[("env", "staging")]).unwrap();
+    let t = c.list_resource_tags(id).unwrap();
     assert_eq!(t.get("env").map(String::as_str), Some("staging"));
     assert_eq!(t.len(), 2);
-    c.untag_key(id, &["team", "absent"]).unwrap();
-    assert_eq!(c.list_tags(id).unwrap().len(), 1);
+    c.untag_resource(id, &["team", "absent"]).unwrap();
+    assert_eq!(c.list_resource_tags(id).unwrap().len(), 1);
     for (k, v) in [("", "v"), ("strongroom:x", "v"), ("k\n", "v")] {
         assert!(matches!(
-            c.tag_key(id, &[(k, v)]),
+            c.tag_resource(id, &[(k, v)]),
             Err(Error::InvalidArgument(_))
         ));
     }
     let long = "v".repeat(257);
     assert!(matches!(
-        c.tag_key(id, &[("k", &long)]),
+        c.tag_resource(id, &[("k", &long)]),
         Err(Error::InvalidArgument(_))
     ));
     let many: Vec<(String, String)> = (0..50).map(|i| (format!("k{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let err = c.tag_key(id, &many).unwrap_err();
+    let err = c.tag_resource(id, &many).unwrap_err();
     assert!(
         matches!(err, Error::InvalidArgument(ref m) if m.contains("50")),
         "{err}"
     );
     // The failed call changed nothing.
-    assert_eq!(c.list_tags(id).unwrap().len(), 1);
+    assert_eq!(c.list_resource_tags(id).unwrap().len(), 1);
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn three_year_timeline() {
         )
         .unwrap();
     let k = key.as_str();
-    let sched = c.enable_rotation(k, Some(365)).unwrap();
+    let sched = c.enable_key_rotation(k, Some(365)).unwrap();
     assert_eq!(sched.next_rotation, T0.plus_days(365));
 
     // One blob and one message per version, made along the way.
@@ -68,7 +68,7 @@ fn three_year_timeline() {
         made.push((want, blob, msg));
     }
     assert_eq!(expect_version, 4);
-    let rotations = c.list_rotations(k).unwrap();
+    let rotations = c.list_key_rotations(k).unwrap();
     assert_eq!(rotations.len(), 3);
     for (i, r) in rotations.iter().enumerate() {
         assert_eq!(r.version, i as u32 + 2);
@@ -94,7 +94,7 @@ fn three_year_timeline() {
     }
 
     // Floors retire versions with a clear error that names the floor.
-    c.set_version_floors(k, Some(3), Some(3)).unwrap();
+    c.update_key_version_floors(k, Some(3), Some(3)).unwrap();
     for (v, blob, msg) in &made {
         if *v < 3 {
             let e = c.decrypt(blob, &ctx()).unwrap_err();
@@ -113,11 +113,11 @@ fn three_year_timeline() {
     }
     assert!(c.decrypt(&moved, &ctx()).is_ok());
     assert!(matches!(
-        c.set_version_floors(k, Some(9), None),
+        c.update_key_version_floors(k, Some(9), None),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        c.set_version_floors(k, Some(4), Some(2)),
+        c.update_key_version_floors(k, Some(4), Some(2)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(ring.run_maintenance().unwrap().rotated.is_empty());
@@ -132,8 +132,8 @@ fn long_downtime_rotates_once_and_maintenance_finds_idle_keys() {
     let b = c
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
-    c.enable_rotation(a.as_str(), Some(90)).unwrap();
-    c.enable_rotation(b.as_str(), None).unwrap();
+    c.enable_key_rotation(a.as_str(), Some(90)).unwrap();
+    c.enable_key_rotation(b.as_str(), None).unwrap();
     // Not before the period.
     clock.set(T0.plus_days(89));
     assert!(ring.run_maintenance().unwrap().rotated.is_empty());
@@ -144,7 +144,7 @@ fn long_downtime_rotates_once_and_maintenance_finds_idle_keys() {
     assert_eq!(report.rotated.len(), 2);
     assert!(report.rotated.iter().all(|(_, v)| *v == 2));
     assert!(ring.run_maintenance().unwrap().rotated.is_empty());
-    let s = c.rotation_status(a.as_str()).unwrap();
+    let s = c.get_key_rotation_status(a.as_str()).unwrap();
     assert_eq!(s.schedule.unwrap().next_rotation, T0.plus_days(3650 + 90));
     // Used after its next period: rotated on use.
     clock.set(T0.plus_days(3650 + 90));
@@ -160,13 +160,18 @@ fn rotation_settings_are_validated() {
         .unwrap();
     for bad in [0, 89, 2561] {
         assert!(matches!(
-            c.enable_rotation(k.as_str(), Some(bad)),
+            c.enable_key_rotation(k.as_str(), Some(bad)),
             Err(Error::InvalidArgument(_))
         ));
     }
-    c.enable_rotation(k.as_str(), Some(2560)).unwrap();
-    c.disable_rotation(k.as_str()).unwrap();
-    assert!(c.rotation_status(k.as_str()).unwrap().schedule.is_none());
+    c.enable_key_rotation(k.as_str(), Some(2560)).unwrap();
+    c.disable_key_rotation(k.as_str()).unwrap();
+    assert!(
+        c.get_key_rotation_status(k.as_str())
+            .unwrap()
+            .schedule
+            .is_none()
+    );
 }
 
 #[test]
@@ -179,12 +184,12 @@ fn on_demand_rotation() {
         )
         .unwrap();
     let old = c.encrypt(k.as_str(), b"v1", &ctx()).unwrap();
-    assert_eq!(c.rotate_now(k.as_str()).unwrap(), 2);
-    assert_eq!(c.rotate_now(k.as_str()).unwrap(), 3);
+    assert_eq!(c.rotate_key_on_demand(k.as_str()).unwrap(), 2);
+    assert_eq!(c.rotate_key_on_demand(k.as_str()).unwrap(), 3);
     let new = c.encrypt(k.as_str(), b"v3", &ctx()).unwrap();
     assert_eq!(c.decrypt(&old, &ctx()).unwrap().key_version, 1);
     assert_eq!(c.decrypt(&new, &ctx()).unwrap().key_version, 3);
-    let r = c.list_rotations(k.as_str()).unwrap();
+    let r = c.list_key_rotations(k.as_str()).unwrap();
     assert!(r.iter().all(|r| r.kind == RotationKind::OnDemand));
     let m = c.describe_key(k.as_str()).unwrap();
     assert_eq!(
@@ -205,7 +210,7 @@ fn concurrent_rotations_keep_versions_consecutive() {
             let k = k.clone();
             std::thread::spawn(move || {
                 for _ in 0..5 {
-                    c.rotate_now(k.as_str()).unwrap();
+                    c.rotate_key_on_demand(k.as_str()).unwrap();
                     c.encrypt(k.as_str(), b"x", &ctx()).unwrap();
                 }
             })
@@ -243,11 +248,13 @@ fn usage_limit_rotates_at_the_threshold() {
         versions.push(c.decrypt(&blob, &ctx()).unwrap().key_version);
     }
     assert_eq!(versions, vec![1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3]);
-    let r = c.list_rotations(k.as_str()).unwrap();
+    let r = c.list_key_rotations(k.as_str()).unwrap();
     assert_eq!(r.len(), 2);
     assert!(r.iter().all(|r| r.kind == RotationKind::UsageLimit));
     assert_eq!(
-        c.rotation_status(k.as_str()).unwrap().primary_encryptions,
+        c.get_key_rotation_status(k.as_str())
+            .unwrap()
+            .primary_encryptions,
         2
     );
 }
@@ -292,7 +299,7 @@ fn scheduled_deletion_cancel_and_destroy() {
         )
         .unwrap();
     let k = k.as_str();
-    c.rotate_now(k).unwrap();
+    c.rotate_key_on_demand(k).unwrap();
     let blob = c.encrypt(k, b"x", &ctx()).unwrap();
     for bad in [0, 6, 31] {
         assert!(matches!(
@@ -448,7 +455,7 @@ fn writers_progress_while_eight_threads_seal() {
             .unwrap();
         c.revoke_grant(&k, &grant).unwrap();
         // The only rotator: every rotation is exactly the next version.
-        assert_eq!(c.rotate_now(&k).unwrap(), i + 2);
+        assert_eq!(c.rotate_key_on_demand(&k).unwrap(), i + 2);
         wait_for_seal(i + 2);
     }
     stop.store(true, Ordering::SeqCst);

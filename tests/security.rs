@@ -330,11 +330,11 @@ fn item04_ring_policy_is_explicit_and_grants_nothing_on_keys() {
             ("decrypt", bob.decrypt(&blob, &ctx()).map(drop)),
             ("policy", bob.get_key_policy(k).map(drop)),
             ("grants", bob.list_grants(k).map(drop)),
-            ("tags", bob.list_tags(k).map(drop)),
+            ("tags", bob.list_resource_tags(k).map(drop)),
             ("disable", bob.disable_key(k)),
             ("delete", bob.schedule_key_deletion(k, None).map(drop)),
             ("alias", bob.delete_alias("alias/a")),
-            ("rotate", bob.rotate_now(k).map(drop)),
+            ("rotate", bob.rotate_key_on_demand(k).map(drop)),
         ] {
             assert!(
                 matches!(r, Err(Error::AccessDenied { .. })),
@@ -443,7 +443,9 @@ fn item14_maintenance_records_destruction_and_rotation() {
     alice
         .schedule_key_deletion(doomed_by_use.as_str(), Some(7))
         .unwrap();
-    alice.enable_rotation(rotating.as_str(), Some(90)).unwrap();
+    alice
+        .enable_key_rotation(rotating.as_str(), Some(90))
+        .unwrap();
     clock.advance_days(91);
 
     // Due deletion found by a caller's use: the caller's event, and one
@@ -578,7 +580,7 @@ fn item19_encryption_count_survives_restarts() {
     // the fifth encryption under version 1 rotates.
     let ring = open();
     let c = ring.client(p("user:alice"));
-    let status = c.rotation_status(key.as_str()).unwrap();
+    let status = c.get_key_rotation_status(key.as_str()).unwrap();
     assert_eq!(status.primary_encryptions, 3);
     let versions: Vec<u32> = (0..3)
         .map(|_| version_of(&c, &c.encrypt(key.as_str(), b"x", &ctx()).unwrap()))

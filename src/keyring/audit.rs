@@ -211,7 +211,7 @@ fn outcome_of<T>(result: &Result<T>) -> Outcome {
 impl Client {
     /// When each version of the key was last used (encrypt, decrypt, data
     /// keys, seal, open) through this ring, like KMS GetKeyLastUsage.
-    pub fn key_last_usage(&self, key: &str) -> Result<Vec<VersionUsage>> {
+    pub fn get_key_last_usage(&self, key: &str) -> Result<Vec<VersionUsage>> {
         self.on_key(Action::GetKeyLastUsage, key, None, |_, meta| {
             let map = self
                 .inner()

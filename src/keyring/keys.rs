@@ -230,7 +230,7 @@ impl Client {
     // ---- tags -------------------------------------------------------------
 
     /// Adds or replaces tags on a key (at most 50 tags in all).
-    pub fn tag_key(&self, key: &str, tags: &[(&str, &str)]) -> Result<()> {
+    pub fn tag_resource(&self, key: &str, tags: &[(&str, &str)]) -> Result<()> {
         self.on_key(Action::TagResource, key, None, |_, m| {
             for (k, v) in tags {
                 validate_tag(k, v)?;
@@ -246,7 +246,7 @@ impl Client {
     }
 
     /// Removes tags from a key; absent tag keys are ignored.
-    pub fn untag_key(&self, key: &str, tag_keys: &[&str]) -> Result<()> {
+    pub fn untag_resource(&self, key: &str, tag_keys: &[&str]) -> Result<()> {
         self.on_key(Action::UntagResource, key, None, |_, m| {
             self.inner().store.update_key(&m.key_id, &mut |meta| {
                 for k in tag_keys {
@@ -259,7 +259,7 @@ impl Client {
     }
 
     /// A key's tags.
-    pub fn list_tags(&self, key: &str) -> Result<BTreeMap<String, String>> {
+    pub fn list_resource_tags(&self, key: &str) -> Result<BTreeMap<String, String>> {
         self.on_key(Action::ListResourceTags, key, None, |_, m| {
             Ok(m.tags.clone())
         })

@@ -145,7 +145,11 @@ impl Client {
     ///
     /// Rotation applies to symmetric encryption keys: a new version becomes
     /// primary, and every earlier version keeps decrypting what it encrypted.
-    pub fn enable_rotation(&self, key: &str, period_days: Option<u32>) -> Result<RotationSchedule> {
+    pub fn enable_key_rotation(
+        &self,
+        key: &str,
+        period_days: Option<u32>,
+    ) -> Result<RotationSchedule> {
         self.on_key(Action::EnableKeyRotation, key, None, |_, meta| {
             let period = period_days.unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS);
             if !ROTATION_PERIOD_DAYS.contains(&period) {
@@ -170,7 +174,7 @@ impl Client {
     }
 
     /// Turns off automatic rotation. Managed keys cannot turn it off.
-    pub fn disable_rotation(&self, key: &str) -> Result<()> {
+    pub fn disable_key_rotation(&self, key: &str) -> Result<()> {
         self.on_key(Action::DisableKeyRotation, key, None, |_, meta| {
             if meta.manager == crate::key::KeyManager::Managed {
                 return Err(Error::invalid(
@@ -186,7 +190,7 @@ impl Client {
     }
 
     /// The key's rotation schedule, primary version, floors and metering.
-    pub fn rotation_status(&self, key: &str) -> Result<RotationStatus> {
+    pub fn get_key_rotation_status(&self, key: &str) -> Result<RotationStatus> {
         self.on_key(Action::GetKeyRotationStatus, key, None, |_, meta| {
             Ok(RotationStatus {
                 schedule: meta.rotation,
@@ -203,7 +207,7 @@ impl Client {
 
     /// Rotates the key now and returns the new primary version. Works on an
     /// enabled or disabled key (not one pending deletion).
-    pub fn rotate_now(&self, key: &str) -> Result<u32> {
+    pub fn rotate_key_on_demand(&self, key: &str) -> Result<u32> {
         self.on_key(Action::RotateKeyOnDemand, key, None, |_, meta| {
             rotatable(meta)?;
             if matches!(meta.state, KeyState::PendingDeletion { .. }) {
@@ -221,7 +225,7 @@ impl Client {
     }
 
     /// Every rotation of the key, oldest first, with time and kind.
-    pub fn list_rotations(&self, key: &str) -> Result<Vec<RotationRecord>> {
+    pub fn list_key_rotations(&self, key: &str) -> Result<Vec<RotationRecord>> {
         self.on_key(Action::ListKeyRotations, key, None, |_, m| {
             Ok(m.rotations.clone())
         })
@@ -233,7 +237,7 @@ impl Client {
     /// must be at least `min_encrypt`. `None` leaves a floor unchanged.
     /// Floors cannot exceed the newest version, and `min_encrypt` cannot be
     /// below `min_decrypt` (what is encrypted must stay decryptable).
-    pub fn set_version_floors(
+    pub fn update_key_version_floors(
         &self,
         key: &str,
         min_decrypt: Option<u32>,

@@ -34,7 +34,7 @@ pub fn ring_with_key(key: &[u8; 32]) -> Client {
         CreateKeyOptions::new().alias(ALIAS),
     )
     .unwrap();
-    c.tag_key(
+    c.tag_resource(
         ALIAS,
         &[(TAG_KEY_NAMESPACE, NAMESPACE), (TAG_KEY_NAME, NAME)],
     )
