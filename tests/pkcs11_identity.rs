@@ -3,9 +3,12 @@
 //! one object, and a key object that is, or ever was, extractable, is not
 //! sensitive, or was not generated on the token. The offending objects are
 //! planted with cryptoki directly, next to (or instead of) what the backend
-//! generated. Needs the SoftHSM2 token of `.ci/softhsm-setup`, like
+//! generated. Uses the SoftHSM2 token of `tests/support/softhsm.rs`, like
 //! `conformance_pkcs11`.
 #![cfg(feature = "pkcs11")]
+
+#[path = "support/softhsm.rs"]
+mod softhsm;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -21,19 +24,13 @@ use strongroom::{Error, KeyId, KeySpec, SecretBytes};
 /// DER OID of prime256v1.
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `eval \"$(.ci/softhsm-setup)\"` first (see README)")
-    })
-}
-
 /// A backend on the test token whose labels start with a prefix unique to
 /// this test and process, so tests cannot see each other's objects.
 fn backend(prefix: &str) -> Pkcs11Backend {
     let config = Pkcs11Config::new(
-        var("STRONGROOM_PKCS11_MODULE"),
-        var("STRONGROOM_PKCS11_TOKEN"),
-        SecretBytes::from_slice(var("STRONGROOM_PKCS11_PIN").as_bytes()),
+        softhsm::module(),
+        softhsm::label(),
+        SecretBytes::from_slice(softhsm::pin().as_bytes()),
     )
     .label_prefix(prefix);
     Pkcs11Backend::connect(&config).unwrap()
@@ -61,14 +58,14 @@ fn label(prefix: &str, id: &MaterialId) -> Vec<u8> {
 fn raw_session() -> Session {
     static CTX: OnceLock<Pkcs11> = OnceLock::new();
     let ctx = CTX.get_or_init(|| {
-        let ctx = Pkcs11::new(var("STRONGROOM_PKCS11_MODULE")).unwrap();
+        let ctx = Pkcs11::new(softhsm::module()).unwrap();
         match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => panic!("C_Initialize: {e}"),
         }
         ctx
     });
-    let token = var("STRONGROOM_PKCS11_TOKEN");
+    let token = softhsm::label();
     let slot = ctx
         .get_slots_with_initialized_token()
         .unwrap()
@@ -76,10 +73,7 @@ fn raw_session() -> Session {
         .find(|s| ctx.get_token_info(*s).unwrap().label() == token)
         .unwrap();
     let s = ctx.open_rw_session(slot).unwrap();
-    match s.login(
-        UserType::User,
-        Some(&AuthPin::new(var("STRONGROOM_PKCS11_PIN").into())),
-    ) {
+    match s.login(UserType::User, Some(&AuthPin::new(softhsm::pin().into()))) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("C_Login: {e}"),
     }
@@ -141,6 +135,9 @@ fn assert_refused(r: Result<impl std::fmt::Debug, Error>, label: &[u8], reason: 
 
 #[test]
 fn a_duplicate_secret_key_is_refused() {
+    if !softhsm::available() {
+        return;
+    }
     let p = prefix("dup-aes");
     let id = id();
     let first = backend(&p);
@@ -171,6 +168,9 @@ fn a_duplicate_secret_key_is_refused() {
 
 #[test]
 fn an_extractable_secret_key_is_refused() {
+    if !softhsm::available() {
+        return;
+    }
     let p = prefix("extractable-aes");
     plant_aes(label(&p, &id()), true, true);
     let b = backend(&p);
@@ -189,6 +189,9 @@ fn an_extractable_secret_key_is_refused() {
 
 #[test]
 fn a_non_sensitive_secret_key_is_refused() {
+    if !softhsm::available() {
+        return;
+    }
     let p = prefix("non-sensitive-aes");
     plant_aes(label(&p, &id()), false, false);
     let b = backend(&p);
@@ -202,6 +205,9 @@ fn a_non_sensitive_secret_key_is_refused() {
 
 #[test]
 fn a_once_extractable_secret_key_is_refused() {
+    if !softhsm::available() {
+        return;
+    }
     let p = prefix("once-extractable-aes");
     let s = raw_session();
     let h = s
@@ -236,6 +242,9 @@ fn a_once_extractable_secret_key_is_refused() {
 
 #[test]
 fn an_imported_secret_key_is_refused() {
+    if !softhsm::available() {
+        return;
+    }
     let p = prefix("imported-aes");
     // Sensitive and non-extractable, but its value came from outside the
     // token (CKA_LOCAL false).
@@ -264,6 +273,9 @@ fn an_imported_secret_key_is_refused() {
 
 #[test]
 fn a_duplicate_signing_key_is_refused() {
+    if !softhsm::available() {
+        return;
+    }
     let p = prefix("dup-p256");
     let first = backend(&p);
     first.generate(&id(), KeySpec::EccNistP256).unwrap();
@@ -284,6 +296,9 @@ fn a_duplicate_signing_key_is_refused() {
 
 #[test]
 fn an_extractable_signing_key_is_refused() {
+    if !softhsm::available() {
+        return;
+    }
     let p = prefix("extractable-p256");
     plant_p256(label(&p, &id()), true);
     let b = backend(&p);
@@ -297,6 +312,9 @@ fn an_extractable_signing_key_is_refused() {
 
 #[test]
 fn keys_the_backend_generates_pass_the_checks() {
+    if !softhsm::available() {
+        return;
+    }
     // The checks must not refuse what the backend itself makes.
     let p = prefix("own");
     let b = backend(&p);
