@@ -55,7 +55,20 @@
 //!   P-256 and Ed25519 (signing, with an offline verifier in [`verify`]),
 //!   HMAC, HPKE public-key encryption, data key pairs, and key import.
 //! - **Streaming**: [`Client::seal_writer`] / [`Client::open_reader`] in the
-//!   same message format.
+//!   same message format; [`Client::seal_into`] / [`Client::open_into`]
+//!   reuse the caller's buffers on hot paths.
+//! - **Custody anywhere**: backend payloads are opaque bytes of the
+//!   backend's own shape, and optional abilities are narrow traits, so a
+//!   remote custodian fits [`backend::KeyBackend`]; a backend or store from
+//!   another crate runs the same conformance suite (feature `testing`).
+//! - **Interop** (feature `esdk`): AWS Encryption SDK messages, read and
+//!   written, proven against the real Python SDK.
+//! - **Bounds**: every documented limit is in [`limits`]; errors say what
+//!   kind of failure they are and whether to retry ([`ErrorKind`]).
+//!
+//! The pipeline is `keyring/pipeline.rs`: every operation resolves the key,
+//! is decided, checked for state and usage, done, and recorded, in that
+//! order, through one function.
 //!
 //! Dangerous tools for tests (a seeded random generator, fuzz entry points)
 //! live in [`hazmat`].
