@@ -316,7 +316,9 @@ impl<R: Read> Read for OpenReader<R> {
                 ReadState::Frames => {
                     if let Err(e) = self.next_frame() {
                         self.state = ReadState::Failed;
-                        self.plain.clear();
+                        // Wipe, not just clear: nothing of a failed frame
+                        // stays in memory until the reader is dropped.
+                        zeroize::Zeroize::zeroize(&mut *self.plain);
                         return Err(io_err(e));
                     }
                 }

@@ -13,6 +13,23 @@ use crate::secret::SecretBytes;
 use crate::store::KeyMetadata;
 use zeroize::Zeroizing;
 
+/// The version that encrypts: the primary one, unless it is below the key's
+/// minimum encryption version. The one check of every encrypting path.
+pub(crate) fn encrypting_version(meta: &KeyMetadata) -> Result<u32> {
+    let version = meta.primary_version;
+    if version < meta.min_encrypt_version {
+        return Err(Error::VersionCannotEncrypt {
+            key_id: meta.key_id.clone(),
+            version,
+            reason: format!(
+                "below the minimum encryption version {}",
+                meta.min_encrypt_version
+            ),
+        });
+    }
+    Ok(version)
+}
+
 impl Inner {
     pub(crate) fn random_key(&self) -> Result<Zeroizing<[u8; 32]>> {
         Ok(Zeroizing::new(random_array(self.rng.as_ref())?))
@@ -27,17 +44,7 @@ impl Inner {
         ctx: &[u8],
     ) -> Result<Vec<u8>> {
         let alg = symmetric(meta)?;
-        let version = meta.primary_version;
-        if version < meta.min_encrypt_version {
-            return Err(Error::VersionCannotEncrypt {
-                key_id: meta.key_id.clone(),
-                version,
-                reason: format!(
-                    "below the minimum encryption version {}",
-                    meta.min_encrypt_version
-                ),
-            });
-        }
+        let version = encrypting_version(meta)?;
         let mut out = blob::encode_header(alg.suite_id(), &meta.key_id, version)?;
         let aad = blob::aad(&out, ctx);
         let mref = MaterialId::new(meta.key_id.clone(), version);

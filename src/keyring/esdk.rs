@@ -317,17 +317,7 @@ impl Client {
         ctx_bytes: &[u8],
     ) -> Result<([u8; NONCE_LEN], Vec<u8>)> {
         let inner = self.inner();
-        let version = meta.primary_version;
-        if version < meta.min_encrypt_version {
-            return Err(Error::VersionCannotEncrypt {
-                key_id: meta.key_id.clone(),
-                version,
-                reason: format!(
-                    "below the minimum encryption version {}",
-                    meta.min_encrypt_version
-                ),
-            });
-        }
+        let version = super::crypto::encrypting_version(meta)?;
         check_raw_backend(inner.backend.as_ref())?;
         let mref = MaterialId::new(meta.key_id.clone(), version);
         // Count first: a version at its hard limit refuses to encrypt.
