@@ -499,6 +499,62 @@ impl KeyRecord {
     }
 }
 
+/// How a caller names a key: its id (`KeyId`, or its text) or one of its
+/// aliases (`alias/...`). Every `Client` operation on a key takes
+/// `impl Into<KeyRef>`, so a `&str`, a `&String`, a `&KeyId` or an `&Alias`
+/// all work; the text is parsed (and refused with
+/// [`crate::Error::InvalidArgument`] if it is neither) when the call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyRef<'a>(&'a str);
+
+impl<'a> KeyRef<'a> {
+    /// The text as given.
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+
+    /// True if it names an alias.
+    pub fn is_alias(&self) -> bool {
+        self.0.starts_with(Alias::PREFIX)
+    }
+}
+
+impl<'a> From<&'a str> for KeyRef<'a> {
+    fn from(s: &'a str) -> Self {
+        KeyRef(s)
+    }
+}
+
+impl<'a> From<&&'a str> for KeyRef<'a> {
+    fn from(s: &&'a str) -> Self {
+        KeyRef(s)
+    }
+}
+
+impl<'a> From<&'a String> for KeyRef<'a> {
+    fn from(s: &'a String) -> Self {
+        KeyRef(s.as_str())
+    }
+}
+
+impl<'a> From<&'a KeyId> for KeyRef<'a> {
+    fn from(id: &'a KeyId) -> Self {
+        KeyRef(id.as_str())
+    }
+}
+
+impl<'a> From<&'a Alias> for KeyRef<'a> {
+    fn from(a: &'a Alias) -> Self {
+        KeyRef(a.as_str())
+    }
+}
+
+impl fmt::Display for KeyRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
 /// One entry of [`crate::Client::list_keys`]: the key's id and its aliases,
 /// as KMS `ListKeys` returns ids only. Nothing about the key's policy, grants,
 /// state or creator: those need `DescribeKey`, `GetKeyPolicy` or `ListGrants`

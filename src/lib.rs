@@ -109,7 +109,7 @@ pub use action::Action;
 pub use clock::Timestamp;
 pub use envelope::{EncryptionContext, SealOptions};
 pub use error::{Error, ErrorKind, Result};
-pub use key::{Alias, CreateKeyOptions, KeyId, KeySpec};
+pub use key::{Alias, CreateKeyOptions, KeyId, KeyRef, KeySpec};
 pub use keyring::{Client, KeyRing, KeyRingBuilder};
 pub use principal::Principal;
 pub use secret::SecretBytes;

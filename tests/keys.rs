@@ -352,3 +352,32 @@ fn stores_build_records_and_change_access_narrowly() {
     c.revoke_grant(id.as_str(), &gid).unwrap();
     assert!(c.list_grants(id.as_str()).unwrap().is_empty());
 }
+
+/// One typed way to name a key: a `&str`, `&String`, `&KeyId` or `&Alias`
+/// all name the same key, and bad text is a clear argument error.
+#[test]
+fn keys_are_named_by_id_or_alias_of_any_form() {
+    use strongroom::{Alias, KeyRef};
+    let c = KeyRing::in_memory().client(Principal::user("a").unwrap());
+    let id = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/k"))
+        .unwrap();
+    let alias = Alias::parse("alias/k").unwrap();
+    let text = id.to_string();
+    let ctx = EncryptionContext::new();
+    for r in [
+        KeyRef::from(&id),
+        KeyRef::from(&alias),
+        KeyRef::from(&text),
+        KeyRef::from("alias/k"),
+    ] {
+        assert_eq!(c.describe_key(r).unwrap().key_id, id);
+        let b = c.encrypt(r, b"x", &ctx).unwrap();
+        assert_eq!(c.decrypt_with_key(&b, &ctx, r).unwrap().key_id, id);
+    }
+    assert!(KeyRef::from(&alias).is_alias() && !KeyRef::from(&id).is_alias());
+    assert!(matches!(
+        c.describe_key("no spaces allowed"),
+        Err(Error::InvalidArgument(_))
+    ));
+}

@@ -4,6 +4,7 @@ use super::Client;
 use crate::action::Action;
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
+use crate::key::KeyRef;
 use crate::policy::{Decision, Grant, GrantRequest, GrantToken, Policy, Request, token_hash};
 use crate::principal::Principal;
 use crate::random::random_array;
@@ -29,12 +30,13 @@ impl Client {
     /// call `PutKeyPolicy` under the new policy (as AWS KMS checks), so a key
     /// cannot be left with nobody able to change its policy by accident.
     /// `bypass_lockout_check = true` skips that check.
-    pub fn put_key_policy(
+    pub fn put_key_policy<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         policy: &Policy,
         bypass_lockout_check: bool,
     ) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::PutKeyPolicy, key, None, |_, meta| {
             policy.validate()?;
             if !bypass_lockout_check {
@@ -57,7 +59,8 @@ impl Client {
     }
 
     /// The key's policy (the default one if none was put).
-    pub fn get_key_policy(&self, key: &str) -> Result<Policy> {
+    pub fn get_key_policy<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<Policy> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetKeyPolicy, key, None, |_, meta| {
             Ok(meta
                 .access
@@ -70,7 +73,12 @@ impl Client {
     /// Creates a grant and returns its id and token. The grant allows its
     /// grantee the listed operations on this key, within its constraints,
     /// until it expires or is retired or revoked; it never overrides a Deny.
-    pub fn create_grant(&self, key: &str, request: GrantRequest) -> Result<(String, GrantToken)> {
+    pub fn create_grant<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+        request: GrantRequest,
+    ) -> Result<(String, GrantToken)> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::CreateGrant, key, None, |_, meta| {
             let inner = self.inner();
             if request.operations.is_empty() {
@@ -119,7 +127,8 @@ impl Client {
     }
 
     /// The key's grants (expired ones included until they are cleaned up).
-    pub fn list_grants(&self, key: &str) -> Result<Vec<Grant>> {
+    pub fn list_grants<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<Vec<Grant>> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ListGrants, key, None, |_, m| {
             Ok(self
                 .inner()
@@ -131,7 +140,8 @@ impl Client {
 
     /// Retires a grant. Allowed to its grantee, its retiring principal, and
     /// anyone the key policy allows `RetireGrant`.
-    pub fn retire_grant(&self, key: &str, which: GrantSelector) -> Result<()> {
+    pub fn retire_grant<'k>(&self, key: impl Into<KeyRef<'k>>, which: GrantSelector) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         // Authorization has two parts: the policy (or a grant allowing
         // RetireGrant), or being the grantee or retiring principal of this
         // very grant. The grant is looked up first so the pipeline can apply
@@ -161,7 +171,8 @@ impl Client {
     }
 
     /// Revokes a grant by id (a key administrator: needs `RevokeGrant`).
-    pub fn revoke_grant(&self, key: &str, grant_id: &str) -> Result<()> {
+    pub fn revoke_grant<'k>(&self, key: impl Into<KeyRef<'k>>, grant_id: &str) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::RevokeGrant, key, None, |_, meta| {
             if !meta
                 .access

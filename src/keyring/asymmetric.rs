@@ -11,6 +11,7 @@ use crate::backend::material::Material;
 use crate::backend::{HpkeBackend, ImportBackend, MacBackend, MaterialId, SigningBackend, lacks};
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
+use crate::key::KeyRef;
 use crate::key::{KeyId, KeySpec, KeyUsage};
 use crate::random::random_array;
 use crate::secret::SecretBytes;
@@ -172,13 +173,14 @@ impl Client {
     /// digest) with a `SignVerify` key. ECDSA signatures are DER by default
     /// (low-S), raw `r || s` with [`SignatureFormat::Raw`]; Ed25519 signatures
     /// are 64 bytes. Messages up to 1 MiB.
-    pub fn sign(
+    pub fn sign<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         message: &[u8],
         message_type: MessageType,
         format: SignatureFormat,
     ) -> Result<Vec<u8>> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::Sign, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid(
@@ -228,14 +230,15 @@ impl Client {
     /// Verifies a signature with a `SignVerify` key of the ring. `Ok(false)`
     /// for a wrong or malformed signature. Offline verification needs only
     /// the public key: see [`PublicKeyVerifier`].
-    pub fn verify(
+    pub fn verify<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         message: &[u8],
         signature: &[u8],
         message_type: MessageType,
         format: SignatureFormat,
     ) -> Result<bool> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::Verify, key, None, |call, meta| {
             call.note_version(meta.primary_version);
             self.inner()
@@ -245,7 +248,8 @@ impl Client {
     }
 
     /// The public key of an asymmetric key, as SPKI DER and PEM.
-    pub fn get_public_key(&self, key: &str) -> Result<PublicKeyInfo> {
+    pub fn get_public_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<PublicKeyInfo> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetPublicKey, key, None, |_, meta| {
             let der = self
                 .inner()
@@ -262,7 +266,8 @@ impl Client {
     }
 
     /// The HMAC tag of `message` (up to 1 MiB) under a `GenerateVerifyMac` key.
-    pub fn generate_mac(&self, key: &str, message: &[u8]) -> Result<Vec<u8>> {
+    pub fn generate_mac<'k>(&self, key: impl Into<KeyRef<'k>>, message: &[u8]) -> Result<Vec<u8>> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GenerateMac, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
@@ -276,7 +281,13 @@ impl Client {
 
     /// True if `tag` is the full-length HMAC of `message` (constant-time
     /// comparison). Truncated tags are refused.
-    pub fn verify_mac(&self, key: &str, message: &[u8], tag: &[u8]) -> Result<bool> {
+    pub fn verify_mac<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+        message: &[u8],
+        tag: &[u8],
+    ) -> Result<bool> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::VerifyMac, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
@@ -294,13 +305,14 @@ impl Client {
     /// Decrypts an HPKE ciphertext made offline with
     /// [`crate::verify::hpke_seal`] for this `HpkeP256` key, with the same
     /// `info` and `aad`. Every failure is [`Error::DecryptionFailed`].
-    pub fn decrypt_hpke(
+    pub fn decrypt_hpke<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         ciphertext: &[u8],
         info: &[u8],
         aad: &[u8],
     ) -> Result<SecretBytes> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::Decrypt, key, None, |call, meta| {
             if meta.spec != KeySpec::HpkeP256 {
                 return Err(Error::Unsupported(format!(
@@ -319,28 +331,30 @@ impl Client {
     /// A fresh key pair for the application's own signing: the public key,
     /// the PKCS#8 private key encrypted under the symmetric `key` (bound to
     /// `context`), and the private key in plaintext.
-    pub fn generate_data_key_pair(
+    pub fn generate_data_key_pair<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         spec: DataKeyPairSpec,
         context: &EncryptionContext,
     ) -> Result<DataKeyPair> {
+        let key: KeyRef<'k> = key.into();
         self.data_key_pair(key, spec, context, true)
     }
 
     /// As [`Client::generate_data_key_pair`], without the plaintext private key.
-    pub fn generate_data_key_pair_without_plaintext(
+    pub fn generate_data_key_pair_without_plaintext<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         spec: DataKeyPairSpec,
         context: &EncryptionContext,
     ) -> Result<DataKeyPair> {
+        let key: KeyRef<'k> = key.into();
         self.data_key_pair(key, spec, context, false)
     }
 
     fn data_key_pair(
         &self,
-        key: &str,
+        key: KeyRef<'_>,
         spec: DataKeyPairSpec,
         context: &EncryptionContext,
         with_plaintext: bool,

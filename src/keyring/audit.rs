@@ -9,6 +9,7 @@ use crate::backend::MaterialId;
 use crate::clock::Timestamp;
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
+use crate::key::KeyRef;
 use crate::principal::Principal;
 use crate::random::random_array;
 use std::collections::HashMap;
@@ -211,7 +212,8 @@ fn outcome_of<T>(result: &Result<T>) -> Outcome {
 impl Client {
     /// When each version of the key was last used (encrypt, decrypt, data
     /// keys, seal, open) through this ring, like KMS GetKeyLastUsage.
-    pub fn get_key_last_usage(&self, key: &str) -> Result<Vec<VersionUsage>> {
+    pub fn get_key_last_usage<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<Vec<VersionUsage>> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetKeyLastUsage, key, None, |_, meta| {
             let map = self
                 .inner()

@@ -7,6 +7,7 @@ use crate::backend::MaterialId;
 use crate::envelope::blob::{self, BlobHeader};
 use crate::envelope::{DataKey, Decrypted, EncryptionContext, MAX_PLAINTEXT_LEN};
 use crate::error::{Error, Result};
+use crate::key::KeyRef;
 use crate::key::RotationKind;
 use crate::random::random_array;
 use crate::secret::SecretBytes;
@@ -100,12 +101,13 @@ impl Client {
     /// Encrypts 1 to 4096 bytes directly under the key's primary version. The
     /// blob names the key id and version; `context` must be given again,
     /// exactly, to decrypt. For larger data use [`Client::seal`].
-    pub fn encrypt(
+    pub fn encrypt<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         plaintext: &[u8],
         context: &EncryptionContext,
     ) -> Result<Vec<u8>> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::Encrypt, key, Some(context), |call, m| {
             if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT_LEN {
                 return Err(Error::invalid(format!(
@@ -126,12 +128,13 @@ impl Client {
 
     /// Like [`Client::decrypt`], but fails with [`Error::IncorrectKey`] unless
     /// the blob names `expected_key` (an id or alias).
-    pub fn decrypt_with_key(
+    pub fn decrypt_with_key<'k>(
         &self,
         ciphertext: &[u8],
         context: &EncryptionContext,
-        expected_key: &str,
+        expected_key: impl Into<KeyRef<'k>>,
     ) -> Result<Decrypted> {
+        let expected_key: KeyRef<'k> = expected_key.into();
         self.decrypt_checked(ciphertext, context, Some(expected_key))
     }
 
@@ -139,7 +142,7 @@ impl Client {
         &self,
         ciphertext: &[u8],
         context: &EncryptionContext,
-        expected_key: Option<&str>,
+        expected_key: Option<KeyRef<'_>>,
     ) -> Result<Decrypted> {
         let parsed = blob::parse(ciphertext);
         let key_id = blob::key_id_of(&parsed);
@@ -168,13 +171,14 @@ impl Client {
     /// (its primary version) in one call: the plaintext never reaches the
     /// caller. Needs `ReEncryptFrom` on the source and `ReEncryptTo` on the
     /// destination.
-    pub fn re_encrypt(
+    pub fn re_encrypt<'k>(
         &self,
         ciphertext: &[u8],
         source_context: &EncryptionContext,
-        destination_key: &str,
+        destination_key: impl Into<KeyRef<'k>>,
         destination_context: &EncryptionContext,
     ) -> Result<Vec<u8>> {
+        let destination_key: KeyRef<'k> = destination_key.into();
         let parsed = blob::parse(ciphertext);
         let key_id = blob::key_id_of(&parsed);
         self.on_ciphertext(
@@ -214,7 +218,12 @@ impl Client {
 
     /// A fresh 256-bit data key: its plaintext and its ciphertext under the
     /// key's primary version, bound to `context`.
-    pub fn generate_data_key(&self, key: &str, context: &EncryptionContext) -> Result<DataKey> {
+    pub fn generate_data_key<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+        context: &EncryptionContext,
+    ) -> Result<DataKey> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GenerateDataKey, key, Some(context), |call, meta| {
             let ctx = context.canonical_bytes()?;
             let dk = self.inner().random_key()?;
@@ -230,11 +239,12 @@ impl Client {
 
     /// A fresh data key, returned only encrypted (for a component that will
     /// decrypt it later).
-    pub fn generate_data_key_without_plaintext(
+    pub fn generate_data_key_without_plaintext<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         context: &EncryptionContext,
     ) -> Result<Vec<u8>> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(
             Action::GenerateDataKeyWithoutPlaintext,
             key,

@@ -15,6 +15,7 @@ use crate::interop::esdk::{
     EsdkOptions, EsdkReader, EsdkSuite, EsdkWriter, TAG_KEY_NAME, TAG_KEY_NAMESPACE,
     check_caller_context, parse_provider_info, provider_info,
 };
+use crate::key::KeyRef;
 use crate::key::{KeyId, KeySpec, RotationKind, SymmetricAlgorithm};
 use crate::random::random_array;
 use crate::secret::SecretBytes;
@@ -99,24 +100,26 @@ impl Client {
     ///
     /// `context` must not use keys beginning with `aws-crypto-`
     /// ([`Error::InvalidArgument`]). See [`crate::interop::esdk`].
-    pub fn esdk_seal(
+    pub fn esdk_seal<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         data: &[u8],
         context: &EncryptionContext,
     ) -> Result<Vec<u8>> {
+        let key: KeyRef<'k> = key.into();
         self.esdk_seal_with(key, data, context, &EsdkOptions::default())
     }
 
     /// [`Client::esdk_seal`] with options: suite, frame length, key
     /// namespace and name.
-    pub fn esdk_seal_with(
+    pub fn esdk_seal_with<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         data: &[u8],
         context: &EncryptionContext,
         options: &EsdkOptions,
     ) -> Result<Vec<u8>> {
+        let key: KeyRef<'k> = key.into();
         let rng = self.inner().rng.clone();
         self.esdk_begin(key, context, options, |b| {
             let mut out = b.header;
@@ -134,13 +137,14 @@ impl Client {
     /// generated and wrapped now (authorized as `GenerateDataKey`), the
     /// header written, and every full frame encrypted as it fills. Call
     /// [`EsdkWriter::finish`] at the end.
-    pub fn esdk_seal_writer<W: Write>(
+    pub fn esdk_seal_writer<'k, W: Write>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         context: &EncryptionContext,
         options: &EsdkOptions,
         out: W,
     ) -> Result<EsdkWriter<W>> {
+        let key: KeyRef<'k> = key.into();
         let rng = self.inner().rng.clone();
         self.esdk_begin(key, context, options, |b| {
             EsdkWriter::start(
@@ -157,12 +161,13 @@ impl Client {
 
     /// Opens an AWS Encryption SDK message with `key` (its namespace and
     /// name from its tags or the defaults; see [`Client::esdk_open_with`]).
-    pub fn esdk_open(
+    pub fn esdk_open<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         message: &[u8],
         required: &EncryptionContext,
     ) -> Result<EsdkOpened> {
+        let key: KeyRef<'k> = key.into();
         self.esdk_open_with(key, message, required, &EsdkOptions::default())
     }
 
@@ -180,13 +185,14 @@ impl Client {
     ///
     /// The encrypted data key does not name a key version, so the key's
     /// versions that may decrypt are tried, newest first.
-    pub fn esdk_open_with(
+    pub fn esdk_open_with<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         message: &[u8],
         required: &EncryptionContext,
         options: &EsdkOptions,
     ) -> Result<EsdkOpened> {
+        let key: KeyRef<'k> = key.into();
         let header = format::parse_header(message);
         self.esdk_unlock(key, header, required, options, |h, cipher, key_id, v| {
             let body = message.get(h.len..).ok_or(Error::DecryptionFailed)?;
@@ -217,13 +223,14 @@ impl Client {
     /// decrypts frame by frame as the returned reader is read. See
     /// [`EsdkReader`] for what is released before the signature verifies
     /// (never the final frame).
-    pub fn esdk_open_reader<R: Read>(
+    pub fn esdk_open_reader<'k, R: Read>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         mut input: R,
         required: &EncryptionContext,
         options: &EsdkOptions,
     ) -> Result<EsdkReader<R>> {
+        let key: KeyRef<'k> = key.into();
         let bytes = crate::interop::esdk::read_header(&mut input);
         let header = bytes
             .as_ref()
@@ -238,7 +245,7 @@ impl Client {
     /// The pipeline for a new ESDK message (action `GenerateDataKey`).
     fn esdk_begin<T>(
         &self,
-        key: &str,
+        key: KeyRef<'_>,
         context: &EncryptionContext,
         options: &EsdkOptions,
         then: impl FnOnce(Begun) -> Result<T>,
@@ -345,7 +352,7 @@ impl Client {
     /// body cipher to `then`.
     fn esdk_unlock<T>(
         &self,
-        key: &str,
+        key: KeyRef<'_>,
         header: Result<Header<'_>>,
         required: &EncryptionContext,
         options: &EsdkOptions,

@@ -6,6 +6,7 @@ use crate::action::Action;
 use crate::backend::material::Material;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::key::KeyRef;
 use crate::key::{CreateKeyOptions, KeyId, KeySpec};
 use crate::random::random_array;
 use crate::secret::SecretBytes;
@@ -96,7 +97,11 @@ impl Client {
     /// Parameters for importing a new version of the symmetric key `key`
     /// (its spec), bound to this caller and to that key, usable once with
     /// [`Client::import_key_version`]. Needs `GetParametersForImport` on the key.
-    pub fn get_parameters_for_key_import(&self, key: &str) -> Result<ImportParameters> {
+    pub fn get_parameters_for_key_import<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+    ) -> Result<ImportParameters> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetParametersForImport, key, None, |_, meta| {
             if meta.spec.symmetric_algorithm().is_none() {
                 return Err(Error::Unsupported(format!(
@@ -185,12 +190,13 @@ impl Client {
     /// [`Client::get_parameters_for_key_import`] as a new, primary version
     /// of that symmetric key (bring your own key, rotated by the
     /// application). Older versions keep decrypting.
-    pub fn import_key_version(
+    pub fn import_key_version<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         import_token: &str,
         wrapped_material: &[u8],
     ) -> Result<u32> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ImportKeyMaterial, key, None, |_, meta| {
             if meta.spec.symmetric_algorithm().is_none() {
                 return Err(Error::Unsupported(format!(

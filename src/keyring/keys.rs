@@ -5,6 +5,7 @@ use super::{AliasEntry, Client, MAX_PAGE_LIMIT, Page};
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::error::{Error, Result};
+use crate::key::KeyRef;
 use crate::key::{
     Alias, CreateKeyOptions, KeyId, KeyListEntry, KeyRecord, KeySpec, MAX_TAGS,
     validate_description, validate_tag,
@@ -125,7 +126,8 @@ impl Client {
     /// A key's description, by id or alias: everything except its policy
     /// and grants (read those with [`Client::get_key_policy`] and
     /// [`Client::list_grants`]).
-    pub fn describe_key(&self, key: &str) -> Result<KeyRecord> {
+    pub fn describe_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<KeyRecord> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::DescribeKey, key, None, |_, m| Ok(m.record.clone()))
     }
 
@@ -165,7 +167,8 @@ impl Client {
 
     /// Creates `alias` (`alias/...`) pointing at `key`. Needs `CreateAlias`
     /// on `key`.
-    pub fn create_alias(&self, alias: &str, key: &str) -> Result<()> {
+    pub fn create_alias<'k>(&self, alias: &str, key: impl Into<KeyRef<'k>>) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         let alias = Alias::parse_user(alias)?;
         self.on_key(Action::CreateAlias, key, None, |_, m| {
             self.inner().store.create_alias(&alias, &m.key_id)
@@ -178,7 +181,8 @@ impl Client {
     /// principal's alias. The store repoints the alias only if it still
     /// names the key the caller was authorized on (else [`Error::Conflict`],
     /// nothing changed).
-    pub fn update_alias(&self, alias: &str, key: &str) -> Result<()> {
+    pub fn update_alias<'k>(&self, alias: &str, key: impl Into<KeyRef<'k>>) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         let parsed = Alias::parse_user(alias)?;
         self.on_key(Action::UpdateAlias, parsed.as_str(), None, |_, m| {
             let current = m;
@@ -230,7 +234,12 @@ impl Client {
     // ---- tags -------------------------------------------------------------
 
     /// Adds or replaces tags on a key (at most 50 tags in all).
-    pub fn tag_resource(&self, key: &str, tags: &[(&str, &str)]) -> Result<()> {
+    pub fn tag_resource<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+        tags: &[(&str, &str)],
+    ) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::TagResource, key, None, |_, m| {
             for (k, v) in tags {
                 validate_tag(k, v)?;
@@ -246,7 +255,8 @@ impl Client {
     }
 
     /// Removes tags from a key; absent tag keys are ignored.
-    pub fn untag_resource(&self, key: &str, tag_keys: &[&str]) -> Result<()> {
+    pub fn untag_resource<'k>(&self, key: impl Into<KeyRef<'k>>, tag_keys: &[&str]) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::UntagResource, key, None, |_, m| {
             self.inner().store.update_key(&m.key_id, &mut |meta| {
                 for k in tag_keys {
@@ -259,7 +269,11 @@ impl Client {
     }
 
     /// A key's tags.
-    pub fn list_resource_tags(&self, key: &str) -> Result<BTreeMap<String, String>> {
+    pub fn list_resource_tags<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+    ) -> Result<BTreeMap<String, String>> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ListResourceTags, key, None, |_, m| {
             Ok(m.tags.clone())
         })

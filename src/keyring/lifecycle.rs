@@ -6,6 +6,7 @@ use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::key::KeyRef;
 use crate::key::{KeyId, KeyState, RotationKind};
 use crate::store::KeyMetadata;
 
@@ -101,7 +102,8 @@ impl KeyRing {
 impl Client {
     /// Enables a disabled key. A key pending deletion must have its deletion
     /// cancelled first.
-    pub fn enable_key(&self, key: &str) -> Result<()> {
+    pub fn enable_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::EnableKey, key, None, |_, m| {
             self.inner()
                 .set_state(&m.key_id, Action::EnableKey, |s| match s {
@@ -114,7 +116,8 @@ impl Client {
 
     /// Disables a key: it refuses every cryptographic operation, decryption
     /// included, with [`Error::InvalidKeyState`], until enabled again.
-    pub fn disable_key(&self, key: &str) -> Result<()> {
+    pub fn disable_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::DisableKey, key, None, |_, m| {
             self.inner()
                 .set_state(&m.key_id, Action::DisableKey, |s| match s {
@@ -130,7 +133,12 @@ impl Client {
     /// key refuses every cryptographic operation and the deletion can be
     /// cancelled; after it, every version's material is destroyed and the
     /// key is gone: ciphertexts under it can never be decrypted again.
-    pub fn schedule_key_deletion(&self, key: &str, window_days: Option<u32>) -> Result<Timestamp> {
+    pub fn schedule_key_deletion<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+        window_days: Option<u32>,
+    ) -> Result<Timestamp> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ScheduleKeyDeletion, key, None, |_, m| {
             let days = window_days.unwrap_or(DEFAULT_DELETION_WINDOW_DAYS);
             if !DELETION_WINDOW_DAYS.contains(&days) {
@@ -154,7 +162,8 @@ impl Client {
 
     /// Cancels a scheduled deletion. The key becomes Disabled (as in AWS
     /// KMS): enable it explicitly to use it again.
-    pub fn cancel_key_deletion(&self, key: &str) -> Result<()> {
+    pub fn cancel_key_deletion<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::CancelKeyDeletion, key, None, |_, m| {
             self.inner()
                 .set_state(&m.key_id, Action::CancelKeyDeletion, |s| match s {

@@ -9,6 +9,7 @@ use crate::envelope::stream::{OpenReader, SealWriter, read_header};
 use crate::envelope::{EncryptionContext, Opened, SealOptions};
 use crate::error::{Error, Result};
 use crate::key::KeyId;
+use crate::key::KeyRef;
 use crate::random::random_array;
 use crate::secret::SecretBytes;
 use std::io::{Read, Write};
@@ -38,18 +39,25 @@ impl Client {
     /// Encrypts data of any size into a self-contained envelope message: a
     /// fresh data key wrapped by `key`, a key commitment, the context, and the
     /// data in 64 KiB frames. Authorized as `GenerateDataKey`.
-    pub fn seal(&self, key: &str, data: &[u8], context: &EncryptionContext) -> Result<Vec<u8>> {
+    pub fn seal<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+        data: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>> {
+        let key: KeyRef<'k> = key.into();
         self.seal_with(key, data, context, SealOptions::default())
     }
 
     /// [`Client::seal`] with options (frame length).
-    pub fn seal_with(
+    pub fn seal_with<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         data: &[u8],
         context: &EncryptionContext,
         options: SealOptions,
     ) -> Result<Vec<u8>> {
+        let key: KeyRef<'k> = key.into();
         self.begin_message(key, context, options, |header, derived, message_id| {
             message::encrypt_body(header, &derived, &message_id, options.frame_len, data)
         })
@@ -58,14 +66,15 @@ impl Client {
     /// [`Client::seal_with`] appending the message to `out` (a buffer the
     /// caller reuses across calls on a hot path): `out` grows once, by the
     /// message's size. On failure `out` is left as it was.
-    pub fn seal_into(
+    pub fn seal_into<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         data: &[u8],
         context: &EncryptionContext,
         options: SealOptions,
         out: &mut Vec<u8>,
     ) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         let start = out.len();
         let result = self.begin_message(key, context, options, |header, derived, message_id| {
             out.extend_from_slice(&header);
@@ -82,7 +91,7 @@ impl Client {
     /// and the header up to the commitment, handed to `then`.
     pub(crate) fn begin_message<T>(
         &self,
-        key: &str,
+        key: KeyRef<'_>,
         context: &EncryptionContext,
         options: SealOptions,
         then: impl FnOnce(Vec<u8>, message::Derived, [u8; message::MESSAGE_ID_LEN]) -> Result<T>,
@@ -229,13 +238,14 @@ impl Client {
     /// generated and wrapped now (authorized as `GenerateDataKey`), the
     /// header written, and every full frame encrypted as it fills. Call
     /// [`SealWriter::finish`] at the end. Memory use is about two frames.
-    pub fn seal_writer<W: Write>(
+    pub fn seal_writer<'k, W: Write>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         context: &EncryptionContext,
         options: SealOptions,
         out: W,
     ) -> Result<SealWriter<W>> {
+        let key: KeyRef<'k> = key.into();
         self.begin_message(key, context, options, |header, derived, message_id| {
             SealWriter::start(out, header, derived, message_id, options.frame_len)
         })

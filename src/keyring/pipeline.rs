@@ -21,7 +21,7 @@ use super::{Client, Inner};
 use crate::action::Action;
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
-use crate::key::{Alias, KeyId, KeyState, RotationKind, SymmetricAlgorithm};
+use crate::key::{Alias, KeyId, KeyRef, KeyState, RotationKind, SymmetricAlgorithm};
 use crate::policy::{Decision, Reason};
 use crate::principal::Principal;
 use crate::store::KeyMetadata;
@@ -33,7 +33,7 @@ enum Target<'a> {
     /// No key: ring-wide (CreateKey, ListKeys, GenerateRandom).
     Ring,
     /// A key id or alias from the caller.
-    Ref(&'a str),
+    Ref(KeyRef<'a>),
     /// A key id read from a ciphertext (an error if the ciphertext is malformed).
     Id(Result<KeyId>),
 }
@@ -204,7 +204,8 @@ impl Inner {
     }
 
     /// A key by id or alias.
-    pub(crate) fn resolve(&self, key_ref: &str) -> Result<Arc<KeyMetadata>> {
+    pub(crate) fn resolve<'k>(&self, key_ref: impl Into<KeyRef<'k>>) -> Result<Arc<KeyMetadata>> {
+        let key_ref = key_ref.into().as_str();
         if key_ref.starts_with(Alias::PREFIX) {
             let alias = Alias::parse(key_ref)?;
             let id = self
@@ -309,14 +310,14 @@ impl Client {
     }
 
     /// The door for operations on a key the caller names (id or alias).
-    pub(crate) fn on_key<T>(
+    pub(crate) fn on_key<'k, T>(
         &self,
         action: Action,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         context: Option<&EncryptionContext>,
         work: impl FnOnce(&Call<'_>, &Arc<KeyMetadata>) -> Result<T>,
     ) -> Result<T> {
-        self.keyed(action, Target::Ref(key), context, None, work)
+        self.keyed(action, Target::Ref(key.into()), context, None, work)
     }
 
     /// The door for ring-wide operations (no key).
@@ -351,13 +352,13 @@ impl Client {
 
     /// [`Client::on_key`] where the grantee or retiring principal of the
     /// grant `party_of` is allowed too (the rule of `RetireGrant`).
-    pub(crate) fn on_key_as_grant_party<T>(
+    pub(crate) fn on_key_as_grant_party<'k, T>(
         &self,
         action: Action,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         party_of: Option<&str>,
         work: impl FnOnce(&Call<'_>, &Arc<KeyMetadata>) -> Result<T>,
     ) -> Result<T> {
-        self.keyed(action, Target::Ref(key), None, party_of, work)
+        self.keyed(action, Target::Ref(key.into()), None, party_of, work)
     }
 }

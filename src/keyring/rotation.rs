@@ -4,6 +4,7 @@ use super::{Client, Inner};
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::error::{Error, Result};
+use crate::key::KeyRef;
 use crate::key::{KeyState, KeyVersionInfo, RotationKind, RotationRecord, RotationSchedule};
 use crate::store::KeyMetadata;
 use std::sync::Arc;
@@ -145,11 +146,12 @@ impl Client {
     ///
     /// Rotation applies to symmetric encryption keys: a new version becomes
     /// primary, and every earlier version keeps decrypting what it encrypted.
-    pub fn enable_key_rotation(
+    pub fn enable_key_rotation<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         period_days: Option<u32>,
     ) -> Result<RotationSchedule> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::EnableKeyRotation, key, None, |_, meta| {
             let period = period_days.unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS);
             if !ROTATION_PERIOD_DAYS.contains(&period) {
@@ -174,7 +176,8 @@ impl Client {
     }
 
     /// Turns off automatic rotation. Managed keys cannot turn it off.
-    pub fn disable_key_rotation(&self, key: &str) -> Result<()> {
+    pub fn disable_key_rotation<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::DisableKeyRotation, key, None, |_, meta| {
             if meta.manager == crate::key::KeyManager::Managed {
                 return Err(Error::invalid(
@@ -190,7 +193,11 @@ impl Client {
     }
 
     /// The key's rotation schedule, primary version, floors and metering.
-    pub fn get_key_rotation_status(&self, key: &str) -> Result<RotationStatus> {
+    pub fn get_key_rotation_status<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+    ) -> Result<RotationStatus> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetKeyRotationStatus, key, None, |_, meta| {
             Ok(RotationStatus {
                 schedule: meta.rotation,
@@ -207,7 +214,8 @@ impl Client {
 
     /// Rotates the key now and returns the new primary version. Works on an
     /// enabled or disabled key (not one pending deletion).
-    pub fn rotate_key_on_demand(&self, key: &str) -> Result<u32> {
+    pub fn rotate_key_on_demand<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<u32> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::RotateKeyOnDemand, key, None, |_, meta| {
             rotatable(meta)?;
             if matches!(meta.state, KeyState::PendingDeletion { .. }) {
@@ -225,7 +233,11 @@ impl Client {
     }
 
     /// Every rotation of the key, oldest first, with time and kind.
-    pub fn list_key_rotations(&self, key: &str) -> Result<Vec<RotationRecord>> {
+    pub fn list_key_rotations<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+    ) -> Result<Vec<RotationRecord>> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ListKeyRotations, key, None, |_, m| {
             Ok(m.rotations.clone())
         })
@@ -237,12 +249,13 @@ impl Client {
     /// must be at least `min_encrypt`. `None` leaves a floor unchanged.
     /// Floors cannot exceed the newest version, and `min_encrypt` cannot be
     /// below `min_decrypt` (what is encrypted must stay decryptable).
-    pub fn update_key_version_floors(
+    pub fn update_key_version_floors<'k>(
         &self,
-        key: &str,
+        key: impl Into<KeyRef<'k>>,
         min_decrypt: Option<u32>,
         min_encrypt: Option<u32>,
     ) -> Result<()> {
+        let key: KeyRef<'k> = key.into();
         self.on_key(Action::UpdateKeyVersionFloors, key, None, |_, meta| {
             self.inner().store.update_key(&meta.key_id, &mut |k| {
                 let dec = min_decrypt.unwrap_or(k.min_decrypt_version);
@@ -285,12 +298,13 @@ impl Client {
     /// `GenerateDataKey`), keeping its context and frame length. The
     /// plaintext never reaches the caller. Pass the message's own key to
     /// move old messages to the newest version after a rotation.
-    pub fn re_encrypt_message(
+    pub fn re_encrypt_message<'k>(
         &self,
         message: &[u8],
         context: &crate::EncryptionContext,
-        destination_key: &str,
+        destination_key: impl Into<KeyRef<'k>>,
     ) -> Result<Vec<u8>> {
+        let destination_key: KeyRef<'k> = destination_key.into();
         let opened = self.open(message, context)?;
         let frame_len = match crate::envelope::inspect(message)? {
             crate::envelope::CiphertextInfo::Message { frame_len, .. } => frame_len,
