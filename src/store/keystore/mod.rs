@@ -1,0 +1,775 @@
+//! The on-disk keystore shared by [`super::FileStore`] and
+//! [`crate::backend::FileBackend`]: one directory, one root key, one record
+//! format (docs/FORMAT.md, "File keystore").
+
+use crate::crypto::{Cipher, NONCE_LEN};
+use crate::error::{Error, Result};
+use crate::key::SymmetricAlgorithm;
+use crate::random::{OsRandom, RandomSource, random_array};
+use crate::secret::SecretBytes;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+mod backup;
+mod keys;
+mod manifest;
+mod options;
+mod records;
+
+pub use backup::{export_backup, restore_backup, rotate_root_key};
+use keys::*;
+use manifest::*;
+pub use options::*;
+use records::*;
+
+const MAGIC: &[u8; 4] = b"SRKS";
+const RECORD_VERSION: u8 = 2;
+/// The keystore format this version reads and writes (header `version`).
+const FORMAT_VERSION: u32 = 2;
+const HEADER: &str = "header.json";
+const MANIFEST: &str = "MANIFEST";
+const MANIFEST_DIR: &str = "manifest";
+const MANIFEST_MAGIC: &[u8; 4] = b"SRKM";
+const SHARD_MAGIC: &[u8; 4] = b"SRKN";
+/// Manifest shards: a change rewrites one shard, not the whole manifest.
+const SHARDS: usize = 256;
+const ROTATION_MARKER: &str = "ROOT-ROTATION.json";
+const CHECK_TEXT: &[u8] = b"strongroom keystore check";
+const RECORD_DIRS: [&str; 3] = ["keys", "material", "aliases"];
+const HKDF_SALT: &[u8] = b"strongroom keystore v2";
+
+/// Record kinds (bound into each record's associated data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Check = 0,
+    Key = 1,
+    Material = 2,
+    Alias = 3,
+}
+
+fn io_err(file: &Path, what: &str, e: io::Error) -> Error {
+    Error::Other(Arc::new(io::Error::new(
+        e.kind(),
+        format!("keystore: {what} {}: {e}", file.display()),
+    )))
+}
+
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, "read", e)),
+    }
+}
+
+/// The effective user id of this process, without `unsafe`: from
+/// `/proc/self/status` where there is one, else from the owner of a file
+/// this process creates.
+fn current_uid(probe_dir: &Path) -> Result<u32> {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(uid) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|e| e.parse().ok())
+    {
+        return Ok(uid);
+    }
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(|_| Error::Random)?;
+    let probe = probe_dir.join(format!(".tmp-uid-{}", hex(&suffix)));
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)
+        .map_err(|e| io_err(&probe, "create", e))?;
+    let uid = f.metadata().map_err(|e| io_err(&probe, "stat", e))?.uid();
+    let _ = std::fs::remove_file(&probe);
+    Ok(uid)
+}
+
+/// Refuses a directory that another user could write (group/world
+/// writable, or owned by another user).
+fn check_dir(dir: &Path, uid: u32) -> Result<()> {
+    let m = std::fs::metadata(dir).map_err(|e| io_err(dir, "stat", e))?;
+    if !m.is_dir() {
+        return Err(Error::Configuration(format!(
+            "keystore path {} is not a directory",
+            dir.display()
+        )));
+    }
+    if m.uid() != uid {
+        return Err(Error::Configuration(format!(
+            "keystore directory {} belongs to user {}, not to this process's user {uid}: \
+             its owner could replace the store's files; use a directory of your own",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    if m.permissions().mode() & 0o022 != 0 {
+        return Err(Error::Configuration(format!(
+            "keystore directory {} is writable by its group or by others (mode {:03o}): \
+             they could replace the store's files or hold its lock; make it private \
+             (chmod 700)",
+            dir.display(),
+            m.permissions().mode() & 0o777
+        )));
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_err(dir, "create", e))
+}
+
+/// Waits for the cross-process lock until `deadline`, polling.
+fn flock_bounded(file: &File, path: &Path, timeout: Duration, deadline: Instant) -> Result<()> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(path, "lock", e)),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Other(Arc::new(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "keystore: {} is held by another ring or process; gave up after {timeout:?}",
+                    path.display()
+                ),
+            ))));
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Identity of one version of a file: replacing it by rename changes the
+/// inode, writing it in place changes the ctime.
+type StatSig = (u64, u64, u64, i64, i64, i64, i64);
+
+fn stat_sig(m: &std::fs::Metadata) -> StatSig {
+    (
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+#[derive(Debug, Default)]
+struct LockState {
+    owner: Option<ThreadId>,
+    depth: usize,
+}
+
+/// The keystore: directory, keys, storage, lock, manifest.
+pub(crate) struct Keystore {
+    pub dir: PathBuf,
+    keys: Keys,
+    store_id: [u8; 16],
+    header_bytes: Vec<u8>,
+    storage: Arc<dyn Storage>,
+    durability: Durability,
+    lock_file: File,
+    lock_timeout: Duration,
+    lock_state: Mutex<LockState>,
+    lock_cv: Condvar,
+    view: RwLock<View>,
+    rng: Arc<dyn RandomSource>,
+}
+
+impl fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keystore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Holds the keystore's cross-process write lock (re-entrant within a
+/// thread: a backend write inside a store update joins it).
+pub(crate) struct WriteLock<'a> {
+    ks: &'a Keystore,
+}
+
+impl Drop for WriteLock<'_> {
+    fn drop(&mut self) {
+        let mut st = self.ks.lock_state.lock().unwrap_or_else(|e| e.into_inner());
+        st.depth = st.depth.saturating_sub(1);
+        if st.depth == 0 {
+            let _ = self.ks.lock_file.unlock();
+            st.owner = None;
+            self.ks.lock_cv.notify_all();
+        }
+    }
+}
+
+impl Keystore {
+    /// Opens or creates the keystore at `dir`.
+    pub(crate) fn open(
+        dir: &Path,
+        root: &RootKey,
+        options: &KeystoreOptions,
+    ) -> Result<Arc<Keystore>> {
+        create_private_dir(dir)?;
+        let uid = current_uid(dir)?;
+        check_dir(dir, uid)?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, "open", e))?;
+        let lm = lock_file
+            .metadata()
+            .map_err(|e| io_err(&lock_path, "stat", e))?;
+        if lm.permissions().mode() & 0o077 != 0 && lm.uid() == uid {
+            lock_file
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io_err(&lock_path, "chmod", e))?;
+        }
+        let rng: Arc<dyn RandomSource> = Arc::new(OsRandom);
+        let deadline = Instant::now() + options.lock_timeout;
+        flock_bounded(&lock_file, &lock_path, options.lock_timeout, deadline)?;
+        let result = Self::open_locked(dir, uid, root, options, rng.as_ref());
+        let _ = lock_file.unlock();
+        let (keys, store_id, header_bytes, view) = result?;
+        Ok(Arc::new(Keystore {
+            dir: dir.to_path_buf(),
+            keys,
+            store_id,
+            header_bytes,
+            storage: options.storage.clone(),
+            durability: options.durability,
+            lock_file,
+            lock_timeout: options.lock_timeout,
+            lock_state: Mutex::new(LockState::default()),
+            lock_cv: Condvar::new(),
+            view: RwLock::new(view),
+            rng,
+        }))
+    }
+
+    /// Under the lock: verifies the root key before changing anything, then
+    /// recovers (finishes a committed root rotation, removes leftovers) and
+    /// reads the manifest.
+    fn open_locked(
+        dir: &Path,
+        uid: u32,
+        root: &RootKey,
+        options: &KeystoreOptions,
+        rng: &dyn RandomSource,
+    ) -> Result<(Keys, [u8; 16], Vec<u8>, View)> {
+        let storage = options.storage.as_ref();
+        let weak = options.allow_weak_argon2;
+        if let Some(mb) = read_opt(&dir.join(ROTATION_MARKER))? {
+            let marker: RotationMarker = serde_json::from_slice(&mb).map_err(|e| {
+                corrupt_file(ROTATION_MARKER, format!("not a rotation marker: {e}"))
+            })?;
+            let header = parse_header(marker.header.as_bytes(), ROTATION_MARKER)?;
+            // Only the new root key may finish the rotation.
+            let (_, keys, store_id) = verify_root(root, &header, ROTATION_MARKER, weak)?;
+            let manifest = unhex(&marker.manifest)
+                .ok_or_else(|| corrupt_file(ROTATION_MARKER, "bad manifest"))?;
+            match decode_top(&keys.mac, &store_id, &manifest) {
+                Ok(_) => {}
+                Err(ViewErr::E(e)) => return Err(e),
+                Err(_) => return Err(corrupt_file(ROTATION_MARKER, "manifest not authentic")),
+            }
+            finish_rotation(dir, storage, options.durability, &marker)?;
+        }
+        let Some(header_bytes) = read_opt(&dir.join(HEADER))? else {
+            // A store whose header is gone is not silently replaced by a new,
+            // empty one (whose first open would remove the old records).
+            for sub in RECORD_DIRS {
+                let d = dir.join(sub);
+                if std::fs::read_dir(&d).is_ok_and(|mut e| e.next().is_some()) {
+                    return Err(corrupt_file(
+                        HEADER,
+                        format!("missing, but {sub}/ holds records: restore it from a backup"),
+                    ));
+                }
+            }
+            return Self::create(dir, root, options, rng);
+        };
+        let header = parse_header(&header_bytes, HEADER)?;
+        let (_, keys, store_id) = verify_root(root, &header, HEADER, weak)?;
+        // The key is right: from here on, repairs are allowed.
+        for sub in RECORD_DIRS.iter().chain([&MANIFEST_DIR]) {
+            let d = dir.join(sub);
+            create_private_dir(&d)?;
+            check_dir(&d, uid)?;
+        }
+        let view = match read_view(dir, &keys.mac, &store_id, None) {
+            Ok(v) => v,
+            Err(ViewErr::E(e)) => return Err(e),
+            Err(ViewErr::NotAuthentic(f)) => {
+                return Err(corrupt_file(
+                    &f,
+                    "not authentic: tampered, truncated, or from another store",
+                ));
+            }
+            Err(ViewErr::Retry) => {
+                return Err(corrupt_file(
+                    MANIFEST,
+                    "a manifest shard it lists is missing (deleted or rolled back)",
+                ));
+            }
+        };
+        collect_garbage(dir, storage, options.durability, &view)?;
+        Ok((keys, store_id, header_bytes, view))
+    }
+
+    /// A new, empty store: directories, an empty manifest, then the header
+    /// (whose presence means the store exists).
+    fn create(
+        dir: &Path,
+        root: &RootKey,
+        options: &KeystoreOptions,
+        rng: &dyn RandomSource,
+    ) -> Result<(Keys, [u8; 16], Vec<u8>, View)> {
+        for sub in RECORD_DIRS.iter().chain([&MANIFEST_DIR]) {
+            create_private_dir(&dir.join(sub))?;
+        }
+        let store_id: [u8; 16] = random_array(rng)?;
+        let kdf = new_kdf(root, options, rng)?;
+        let root_bytes = derive_root(root, &kdf, options.allow_weak_argon2)?;
+        let keys = derive_keys(&root_bytes)?;
+        let storage = options.storage.as_ref();
+        let top = encode_top(&keys.mac, &store_id, 0, &[0; SHARDS])?;
+        atomic_write(storage, options.durability, dir, MANIFEST, &top)?;
+        let header_bytes = build_header(kdf, &keys, &store_id, rng)?;
+        atomic_write(storage, options.durability, dir, HEADER, &header_bytes)?;
+        let view = match read_view(dir, &keys.mac, &store_id, None) {
+            Ok(v) => v,
+            Err(ViewErr::E(e)) => return Err(e),
+            Err(_) => return Err(corrupt_file(MANIFEST, "changed while being created")),
+        };
+        Ok((keys, store_id, header_bytes, view))
+    }
+
+    /// The cross-process write lock, waited for at most the lock timeout.
+    /// Brings the manifest up to date before returning.
+    pub(crate) fn lock(&self) -> Result<WriteLock<'_>> {
+        let me = std::thread::current().id();
+        let deadline = Instant::now() + self.lock_timeout;
+        let lock_path = self.dir.join("LOCK");
+        {
+            let mut st = self.lock_state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.owner == Some(me) {
+                st.depth += 1;
+                return Ok(WriteLock { ks: self });
+            }
+            while st.owner.is_some() {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Error::Other(Arc::new(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "keystore: {} is held by another thread; gave up after {:?}",
+                            lock_path.display(),
+                            self.lock_timeout
+                        ),
+                    ))));
+                }
+                st = self
+                    .lock_cv
+                    .wait_timeout(st, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            st.owner = Some(me);
+            st.depth = 1;
+        }
+        // From here the guard releases the in-process lock whatever happens
+        // (unlocking a file lock not taken is harmless).
+        let guard = WriteLock { ks: self };
+        flock_bounded(&self.lock_file, &lock_path, self.lock_timeout, deadline)?;
+        if self.dir.join(ROTATION_MARKER).exists() {
+            return Err(Error::Configuration(
+                "an interrupted root-key rotation is pending in this keystore: open it \
+                 with the new root key to finish the rotation"
+                    .into(),
+            ));
+        }
+        self.refresh()?;
+        Ok(guard)
+    }
+
+    /// Brings this ring's view of the manifest up to date: a `stat` when
+    /// nothing changed, else the manifest and the changed shards. Fails if
+    /// the manifest went back in time, or no longer authenticates (the root
+    /// key was rotated: [`Error::WrongRootKey`]).
+    pub(crate) fn refresh(&self) -> Result<()> {
+        let path = self.dir.join(MANIFEST);
+        for _ in 0..8 {
+            let sig = match std::fs::metadata(&path) {
+                Ok(m) => Some(stat_sig(&m)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_err(&path, "stat", e)),
+            };
+            let old = {
+                let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+                if sig.is_some() && sig == v.stat {
+                    return Ok(());
+                }
+                v.clone()
+            };
+            match read_view(&self.dir, &self.keys.mac, &self.store_id, Some(&old)) {
+                Ok(v) => {
+                    let mut cur = self.view.write().unwrap_or_else(|e| e.into_inner());
+                    if v.counter < cur.counter {
+                        return Err(corrupt_file(
+                            MANIFEST,
+                            format!(
+                                "the store went back from change {} to change {}: \
+                                 rolled back to an older copy",
+                                cur.counter, v.counter
+                            ),
+                        ));
+                    }
+                    *cur = v;
+                    return Ok(());
+                }
+                Err(ViewErr::Retry) => continue,
+                Err(ViewErr::E(e)) => return Err(e),
+                Err(ViewErr::NotAuthentic(f)) => {
+                    let header = std::fs::read(self.dir.join(HEADER)).unwrap_or_default();
+                    if header != self.header_bytes || self.dir.join(ROTATION_MARKER).exists() {
+                        // Rotated under us: this ring's key is no longer the store's.
+                        return Err(Error::WrongRootKey);
+                    }
+                    return Err(corrupt_file(
+                        &f,
+                        "not authentic: tampered, truncated, or from another store",
+                    ));
+                }
+            }
+        }
+        Err(corrupt_file(MANIFEST, "changing too fast to read"))
+    }
+
+    /// The store-wide change counter of this ring's view.
+    pub(crate) fn counter(&self) -> u64 {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).counter
+    }
+
+    /// The generation of record `name` in this ring's view.
+    pub(crate) fn gen_of(&self, name: &str) -> Option<u64> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).shards[shard_of(name)]
+            .entries
+            .get(name)
+            .copied()
+    }
+
+    /// Every record under `sub/` with its generation.
+    pub(crate) fn names(&self, sub: &str) -> Vec<(String, u64)> {
+        let prefix = format!("{sub}/");
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        v.shards
+            .iter()
+            .flat_map(|s| s.entries.iter())
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .map(|(n, g)| (n.clone(), *g))
+            .collect()
+    }
+
+    /// The record name of an alias.
+    pub(crate) fn alias_name(&self, alias: &str) -> Result<String> {
+        alias_name_with(&self.keys.names, alias)
+    }
+
+    /// Reads and authenticates the current generation of record `name`:
+    /// `None` if the manifest does not list it.
+    pub(crate) fn read(&self, kind: Kind, name: &str) -> Result<Option<(u64, Zeroizing<Vec<u8>>)>> {
+        for _ in 0..8 {
+            let Some(gn) = self.gen_of(name) else {
+                return Ok(None);
+            };
+            let rel = record_file(name, gn);
+            let path = self.dir.join(&rel);
+            match std::fs::read(&path) {
+                Ok(b) => {
+                    return open_with(&self.keys.record, kind, &self.store_id, gn, &rel, &b)
+                        .map(|pt| Some((gn, pt)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Replaced by a newer change since this view was read?
+                    let before = self.counter();
+                    self.refresh()?;
+                    if self.counter() == before {
+                        return Err(corrupt_file(
+                            &rel,
+                            "missing: the manifest lists it (deleted or rolled back)",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io_err(&path, "read", e)),
+            }
+        }
+        Err(corrupt_file(name, "changing too fast to read"))
+    }
+
+    /// Writes records and removes others as one change (one manifest
+    /// commit), under the lock. Returns the new change counter. On error
+    /// nothing changed, unless only the final directory fsync failed (then
+    /// the change is visible but may not survive a power loss).
+    pub(crate) fn apply(
+        &self,
+        _lock: &WriteLock<'_>,
+        puts: &[(Kind, &str, &[u8])],
+        removes: &[&str],
+    ) -> Result<u64> {
+        let cur = self.view.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let gn = cur
+            .counter
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid("keystore change counter exhausted"))?;
+        let mut shards = cur.shards.clone();
+        let mut written: Vec<PathBuf> = Vec::new();
+        let mut obsolete: Vec<PathBuf> = Vec::new();
+        let mut committed = false;
+        let result = (|| -> Result<()> {
+            let mut touched = BTreeSet::new();
+            for (kind, name, pt) in puts {
+                if !valid_name(name) {
+                    return Err(Error::invalid(format!("bad record name {name:?}")));
+                }
+                let rel = record_file(name, gn);
+                let bytes = seal_with(
+                    &self.keys.record,
+                    self.rng.as_ref(),
+                    *kind,
+                    &self.store_id,
+                    gn,
+                    &rel,
+                    pt,
+                )?;
+                self.write_new(&rel, &bytes, &mut written)?;
+                let i = shard_of(name);
+                if let Some(old) = Arc::make_mut(&mut shards[i])
+                    .entries
+                    .insert((*name).to_owned(), gn)
+                {
+                    obsolete.push(self.dir.join(record_file(name, old)));
+                }
+                touched.insert(i);
+            }
+            for name in removes {
+                let i = shard_of(name);
+                if let Some(old) = Arc::make_mut(&mut shards[i]).entries.remove(*name) {
+                    obsolete.push(self.dir.join(record_file(name, old)));
+                    touched.insert(i);
+                }
+            }
+            for &i in &touched {
+                let s = Arc::make_mut(&mut shards[i]);
+                if s.gn > 0 {
+                    obsolete.push(self.dir.join(shard_file(i, s.gn)));
+                }
+                if s.entries.is_empty() {
+                    s.gn = 0;
+                } else {
+                    s.gn = gn;
+                    let bytes = encode_shard(&self.keys.mac, &self.store_id, i, s)?;
+                    self.write_new(&shard_file(i, gn), &bytes, &mut written)?;
+                }
+            }
+            // The new files reach the disk before the manifest names them.
+            if self.durability == Durability::Full {
+                let dirs: BTreeSet<&Path> = written.iter().filter_map(|p| p.parent()).collect();
+                for d in dirs {
+                    self.storage
+                        .fsync_dir(d)
+                        .map_err(|e| io_err(d, "fsync", e))?;
+                }
+            }
+            let gens: Vec<u64> = shards.iter().map(|s| s.gn).collect();
+            let top = encode_top(&self.keys.mac, &self.store_id, gn, &gens)?;
+            // The commit point.
+            self.write_file(MANIFEST, &top).map_err(|(renamed, e)| {
+                committed = renamed;
+                e
+            })?;
+            committed = true;
+            Ok(())
+        })();
+        if !committed {
+            for p in &written {
+                let _ = std::fs::remove_file(p);
+            }
+            return result.map(|_| gn);
+        }
+        let stat = std::fs::metadata(self.dir.join(MANIFEST))
+            .ok()
+            .map(|m| stat_sig(&m));
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = View {
+            counter: gn,
+            stat,
+            shards,
+        };
+        // Superseded files: best effort, and not fsynced (whatever a crash
+        // leaves is unreferenced, and the next open removes it).
+        for p in &obsolete {
+            let _ = self.storage.remove(p);
+        }
+        result.map(|_| gn)
+    }
+
+    /// Writes a file under a name no manifest references yet (so it needs
+    /// no temp file and rename: until the commit, nobody reads it).
+    fn write_new(&self, rel: &str, bytes: &[u8], written: &mut Vec<PathBuf>) -> Result<()> {
+        let path = self.dir.join(rel);
+        written.push(path.clone());
+        self.storage
+            .write(&path, bytes)
+            .map_err(|e| io_err(&path, "write", e))?;
+        if self.durability == Durability::Full {
+            self.storage
+                .fsync(&path)
+                .map_err(|e| io_err(&path, "fsync", e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `rel` atomically; the error says whether the rename happened.
+    fn write_file(&self, rel: &str, bytes: &[u8]) -> std::result::Result<(), (bool, Error)> {
+        let path = self.dir.join(rel);
+        let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_owned();
+        atomic_write_inner(self.storage.as_ref(), self.durability, &dir, &name, bytes)
+    }
+
+    /// Re-encrypts every record under `new_root`, crash-safely: all records
+    /// and manifest shards are written under the new key as new files, then
+    /// a marker holding the new header and manifest commits the switch, then
+    /// the manifest and header are replaced and the old files removed. An
+    /// interrupted rotation is finished (marker present, by an open with the
+    /// new key) or forgotten (no marker: the new files are unreferenced).
+    pub(crate) fn rotate_root(&self, new_root: &RootKey, options: &KeystoreOptions) -> Result<()> {
+        let _lock = self.lock()?;
+        let kdf = new_kdf(new_root, options, self.rng.as_ref())?;
+        let root_bytes = derive_root(new_root, &kdf, options.allow_weak_argon2)?;
+        let new_keys = derive_keys(&root_bytes)?;
+        let cur = self.view.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let gn = cur
+            .counter
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid("keystore change counter exhausted"))?;
+        let mut shards: Vec<Shard> = vec![Shard::default(); SHARDS];
+        for s in &cur.shards {
+            for name in s.entries.keys() {
+                let kind = kind_of(name).ok_or_else(|| corrupt_file(name, "unknown record"))?;
+                let (_, pt) = self
+                    .read(kind, name)?
+                    .ok_or_else(|| corrupt_file(name, "vanished during rotation"))?;
+                let new_name = if kind == Kind::Alias {
+                    let (alias, _): (String, serde_json::Value) = serde_json::from_slice(&pt)
+                        .map_err(|e| corrupt_file(name, format!("bad alias record: {e}")))?;
+                    alias_name_with(&new_keys.names, &alias)?
+                } else {
+                    name.clone()
+                };
+                let rel = record_file(&new_name, gn);
+                let sealed = seal_with(
+                    &new_keys.record,
+                    self.rng.as_ref(),
+                    kind,
+                    &self.store_id,
+                    gn,
+                    &rel,
+                    &pt,
+                )?;
+                self.write_file(&rel, &sealed).map_err(|(_, e)| e)?;
+                shards[shard_of(&new_name)].entries.insert(new_name, gn);
+            }
+        }
+        let mut gens = vec![0u64; SHARDS];
+        for (i, s) in shards.iter_mut().enumerate() {
+            if !s.entries.is_empty() {
+                s.gn = gn;
+                gens[i] = gn;
+                let bytes = encode_shard(&new_keys.mac, &self.store_id, i, s)?;
+                self.write_file(&shard_file(i, gn), &bytes)
+                    .map_err(|(_, e)| e)?;
+            }
+        }
+        let top = encode_top(&new_keys.mac, &self.store_id, gn, &gens)?;
+        let header = build_header(kdf, &new_keys, &self.store_id, self.rng.as_ref())?;
+        let marker = RotationMarker {
+            header: String::from_utf8(header).map_err(|_| Error::invalid("header is not UTF-8"))?,
+            manifest: hex(&top),
+        };
+        let marker_bytes = serde_json::to_vec(&marker).map_err(|e| Error::Other(Arc::new(e)))?;
+        // The commit point.
+        self.write_file(ROTATION_MARKER, &marker_bytes)
+            .map_err(|(_, e)| e)?;
+        finish_rotation(&self.dir, self.storage.as_ref(), self.durability, &marker)?;
+        let view = View {
+            counter: gn,
+            stat: None,
+            shards: shards.into_iter().map(Arc::new).collect(),
+        };
+        collect_garbage(&self.dir, self.storage.as_ref(), self.durability, &view)
+    }
+
+    /// Every file of the store, for a backup: header, manifest, shards,
+    /// records (relative path, bytes).
+    fn snapshot(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut rels = vec![MANIFEST.to_owned()];
+        for (i, s) in view.shards.iter().enumerate() {
+            if s.gn > 0 {
+                rels.push(shard_file(i, s.gn));
+            }
+            for (name, gn) in &s.entries {
+                rels.push(record_file(name, *gn));
+            }
+        }
+        rels.iter()
+            .map(|rel| {
+                let p = self.dir.join(rel);
+                std::fs::read(&p)
+                    .map(|d| (rel.clone(), d))
+                    .map_err(|e| io_err(&p, "read", e))
+            })
+            .collect()
+    }
+
+    /// The backup key (derived from the root key, separate from records).
+    pub(crate) fn backup_cipher(&self, root: &RootKey) -> Result<Cipher> {
+        let header = parse_header(&self.header_bytes, HEADER)?;
+        backup_cipher_from(&derive_root(root, &header.kdf, true)?)
+    }
+
+    pub(crate) fn rng(&self) -> &dyn RandomSource {
+        self.rng.as_ref()
+    }
+}
