@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use strongroom::keyring::CreatedGrant;
 use strongroom::policy::GrantRequest;
 use strongroom::store::RootKey;
 use strongroom::{
@@ -163,7 +164,9 @@ impl Write {
                 start.elapsed()
             }
             Write::RevokeGrant => {
-                let (grant, _) = t
+                let CreatedGrant {
+                    grant_id: grant, ..
+                } = t
                     .client
                     .create_grant(
                         &t.key,

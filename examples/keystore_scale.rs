@@ -13,6 +13,7 @@
 //! rename, directory fsync). Open reads the manifest and every record.
 
 use std::time::{Duration, Instant};
+use strongroom::keyring::ListOptions;
 use strongroom::store::{Durability, KeystoreOptions, RootKey};
 use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
@@ -57,7 +58,9 @@ fn main() {
         let ring = KeyRing::open(&dir, RootKey::raw(root)).unwrap();
         let open = t.elapsed();
         let c = ring.client(Principal::service("scale").unwrap());
-        let key = c.list_keys(1, None).unwrap().items[0].key_id.to_string();
+        let key = c.list_keys(ListOptions::default().limit(1)).unwrap().items[0]
+            .key_id
+            .to_string();
         let time = |f: &dyn Fn(usize)| {
             median(
                 (0..9)

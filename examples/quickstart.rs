@@ -2,6 +2,7 @@
 //!
 //! Run with `cargo run --example quickstart`.
 
+use strongroom::keyring::EnableRotationOptions;
 use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
 fn main() -> Result<(), strongroom::Error> {
@@ -83,7 +84,7 @@ fn main() -> Result<(), strongroom::Error> {
         "re_encrypt moved the old blob to {:?}",
         strongroom::envelope::inspect(&moved)?
     );
-    let schedule = app.enable_key_rotation("alias/quickstart", None)?;
+    let schedule = app.enable_key_rotation("alias/quickstart", EnableRotationOptions::default())?;
     println!(
         "automatic rotation every {} days, next at {}",
         schedule.period_days, schedule.next_rotation

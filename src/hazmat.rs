@@ -336,7 +336,7 @@ pub mod fuzzing {
         let whole = c.esdk_open(alias, data, &none);
         let mut streamed = Vec::new();
         let stream_ok = c
-            .esdk_open_reader(alias, data, &none, &EsdkOptions::new())
+            .esdk_open_reader(alias, data, &none, EsdkOptions::new())
             .is_ok_and(|mut r| r.read_to_end(&mut streamed).is_ok());
         match &whole {
             Ok(o) => {

@@ -9,12 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use strongroom::hazmat::weak_argon2_for_tests;
 use strongroom::key::{HmacAlgorithm, KeyState, SymmetricAlgorithm};
+use strongroom::keyring::CreatedGrant;
+use strongroom::keyring::{
+    EnableRotationOptions, ListAliasesOptions, ListOptions, PutKeyPolicyOptions,
+    ScheduleDeletionOptions, SignOptions,
+};
 use strongroom::policy::GrantRequest;
 use strongroom::store::{
     Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
     restore_backup, rotate_root_key,
 };
-use strongroom::verify::{MessageType, SignatureFormat};
 use strongroom::{Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal};
 
 const ROOT: [u8; 32] = [0x11; 32];
@@ -90,15 +94,19 @@ fn restart_round_trip_of_every_key_type() {
                 KeySpec::Symmetric(_) => {
                     let old = c.encrypt(&id, b"v1", &ctx()).unwrap();
                     c.rotate_key_on_demand(&id).unwrap();
-                    c.enable_key_rotation(&id, Some(90)).unwrap();
+                    c.enable_key_rotation(
+                        &id,
+                        EnableRotationOptions::default().rotation_period_days(90),
+                    )
+                    .unwrap();
                     let mut both = c.seal(&id, b"sealed", &ctx()).unwrap();
                     both.extend((old.len() as u32).to_be_bytes());
                     both.extend(old);
                     both
                 }
-                KeySpec::EccNistP256 | KeySpec::Ed25519 => c
-                    .sign(&id, b"msg", MessageType::Raw, SignatureFormat::Der)
-                    .unwrap(),
+                KeySpec::EccNistP256 | KeySpec::Ed25519 => {
+                    c.sign(&id, b"msg", SignOptions::default()).unwrap()
+                }
                 KeySpec::Hmac(_) => c.generate_mac(&id, b"msg").unwrap(),
                 _ => {
                     let pk = c.get_public_key(&id).unwrap();
@@ -107,7 +115,7 @@ fn restart_round_trip_of_every_key_type() {
             };
             saved.push((id, *spec, out));
         }
-        let (gid, _) = c
+        let CreatedGrant { grant_id: gid, .. } = c
             .create_grant(
                 &saved[0].0,
                 GrantRequest::new(p("user:bob"), &[Action::Decrypt]),
@@ -118,7 +126,13 @@ fn restart_round_trip_of_every_key_type() {
     }
     let ring = KeyRing::open(dir.path(), root()).unwrap();
     let c = ring.client(p("service:app"));
-    assert_eq!(c.list_keys(100, None).unwrap().items.len(), specs.len());
+    assert_eq!(
+        c.list_keys(ListOptions::default().limit(100))
+            .unwrap()
+            .items
+            .len(),
+        specs.len()
+    );
     for (i, (id, spec, out)) in saved.iter().enumerate() {
         let m = c.describe_key(&format!("alias/k{i}")).unwrap();
         assert_eq!(&m.key_id.to_string(), id);
@@ -167,10 +181,7 @@ fn restart_round_trip_of_every_key_type() {
                 assert!(found);
             }
             KeySpec::EccNistP256 | KeySpec::Ed25519 => {
-                assert!(
-                    c.verify(id, b"msg", out, MessageType::Raw, SignatureFormat::Der)
-                        .unwrap()
-                )
+                assert!(c.verify(id, b"msg", out, SignOptions::default()).unwrap())
             }
             KeySpec::Hmac(_) => assert!(c.verify_mac(id, b"msg", out).unwrap()),
             _ => assert_eq!(
@@ -246,7 +257,7 @@ fn wrong_root_key_or_passphrase_changes_nothing() {
         .build();
     assert_eq!(
         ring.client(p("user:a"))
-            .list_keys(10, None)
+            .list_keys(ListOptions::default().limit(10))
             .unwrap()
             .items
             .len(),
@@ -389,12 +400,26 @@ fn fault_injection_leaves_a_consistent_store() {
                 .map(drop)
             }),
             Box::new(|| c.create_alias("alias/second", &key)),
-            Box::new(|| c.schedule_key_deletion(&key, Some(7)).map(drop)),
+            Box::new(|| {
+                c.schedule_key_deletion(
+                    &key,
+                    ScheduleDeletionOptions::default().pending_window_days(7),
+                )
+                .map(drop)
+            }),
         ];
         for op in &ops {
             let before = c.describe_key(&key).unwrap();
-            let keys_before = c.list_keys(100, None).unwrap().items.len();
-            let aliases_before = c.list_aliases(None, 100, None).unwrap().items.len();
+            let keys_before = c
+                .list_keys(ListOptions::default().limit(100))
+                .unwrap()
+                .items
+                .len();
+            let aliases_before = c
+                .list_aliases(ListAliasesOptions::default().limit(100))
+                .unwrap()
+                .items
+                .len();
             if op().is_err() {
                 failures += 1;
                 let failed = faulty.failed.lock().unwrap().clone().unwrap();
@@ -404,9 +429,18 @@ fn fault_injection_leaves_a_consistent_store() {
                     break;
                 }
                 assert_eq!(c.describe_key(&key).unwrap(), before, "fail_at {fail_at}");
-                assert_eq!(c.list_keys(100, None).unwrap().items.len(), keys_before);
                 assert_eq!(
-                    c.list_aliases(None, 100, None).unwrap().items.len(),
+                    c.list_keys(ListOptions::default().limit(100))
+                        .unwrap()
+                        .items
+                        .len(),
+                    keys_before
+                );
+                assert_eq!(
+                    c.list_aliases(ListAliasesOptions::default().limit(100))
+                        .unwrap()
+                        .items
+                        .len(),
                     aliases_before
                 );
                 break;
@@ -416,7 +450,11 @@ fn fault_injection_leaves_a_consistent_store() {
         // Reopening (with the real filesystem) gives a consistent store.
         let ring = KeyRing::open(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
-        for e in c.list_keys(100, None).unwrap().items {
+        for e in c
+            .list_keys(ListOptions::default().limit(100))
+            .unwrap()
+            .items
+        {
             let m = c.describe_key(e.key_id.as_str()).unwrap();
             for v in &m.versions {
                 assert!(
@@ -430,7 +468,11 @@ fn fault_injection_leaves_a_consistent_store() {
                 assert!(c.decrypt(&b, &ctx()).is_ok());
             }
         }
-        for a in c.list_aliases(None, 100, None).unwrap().items {
+        for a in c
+            .list_aliases(ListAliasesOptions::default().limit(100))
+            .unwrap()
+            .items
+        {
             assert!(c.describe_key(a.alias.as_str()).is_ok());
         }
     }
@@ -589,7 +631,11 @@ fn kill_dash_nine_loop() {
             }
         }
         // Nothing half-applied: every version has material, every alias a key.
-        for e in c.list_keys(1000, None).unwrap().items {
+        for e in c
+            .list_keys(ListOptions::default().limit(1000))
+            .unwrap()
+            .items
+        {
             let m = c.describe_key(e.key_id.as_str()).unwrap();
             let versions: Vec<u32> = m.versions.iter().map(|v| v.version).collect();
             assert_eq!(versions, (1..=m.primary_version).collect::<Vec<_>>());
@@ -655,7 +701,13 @@ fn several_rings_in_one_process() {
     let ring = KeyRing::open(dir.path(), root()).unwrap();
     let c = ring.client(p("user:a"));
     assert_eq!(c.describe_key(key.as_str()).unwrap().primary_version, 16);
-    assert_eq!(c.list_keys(100, None).unwrap().items.len(), 16);
+    assert_eq!(
+        c.list_keys(ListOptions::default().limit(100))
+            .unwrap()
+            .items
+            .len(),
+        16
+    );
 }
 
 #[test]
@@ -919,7 +971,7 @@ fn a_held_lock_fails_after_the_timeout_instead_of_hanging() {
     );
     assert_eq!(
         ring.client(p("user:a"))
-            .list_keys(10, None)
+            .list_keys(ListOptions::default().limit(10))
             .unwrap()
             .items
             .len(),
@@ -947,7 +999,13 @@ fn long_aliases_work_and_no_alias_name_shows_on_disk() {
     let c = ring.client(p("user:a"));
     let k = c.describe_key(&long).unwrap().key_id;
     assert_eq!(c.describe_key(secret).unwrap().key_id, k);
-    assert_eq!(c.list_aliases(None, 10, None).unwrap().items.len(), 2);
+    assert_eq!(
+        c.list_aliases(ListAliasesOptions::default().limit(10))
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
     let hex_secret = hex(secret.as_bytes());
     for path in walk(dir.path()) {
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
@@ -985,7 +1043,7 @@ fn an_older_authentic_record_put_back_is_refused() {
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap();
-        let (gid, _) = c
+        let CreatedGrant { grant_id: gid, .. } = c
             .create_grant(
                 k.as_str(),
                 GrantRequest::new(p("user:bob"), &[Action::Decrypt]),
@@ -1080,7 +1138,7 @@ fn a_second_ring_sees_every_change_at_once() {
         .unwrap()
         .to_string();
     assert_eq!(cb.describe_key("alias/fresh").unwrap().key_id.as_str(), key);
-    let (gid, _) = ca
+    let CreatedGrant { grant_id: gid, .. } = ca
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Decrypt]))
         .unwrap();
     let blob = ca.encrypt(&key, b"x", &ctx()).unwrap();
@@ -1097,12 +1155,14 @@ fn a_second_ring_sees_every_change_at_once() {
     let from_b = cb.encrypt(&key, b"b", &ctx()).unwrap();
     assert_eq!(ca.decrypt(&from_b, &ctx()).unwrap().key_version, 2);
     // A tightened policy.
-    ca.put_key_policy(&key, &policy(true), false).unwrap();
+    ca.put_key_policy(&key, &policy(true), PutKeyPolicyOptions::default())
+        .unwrap();
     assert!(matches!(
         cb.encrypt(&key, b"x", &ctx()),
         Err(Error::AccessDenied { .. })
     ));
-    ca.put_key_policy(&key, &policy(false), false).unwrap();
+    ca.put_key_policy(&key, &policy(false), PutKeyPolicyOptions::default())
+        .unwrap();
     // Disabled, then deleted.
     ca.disable_key(&key).unwrap();
     assert!(matches!(
@@ -1111,7 +1171,11 @@ fn a_second_ring_sees_every_change_at_once() {
     ));
     ca.enable_key(&key).unwrap();
     assert!(cb.encrypt(&key, b"x", &ctx()).is_ok());
-    ca.schedule_key_deletion(&key, Some(7)).unwrap();
+    ca.schedule_key_deletion(
+        &key,
+        ScheduleDeletionOptions::default().pending_window_days(7),
+    )
+    .unwrap();
     clock.advance_days(8);
     assert_eq!(a.run_maintenance().unwrap().deleted.len(), 1);
     assert!(matches!(
@@ -1119,7 +1183,12 @@ fn a_second_ring_sees_every_change_at_once() {
         Err(Error::KeyNotFound(_))
     ));
     assert!(cb.describe_key("alias/fresh").is_err());
-    assert!(cb.list_keys(10, None).unwrap().items.is_empty());
+    assert!(
+        cb.list_keys(ListOptions::default().limit(10))
+            .unwrap()
+            .items
+            .is_empty()
+    );
     // b's backend dropped the material: even the backend escape hatch no
     // longer has it.
     let m = strongroom::backend::MaterialId::new(strongroom::KeyId::parse(&key).unwrap(), 1);
@@ -1143,7 +1212,7 @@ fn a_ring_in_another_process_sees_every_change_at_once() {
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap()
         .to_string();
-    let (gid, _) = c
+    let CreatedGrant { grant_id: gid, .. } = c
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Decrypt]))
         .unwrap();
     let blob = c.encrypt(&key, b"x", &ctx()).unwrap();
@@ -1174,14 +1243,20 @@ fn a_ring_in_another_process_sees_every_change_at_once() {
     let reply = ask(format!("encrypt {key}"));
     let from_child = unhex(reply.strip_prefix("OK ").unwrap());
     assert_eq!(c.decrypt(&from_child, &ctx()).unwrap().key_version, 2);
-    c.put_key_policy(&key, &policy(true), false).unwrap();
+    c.put_key_policy(&key, &policy(true), PutKeyPolicyOptions::default())
+        .unwrap();
     assert_eq!(ask(format!("encrypt {key}")), "ERR AccessDenied");
-    c.put_key_policy(&key, &policy(false), false).unwrap();
+    c.put_key_policy(&key, &policy(false), PutKeyPolicyOptions::default())
+        .unwrap();
     c.disable_key(&key).unwrap();
     assert_eq!(ask(format!("encrypt {key}")), "ERR InvalidKeyState");
     c.enable_key(&key).unwrap();
     assert!(ask(format!("encrypt {key}")).starts_with("OK "));
-    c.schedule_key_deletion(&key, Some(7)).unwrap();
+    c.schedule_key_deletion(
+        &key,
+        ScheduleDeletionOptions::default().pending_window_days(7),
+    )
+    .unwrap();
     clock.advance_days(8);
     assert_eq!(ring.run_maintenance().unwrap().deleted.len(), 1);
     assert_eq!(ask(format!("encrypt {key}")), "ERR KeyNotFound");
@@ -1306,7 +1381,13 @@ fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
     drop(ring);
     let ring = KeyRing::open(dir.path(), new_root()).unwrap();
     let c = ring.client(p("user:a"));
-    assert_eq!(c.list_keys(10, None).unwrap().items.len(), 1);
+    assert_eq!(
+        c.list_keys(ListOptions::default().limit(10))
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     assert_eq!(c.describe_key(&key).unwrap().primary_version, 1);
     assert_eq!(
         c.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
@@ -1403,7 +1484,7 @@ fn a_store_whose_header_is_gone_is_not_replaced_by_an_empty_one() {
     let ring = KeyRing::open(dir.path(), root()).unwrap();
     assert_eq!(
         ring.client(p("user:a"))
-            .list_keys(10, None)
+            .list_keys(ListOptions::default().limit(10))
             .unwrap()
             .items
             .len(),

@@ -5,7 +5,7 @@
 //! pair means new public keys for every verifier: create a new key and move
 //! an alias instead).
 
-use super::{Client, Inner};
+use super::{Client, Inner, SignOptions};
 use crate::action::Action;
 use crate::backend::material::Material;
 use crate::backend::{HpkeBackend, ImportBackend, MacBackend, MaterialId, SigningBackend, lacks};
@@ -169,7 +169,7 @@ fn primary(meta: &KeyMetadata) -> MaterialId {
 }
 
 impl Client {
-    /// Signs `message` (or, for ECDSA with [`MessageType::Digest`], a SHA-256
+    /// Signs `message` (or, for ECDSA with [`SignOptions::digest`], a SHA-256
     /// digest) with a `SignVerify` key. ECDSA signatures are DER by default
     /// (low-S), raw `r || s` with [`SignatureFormat::Raw`]; Ed25519 signatures
     /// are 64 bytes. Messages up to 1 MiB.
@@ -177,10 +177,12 @@ impl Client {
         &self,
         key: impl Into<KeyRef<'k>>,
         message: &[u8],
-        message_type: MessageType,
-        format: SignatureFormat,
+        options: SignOptions,
     ) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
+        let SignOptions {
+            message_type,
+            format,
+        } = options;
         self.on_key(Action::Sign, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid(
@@ -235,10 +237,12 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         message: &[u8],
         signature: &[u8],
-        message_type: MessageType,
-        format: SignatureFormat,
+        options: SignOptions,
     ) -> Result<bool> {
-        let key: KeyRef<'k> = key.into();
+        let SignOptions {
+            message_type,
+            format,
+        } = options;
         self.on_key(Action::Verify, key, None, |call, meta| {
             call.note_version(meta.primary_version);
             self.inner()
@@ -249,7 +253,6 @@ impl Client {
 
     /// The public key of an asymmetric key, as SPKI DER and PEM.
     pub fn get_public_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<PublicKeyInfo> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetPublicKey, key, None, |_, meta| {
             let der = self
                 .inner()
@@ -267,7 +270,6 @@ impl Client {
 
     /// The HMAC tag of `message` (up to 1 MiB) under a `GenerateVerifyMac` key.
     pub fn generate_mac<'k>(&self, key: impl Into<KeyRef<'k>>, message: &[u8]) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GenerateMac, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
@@ -287,7 +289,6 @@ impl Client {
         message: &[u8],
         tag: &[u8],
     ) -> Result<bool> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::VerifyMac, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
@@ -312,7 +313,6 @@ impl Client {
         info: &[u8],
         aad: &[u8],
     ) -> Result<SecretBytes> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::Decrypt, key, None, |call, meta| {
             if meta.spec != KeySpec::HpkeP256 {
                 return Err(Error::Unsupported(format!(
@@ -337,8 +337,7 @@ impl Client {
         spec: DataKeyPairSpec,
         context: &EncryptionContext,
     ) -> Result<DataKeyPair> {
-        let key: KeyRef<'k> = key.into();
-        self.data_key_pair(key, spec, context, true)
+        self.data_key_pair(key.into(), spec, context, true)
     }
 
     /// As [`Client::generate_data_key_pair`], without the plaintext private key.
@@ -348,8 +347,7 @@ impl Client {
         spec: DataKeyPairSpec,
         context: &EncryptionContext,
     ) -> Result<DataKeyPair> {
-        let key: KeyRef<'k> = key.into();
-        self.data_key_pair(key, spec, context, false)
+        self.data_key_pair(key.into(), spec, context, false)
     }
 
     fn data_key_pair(

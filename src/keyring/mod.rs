@@ -23,6 +23,7 @@ mod import;
 mod keys;
 mod lifecycle;
 mod messages;
+mod options;
 mod pipeline;
 mod rotation;
 mod usage;
@@ -37,6 +38,10 @@ pub use audit::{ACTION_DELETE_KEY, ACTION_ROTATE_KEY, SYSTEM_PRINCIPAL, VersionU
 pub use import::ImportParameters;
 pub use lifecycle::MaintenanceReport;
 pub use messages::MessageInfo;
+pub use options::{
+    CreatedGrant, DEFAULT_PAGE_LIMIT, EnableRotationOptions, ExplainOptions, ListAliasesOptions,
+    ListOptions, PutKeyPolicyOptions, ScheduleDeletionOptions, SignOptions, VersionFloors,
+};
 pub use rotation::RotationStatus;
 use std::fmt;
 use std::sync::Arc;
