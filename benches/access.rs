@@ -92,7 +92,7 @@ fn grants(c: &mut Criterion) {
                         .explain(
                             &who,
                             Action::Encrypt,
-                            ExplainOptions::default().key(&target.to_string()),
+                            ExplainOptions::default().key(target.to_string()),
                         )
                         .unwrap(),
                 )

@@ -396,7 +396,7 @@ fn grants_lifecycle() {
         .explain(
             &p("user:bob"),
             Action::Encrypt,
-            ExplainOptions::default().key(&key.to_string()),
+            ExplainOptions::default().key(key.to_string()),
         )
         .unwrap();
     assert_eq!(d.grant_id(), Some(gid.as_str()));
@@ -485,7 +485,7 @@ fn a_grant_never_overrides_a_deny() {
         .explain(
             &p("user:bob"),
             Action::Encrypt,
-            ExplainOptions::default().key(&key.to_string()),
+            ExplainOptions::default().key(key.to_string()),
         )
         .unwrap();
     assert_eq!(d.reason, Reason::DenyStatement("NoBob".into()));

@@ -242,7 +242,7 @@ fn empty_context_serializes_to_zero_bytes() {
             common::ALIAS,
             b"x",
             &EncryptionContext::new(),
-            opts.clone()(EsdkSuite::AesGcmHkdfSha512Commit),
+            opts(EsdkSuite::AesGcmHkdfSha512Commit),
         )
         .unwrap();
     // version, suite, message id, then the context length: zero.
@@ -317,11 +317,11 @@ fn reserved_context_keys_are_refused_on_write() {
             EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384,
         ] {
             assert!(matches!(
-                c.esdk_seal_with(common::ALIAS, b"x", &bad, opts.clone()(suite)),
+                c.esdk_seal_with(common::ALIAS, b"x", &bad, opts(suite)),
                 Err(Error::InvalidArgument(_))
             ));
             assert!(matches!(
-                c.esdk_seal_writer(common::ALIAS, &bad, opts.clone()(suite), Vec::new()),
+                c.esdk_seal_writer(common::ALIAS, &bad, opts(suite), Vec::new()),
                 Err(Error::InvalidArgument(_))
             ));
         }
@@ -434,12 +434,7 @@ fn tampered_headers_fail() {
         EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384,
     ] {
         let m = c
-            .esdk_seal_with(
-                common::ALIAS,
-                &common::data(300),
-                &ctx(),
-                opts.clone()(suite),
-            )
+            .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), opts(suite))
             .unwrap();
         let h = Layout::parse(&m);
         // Every header byte, one bit at a time at a few positions each.
@@ -463,7 +458,7 @@ fn commitment_mismatch_fails_even_with_a_valid_header_tag() {
         EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384,
     ] {
         let m = c
-            .esdk_seal_with(common::ALIAS, b"commit", &ctx(), opts.clone()(suite))
+            .esdk_seal_with(common::ALIAS, b"commit", &ctx(), opts(suite))
             .unwrap();
         let h = Layout::parse(&m);
         // The independent decoder opens the untouched message...
@@ -486,7 +481,7 @@ fn dropped_reordered_duplicated_frames_fail() {
     // Three regular frames and a final frame of 50 bytes.
     let data = common::data(3 * F as usize + 50);
     let m = c
-        .esdk_seal_with(common::ALIAS, &data, &ctx(), opts.clone()(suite))
+        .esdk_seal_with(common::ALIAS, &data, &ctx(), opts(suite))
         .unwrap();
     let h = Layout::parse(&m);
     let fl = 4 + 12 + F as usize + 16;
@@ -535,12 +530,7 @@ fn truncated_or_forged_footer_and_signature_fail() {
     let c = common::ring_with_key(&KEY);
     let suite = EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384;
     let m = c
-        .esdk_seal_with(
-            common::ALIAS,
-            &common::data(300),
-            &ctx(),
-            opts.clone()(suite),
-        )
+        .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), opts(suite))
         .unwrap();
     let footer = 2 + 103;
     assert_eq!(
@@ -560,12 +550,7 @@ fn truncated_or_forged_footer_and_signature_fail() {
     assert_rejected(&c, &extra, &ctx(), "trailing byte");
     // A signature of the other message's signer does not verify.
     let other = c
-        .esdk_seal_with(
-            common::ALIAS,
-            &common::data(300),
-            &ctx(),
-            opts.clone()(suite),
-        )
+        .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), opts(suite))
         .unwrap();
     let mut swapped = m[..m.len() - footer].to_vec();
     swapped.extend_from_slice(&other[other.len() - footer..]);
@@ -581,7 +566,7 @@ fn streaming_reader_holds_the_final_frame_until_the_signature_verifies() {
         EsdkSuite::AesGcmHkdfSha512Commit,
     ] {
         let m = c
-            .esdk_seal_with(common::ALIAS, &data, &ctx(), opts.clone()(suite))
+            .esdk_seal_with(common::ALIAS, &data, &ctx(), opts(suite))
             .unwrap();
         let (all, err) = stream_all(&c, &m, &ctx());
         assert!(!err);
@@ -606,12 +591,7 @@ fn every_truncation_and_many_bit_flips_fail_without_panic() {
         EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384,
     ] {
         let m = c
-            .esdk_seal_with(
-                common::ALIAS,
-                &common::data(200),
-                &ctx(),
-                opts.clone()(suite),
-            )
+            .esdk_seal_with(common::ALIAS, &common::data(200), &ctx(), opts(suite))
             .unwrap();
         for cut in 0..m.len() {
             assert!(
@@ -881,7 +861,7 @@ fn a_context_too_large_once_the_signing_key_is_added_is_refused_on_write() {
             common::ALIAS,
             b"x",
             &big,
-            opts.clone()(EsdkSuite::AesGcmHkdfSha512Commit),
+            opts(EsdkSuite::AesGcmHkdfSha512Commit),
         )
         .unwrap();
     assert!(c.esdk_open(common::ALIAS, &m, &big).is_ok());
@@ -890,7 +870,7 @@ fn a_context_too_large_once_the_signing_key_is_added_is_refused_on_write() {
             common::ALIAS,
             b"x",
             &big,
-            opts.clone()(EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384)
+            opts(EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384)
         ),
         Err(Error::InvalidArgument(_))
     ));

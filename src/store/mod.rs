@@ -4,6 +4,7 @@
 //! everything else the ring knows. [`MemoryStore`] is the embedded default.
 
 mod file;
+mod index;
 pub(crate) mod keystore;
 mod memory;
 
