@@ -305,15 +305,10 @@ pub fn verify_sshsig(
     if sig.public_key != key.blob() || sig.namespace != namespace.as_bytes() {
         return Ok(false);
     }
-    let digest = match sig.hash_algorithm {
-        b"sha512" => sha2::Sha512::digest(data).to_vec(),
-        b"sha256" => sha2::Sha256::digest(data).to_vec(),
+    let (hash_name, digest) = match sig.hash_algorithm {
+        b"sha512" => (HASH_SHA512, sha2::Sha512::digest(data).to_vec()),
+        b"sha256" => (HASH_SHA256, sha2::Sha256::digest(data).to_vec()),
         _ => return Ok(false),
-    };
-    let hash_name = if sig.hash_algorithm == b"sha512" {
-        HASH_SHA512
-    } else {
-        HASH_SHA256
     };
     let signed = signed_data_with(namespace, hash_name, &digest);
     key.verify(&signed, sig.signature)
