@@ -63,6 +63,8 @@
 //!   another crate runs the same conformance suite (feature `testing`).
 //! - **Interop** (feature `esdk`): AWS Encryption SDK messages, read and
 //!   written, proven against the real Python SDK.
+//! - **SSH**: OpenSSH public keys and `ssh-keygen -Y` (SSHSIG) signatures
+//!   from signing keys ([`Client::sign_ssh`], [`interop::ssh`]).
 //! - **Bounds**: every documented limit is in [`limits`]; errors say what
 //!   kind of failure they are and whether to retry ([`ErrorKind`]).
 //!
@@ -85,8 +87,6 @@ pub mod envelope;
 mod error;
 pub mod hazmat;
 mod hex;
-#[cfg(feature = "esdk")]
-#[cfg_attr(docsrs, doc(cfg(feature = "esdk")))]
 pub mod interop;
 pub mod key;
 pub mod keyring;

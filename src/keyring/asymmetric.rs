@@ -5,6 +5,7 @@
 //! pair means new public keys for every verifier: create a new key and move
 //! an alias instead).
 
+use super::pipeline::Call;
 use super::{Client, Inner, SignOptions};
 use crate::action::Action;
 use crate::backend::material::Material;
@@ -141,7 +142,7 @@ impl Inner {
         b.importing().ok_or_else(|| lacks(b, "import material", id))
     }
 
-    fn verifier(&self, meta: &KeyMetadata) -> Result<Arc<PublicKeyVerifier>> {
+    pub(super) fn verifier(&self, meta: &KeyMetadata) -> Result<Arc<PublicKeyVerifier>> {
         let mref = MaterialId::new(meta.key_id.clone(), meta.primary_version);
         if let Some(v) = self
             .asym
@@ -184,49 +185,60 @@ impl Client {
             format,
         } = options;
         self.on_key(Action::Sign, key, None, |call, meta| {
-            if message.len() > MAX_SIGN_MESSAGE_LEN {
-                return Err(Error::invalid(
-                    "messages to sign are at most 1 MiB; sign a digest",
-                ));
-            }
-            call.note_version(meta.primary_version);
-            match meta.spec {
-                KeySpec::EccNistP256 => {
-                    use sha2::Digest;
-                    let digest: [u8; 32] = match message_type {
-                        MessageType::Raw => sha2::Sha256::digest(message).into(),
-                        MessageType::Digest => message.try_into().map_err(|_| {
-                            Error::invalid("an ECDSA P-256 digest must be 32 bytes (SHA-256)")
-                        })?,
-                    };
-                    let raw = self
-                        .inner()
-                        .signing_backend(&primary(meta))?
-                        .sign(&primary(meta), &digest)?;
-                    match format {
-                        SignatureFormat::Raw => Ok(raw),
-                        SignatureFormat::Der => Ok(p256::ecdsa::Signature::from_slice(&raw)
-                            .map_err(|_| {
-                                Error::invalid("the backend returned a malformed signature")
-                            })?
-                            .to_der()
-                            .as_bytes()
-                            .to_vec()),
-                    }
-                }
-                KeySpec::Ed25519 => {
-                    if message_type == MessageType::Digest {
-                        return Err(Error::invalid(
-                            "Ed25519 signs whole messages; MessageType::Digest is not supported",
-                        ));
-                    }
-                    self.inner()
-                        .signing_backend(&primary(meta))?
-                        .sign(&primary(meta), message)
-                }
-                other => Err(Error::Unsupported(format!("{other} keys do not sign"))),
-            }
+            self.sign_in_call(call, meta, message, message_type, format)
         })
+    }
+
+    /// The work of [`Client::sign`] inside a `Sign` call of the pipeline;
+    /// also the signing step of `sign_ssh` (keyring/ssh.rs).
+    pub(super) fn sign_in_call(
+        &self,
+        call: &Call<'_>,
+        meta: &KeyMetadata,
+        message: &[u8],
+        message_type: MessageType,
+        format: SignatureFormat,
+    ) -> Result<Vec<u8>> {
+        if message.len() > MAX_SIGN_MESSAGE_LEN {
+            return Err(Error::invalid(
+                "messages to sign are at most 1 MiB; sign a digest",
+            ));
+        }
+        call.note_version(meta.primary_version);
+        match meta.spec {
+            KeySpec::EccNistP256 => {
+                use sha2::Digest;
+                let digest: [u8; 32] = match message_type {
+                    MessageType::Raw => sha2::Sha256::digest(message).into(),
+                    MessageType::Digest => message.try_into().map_err(|_| {
+                        Error::invalid("an ECDSA P-256 digest must be 32 bytes (SHA-256)")
+                    })?,
+                };
+                let raw = self
+                    .inner()
+                    .signing_backend(&primary(meta))?
+                    .sign(&primary(meta), &digest)?;
+                match format {
+                    SignatureFormat::Raw => Ok(raw),
+                    SignatureFormat::Der => Ok(p256::ecdsa::Signature::from_slice(&raw)
+                        .map_err(|_| Error::invalid("the backend returned a malformed signature"))?
+                        .to_der()
+                        .as_bytes()
+                        .to_vec()),
+                }
+            }
+            KeySpec::Ed25519 => {
+                if message_type == MessageType::Digest {
+                    return Err(Error::invalid(
+                        "Ed25519 signs whole messages; MessageType::Digest is not supported",
+                    ));
+                }
+                self.inner()
+                    .signing_backend(&primary(meta))?
+                    .sign(&primary(meta), message)
+            }
+            other => Err(Error::Unsupported(format!("{other} keys do not sign"))),
+        }
     }
 
     /// Verifies a signature with a `SignVerify` key of the ring. `Ok(false)`

@@ -6,7 +6,7 @@
 //! `messages.rs` (envelope messages, streamed too), `asymmetric.rs`
 //! (signing, MACs, HPKE, data key pairs), `import.rs` (bring your own key), `access.rs` (policies and
 //! grants), `lifecycle.rs` (enable, disable, deletion, maintenance),
-//! `rotation.rs` (versions, floors), `usage.rs` (the usage meter) and
+//! `rotation.rs` (versions, floors), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
 //! `audit.rs` (the recording step).
 
 use crate::backend::{KeyBackend, MemoryBackend};
@@ -26,6 +26,7 @@ mod messages;
 mod options;
 mod pipeline;
 mod rotation;
+mod ssh;
 mod usage;
 
 use crate::key::{Alias, KeyId};
