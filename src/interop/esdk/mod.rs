@@ -44,6 +44,7 @@
 //! ```
 
 pub(crate) mod format;
+mod signature;
 mod stream;
 
 pub(crate) use stream::read_header;
