@@ -123,7 +123,7 @@ type Samples = Arc<Mutex<BTreeMap<String, Vec<Duration>>>>;
 
 fn rings() -> Vec<(&'static str, KeyRing, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
-    let file = KeyRing::open(dir.path(), RootKey::raw([7; 32])).unwrap();
+    let file = KeyRing::open_or_create(dir.path(), RootKey::raw([7; 32])).unwrap();
     vec![
         ("memory", KeyRing::in_memory(), None),
         ("file", file, Some(dir)),

@@ -15,6 +15,7 @@ use strongroom::keyring::{
     ScheduleDeletionOptions, SignOptions,
 };
 use strongroom::policy::GrantRequest;
+use strongroom::store::OpenMode;
 use strongroom::store::{
     Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
     restore_backup, rotate_root_key,
@@ -77,7 +78,7 @@ fn restart_round_trip_of_every_key_type() {
     ];
     let mut saved = Vec::new();
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("service:app"));
         for (i, spec) in specs.iter().enumerate() {
             let id = c
@@ -124,7 +125,7 @@ fn restart_round_trip_of_every_key_type() {
         assert!(!gid.is_empty());
         c.disable_key(&saved[1].0).unwrap();
     }
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let c = ring.client(p("service:app"));
     assert_eq!(
         c.list_keys(ListOptions::default().limit(100))
@@ -200,28 +201,29 @@ fn restart_round_trip_of_every_key_type() {
 fn wrong_root_key_or_passphrase_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a"))
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap();
     }
     let before = files(dir.path());
     assert!(matches!(
-        KeyRing::open(dir.path(), RootKey::raw([0x22; 32])),
+        KeyRing::open_or_create(dir.path(), RootKey::raw([0x22; 32])),
         Err(Error::WrongRootKey)
     ));
     assert!(matches!(
-        KeyRing::open(dir.path(), RootKey::passphrase("x")),
+        KeyRing::open_or_create(dir.path(), RootKey::passphrase("x")),
         Err(Error::Configuration(_))
     ));
     assert_eq!(files(dir.path()), before);
 
     let pdir = tempfile::tempdir().unwrap();
-    let fast = weak_argon2_for_tests(KeystoreOptions::default()).argon2(Argon2Params {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    });
+    let fast = weak_argon2_for_tests(KeystoreOptions::default().mode(OpenMode::OpenOrCreate))
+        .argon2(Argon2Params {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        });
     {
         let ring = KeyRing::builder()
             .file_keystore(
@@ -269,7 +271,7 @@ fn wrong_root_key_or_passphrase_changes_nothing() {
 fn every_bit_flip_and_truncation_is_detected_and_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         c.create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/x"))
             .unwrap();
@@ -288,7 +290,7 @@ fn every_bit_flip_and_truncation_is_detected_and_names_the_file() {
         }
         for d in damaged {
             std::fs::write(path, &d).unwrap();
-            let r = KeyRing::open(dir.path(), root());
+            let r = KeyRing::open_or_create(dir.path(), root());
             match r {
                 Err(Error::CorruptStore { file, .. }) => {
                     assert!(file.ends_with(&name), "{file} vs {name}")
@@ -307,11 +309,11 @@ fn every_bit_flip_and_truncation_is_detected_and_names_the_file() {
         .collect();
     std::fs::write(keys[0], &pristine[keys[1]]).unwrap();
     assert!(matches!(
-        KeyRing::open(dir.path(), root()),
+        KeyRing::open_or_create(dir.path(), root()),
         Err(Error::CorruptStore { .. })
     ));
     std::fs::write(keys[0], &pristine[keys[0]]).unwrap();
-    assert!(KeyRing::open(dir.path(), root()).is_ok());
+    assert!(KeyRing::open_or_create(dir.path(), root()).is_ok());
 }
 
 /// Fails the Nth filesystem operation (write, fsync, rename, fsync_dir).
@@ -363,7 +365,7 @@ fn fault_injection_leaves_a_consistent_store() {
     for fail_at in 1..=130 {
         let dir = tempfile::tempdir().unwrap();
         let key = {
-            let ring = KeyRing::open(dir.path(), root()).unwrap();
+            let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
             ring.client(p("user:a"))
                 .create_key(
                     KeySpec::default(),
@@ -381,7 +383,9 @@ fn fault_injection_leaves_a_consistent_store() {
             .file_keystore(
                 dir.path(),
                 &root(),
-                KeystoreOptions::default().storage(faulty.clone()),
+                KeystoreOptions::default()
+                    .mode(OpenMode::OpenOrCreate)
+                    .storage(faulty.clone()),
             )
             .unwrap()
             .build();
@@ -448,7 +452,7 @@ fn fault_injection_leaves_a_consistent_store() {
         }
         drop(ring);
         // Reopening (with the real filesystem) gives a consistent store.
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         for e in c
             .list_keys(ListOptions::default().limit(100))
@@ -507,7 +511,7 @@ fn child_process_entry() {
     let mode = std::env::var("STRONGROOM_CHILD_MODE").unwrap();
     let dir = PathBuf::from(std::env::var("STRONGROOM_CHILD_DIR").unwrap());
     let arg = std::env::var("STRONGROOM_CHILD_ARG").unwrap();
-    let ring = KeyRing::open(&dir, root()).unwrap();
+    let ring = KeyRing::open_or_create(&dir, root()).unwrap();
     let c = ring.client(p("user:a"));
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -584,7 +588,7 @@ fn random_below(n: u64) -> u64 {
 #[test]
 fn kill_dash_nine_loop() {
     let dir = tempfile::tempdir().unwrap();
-    KeyRing::open(dir.path(), root()).unwrap();
+    KeyRing::open_or_create(dir.path(), root()).unwrap();
     let mut acked: Vec<Vec<String>> = Vec::new();
     for iter in 0..200 {
         let mut ch = child("kill9", dir.path(), &format!("i{iter}"))
@@ -608,7 +612,7 @@ fn kill_dash_nine_loop() {
         }
         // Reopen after every kill: the store opens and every acknowledged
         // change is there.
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         for a in &acked {
             match a[1].as_str() {
@@ -655,7 +659,7 @@ fn kill_dash_nine_loop() {
 fn two_processes_rotating_the_same_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a"))
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap()
@@ -668,7 +672,7 @@ fn two_processes_rotating_the_same_key() {
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("ACK done"));
     }
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let m = ring.client(p("user:a")).describe_key(&key).unwrap();
     let versions: Vec<u32> = m.versions.iter().map(|v| v.version).collect();
     assert_eq!(versions, (1..=21).collect::<Vec<_>>());
@@ -679,7 +683,7 @@ fn two_processes_rotating_the_same_key() {
 fn several_rings_in_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let rings: Vec<KeyRing> = (0..3)
-        .map(|_| KeyRing::open(dir.path(), root()).unwrap())
+        .map(|_| KeyRing::open_or_create(dir.path(), root()).unwrap())
         .collect();
     let key = rings[0]
         .client(p("user:a"))
@@ -698,7 +702,7 @@ fn several_rings_in_one_process() {
             });
         }
     });
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let c = ring.client(p("user:a"));
     assert_eq!(c.describe_key(key.as_str()).unwrap().primary_version, 16);
     assert_eq!(
@@ -714,7 +718,7 @@ fn several_rings_in_one_process() {
 fn root_key_rotation_and_backup() {
     let dir = tempfile::tempdir().unwrap();
     let (key, blob) = {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/r"))
@@ -723,12 +727,18 @@ fn root_key_rotation_and_backup() {
         (k, b)
     };
     let new_root = RootKey::raw([0x33; 32]);
-    rotate_root_key(dir.path(), &root(), &new_root, &KeystoreOptions::default()).unwrap();
+    rotate_root_key(
+        dir.path(),
+        &root(),
+        &new_root,
+        &KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+    )
+    .unwrap();
     assert!(matches!(
-        KeyRing::open(dir.path(), root()),
+        KeyRing::open_or_create(dir.path(), root()),
         Err(Error::WrongRootKey)
     ));
-    let ring = KeyRing::open(dir.path(), RootKey::raw([0x33; 32])).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), RootKey::raw([0x33; 32])).unwrap();
     let c = ring.client(p("user:a"));
     assert_eq!(
         c.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
@@ -745,7 +755,7 @@ fn root_key_rotation_and_backup() {
         .unwrap()
         .path();
     std::fs::write(rec.with_extension("rec.new"), b"half-written").unwrap();
-    let ring = KeyRing::open(dir.path(), RootKey::raw([0x33; 32])).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), RootKey::raw([0x33; 32])).unwrap();
     assert!(ring.client(p("user:a")).describe_key("alias/r").is_ok());
     assert!(!rec.with_extension("rec.new").exists());
     drop(ring);
@@ -760,7 +770,7 @@ fn root_key_rotation_and_backup() {
         Err(Error::WrongRootKey)
     ));
     restore_backup(&archive, &RootKey::raw([0x33; 32]), &target).unwrap();
-    let ring = KeyRing::open(&target, RootKey::raw([0x33; 32])).unwrap();
+    let ring = KeyRing::open_or_create(&target, RootKey::raw([0x33; 32])).unwrap();
     let c = ring.client(p("user:a"));
     assert_eq!(c.describe_key("alias/r").unwrap().key_id, key);
     assert!(c.decrypt(&blob, &ctx()).is_ok());
@@ -782,7 +792,9 @@ fn root_key_rotation_and_backup() {
 #[test]
 fn nosync_durability_still_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = KeystoreOptions::default().durability(Durability::NoSync);
+    let opts = KeystoreOptions::default()
+        .mode(OpenMode::OpenOrCreate)
+        .durability(Durability::NoSync);
     let k = {
         let ring = KeyRing::builder()
             .file_keystore(dir.path(), &root(), opts.clone())
@@ -792,7 +804,7 @@ fn nosync_durability_still_round_trips() {
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap()
     };
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     assert!(ring.client(p("user:a")).describe_key(k.as_str()).is_ok());
 }
 
@@ -826,7 +838,7 @@ fn store_files_and_directories_are_private() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     {
-        let ring = KeyRing::open(&store, root()).unwrap();
+        let ring = KeyRing::open_or_create(&store, root()).unwrap();
         let c = ring.client(p("user:a"));
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/m"))
@@ -870,14 +882,14 @@ fn audit_logs_are_private() {
 #[test]
 fn open_refuses_a_directory_others_can_write() {
     let dir = tempfile::tempdir().unwrap();
-    KeyRing::open(dir.path(), root()).unwrap();
+    KeyRing::open_or_create(dir.path(), root()).unwrap();
     for (path, m) in [
         (dir.path().to_owned(), 0o770),
         (dir.path().to_owned(), 0o702),
         (dir.path().join("keys"), 0o777),
     ] {
         chmod(&path, m);
-        match KeyRing::open(dir.path(), root()) {
+        match KeyRing::open_or_create(dir.path(), root()) {
             Err(Error::Configuration(msg)) => {
                 assert!(msg.contains("writable by its group or by others"), "{msg}")
             }
@@ -885,20 +897,20 @@ fn open_refuses_a_directory_others_can_write() {
         }
         chmod(&path, 0o700);
     }
-    assert!(KeyRing::open(dir.path(), root()).is_ok());
+    assert!(KeyRing::open_or_create(dir.path(), root()).is_ok());
     // Owned by another user: only root can set that up.
     use std::os::unix::fs::MetadataExt;
     let me = std::fs::metadata(dir.path()).unwrap().uid();
     if me == 0 {
         std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
-        match KeyRing::open(dir.path(), root()) {
+        match KeyRing::open_or_create(dir.path(), root()) {
             Err(Error::Configuration(msg)) => {
                 assert!(msg.contains("belongs to user 65534"), "{msg}")
             }
             other => panic!("{other:?}"),
         }
         std::os::unix::fs::chown(dir.path(), Some(0), None).unwrap();
-        assert!(KeyRing::open(dir.path(), root()).is_ok());
+        assert!(KeyRing::open_or_create(dir.path(), root()).is_ok());
     }
 }
 
@@ -909,7 +921,7 @@ fn a_format_1_store_is_refused_with_a_clear_error() {
     let v1 = r#"{ "format": "strongroom-keystore", "version": 1,
   "kdf": { "kind": "raw" }, "check": "00" }"#;
     std::fs::write(dir.path().join("header.json"), v1).unwrap();
-    match KeyRing::open(dir.path(), root()) {
+    match KeyRing::open_or_create(dir.path(), root()) {
         Err(Error::CorruptStore { file, reason }) => {
             assert_eq!(file, "header.json");
             assert!(
@@ -934,7 +946,9 @@ fn is_timeout(e: &Error) -> bool {
 #[test]
 fn a_held_lock_fails_after_the_timeout_instead_of_hanging() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = KeystoreOptions::default().lock_timeout(std::time::Duration::from_millis(300));
+    let opts = KeystoreOptions::default()
+        .mode(OpenMode::OpenOrCreate)
+        .lock_timeout(std::time::Duration::from_millis(300));
     let ring = KeyRing::builder()
         .file_keystore(dir.path(), &root(), opts.clone())
         .unwrap()
@@ -988,14 +1002,14 @@ fn long_aliases_work_and_no_alias_name_shows_on_disk() {
     assert_eq!(long.len(), 256);
     let secret = "alias/payroll-2026";
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias(&*long))
             .unwrap();
         c.create_alias(secret, k.as_str()).unwrap();
     }
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let c = ring.client(p("user:a"));
     let k = c.describe_key(&long).unwrap().key_id;
     assert_eq!(c.describe_key(secret).unwrap().key_id, k);
@@ -1038,7 +1052,7 @@ fn key_record(dir: &Path) -> (PathBuf, Vec<u8>) {
 fn an_older_authentic_record_put_back_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (key, gid, blob) = {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new())
@@ -1055,14 +1069,14 @@ fn an_older_authentic_record_put_back_is_refused() {
     let (old_path, old) = key_record(dir.path());
     let old_files = files(dir.path());
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a")).revoke_grant(&key, &gid).unwrap();
     }
     let (cur_path, _) = key_record(dir.path());
     // The old record under the current record's file name: refused.
     let cur = std::fs::read(&cur_path).unwrap();
     std::fs::write(&cur_path, &old).unwrap();
-    match KeyRing::open(dir.path(), root()) {
+    match KeyRing::open_or_create(dir.path(), root()) {
         Err(Error::CorruptStore { file, .. }) => assert!(file.starts_with("keys/"), "{file}"),
         other => panic!("{other:?}"),
     }
@@ -1076,7 +1090,7 @@ fn an_older_authentic_record_put_back_is_refused() {
             std::fs::write(path, data).unwrap();
         }
     }
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     assert!(!old_path.exists());
     let bob = ring.client(p("user:bob"));
     assert!(matches!(
@@ -1125,10 +1139,14 @@ fn a_second_ring_sees_every_change_at_once() {
     )));
     let a = KeyRing::builder()
         .clock(clock.clone())
-        .file_keystore(dir.path(), &root(), KeystoreOptions::default())
+        .file_keystore(
+            dir.path(),
+            &root(),
+            KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+        )
         .unwrap()
         .build();
-    let b = KeyRing::open(dir.path(), root()).unwrap();
+    let b = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let (ca, cb) = (a.client(p("user:a")), b.client(p("user:a")));
     let key = ca
         .create_key(
@@ -1204,7 +1222,11 @@ fn a_ring_in_another_process_sees_every_change_at_once() {
     )));
     let ring = KeyRing::builder()
         .clock(clock.clone())
-        .file_keystore(dir.path(), &root(), KeystoreOptions::default())
+        .file_keystore(
+            dir.path(),
+            &root(),
+            KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+        )
         .unwrap()
         .build();
     let c = ring.client(p("user:a"));
@@ -1300,7 +1322,7 @@ impl Storage for NoManifestRename {
 fn a_wrong_root_key_repairs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let key = {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a"))
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/w"))
             .unwrap()
@@ -1311,26 +1333,28 @@ fn a_wrong_root_key_repairs_nothing() {
     std::fs::write(dir.path().join(".tmp-999-top"), b"torn").unwrap();
     let before = files(dir.path());
     assert!(matches!(
-        KeyRing::open(dir.path(), RootKey::raw([0x22; 32])),
+        KeyRing::open_or_create(dir.path(), RootKey::raw([0x22; 32])),
         Err(Error::WrongRootKey)
     ));
     assert_eq!(files(dir.path()), before);
     // A root rotation interrupted right after its commit point: neither a
     // wrong key nor the old one finishes it.
     let new_root = || RootKey::raw([0x44; 32]);
-    let faulty = KeystoreOptions::default().storage(Arc::new(NoManifestRename));
+    let faulty = KeystoreOptions::default()
+        .mode(OpenMode::OpenOrCreate)
+        .storage(Arc::new(NoManifestRename));
     assert!(rotate_root_key(dir.path(), &root(), &new_root(), &faulty).is_err());
     let before = files(dir.path());
     assert!(before.keys().any(|p| p.ends_with("ROOT-ROTATION.json")));
     for wrong in [RootKey::raw([0x22; 32]), root()] {
         assert!(matches!(
-            KeyRing::open(dir.path(), wrong),
+            KeyRing::open_or_create(dir.path(), wrong),
             Err(Error::WrongRootKey)
         ));
         assert_eq!(files(dir.path()), before);
     }
     // The right (new) key finishes the rotation and removes the leftovers.
-    let ring = KeyRing::open(dir.path(), new_root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), new_root()).unwrap();
     assert_eq!(
         ring.client(p("user:a"))
             .describe_key("alias/w")
@@ -1350,7 +1374,7 @@ fn a_wrong_root_key_repairs_nothing() {
 #[test]
 fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
     let dir = tempfile::tempdir().unwrap();
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let c = ring.client(p("user:a"));
     let key = c
         .create_key(KeySpec::default(), CreateKeyOptions::new())
@@ -1362,7 +1386,7 @@ fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
         dir.path(),
         &root(),
         &new_root(),
-        &KeystoreOptions::default(),
+        &KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
     )
     .unwrap();
     // The old ring notices, and writes nothing under the old key.
@@ -1379,7 +1403,7 @@ fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
         Err(Error::WrongRootKey)
     ));
     drop(ring);
-    let ring = KeyRing::open(dir.path(), new_root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), new_root()).unwrap();
     let c = ring.client(p("user:a"));
     assert_eq!(
         c.list_keys(ListOptions::default().limit(10))
@@ -1410,7 +1434,9 @@ fn argon2_parameters_below_the_floor_are_refused() {
     match KeyRing::builder().file_keystore(
         dir.path(),
         &pass(),
-        KeystoreOptions::default().argon2(weak),
+        KeystoreOptions::default()
+            .mode(OpenMode::OpenOrCreate)
+            .argon2(weak),
     ) {
         Err(Error::Configuration(msg)) => assert!(msg.contains("below the minimum"), "{msg}"),
         other => panic!("{other:?}"),
@@ -1434,40 +1460,49 @@ fn argon2_parameters_below_the_floor_are_refused() {
             KeyRing::builder().file_keystore(
                 dir.path(),
                 &pass(),
-                KeystoreOptions::default().argon2(params)
+                KeystoreOptions::default()
+                    .mode(OpenMode::OpenOrCreate)
+                    .argon2(params)
             ),
             Err(Error::Configuration(_))
         ));
     }
     // The test-only escape hatch creates one; without it, it is refused.
-    let fast = weak_argon2_for_tests(KeystoreOptions::default()).argon2(weak);
+    let fast =
+        weak_argon2_for_tests(KeystoreOptions::default().mode(OpenMode::OpenOrCreate)).argon2(weak);
     KeyRing::builder()
         .file_keystore(dir.path(), &pass(), fast.clone())
         .unwrap();
     assert!(matches!(
-        KeyRing::builder().file_keystore(dir.path(), &pass(), KeystoreOptions::default()),
+        KeyRing::builder().file_keystore(
+            dir.path(),
+            &pass(),
+            KeystoreOptions::default().mode(OpenMode::OpenOrCreate)
+        ),
         Err(Error::Configuration(_))
     ));
     // Rotating a raw store to a weak passphrase is refused too.
     let raw = tempfile::tempdir().unwrap();
-    KeyRing::open(raw.path(), root()).unwrap();
+    KeyRing::open_or_create(raw.path(), root()).unwrap();
     assert!(matches!(
         rotate_root_key(
             raw.path(),
             &root(),
             &pass(),
-            &KeystoreOptions::default().argon2(weak)
+            &KeystoreOptions::default()
+                .mode(OpenMode::OpenOrCreate)
+                .argon2(weak)
         ),
         Err(Error::Configuration(_))
     ));
-    assert!(KeyRing::open(raw.path(), root()).is_ok());
+    assert!(KeyRing::open_or_create(raw.path(), root()).is_ok());
 }
 
 #[test]
 fn a_store_whose_header_is_gone_is_not_replaced_by_an_empty_one() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a"))
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap();
@@ -1475,13 +1510,13 @@ fn a_store_whose_header_is_gone_is_not_replaced_by_an_empty_one() {
     let header = std::fs::read(dir.path().join("header.json")).unwrap();
     std::fs::remove_file(dir.path().join("header.json")).unwrap();
     let before = files(dir.path());
-    match KeyRing::open(dir.path(), root()) {
+    match KeyRing::open_or_create(dir.path(), root()) {
         Err(Error::CorruptStore { file, .. }) => assert_eq!(file, "header.json"),
         other => panic!("{other:?}"),
     }
     assert_eq!(files(dir.path()), before);
     std::fs::write(dir.path().join("header.json"), header).unwrap();
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     assert_eq!(
         ring.client(p("user:a"))
             .list_keys(ListOptions::default().limit(10))

@@ -13,6 +13,7 @@ use strongroom::keyring::{
     EnableRotationOptions, ListOptions, PutKeyPolicyOptions, ScheduleDeletionOptions,
 };
 use strongroom::policy::{GrantRequest, Policy};
+use strongroom::store::OpenMode;
 use strongroom::store::{MemoryStore, MetadataStore};
 use strongroom::{
     Action, Alias, CreateKeyOptions, EncryptionContext, Error, KeyId, KeyRing, KeySpec, Principal,
@@ -587,7 +588,7 @@ fn item19_encryption_count_survives_restarts() {
             .file_keystore(
                 dir.path(),
                 &root,
-                strongroom::store::KeystoreOptions::default(),
+                strongroom::store::KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
             )
             .unwrap()
             .encryption_limit(5)

@@ -10,8 +10,8 @@ mod memory;
 
 pub use file::FileStore;
 pub use keystore::{
-    Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
-    restore_backup, rotate_root_key,
+    Argon2Params, Durability, KeystoreOptions, OpenMode, RealStorage, RootKey, Storage,
+    export_backup, restore_backup, rotate_root_key,
 };
 pub use memory::MemoryStore;
 
