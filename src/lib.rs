@@ -74,6 +74,7 @@
 //!
 //! Dangerous tools for tests (a seeded random generator, fuzz entry points)
 //! live in [`hazmat`].
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
@@ -113,3 +114,9 @@ pub use key::{Alias, CreateKeyOptions, KeyId, KeyRef, KeySpec};
 pub use keyring::{Client, KeyRing, KeyRingBuilder};
 pub use principal::Principal;
 pub use secret::SecretBytes;
+
+/// The README's code blocks, compiled and run as doc tests so they cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
