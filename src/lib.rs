@@ -75,7 +75,6 @@
 //! Dangerous tools for tests (a seeded random generator, fuzz entry points)
 //! live in [`hazmat`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
-
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 

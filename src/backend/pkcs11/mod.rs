@@ -135,6 +135,10 @@ fn context(module: &Path) -> Result<Pkcs11> {
 pub struct Pkcs11Backend {
     ctx: Pkcs11,
     slot: Slot,
+    /// Which login this backend's PIN is checked against (module, slot).
+    login: (PathBuf, u64),
+    /// Keyed hash of the PIN (see `logins`).
+    pin_tag: [u8; 32],
     pin: AuthPin,
     prefix: String,
     pool: Mutex<Vec<Session>>,
@@ -161,6 +165,14 @@ impl Pkcs11Backend {
     /// module or token, or a wrong PIN, is [`Error::Configuration`] (the PIN
     /// never appears in it); so is a token whose GCM blobs do not decrypt
     /// (for example one that generates IVs but does not return them).
+    ///
+    /// PKCS#11 login state belongs to the whole process: while any session
+    /// of the process is logged in, the token answers a second login with
+    /// "already logged in" without checking its PIN. strongroom then checks
+    /// the PIN itself against the one its own earlier login used (kept in
+    /// memory only as a keyed hash) and refuses a different one. A login
+    /// made by other code in the process, outside strongroom, cannot be
+    /// checked that way and is accepted as the token accepts it.
     pub fn connect(config: &Pkcs11Config) -> Result<Self> {
         let ctx = context(&config.module)?;
         let slots = ctx.get_slots_with_initialized_token().map_err(other)?;
@@ -181,6 +193,8 @@ impl Pkcs11Backend {
         let backend = Pkcs11Backend {
             ctx,
             slot,
+            login: (config.module.clone(), slot.id()),
+            pin_tag: logins::tag(pin_text.as_bytes()),
             pin: AuthPin::new(pin_text.into()),
             prefix: config.label_prefix.clone(),
             pool: Mutex::new(Vec::new()),
@@ -270,7 +284,25 @@ impl Pkcs11Backend {
     fn open_session(&self) -> Result<Session> {
         let s = self.ctx.open_rw_session(self.slot).map_err(other)?;
         match s.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(s),
+            Ok(()) => {
+                logins::remember(&self.login, self.pin_tag);
+                Ok(s)
+            }
+            // PKCS#11 login state belongs to the whole process: when another
+            // session is logged in, the token answers "already logged in"
+            // without looking at the PIN. Check it against the PIN of the
+            // login this process made.
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                if logins::matches(&self.login, &self.pin_tag) {
+                    Ok(s)
+                } else {
+                    Err(Error::Configuration(
+                        "the PKCS#11 user PIN was refused: this process is already logged \
+                         in to the token with a different PIN"
+                            .into(),
+                    ))
+                }
+            }
             Err(CkError::Pkcs11(
                 RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
                 _,
@@ -490,6 +522,59 @@ impl Pkcs11Backend {
             [AttributeInfo::Sensitive | AttributeInfo::Unavailable]
         );
         Ok(sensitive && not_extractable && value_hidden)
+    }
+}
+
+/// The PINs this process logged in with, per (module, slot), as keyed
+/// hashes under a random per-process key: enough to check a second
+/// connect's PIN while the token reports the process already logged in,
+/// without keeping another copy of any PIN.
+mod logins {
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::Sha256;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Mutex, OnceLock};
+    use subtle::ConstantTimeEq;
+
+    type Logins = Mutex<HashMap<(PathBuf, u64), [u8; 32]>>;
+
+    fn table() -> &'static Logins {
+        static T: OnceLock<Logins> = OnceLock::new();
+        T.get_or_init(Logins::default)
+    }
+
+    /// The keyed hash of a PIN.
+    pub(super) fn tag(pin: &[u8]) -> [u8; 32] {
+        static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            let mut k = [0u8; 32];
+            // Without OS randomness the tag is still a hash of the PIN,
+            // only unkeyed; it never leaves the process.
+            let _ = getrandom::fill(&mut k);
+            k
+        });
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+        mac.update(pin);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Records a successful login.
+    pub(super) fn remember(login: &(PathBuf, u64), pin_tag: [u8; 32]) {
+        table()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(login.clone(), pin_tag);
+    }
+
+    /// Whether `pin` is the PIN of this process's login. A login made
+    /// outside strongroom (no record) cannot be checked and is accepted,
+    /// as the token accepts it.
+    pub(super) fn matches(login: &(PathBuf, u64), pin_tag: &[u8; 32]) -> bool {
+        match table().lock().unwrap_or_else(|e| e.into_inner()).get(login) {
+            Some(t) => bool::from(t.ct_eq(pin_tag)),
+            None => true,
+        }
     }
 }
 
