@@ -100,6 +100,10 @@ pub enum Action {
     GetParametersForImport,
     /// Create a key from imported, wrapped key material.
     ImportKeyMaterial,
+    /// Get (creating on first use) the caller's own managed key
+    /// (`Client::managed_key`): allowed to service principals, for their
+    /// own service only; no policy decides it.
+    CreateManagedKey,
 }
 
 impl Action {
@@ -148,6 +152,7 @@ impl Action {
         Action::GenerateDataKeyPairWithoutPlaintext,
         Action::GetParametersForImport,
         Action::ImportKeyMaterial,
+        Action::CreateManagedKey,
     ];
 
     /// The actions that act on no existing key, decided by the ring policy:
@@ -249,6 +254,7 @@ impl Action {
             }
             Action::GetParametersForImport => "strongroom:GetParametersForImport",
             Action::ImportKeyMaterial => "strongroom:ImportKeyMaterial",
+            Action::CreateManagedKey => "strongroom:CreateManagedKey",
         }
     }
 }

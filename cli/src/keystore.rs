@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strongroom::audit::{JsonlFileSink, JsonlOptions};
-use strongroom::store::{KeystoreOptions, RootKey};
+use strongroom::store::{KeystoreOptions, OpenMode, RootKey};
 use strongroom::{Client, KeyRing, Principal};
 use zeroize::Zeroizing;
 
@@ -72,8 +72,8 @@ fn is_keystore(dir: &Path) -> bool {
 }
 
 /// Checks that `dir` holds a keystore set up by `strongroom init`, and
-/// reads its CLI config. Nothing is created: `KeyRing::open` would create
-/// a missing store, so the check comes first.
+/// reads its CLI config. Nothing is created (the library's open refuses a
+/// missing store too; this check also requires the CLI's own files).
 pub fn existing(dir: &Path) -> Result<Config, CliError> {
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -219,7 +219,11 @@ fn init_in(dir: &Path, root: &RootKey, admin: Principal) -> Result<Initialized, 
     // The library creates the store (header last: its presence means the
     // store exists), then the CLI's files; config.json last, so a keystore
     // without it is one whose `init` did not finish.
-    let builder = KeyRing::builder().file_keystore(dir, root, KeystoreOptions::default())?;
+    let builder = KeyRing::builder().file_keystore(
+        dir,
+        root,
+        KeystoreOptions::default().mode(OpenMode::Create),
+    )?;
     private_dir(&dir.join(CLI_DIR))?;
     let seed = Zeroizing::new(random_seed()?);
     create_private(&dir.join(SEED), seed.as_slice())?;

@@ -199,6 +199,9 @@ pub struct KeyListEntry {
     /// The aliases pointing at it, in name order (at most
     /// [`crate::limits::MAX_PAGE_LIMIT`] are listed).
     pub aliases: Vec<Alias>,
+    /// Who manages it: the application, or the ring ([`KeyManager::Managed`],
+    /// see [`crate::keyring::managed`]).
+    pub manager: KeyManager,
 }
 
 /// Automatic rotation of a key: every `period_days`, checked on use and by

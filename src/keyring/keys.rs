@@ -155,6 +155,7 @@ impl Client {
                     Ok(KeyListEntry {
                         key_id: k.key_id.clone(),
                         aliases,
+                        manager: k.manager,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

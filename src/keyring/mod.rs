@@ -22,6 +22,7 @@ mod file;
 mod import;
 mod keys;
 mod lifecycle;
+pub mod managed;
 mod messages;
 mod options;
 mod pipeline;

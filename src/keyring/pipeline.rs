@@ -150,6 +150,21 @@ impl Inner {
         key: Option<&KeyMetadata>,
         context: Option<&EncryptionContext>,
     ) -> Decision {
+        if action == Action::CreateManagedKey && key.is_none() {
+            // Not a policy's to decide: a service may ask for its own
+            // managed key (the work checks it is its own), nobody else.
+            return if super::managed::may_ask(principal) {
+                Decision {
+                    allowed: true,
+                    reason: Reason::AllowStatement("ManagedKeyService".into()),
+                }
+            } else {
+                Decision {
+                    allowed: false,
+                    reason: Reason::NoMatchingAllow,
+                }
+            };
+        }
         let req = crate::policy::Request {
             principal,
             action,
