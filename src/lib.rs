@@ -62,7 +62,11 @@
 //!   remote custodian fits [`backend::KeyBackend`]; a backend or store from
 //!   another crate runs the same conformance suite (feature `testing`).
 //! - **Interop** (feature `esdk`): AWS Encryption SDK messages, read and
-//!   written, proven against the real Python SDK.
+//!   written, proven against the real Python SDK; AWS Signature Version 4
+//!   (feature `aws-kms`), checked against AWS's test suite.
+//! - **Remote custodians**: Vault/OpenBao Transit (feature `vault`) and
+//!   AWS KMS or a KMS-compatible service (feature `aws-kms`) hold master
+//!   keys; the ring does everything else in-process.
 //! - **Bounds**: every documented limit is in [`limits`]; errors say what
 //!   kind of failure they are and whether to retry ([`ErrorKind`]).
 //!
@@ -85,8 +89,8 @@ pub mod envelope;
 mod error;
 pub mod hazmat;
 mod hex;
-#[cfg(feature = "esdk")]
-#[cfg_attr(docsrs, doc(cfg(feature = "esdk")))]
+#[cfg(any(feature = "esdk", feature = "aws-kms"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "esdk", feature = "aws-kms"))))]
 pub mod interop;
 pub mod key;
 pub mod keyring;

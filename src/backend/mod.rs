@@ -22,6 +22,26 @@ mod pkcs11;
 #[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
 pub use pkcs11::{Pkcs11Backend, Pkcs11Config};
 
+#[cfg(any(feature = "vault", feature = "aws-kms"))]
+mod http;
+#[cfg(any(feature = "vault", feature = "aws-kms"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "vault", feature = "aws-kms"))))]
+pub use http::RetryPolicy;
+
+#[cfg(feature = "vault")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
+mod vault;
+#[cfg(feature = "vault")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
+pub use vault::{VaultConfig, VaultTransitBackend};
+
+#[cfg(feature = "aws-kms")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-kms")))]
+mod aws_kms;
+#[cfg(feature = "aws-kms")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-kms")))]
+pub use aws_kms::{AwsKmsBackend, AwsKmsConfig};
+
 use crate::error::Result;
 use crate::key::{KeyId, KeySpec};
 use crate::secret::SecretBytes;
