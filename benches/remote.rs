@@ -17,21 +17,26 @@
 //! real Vault or KMS over a network adds its latency per request.
 
 #[path = "../tests/support/remote.rs"]
-#[allow(dead_code, unused_imports)]
 mod remote;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
-use strongroom::backend::{AwsKmsBackend, AwsKmsConfig, KeyBackend, MemoryBackend, VaultConfig, VaultTransitBackend};
+use strongroom::backend::{
+    AwsKmsBackend, AwsKmsConfig, KeyBackend, MemoryBackend, VaultConfig, VaultTransitBackend,
+};
 use strongroom::interop::sigv4::Credentials;
-use strongroom::{Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal, SecretBytes};
+use strongroom::{
+    Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal, SecretBytes,
+};
 
 fn client(backend: Arc<dyn KeyBackend>) -> (Client, String) {
     let ring = KeyRing::builder().backend(backend).build();
     let c = ring.client(Principal::service("bench").unwrap());
-    let key = c.create_key(KeySpec::default(), CreateKeyOptions::new()).unwrap();
+    let key = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
     (c, key.to_string())
 }
 
@@ -39,26 +44,43 @@ fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
-fn backends() -> Vec<(&'static str, Arc<dyn KeyBackend>, Option<Box<dyn Fn() -> u64>>)> {
-    let mut out: Vec<(&'static str, Arc<dyn KeyBackend>, Option<Box<dyn Fn() -> u64>>)> =
-        vec![("memory", Arc::new(MemoryBackend::new()), None)];
+/// A backend under test: its name, the backend, and its request counter.
+type Subject = (
+    &'static str,
+    Arc<dyn KeyBackend>,
+    Option<Box<dyn Fn() -> u64>>,
+);
+
+fn backends() -> Vec<Subject> {
+    let mut out: Vec<Subject> = vec![("memory", Arc::new(MemoryBackend::new()), None)];
     // The support module fails a skip under CI=true; a bench just reports.
-    let quiet = !in_ci() && remote::venv().is_none() && std::env::var("STRONGROOM_VAULT_ADDR").is_err();
+    let quiet =
+        !in_ci() && remote::venv().is_none() && std::env::var("STRONGROOM_VAULT_ADDR").is_err();
     if quiet {
         eprintln!("remote backends skipped: run `eval \"$(.ci/remote-setup)\"` first");
         return out;
     }
     if let Some(v) = remote::vault() {
         let b = Arc::new(
-            VaultTransitBackend::connect(&VaultConfig::new(&v.addr, SecretBytes::from_slice(v.token.as_bytes())))
-                .unwrap(),
+            VaultTransitBackend::connect(&VaultConfig::new(
+                &v.addr,
+                SecretBytes::from_slice(v.token.as_bytes()),
+            ))
+            .unwrap(),
         );
         let counter = b.clone();
-        out.push(("vault-transit", b, Some(Box::new(move || counter.remote_calls()))));
+        out.push((
+            "vault-transit",
+            b,
+            Some(Box::new(move || counter.remote_calls())),
+        ));
     }
     if let Some(k) = remote::kms() {
-        let cfg = AwsKmsConfig::new("us-east-1", Credentials::new(&k.access_key_id, &k.secret_access_key))
-            .endpoint(&k.endpoint);
+        let cfg = AwsKmsConfig::new(
+            "us-east-1",
+            Credentials::new(&k.access_key_id, &k.secret_access_key),
+        )
+        .endpoint(&k.endpoint);
         let b = Arc::new(AwsKmsBackend::connect(&cfg).unwrap());
         let counter = b.clone();
         out.push(("aws-kms", b, Some(Box::new(move || counter.remote_calls()))));
@@ -88,7 +110,10 @@ fn bench(c: &mut Criterion) {
         }
         let mean = start.elapsed() / 1000;
         if let (Some(f), Some(b)) = (calls.as_ref(), before) {
-            eprintln!("{name}: {} requests to the remote service per 1,000 seals", f() - b);
+            eprintln!(
+                "{name}: {} requests to the remote service per 1,000 seals",
+                f() - b
+            );
         }
         means.push((name, mean));
     }

@@ -24,9 +24,12 @@ fn quick() -> RetryPolicy {
 }
 
 fn config(k: &remote::Kms) -> AwsKmsConfig {
-    AwsKmsConfig::new("us-east-1", Credentials::new(&k.access_key_id, &k.secret_access_key))
-        .endpoint(&k.endpoint)
-        .retry(quick())
+    AwsKmsConfig::new(
+        "us-east-1",
+        Credentials::new(&k.access_key_id, &k.secret_access_key),
+    )
+    .endpoint(&k.endpoint)
+    .retry(quick())
 }
 
 fn shared() -> AwsKmsBackend {
@@ -61,20 +64,37 @@ macro_rules! suite {
         }
     )*};
 }
-suite!(encrypt_decrypt, tampering_is_opaque, data_keys, seal_open, re_encrypt_and_rotation, destroy, threads, restart);
+suite!(
+    encrypt_decrypt,
+    tampering_is_opaque,
+    data_keys,
+    seal_open,
+    re_encrypt_and_rotation,
+    destroy,
+    threads,
+    restart
+);
 
 #[test]
 fn sign_verify() {
     if !available() {
         return;
     }
-    eprintln!("conformance sign_verify: Ed25519 skipped: the AWS KMS backend holds ECDSA P-256 signing keys only; P-256 checked here");
+    eprintln!(
+        "conformance sign_verify: Ed25519 skipped: the AWS KMS backend holds ECDSA P-256 signing keys only; P-256 checked here"
+    );
     let e = strongroom::testing::env(make);
     assert!(!e.backend.supports(KeySpec::Ed25519));
-    let k = e.client.create_key(KeySpec::EccNistP256, CreateKeyOptions::new()).unwrap();
+    let k = e
+        .client
+        .create_key(KeySpec::EccNistP256, CreateKeyOptions::new())
+        .unwrap();
     use strongroom::verify::{MessageType, PublicKeyVerifier, SignatureFormat};
     let msg = b"signed in KMS";
-    let sig = e.client.sign(&k, msg, MessageType::Raw, SignatureFormat::Der).unwrap();
+    let sig = e
+        .client
+        .sign(&k, msg, MessageType::Raw, SignatureFormat::Der)
+        .unwrap();
     let pk = e.client.get_public_key(&k).unwrap();
     let v = PublicKeyVerifier::from_spki_der(&pk.der).unwrap();
     // The backend sends the SHA-256 digest with MessageType=DIGEST, which
@@ -87,8 +107,14 @@ fn sign_verify() {
     // the line below becomes `v.verify(msg, ...)`.
     use sha2::Digest;
     let digest = sha2::Sha256::digest(msg);
-    assert!(v.verify(&digest, &sig, MessageType::Raw, SignatureFormat::Der).unwrap());
-    assert!(!v.verify(b"other", &sig, MessageType::Raw, SignatureFormat::Der).unwrap());
+    assert!(
+        v.verify(&digest, &sig, MessageType::Raw, SignatureFormat::Der)
+            .unwrap()
+    );
+    assert!(
+        !v.verify(b"other", &sig, MessageType::Raw, SignatureFormat::Der)
+            .unwrap()
+    );
     let id = MaterialId::new(k, 1);
     e.backend.destroy(&id).unwrap();
     assert!(!e.backend.contains(&id).unwrap());
@@ -107,7 +133,12 @@ fn tampered_kms_ciphertext_is_the_opaque_error() {
     let id = material("tamper");
     b.generate(&id, KeySpec::default()).unwrap();
     let payload = b.encrypt(&id, b"header+context", b"a data key").unwrap();
-    assert_eq!(b.decrypt(&id, b"header+context", &payload).unwrap().expose_secret(), b"a data key");
+    assert_eq!(
+        b.decrypt(&id, b"header+context", &payload)
+            .unwrap()
+            .expose_secret(),
+        b"a data key"
+    );
     // The IV, ciphertext and tag at the end of the blob.
     for back in [1, 5, 16, 20, 30] {
         let mut bad = payload.clone();
@@ -117,15 +148,27 @@ fn tampered_kms_ciphertext_is_the_opaque_error() {
         assert!(matches!(e, Error::DecryptionFailed), "byte {i}: {e}");
     }
     // Other aad: a different encryption context digest.
-    assert!(matches!(b.decrypt(&id, b"other", &payload), Err(Error::DecryptionFailed)));
-    assert!(matches!(b.decrypt(&id, b"", &payload), Err(Error::DecryptionFailed)));
-    assert!(matches!(b.decrypt(&id, b"header+context", &[]), Err(Error::DecryptionFailed)));
+    assert!(matches!(
+        b.decrypt(&id, b"other", &payload),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(matches!(
+        b.decrypt(&id, b"", &payload),
+        Err(Error::DecryptionFailed)
+    ));
+    assert!(matches!(
+        b.decrypt(&id, b"header+context", &[]),
+        Err(Error::DecryptionFailed)
+    ));
     assert!(matches!(
         b.decrypt(&id, b"header+context", &payload[..payload.len() - 1]),
         Err(Error::DecryptionFailed)
     ));
     b.destroy(&id).unwrap();
-    assert!(matches!(b.decrypt(&id, b"header+context", &payload), Err(Error::KeyNotFound(_))));
+    assert!(matches!(
+        b.decrypt(&id, b"header+context", &payload),
+        Err(Error::KeyNotFound(_))
+    ));
 }
 
 #[test]
@@ -140,7 +183,10 @@ fn wrong_credentials_are_a_configuration_error_that_hides_them() {
     let e = AwsKmsBackend::connect(&cfg).unwrap_err();
     assert!(matches!(e, Error::Configuration(_)), "{e}");
     assert!(!e.is_retryable());
-    assert!(!e.to_string().contains(secret) && !format!("{e:?}").contains(secret), "{e}");
+    assert!(
+        !e.to_string().contains(secret) && !format!("{e:?}").contains(secret),
+        "{e}"
+    );
     assert!(!format!("{cfg:?}").contains(secret));
     cfg.credentials = Credentials::new("AKIAUNKNOWNKEY000000", secret);
     let e = AwsKmsBackend::connect(&cfg).unwrap_err();
@@ -155,8 +201,12 @@ fn bad_configuration_is_refused_before_any_request() {
         AwsKmsConfig::new("us-east-1", creds()).endpoint("localhost:4566"),
         AwsKmsConfig::new("us-east-1", creds()).endpoint("http://h/path"),
         AwsKmsConfig::new("us east", creds()).endpoint("http://127.0.0.1:1"),
-        AwsKmsConfig::new("us-east-1", creds()).endpoint("http://127.0.0.1:1").alias_prefix("a b"),
-        AwsKmsConfig::new("us-east-1", creds()).endpoint("http://127.0.0.1:1").pending_window_days(3),
+        AwsKmsConfig::new("us-east-1", creds())
+            .endpoint("http://127.0.0.1:1")
+            .alias_prefix("a b"),
+        AwsKmsConfig::new("us-east-1", creds())
+            .endpoint("http://127.0.0.1:1")
+            .pending_window_days(3),
     ] {
         let e = AwsKmsBackend::connect(&cfg).unwrap_err();
         assert!(matches!(e, Error::Configuration(_)), "{cfg:?}: {e}");
@@ -171,7 +221,10 @@ fn nobody_listening_is_retryable_after_bounded_retries() {
         .retry(quick());
     let start = Instant::now();
     let e = AwsKmsBackend::connect(&cfg).unwrap_err();
-    assert!(matches!(e, Error::Unavailable(_)) && e.is_retryable(), "{e}");
+    assert!(
+        matches!(e, Error::Unavailable(_)) && e.is_retryable(),
+        "{e}"
+    );
     assert!(!e.to_string().contains("s3cr3t-value"));
     assert!(start.elapsed() < Duration::from_secs(5));
 }
@@ -183,7 +236,9 @@ fn server_stopped_mid_run_then_resumed() {
     }
     // A moto of this test only, which it stops (SIGSTOP: connections hang,
     // so every attempt times out) and resumes (SIGCONT).
-    let Some(k) = remote::start_moto() else { return };
+    let Some(k) = remote::start_moto() else {
+        return;
+    };
     let pid = k.pid.unwrap();
     let retry = RetryPolicy::new()
         .max_attempts(2)
@@ -191,32 +246,65 @@ fn server_stopped_mid_run_then_resumed() {
         .attempt_timeout(Duration::from_millis(700));
     let backend = Arc::new(AwsKmsBackend::connect(&config(&k).retry(retry)).unwrap());
     let store: Arc<dyn MetadataStore> = Arc::new(strongroom::store::MemoryStore::new());
-    let ring = KeyRing::builder().backend(backend.clone()).store(store.clone()).build();
+    let ring = KeyRing::builder()
+        .backend(backend.clone())
+        .store(store.clone())
+        .build();
     let c = ring.client(Principal::service("app").unwrap());
-    let key = c.create_key(KeySpec::default(), CreateKeyOptions::new()).unwrap();
+    let key = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
     let ctx = EncryptionContext::new().with("tenant", "t1");
-    let acknowledged: Vec<_> = (0..5u8).map(|i| (i, c.seal(&key, &[i; 100], &ctx).unwrap())).collect();
+    let acknowledged: Vec<_> = (0..5u8)
+        .map(|i| (i, c.seal(&key, &[i; 100], &ctx).unwrap()))
+        .collect();
 
     remote::signal(pid, "STOP");
     let calls = backend.remote_calls();
     let start = Instant::now();
     let e = c.seal(&key, b"while stopped", &ctx).unwrap_err();
-    assert!(matches!(e, Error::Unavailable(_)) && e.is_retryable(), "{e}");
-    assert!(start.elapsed() < Duration::from_secs(3), "bounded: {:?}", start.elapsed());
-    assert_eq!(backend.remote_calls() - calls, 2, "exactly the configured attempts");
+    assert!(
+        matches!(e, Error::Unavailable(_)) && e.is_retryable(),
+        "{e}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "bounded: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        backend.remote_calls() - calls,
+        2,
+        "exactly the configured attempts"
+    );
     assert!(c.open(&acknowledged[0].1, &ctx).unwrap_err().is_retryable());
     let keys_before = store.list_keys(None, 1000).unwrap().len();
-    assert!(c.create_key(KeySpec::default(), CreateKeyOptions::new()).unwrap_err().is_retryable());
+    assert!(
+        c.create_key(KeySpec::default(), CreateKeyOptions::new())
+            .unwrap_err()
+            .is_retryable()
+    );
     assert_eq!(store.list_keys(None, 1000).unwrap().len(), keys_before);
     let orphan = material("while-stopped");
-    assert!(backend.generate(&orphan, KeySpec::default()).unwrap_err().is_retryable());
+    assert!(
+        backend
+            .generate(&orphan, KeySpec::default())
+            .unwrap_err()
+            .is_retryable()
+    );
 
     remote::signal(pid, "CONT");
     for (i, m) in &acknowledged {
-        assert_eq!(c.open(m, &ctx).unwrap().plaintext.expose_secret(), &[*i; 100][..]);
+        assert_eq!(
+            c.open(m, &ctx).unwrap().plaintext.expose_secret(),
+            &[*i; 100][..]
+        );
     }
     let m = c.seal(&key, b"after resume", &ctx).unwrap();
-    assert_eq!(c.open(&m, &ctx).unwrap().plaintext.expose_secret(), b"after resume");
+    assert_eq!(
+        c.open(&m, &ctx).unwrap().plaintext.expose_secret(),
+        b"after resume"
+    );
     assert!(!backend.contains(&orphan).unwrap());
     remote::signal(pid, "TERM");
 }
@@ -229,24 +317,38 @@ fn an_adopted_key_wraps_every_symmetric_version_and_survives_destroy() {
     let owner = shared();
     let host = material("adopted-host");
     owner.generate(&host, KeySpec::default()).unwrap();
-    let adopted = AwsKmsBackend::connect(&config(remote::kms().unwrap()).adopt_key(owner.alias_name(&host))).unwrap();
+    let adopted =
+        AwsKmsBackend::connect(&config(remote::kms().unwrap()).adopt_key(owner.alias_name(&host)))
+            .unwrap();
     let id = material("adopter");
     adopted.generate(&id, KeySpec::default()).unwrap();
     let calls = adopted.remote_calls();
     let p = adopted.encrypt(&id, b"aad", b"dk").unwrap();
     assert_eq!(adopted.remote_calls() - calls, 1, "one Encrypt per wrap");
-    assert_eq!(adopted.decrypt(&id, b"aad", &p).unwrap().expose_secret(), b"dk");
+    assert_eq!(
+        adopted.decrypt(&id, b"aad", &p).unwrap().expose_secret(),
+        b"dk"
+    );
     // Bound to the material: another version behind the same KMS key cannot open it.
     let sibling = material("adopter-sibling");
     adopted.generate(&sibling, KeySpec::default()).unwrap();
-    assert!(matches!(adopted.decrypt(&sibling, b"aad", &p), Err(Error::DecryptionFailed)));
+    assert!(matches!(
+        adopted.decrypt(&sibling, b"aad", &p),
+        Err(Error::DecryptionFailed)
+    ));
     adopted.destroy(&id).unwrap();
     assert!(!adopted.contains(&id).unwrap());
-    assert!(owner.contains(&host).unwrap(), "the adopted key itself is never deleted");
+    assert!(
+        owner.contains(&host).unwrap(),
+        "the adopted key itself is never deleted"
+    );
     // A signing key is still a key of its own.
     let s = material("adopter-signing");
     adopted.generate(&s, KeySpec::EccNistP256).unwrap();
-    assert_eq!(adopted.signing().unwrap().sign(&s, &[7; 32]).unwrap().len(), 64);
+    assert_eq!(
+        adopted.signing().unwrap().sign(&s, &[7; 32]).unwrap().len(),
+        64
+    );
     for m in [&sibling, &s, &host] {
         owner.destroy(m).unwrap();
     }

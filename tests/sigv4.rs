@@ -33,11 +33,14 @@ struct Case {
 }
 
 fn read(dir: &Path, file: &str) -> String {
-    std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
 }
 
 fn load(name: &str) -> Case {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sigv4").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors/sigv4")
+        .join(name);
     let ctx: serde_json::Value = serde_json::from_str(&read(&dir, "context.json")).unwrap();
     let c = &ctx["credentials"];
     let mut creds = Credentials::new(
@@ -87,8 +90,15 @@ fn aws_test_suite_vectors() {
             region: &c.region,
             service: &c.service,
         };
-        let headers: Vec<(&str, &str)> = c.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        let added = sigv4::sign(&c.method, &c.path, &c.query, &headers, &c.body, &c.creds, &scope).unwrap();
+        let headers: Vec<(&str, &str)> = c
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let added = sigv4::sign(
+            &c.method, &c.path, &c.query, &headers, &c.body, &c.creds, &scope,
+        )
+        .unwrap();
 
         // The Authorization header is exactly the one AWS's signed request carries.
         let signed_request = read(&c.dir, "header-signed-request.txt");
@@ -96,7 +106,11 @@ fn aws_test_suite_vectors() {
             .lines()
             .find_map(|l| l.strip_prefix("Authorization:"))
             .unwrap();
-        assert_eq!(added.last().unwrap(), &("authorization".to_string(), expected_auth.to_string()), "{name}");
+        assert_eq!(
+            added.last().unwrap(),
+            &("authorization".to_string(), expected_auth.to_string()),
+            "{name}"
+        );
 
         // Intermediate values, recomputed from the parsed header.
         let auth = Authorization::parse(expected_auth).unwrap();
@@ -105,10 +119,26 @@ fn aws_test_suite_vectors() {
             all.push((n, v));
         }
         let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
-        let creq = canonical_request(&c.method, &c.path, &c.query, &all, &signed, &sha256_hex(&c.body)).unwrap();
-        assert_eq!(creq, read(&c.dir, "header-canonical-request.txt"), "{name}: canonical request");
+        let creq = canonical_request(
+            &c.method,
+            &c.path,
+            &c.query,
+            &all,
+            &signed,
+            &sha256_hex(&c.body),
+        )
+        .unwrap();
+        assert_eq!(
+            creq,
+            read(&c.dir, "header-canonical-request.txt"),
+            "{name}: canonical request"
+        );
         let sts = string_to_sign(&creq, &scope).unwrap();
-        assert_eq!(sts, read(&c.dir, "header-string-to-sign.txt"), "{name}: string to sign");
+        assert_eq!(
+            sts,
+            read(&c.dir, "header-string-to-sign.txt"),
+            "{name}: string to sign"
+        );
         assert_eq!(
             sigv4::signature(&c.creds, &scope, &sts).unwrap(),
             read(&c.dir, "header-signature.txt").trim(),
@@ -116,13 +146,61 @@ fn aws_test_suite_vectors() {
         );
 
         // The verifier accepts the request and refuses it altered.
-        assert!(auth.verify(&c.method, &c.path, &c.query, &all, &c.body, &c.date_time, &c.creds).unwrap(), "{name}");
+        assert!(
+            auth.verify(
+                &c.method,
+                &c.path,
+                &c.query,
+                &all,
+                &c.body,
+                &c.date_time,
+                &c.creds
+            )
+            .unwrap(),
+            "{name}"
+        );
         let mut tampered = c.body.clone();
         tampered.push(b'x');
-        assert!(!auth.verify(&c.method, &c.path, &c.query, &all, &tampered, &c.date_time, &c.creds).unwrap());
+        assert!(
+            !auth
+                .verify(
+                    &c.method,
+                    &c.path,
+                    &c.query,
+                    &all,
+                    &tampered,
+                    &c.date_time,
+                    &c.creds
+                )
+                .unwrap()
+        );
         let other = Credentials::new(c.creds.access_key_id(), "another secret");
-        assert!(!auth.verify(&c.method, &c.path, &c.query, &all, &c.body, &c.date_time, &other).unwrap());
-        assert!(!auth.verify(&c.method, "/other", &c.query, &all, &c.body, &c.date_time, &c.creds).unwrap());
+        assert!(
+            !auth
+                .verify(
+                    &c.method,
+                    &c.path,
+                    &c.query,
+                    &all,
+                    &c.body,
+                    &c.date_time,
+                    &other
+                )
+                .unwrap()
+        );
+        assert!(
+            !auth
+                .verify(
+                    &c.method,
+                    "/other",
+                    &c.query,
+                    &all,
+                    &c.body,
+                    &c.date_time,
+                    &c.creds
+                )
+                .unwrap()
+        );
     }
 }
 
@@ -139,12 +217,26 @@ fn amz_date_of_unix_time() {
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let creds = Credentials::new("AKID", "secret");
-    let scope = Scope { date_time: "2015-08-30", region: "us-east-1", service: "kms" };
+    let scope = Scope {
+        date_time: "2015-08-30",
+        region: "us-east-1",
+        service: "kms",
+    };
     assert!(sigv4::sign("GET", "/", "", &[("host", "h")], b"", &creds, &scope).is_err());
-    let scope = Scope { date_time: "20150830T123600Z", region: "us-east-1", service: "kms" };
-    assert!(sigv4::sign("GET", "/", "", &[], b"", &creds, &scope).is_err(), "host is required");
+    let scope = Scope {
+        date_time: "20150830T123600Z",
+        region: "us-east-1",
+        service: "kms",
+    };
+    assert!(
+        sigv4::sign("GET", "/", "", &[], b"", &creds, &scope).is_err(),
+        "host is required"
+    );
     assert!(Authorization::parse("Basic dXNlcjpwYXNz").is_none());
-    assert!(Authorization::parse("AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=host, Signature=00").is_none());
+    assert!(
+        Authorization::parse("AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=host, Signature=00")
+            .is_none()
+    );
     // The secret never shows in Debug.
     assert!(!format!("{creds:?}").contains("secret\""));
     assert!(format!("{:?}", creds.clone().with_session_token("tok-123")).contains("<redacted>"));

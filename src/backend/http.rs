@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::random::{OsRandom, random_array};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use zeroize::Zeroizing;
 use ureq::http::{HeaderValue, Method, Request};
+use zeroize::Zeroizing;
 
 /// Largest response body a remote custodian may send (bytes). Transit and
 /// KMS answers to the calls we make are a few KiB at most.
@@ -190,21 +190,31 @@ impl Transport {
             match self.agent.run(req) {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
-                    let body = match resp.body_mut().with_config().limit(MAX_RESPONSE).read_to_vec() {
+                    let body = match resp
+                        .body_mut()
+                        .with_config()
+                        .limit(MAX_RESPONSE)
+                        .read_to_vec()
+                    {
                         Ok(b) => b,
                         Err(e) => {
                             last = format!("reading the answer failed: {}", describe(&e));
                             continue;
                         }
                     };
-                    let reply = Reply { status, body: Zeroizing::new(body) };
+                    let reply = Reply {
+                        status,
+                        body: Zeroizing::new(body),
+                    };
                     match later(&reply) {
                         Some(reason) => last = reason,
                         None => return Ok(reply),
                     }
                 }
                 Err(e) => match e {
-                    ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl => {
+                    ureq::Error::BadUri(_)
+                    | ureq::Error::Http(_)
+                    | ureq::Error::InvalidProxyUrl => {
                         return Err(Error::Configuration(format!(
                             "invalid {} address: {}",
                             self.service,

@@ -1,8 +1,8 @@
 //! Formats other implementations wrote: strongroom reads and writes them
 //! beside its own, proven against the real implementations in CI.
 //!
-//! - [`esdk`]: AWS Encryption SDK messages (feature `esdk`).
-//! - [`sigv4`]: AWS Signature Version 4 request signing (feature `aws-kms`).
+//! - `esdk`: AWS Encryption SDK messages (feature `esdk`).
+//! - `sigv4`: AWS Signature Version 4 request signing (feature `aws-kms`).
 
 #[cfg(feature = "esdk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "esdk")))]

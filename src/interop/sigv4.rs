@@ -62,7 +62,10 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -132,7 +135,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
 fn uri_encode(s: &[u8], keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for &b in s {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -272,7 +278,10 @@ pub fn signature(creds: &Credentials, scope: &Scope<'_>, string_to_sign: &str) -
     let k_region = hmac(&*k_date, scope.region.as_bytes());
     let k_service = hmac(&*k_region, scope.service.as_bytes());
     let k_signing = hmac(&*k_service, b"aws4_request");
-    Ok(crate::hex::encode(&*hmac(&*k_signing, string_to_sign.as_bytes())))
+    Ok(crate::hex::encode(&*hmac(
+        &*k_signing,
+        string_to_sign.as_bytes(),
+    )))
 }
 
 /// Signs a request: returns the headers to add, in order: `x-amz-date`,
@@ -351,7 +360,8 @@ impl Authorization {
             }
         }
         let mut c = cred?.split('/');
-        let (id, date, region, service, term) = (c.next()?, c.next()?, c.next()?, c.next()?, c.next()?);
+        let (id, date, region, service, term) =
+            (c.next()?, c.next()?, c.next()?, c.next()?, c.next()?);
         if term != "aws4_request" || c.next().is_some() {
             return None;
         }

@@ -60,7 +60,12 @@ pub fn wait_listening(port: u16, secs: u64) -> bool {
 
 /// Starts `cmd` with a watchdog that kills it (by its pid) once this test
 /// process is gone; returns the server's pid.
-pub fn spawn_server(program: &std::path::Path, args: &[String], env: &[(&str, &str)], log: &std::path::Path) -> u32 {
+pub fn spawn_server(
+    program: &std::path::Path,
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> u32 {
     let quoted: Vec<String> = std::iter::once(program.display().to_string())
         .chain(args.iter().cloned())
         .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
@@ -72,7 +77,9 @@ pub fn spawn_server(program: &std::path::Path, args: &[String], env: &[(&str, &s
         std::process::id()
     );
     let mut c = Command::new("sh");
-    c.args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::null());
+    c.args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     for (k, v) in env {
         c.env(k, v);
     }
@@ -82,6 +89,8 @@ pub fn spawn_server(program: &std::path::Path, args: &[String], env: &[(&str, &s
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    // The watchdog shell is reaped by a thread when it ends.
+    std::thread::spawn(move || child.wait());
     line.trim().parse().expect("server pid")
 }
 
@@ -129,7 +138,10 @@ pub fn enable_transit(addr: &str, token: &str) {
         .call()
         .map_or(true, |r| r.status().as_u16() != 200)
     {
-        assert!(Instant::now() < end, "OpenBao at {addr} did not become active");
+        assert!(
+            Instant::now() < end,
+            "OpenBao at {addr} did not become active"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     loop {
@@ -161,9 +173,16 @@ fn start_dev_vault() -> Option<Vault> {
         &[],
         &log,
     );
-    assert!(wait_listening(port, 60), "OpenBao did not listen; see {}", log.display());
+    assert!(
+        wait_listening(port, 60),
+        "OpenBao did not listen; see {}",
+        log.display()
+    );
     enable_transit(&addr, "root");
-    Some(Vault { addr, token: "root".into() })
+    Some(Vault {
+        addr,
+        token: "root".into(),
+    })
 }
 
 /// The shared OpenBao server, or `None` (after saying so) when there is
@@ -172,7 +191,10 @@ pub fn vault() -> Option<&'static Vault> {
     static VAULT: OnceLock<Option<Vault>> = OnceLock::new();
     let v = VAULT
         .get_or_init(|| {
-            match (std::env::var("STRONGROOM_VAULT_ADDR"), std::env::var("STRONGROOM_VAULT_TOKEN")) {
+            match (
+                std::env::var("STRONGROOM_VAULT_ADDR"),
+                std::env::var("STRONGROOM_VAULT_TOKEN"),
+            ) {
                 (Ok(addr), Ok(token)) => Some(Vault { addr, token }),
                 _ => start_dev_vault(),
             }
@@ -226,7 +248,8 @@ impl PersistentVault {
             .put(&format!("{}/v1/sys/init", v.addr))
             .send(r#"{"secret_shares":1,"secret_threshold":1}"#)
             .unwrap();
-        let init: serde_json::Value = serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap();
+        let init: serde_json::Value =
+            serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap();
         v.unseal_key = init["keys_base64"][0].as_str().unwrap().into();
         v.token = init["root_token"].as_str().unwrap().into();
         v.unseal();
@@ -238,11 +261,18 @@ impl PersistentVault {
         let venv = venv().unwrap();
         self.pid = spawn_server(
             &venv.join("bin/bao"),
-            &["server".into(), format!("-config={}", self.dir.join("config.hcl").display())],
+            &[
+                "server".into(),
+                format!("-config={}", self.dir.join("config.hcl").display()),
+            ],
             &[],
             &self.dir.join(format!("bao-{}.log", self.pid)),
         );
-        assert!(wait_listening(self.port, 60), "OpenBao did not listen; see {}", self.dir.display());
+        assert!(
+            wait_listening(self.port, 60),
+            "OpenBao did not listen; see {}",
+            self.dir.display()
+        );
     }
 
     fn unseal(&self) {
@@ -309,16 +339,29 @@ pub fn start_moto() -> Option<Kms> {
     let log = temp_dir("moto").join("moto.log");
     let pid = spawn_server(
         &venv.join("bin/moto_server"),
-        &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()],
+        &[
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ],
         &[("INITIAL_NO_AUTH_ACTION_COUNT", "3")],
         &log,
     );
-    assert!(wait_listening(port, 60), "moto did not listen; see {}", log.display());
+    assert!(
+        wait_listening(port, 60),
+        "moto did not listen; see {}",
+        log.display()
+    );
     let out = Command::new(venv.join("bin/python"))
         .args(["-c", IAM_USER_PY, &endpoint])
         .output()
         .unwrap();
-    assert!(out.status.success(), "IAM user: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "IAM user: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut it = text.split_whitespace();
     Some(Kms {
@@ -337,7 +380,8 @@ pub fn kms() -> Option<&'static Kms> {
             Ok(endpoint) => Some(Kms {
                 endpoint,
                 access_key_id: std::env::var("STRONGROOM_AWS_ACCESS_KEY_ID").unwrap_or_default(),
-                secret_access_key: std::env::var("STRONGROOM_AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+                secret_access_key: std::env::var("STRONGROOM_AWS_SECRET_ACCESS_KEY")
+                    .unwrap_or_default(),
                 pid: None,
             }),
             Err(_) => start_moto(),

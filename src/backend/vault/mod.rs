@@ -41,86 +41,23 @@
 //! `transit/encrypt/*` (README, "Vault / OpenBao Transit") so a destroyed
 //! version can never come back empty.
 
-use super::http::{Reply, RetryPolicy, Transport, plain, sensitive};
+mod config;
+mod wire;
+
+pub use config::VaultConfig;
+
+use super::http::{Reply, Transport, plain, sensitive};
 use super::{KeyBackend, MAX_BACKEND_PAYLOAD, MaterialId, SigningBackend};
 use crate::error::{Error, Result};
-use crate::key::{KeySpec, SymmetricAlgorithm};
+use crate::key::KeySpec;
 use crate::secret::SecretBytes;
 use base64ct::{Base64, Base64UrlUnpadded, Encoding};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use ureq::http::Method;
+use wire::{ED25519_SPKI_PREFIX, compact, expand, later, message, transit_type, valid_name_part};
 use zeroize::Zeroizing;
-
-/// How to reach Transit.
-pub struct VaultConfig {
-    /// The server, `https://vault.example.com:8200` (no path).
-    pub address: String,
-    /// The token. Redacted in `Debug`, zeroized on drop.
-    pub token: SecretBytes,
-    /// Where the Transit engine is mounted (default `transit`).
-    pub mount: String,
-    /// The Vault Enterprise / OpenBao namespace, if any.
-    pub namespace: Option<String>,
-    /// Prepended to every Transit key name, to share a mount between rings
-    /// (default `strongroom-`).
-    pub key_prefix: String,
-    /// Timeouts and retries.
-    pub retry: RetryPolicy,
-}
-
-impl VaultConfig {
-    /// A configuration for the server at `address` with `token`, the mount
-    /// `transit` and the key prefix `strongroom-`.
-    pub fn new(address: impl Into<String>, token: SecretBytes) -> Self {
-        VaultConfig {
-            address: address.into(),
-            token,
-            mount: "transit".into(),
-            namespace: None,
-            key_prefix: "strongroom-".into(),
-            retry: RetryPolicy::default(),
-        }
-    }
-
-    /// Sets the mount path of the Transit engine.
-    pub fn mount(mut self, mount: impl Into<String>) -> Self {
-        self.mount = mount.into();
-        self
-    }
-
-    /// Sets the namespace (`X-Vault-Namespace`).
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    /// Sets the key-name prefix.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
-        self
-    }
-
-    /// Sets the retry policy.
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-}
-
-impl fmt::Debug for VaultConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VaultConfig")
-            .field("address", &self.address)
-            .field("token", &"<redacted>")
-            .field("mount", &self.mount)
-            .field("namespace", &self.namespace)
-            .field("key_prefix", &self.key_prefix)
-            .field("retry", &self.retry)
-            .finish()
-    }
-}
 
 /// An error answer of Transit that is none of the mapped cases.
 #[derive(Debug, thiserror::Error)]
@@ -153,42 +90,6 @@ impl fmt::Debug for VaultTransitBackend {
     }
 }
 
-fn valid_name_part(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// The Transit key type of a spec, if Transit has one.
-fn transit_type(spec: KeySpec) -> Option<&'static str> {
-    match spec {
-        KeySpec::Symmetric(SymmetricAlgorithm::Aes256Gcm) => Some("aes256-gcm96"),
-        KeySpec::Symmetric(SymmetricAlgorithm::ChaCha20Poly1305) => Some("chacha20-poly1305"),
-        KeySpec::EccNistP256 => Some("ecdsa-p256"),
-        KeySpec::Ed25519 => Some("ed25519"),
-        _ => None,
-    }
-}
-
-/// The first message of a Vault error answer (`{"errors": [...]}`).
-fn message(reply: &Reply) -> String {
-    serde_json::from_slice::<serde_json::Value>(&reply.body)
-        .ok()
-        .and_then(|v| v["errors"].get(0).and_then(|m| m.as_str()).map(str::to_owned))
-        .map(|m| m.chars().take(200).collect())
-        .unwrap_or_default()
-}
-
-/// Transit's answer worth retrying: throttled, sealed, standby, overloaded.
-fn later(reply: &Reply) -> Option<String> {
-    matches!(reply.status, 412 | 429 | 500 | 502 | 503 | 504)
-        .then(|| format!("HTTP {} {}", reply.status, message(reply)))
-}
-
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
 impl VaultTransitBackend {
     /// Connects: checks the configuration and that the server accepts the
     /// token (`auth/token/lookup-self`, allowed by Vault's default policy).
@@ -205,7 +106,10 @@ impl VaultTransitBackend {
             )));
         }
         let mount_ok = !config.mount.is_empty()
-            && config.mount.split('/').all(|p| !p.is_empty() && valid_name_part(p));
+            && config
+                .mount
+                .split('/')
+                .all(|p| !p.is_empty() && valid_name_part(p));
         if !mount_ok || !valid_name_part(&config.key_prefix) {
             return Err(Error::Configuration(
                 "Vault mount and key prefix may contain only A-Z a-z 0-9 - _ . (and / in the mount)"
@@ -213,7 +117,9 @@ impl VaultTransitBackend {
             ));
         }
         if config.token.is_empty() || std::str::from_utf8(config.token.expose_secret()).is_err() {
-            return Err(Error::Configuration("the Vault token must be non-empty text".into()));
+            return Err(Error::Configuration(
+                "the Vault token must be non-empty text".into(),
+            ));
         }
         let backend = VaultTransitBackend {
             base: format!("{address}/v1/{}", config.mount),
@@ -315,7 +221,9 @@ impl VaultTransitBackend {
             .cloned();
         let t = match known {
             Some(t) => t,
-            None => self.read_key(&name)?.ok_or_else(|| Error::KeyNotFound(id.to_string()))?["type"]
+            None => self
+                .read_key(&name)?
+                .ok_or_else(|| Error::KeyNotFound(id.to_string()))?["type"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
@@ -324,32 +232,14 @@ impl VaultTransitBackend {
     }
 
     fn data_field(reply: &Reply, what: &'static str, field: &str) -> Result<Zeroizing<String>> {
-        let mut v: serde_json::Value = serde_json::from_slice(&reply.body)
-            .map_err(|_| Self::unexpected(what, reply))?;
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&reply.body).map_err(|_| Self::unexpected(what, reply))?;
         // Taken out, so no copy stays behind in `v`.
         match v["data"][field].take() {
             serde_json::Value::String(s) => Ok(Zeroizing::new(s)),
             _ => Err(Self::unexpected(what, reply)),
         }
     }
-}
-
-/// `vault:v<N>:<base64>` into `N` (u32 BE) || bytes.
-fn compact(text: &str) -> Option<Vec<u8>> {
-    let rest = text.strip_prefix("vault:v")?;
-    let (n, b64) = rest.split_once(':')?;
-    let n: u32 = n.parse().ok().filter(|&n| n >= 1)?;
-    let raw = Base64::decode_vec(b64).ok()?;
-    let mut out = n.to_be_bytes().to_vec();
-    out.extend_from_slice(&raw);
-    Some(out)
-}
-
-/// The reverse of [`compact`], or `None` for a payload that cannot be one.
-fn expand(payload: &[u8]) -> Option<String> {
-    let (n, raw) = payload.split_first_chunk::<4>()?;
-    let n = u32::from_be_bytes(*n);
-    (n >= 1 && !raw.is_empty()).then(|| format!("vault:v{n}:{}", Base64::encode_string(raw)))
 }
 
 impl KeyBackend for VaultTransitBackend {
@@ -370,7 +260,10 @@ impl KeyBackend for VaultTransitBackend {
         }
         // Creating is idempotent in Transit, so a retried request after a
         // lost answer does no harm.
-        let reply = self.post(&format!("keys/{name}"), format!(r#"{{"type":"{t}"}}"#).as_bytes())?;
+        let reply = self.post(
+            &format!("keys/{name}"),
+            format!(r#"{{"type":"{t}"}}"#).as_bytes(),
+        )?;
         match reply.status {
             200 | 204 => {
                 let mut types = self.types.write().unwrap_or_else(|e| e.into_inner());
@@ -388,7 +281,10 @@ impl KeyBackend for VaultTransitBackend {
             pt.as_str(),
             Base64::encode_string(aad)
         ));
-        let reply = self.post(&format!("encrypt/{}", self.transit_key_name(id)), body.as_bytes())?;
+        let reply = self.post(
+            &format!("encrypt/{}", self.transit_key_name(id)),
+            body.as_bytes(),
+        )?;
         match reply.status {
             200 => {
                 let text = Self::data_field(&reply, "encrypt", "ciphertext")?;
@@ -409,7 +305,10 @@ impl KeyBackend for VaultTransitBackend {
             r#"{{"ciphertext":"{ct}","associated_data":"{}"}}"#,
             Base64::encode_string(aad)
         );
-        let reply = self.post(&format!("decrypt/{}", self.transit_key_name(id)), body.as_bytes())?;
+        let reply = self.post(
+            &format!("decrypt/{}", self.transit_key_name(id)),
+            body.as_bytes(),
+        )?;
         match reply.status {
             200 => {
                 let b64 = Self::data_field(&reply, "decrypt", "plaintext")?;
@@ -418,7 +317,9 @@ impl KeyBackend for VaultTransitBackend {
                 );
                 Ok(SecretBytes::from_slice(&pt))
             }
-            400 if message(&reply).contains("key not found") => Err(Error::KeyNotFound(id.to_string())),
+            400 if message(&reply).contains("key not found") => {
+                Err(Error::KeyNotFound(id.to_string()))
+            }
             400 => Err(Error::DecryptionFailed),
             _ => Err(Self::unexpected("decrypt", &reply)),
         }
@@ -426,7 +327,10 @@ impl KeyBackend for VaultTransitBackend {
 
     fn destroy(&self, id: &MaterialId) -> Result<()> {
         let name = self.transit_key_name(id);
-        let reply = self.post(&format!("keys/{name}/config"), br#"{"deletion_allowed":true}"#)?;
+        let reply = self.post(
+            &format!("keys/{name}/config"),
+            br#"{"deletion_allowed":true}"#,
+        )?;
         match reply.status {
             200 | 204 => {}
             400 | 404 => return Ok(()), // not there: destruction is idempotent
@@ -467,7 +371,11 @@ impl SigningBackend for VaultTransitBackend {
                 )
             }
             "ed25519" => format!(r#"{{"input":"{input}"}}"#),
-            _ => return Err(Error::Unsupported(format!("{id} is not a signing key in Transit"))),
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "{id} is not a signing key in Transit"
+                )));
+            }
         };
         let reply = self.post(&format!("sign/{name}"), body.as_bytes())?;
         if reply.status != 200 {
@@ -498,24 +406,28 @@ impl SigningBackend for VaultTransitBackend {
         let pk = data["keys"][&latest]["public_key"]
             .as_str()
             .ok_or_else(|| Error::Unsupported(format!("{id} has no public key in Transit")))?;
-        let bad = || Error::Other(Arc::new(TransitError {
-            what: "a public key read",
-            status: 200,
-            message: "unreadable public key".into(),
-        }));
+        let bad = || {
+            Error::Other(Arc::new(TransitError {
+                what: "a public key read",
+                status: 200,
+                message: "unreadable public key".into(),
+            }))
+        };
         match data["type"].as_str() {
             Some("ecdsa-p256") => {
-                let b64: String = pk
-                    .lines()
-                    .filter(|l| !l.starts_with("-----"))
-                    .collect();
+                let b64: String = pk.lines().filter(|l| !l.starts_with("-----")).collect();
                 Base64::decode_vec(&b64).map_err(|_| bad())
             }
             Some("ed25519") => {
-                let raw = Base64::decode_vec(pk).ok().filter(|r| r.len() == 32).ok_or_else(bad)?;
+                let raw = Base64::decode_vec(pk)
+                    .ok()
+                    .filter(|r| r.len() == 32)
+                    .ok_or_else(bad)?;
                 Ok([&ED25519_SPKI_PREFIX[..], &raw].concat())
             }
-            _ => Err(Error::Unsupported(format!("{id} has no public key in Transit"))),
+            _ => Err(Error::Unsupported(format!(
+                "{id} has no public key in Transit"
+            ))),
         }
     }
 }

@@ -36,12 +36,17 @@
 //! credentials or permissions are [`Error::Configuration`] and name the KMS
 //! error code only.
 
-use super::http::{Reply, RetryPolicy, Transport, plain, sensitive};
+mod config;
+mod wire;
+
+pub use config::AwsKmsConfig;
+
+use super::http::{Transport, plain, sensitive};
 use super::{KeyBackend, MAX_BACKEND_PAYLOAD, MaterialId, SigningBackend};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::interop::sigv4::{self, Credentials, Scope};
-use crate::key::{KeySpec, SymmetricAlgorithm};
+use crate::key::KeySpec;
 use crate::limits::DELETION_WINDOW_DAYS;
 use crate::secret::SecretBytes;
 use base64ct::{Base64, Encoding};
@@ -50,105 +55,8 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use ureq::http::Method;
+use wire::{AUTH_CODES, Fault, b64_field, fault, kms_spec, later, wipe};
 use zeroize::Zeroizing;
-
-/// How to reach KMS.
-#[derive(Clone)]
-pub struct AwsKmsConfig {
-    /// The endpoint, `https://kms.<region>.amazonaws.com` by default; any
-    /// KMS-compatible service's `http(s)://host[:port]`.
-    pub endpoint: String,
-    /// The region requests are signed for.
-    pub region: String,
-    /// The access key (secret redacted in `Debug`, zeroized on drop).
-    pub credentials: Credentials,
-    /// Prepended to every alias name after `alias/` (default `strongroom/`).
-    pub alias_prefix: String,
-    /// An existing symmetric key (id, ARN or alias) that wraps for every
-    /// symmetric version instead of one new key per version.
-    pub adopt_key: Option<String>,
-    /// Deletion window of destroyed versions' keys, 7 to 30 days (default 7).
-    pub pending_window_days: u32,
-    /// Timeouts and retries.
-    pub retry: RetryPolicy,
-    /// The clock requests are signed with (default: the system clock).
-    pub clock: Arc<dyn Clock>,
-}
-
-impl AwsKmsConfig {
-    /// A configuration for AWS KMS in `region`.
-    pub fn new(region: impl Into<String>, credentials: Credentials) -> Self {
-        let region = region.into();
-        AwsKmsConfig {
-            endpoint: format!("https://kms.{region}.amazonaws.com"),
-            region,
-            credentials,
-            alias_prefix: "strongroom/".into(),
-            adopt_key: None,
-            pending_window_days: 7,
-            retry: RetryPolicy::default(),
-            clock: Arc::new(SystemClock),
-        }
-    }
-
-    /// Sets the endpoint (a KMS-compatible service, a VPC endpoint).
-    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = endpoint.into();
-        self
-    }
-
-    /// Sets the alias prefix.
-    pub fn alias_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.alias_prefix = prefix.into();
-        self
-    }
-
-    /// Wraps every symmetric version with this existing key.
-    pub fn adopt_key(mut self, key: impl Into<String>) -> Self {
-        self.adopt_key = Some(key.into());
-        self
-    }
-
-    /// Sets the deletion window (days).
-    pub fn pending_window_days(mut self, days: u32) -> Self {
-        self.pending_window_days = days;
-        self
-    }
-
-    /// Sets the retry policy.
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Sets the signing clock.
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-}
-
-impl fmt::Debug for AwsKmsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AwsKmsConfig")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("credentials", &self.credentials)
-            .field("alias_prefix", &self.alias_prefix)
-            .field("adopt_key", &self.adopt_key)
-            .field("pending_window_days", &self.pending_window_days)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A KMS error answer that is none of the mapped cases.
-#[derive(Debug, thiserror::Error)]
-#[error("AWS KMS refused {op}: {code}: {message}")]
-struct KmsError {
-    op: &'static str,
-    code: String,
-    message: String,
-}
 
 /// Master keys held in AWS KMS; see the module docs.
 pub struct AwsKmsBackend {
@@ -176,73 +84,6 @@ impl fmt::Debug for AwsKmsBackend {
     }
 }
 
-/// The error code and message of a failed answer (JSON `__type`, or the
-/// `<Code>` of an XML error document).
-fn fault(reply: &Reply) -> (String, String) {
-    if let Ok(v) = serde_json::from_slice::<Value>(&reply.body) {
-        let code = v["__type"].as_str().unwrap_or_default();
-        let code = code.rsplit('#').next().unwrap_or(code).to_owned();
-        let msg = v["message"].as_str().or(v["Message"].as_str()).unwrap_or_default();
-        return (code, msg.chars().take(200).collect());
-    }
-    let text = String::from_utf8_lossy(&reply.body);
-    let code = text
-        .split_once("<Code>")
-        .and_then(|(_, r)| r.split_once("</Code>"))
-        .map_or(String::new(), |(c, _)| c.to_owned());
-    (code, String::new())
-}
-
-/// Answers worth retrying: server errors and throttling.
-fn later(reply: &Reply) -> Option<String> {
-    if reply.status == 200 {
-        return None;
-    }
-    let (code, _) = fault(reply);
-    let transient = reply.status >= 500
-        || reply.status == 429
-        || matches!(
-            code.as_str(),
-            "ThrottlingException"
-                | "Throttling"
-                | "RequestLimitExceeded"
-                | "DependencyTimeoutException"
-                | "KMSInternalException"
-                | "ServiceUnavailable"
-        );
-    transient.then(|| format!("HTTP {} {code}", reply.status))
-}
-
-const AUTH_CODES: &[&str] = &[
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-    "InvalidClientTokenId",
-    "IncompleteSignature",
-    "MissingAuthenticationToken",
-    "ExpiredTokenException",
-    "AccessDeniedException",
-];
-
-/// Takes a base64 field out of an answer (so no copy stays in `v`) and
-/// decodes it; the text is zeroized.
-fn b64_field(v: &mut Value, field: &str) -> Option<Zeroizing<Vec<u8>>> {
-    match v[field].take() {
-        Value::String(s) => {
-            let s = Zeroizing::new(s);
-            Base64::decode_vec(&s).ok().map(Zeroizing::new)
-        }
-        _ => None,
-    }
-}
-
-/// Wipes the base64 plaintext of a request once it is serialized.
-fn wipe(req: &mut Value, field: &str) {
-    if let Value::String(s) = &mut req[field] {
-        zeroize::Zeroize::zeroize(s);
-    }
-}
-
 impl AwsKmsBackend {
     /// Connects: checks the configuration and the credentials (one
     /// `ListKeys` call, or `DescribeKey` of the adopted key). Refused
@@ -260,7 +101,10 @@ impl AwsKmsBackend {
                 ))
             })?;
         let ok_region = !config.region.is_empty()
-            && config.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && config
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         let ok_prefix = config
             .alias_prefix
             .bytes()
@@ -299,7 +143,9 @@ impl AwsKmsBackend {
                 backend.adopted = meta["KeyId"].as_str().map(str::to_owned);
             }
             None => {
-                backend.call("ListKeys", &json!({"Limit": 1}))?.map_err(|f| f.into_error("ListKeys"))?;
+                backend
+                    .call("ListKeys", &json!({"Limit": 1}))?
+                    .map_err(|f| f.into_error("ListKeys"))?;
             }
         }
         Ok(backend)
@@ -322,12 +168,20 @@ impl AwsKmsBackend {
 
     /// One KMS action. Auth failures become [`Error::Configuration`]; other
     /// error answers are returned as a [`Fault`] for the caller to map.
-    fn call(&self, action: &'static str, body: &Value) -> Result<std::result::Result<Value, Fault>> {
+    fn call(
+        &self,
+        action: &'static str,
+        body: &Value,
+    ) -> Result<std::result::Result<Value, Fault>> {
         let body = Zeroizing::new(serde_json::to_vec(body).map_err(|e| Error::Other(Arc::new(e)))?);
         let target = format!("TrentService.{action}");
         let headers = || {
             let date = sigv4::amz_date(self.clock.now().0);
-            let scope = Scope { date_time: &date, region: &self.region, service: "kms" };
+            let scope = Scope {
+                date_time: &date,
+                region: &self.region,
+                service: "kms",
+            };
             let base = [
                 ("host", self.host.as_str()),
                 ("content-type", "application/x-amz-json-1.1"),
@@ -349,7 +203,9 @@ impl AwsKmsBackend {
             }
             Ok(h)
         };
-        let reply = self.http.send(Method::POST, &self.url, &headers, &body, &later)?;
+        let reply = self
+            .http
+            .send(Method::POST, &self.url, &headers, &body, &later)?;
         if reply.status == 200 {
             let v = serde_json::from_slice(&reply.body).map_err(|e| Error::Other(Arc::new(e)))?;
             return Ok(Ok(v));
@@ -358,7 +214,11 @@ impl AwsKmsBackend {
         if matches!(reply.status, 401 | 403) || AUTH_CODES.contains(&code.as_str()) {
             return Err(Error::Configuration(format!(
                 "AWS KMS refused {action} ({}): check the access key, secret, region and key policy",
-                if code.is_empty() { format!("HTTP {}", reply.status) } else { code }
+                if code.is_empty() {
+                    format!("HTTP {}", reply.status)
+                } else {
+                    code
+                }
             )));
         }
         Ok(Err(Fault { code, message }))
@@ -384,30 +244,16 @@ impl AwsKmsBackend {
         let req = json!({"KeyId": key_id, "PendingWindowInDays": self.window});
         match self.call("ScheduleKeyDeletion", &req)? {
             Ok(_) => Ok(()),
-            Err(f) if matches!(f.code.as_str(), "NotFoundException" | "KMSInvalidStateException") => Ok(()),
+            Err(f)
+                if matches!(
+                    f.code.as_str(),
+                    "NotFoundException" | "KMSInvalidStateException"
+                ) =>
+            {
+                Ok(())
+            }
             Err(f) => Err(f.into_error("ScheduleKeyDeletion")),
         }
-    }
-}
-
-/// An error answer of KMS: its code and message.
-#[derive(Debug)]
-struct Fault {
-    code: String,
-    message: String,
-}
-
-impl Fault {
-    fn into_error(self, op: &'static str) -> Error {
-        Error::Other(Arc::new(KmsError { op, code: self.code, message: self.message }))
-    }
-}
-
-fn kms_spec(spec: KeySpec) -> Option<(&'static str, &'static str)> {
-    match spec {
-        KeySpec::Symmetric(SymmetricAlgorithm::Aes256Gcm) => Some(("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT")),
-        KeySpec::EccNistP256 => Some(("ECC_NIST_P256", "SIGN_VERIFY")),
-        _ => None,
     }
 }
 
@@ -423,11 +269,14 @@ impl KeyBackend for AwsKmsBackend {
     }
 
     fn generate(&self, id: &MaterialId, spec: KeySpec) -> Result<()> {
-        let (key_spec, usage) = kms_spec(spec)
-            .ok_or_else(|| Error::Unsupported(format!("AWS KMS backend cannot hold {spec} keys")))?;
+        let (key_spec, usage) = kms_spec(spec).ok_or_else(|| {
+            Error::Unsupported(format!("AWS KMS backend cannot hold {spec} keys"))
+        })?;
         let alias = self.alias_name(id);
         if alias.len() > 256 {
-            return Err(Error::invalid(format!("KMS alias for {id} would exceed 256 characters")));
+            return Err(Error::invalid(format!(
+                "KMS alias for {id} would exceed 256 characters"
+            )));
         }
         if self.describe(&alias)?.is_some() {
             return Err(Error::invalid(format!("material {id} already exists")));
@@ -441,19 +290,32 @@ impl KeyBackend for AwsKmsBackend {
                     "Description": format!("strongroom {id}"),
                     "Tags": [{"TagKey": "strongroom:material", "TagValue": id.to_string()}],
                 });
-                let v = self.call("CreateKey", &req)?.map_err(|f| f.into_error("CreateKey"))?;
+                let v = self
+                    .call("CreateKey", &req)?
+                    .map_err(|f| f.into_error("CreateKey"))?;
                 let key_id = v["KeyMetadata"]["KeyId"].as_str().ok_or_else(|| {
-                    Fault { code: "MalformedAnswer".into(), message: "no KeyId".into() }.into_error("CreateKey")
+                    Fault {
+                        code: "MalformedAnswer".into(),
+                        message: "no KeyId".into(),
+                    }
+                    .into_error("CreateKey")
                 })?;
                 (key_id.to_owned(), true)
             }
         };
         let linked = self
-            .call("CreateAlias", &json!({"AliasName": alias, "TargetKeyId": target}))
-            .and_then(|r| r.map_err(|f| match f.code.as_str() {
-                "AlreadyExistsException" => Error::invalid(format!("material {id} already exists")),
-                _ => f.into_error("CreateAlias"),
-            }));
+            .call(
+                "CreateAlias",
+                &json!({"AliasName": alias, "TargetKeyId": target}),
+            )
+            .and_then(|r| {
+                r.map_err(|f| match f.code.as_str() {
+                    "AlreadyExistsException" => {
+                        Error::invalid(format!("material {id} already exists"))
+                    }
+                    _ => f.into_error("CreateAlias"),
+                })
+            });
         if let Err(e) = linked {
             // Nothing half-made: the key without its alias goes away.
             if created {
@@ -477,7 +339,13 @@ impl KeyBackend for AwsKmsBackend {
             Ok(mut v) => {
                 let blob = b64_field(&mut v, "CiphertextBlob")
                     .filter(|b| !b.is_empty() && b.len() <= MAX_BACKEND_PAYLOAD)
-                    .ok_or_else(|| Fault { code: "MalformedAnswer".into(), message: "bad CiphertextBlob".into() }.into_error("Encrypt"))?;
+                    .ok_or_else(|| {
+                        Fault {
+                            code: "MalformedAnswer".into(),
+                            message: "bad CiphertextBlob".into(),
+                        }
+                        .into_error("Encrypt")
+                    })?;
                 Ok(blob.to_vec())
             }
             Err(f) if f.code == "NotFoundException" => Err(Error::KeyNotFound(id.to_string())),
@@ -513,7 +381,8 @@ impl KeyBackend for AwsKmsBackend {
             return Ok(());
         };
         let key_id = meta["KeyId"].as_str().unwrap_or_default().to_owned();
-        if self.adopted.as_deref() != Some(key_id.as_str()) && meta["KeyState"] != "PendingDeletion" {
+        if self.adopted.as_deref() != Some(key_id.as_str()) && meta["KeyState"] != "PendingDeletion"
+        {
             // First the key, then the alias: a failure in between leaves a
             // key pending deletion, which counts as absent, never a live
             // key without a name.
@@ -527,9 +396,12 @@ impl KeyBackend for AwsKmsBackend {
     }
 
     fn contains(&self, id: &MaterialId) -> Result<bool> {
-        Ok(self
-            .describe(&self.alias_name(id))?
-            .is_some_and(|m| !matches!(m["KeyState"].as_str(), Some("PendingDeletion" | "PendingReplicaDeletion"))))
+        Ok(self.describe(&self.alias_name(id))?.is_some_and(|m| {
+            !matches!(
+                m["KeyState"].as_str(),
+                Some("PendingDeletion" | "PendingReplicaDeletion")
+            )
+        }))
     }
 
     fn signing(&self) -> Option<&dyn SigningBackend> {
@@ -550,22 +422,34 @@ impl SigningBackend for AwsKmsBackend {
         });
         let v = match self.call("Sign", &req)? {
             Ok(v) => v,
-            Err(f) if f.code == "NotFoundException" => return Err(Error::KeyNotFound(id.to_string())),
+            Err(f) if f.code == "NotFoundException" => {
+                return Err(Error::KeyNotFound(id.to_string()));
+            }
             Err(f) => return Err(f.into_error("Sign")),
         };
         let mut v = v;
         let der = b64_field(&mut v, "Signature").unwrap_or_default();
         let sig = p256::ecdsa::Signature::from_der(&der).map_err(|_| {
-            Fault { code: "MalformedAnswer".into(), message: "signature is not DER ECDSA".into() }.into_error("Sign")
+            Fault {
+                code: "MalformedAnswer".into(),
+                message: "signature is not DER ECDSA".into(),
+            }
+            .into_error("Sign")
         })?;
         Ok(sig.to_bytes().to_vec())
     }
 
     fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
         match self.call("GetPublicKey", &json!({"KeyId": self.alias_name(id)}))? {
-            Ok(mut v) => b64_field(&mut v, "PublicKey").map(|k| k.to_vec()).ok_or_else(|| {
-                Fault { code: "MalformedAnswer".into(), message: "no PublicKey".into() }.into_error("GetPublicKey")
-            }),
+            Ok(mut v) => b64_field(&mut v, "PublicKey")
+                .map(|k| k.to_vec())
+                .ok_or_else(|| {
+                    Fault {
+                        code: "MalformedAnswer".into(),
+                        message: "no PublicKey".into(),
+                    }
+                    .into_error("GetPublicKey")
+                }),
             Err(f) if f.code == "NotFoundException" => Err(Error::KeyNotFound(id.to_string())),
             Err(f) => Err(f.into_error("GetPublicKey")),
         }
