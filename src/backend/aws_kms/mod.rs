@@ -28,6 +28,16 @@
 //! refuses as a ciphertext (`InvalidCiphertextException`,
 //! `IncorrectKeyException`) is [`Error::DecryptionFailed`].
 //!
+//! # Nothing half-made
+//!
+//! `generate` first checks that the alias is free, then creates the key,
+//! then the alias; if the alias cannot be made, the new key is scheduled
+//! for deletion at once, so a failed `generate` leaves no usable material.
+//! One case is beyond reach: a `CreateKey` whose answer is lost (timed out
+//! after KMS acted) leaves a key without an alias; every key carries the
+//! tag `strongroom:material = <key id>#v<n>` so an operator can find and
+//! delete such keys.
+//!
 //! # Requests
 //!
 //! Every request is signed with AWS Signature Version 4
