@@ -62,11 +62,14 @@
 //!   remote custodian fits [`backend::KeyBackend`]; a backend or store from
 //!   another crate runs the same conformance suite (feature `testing`).
 //! - **Interop** (feature `esdk`): AWS Encryption SDK messages, read and
-//!   written, proven against the real Python SDK; AWS Signature Version 4
-//!   (feature `aws-kms`), checked against AWS's test suite.
+//!   written, proven against the real Python SDK.
+//! - **SSH**: OpenSSH public keys and `ssh-keygen -Y` (SSHSIG) signatures
+//!   from signing keys ([`Client::sign_ssh`], [`interop::ssh`]).
 //! - **Remote custodians**: Vault/OpenBao Transit (feature `vault`) and
 //!   AWS KMS or a KMS-compatible service (feature `aws-kms`) hold master
-//!   keys; the ring does everything else in-process.
+//!   keys; the ring does everything else in-process. AWS Signature
+//!   Version 4 (`interop::sigv4`, feature `aws-kms`) is checked against
+//!   AWS's test suite.
 //! - **Bounds**: every documented limit is in [`limits`]; errors say what
 //!   kind of failure they are and whether to retry ([`ErrorKind`]).
 //!
@@ -76,7 +79,7 @@
 //!
 //! Dangerous tools for tests (a seeded random generator, fuzz entry points)
 //! live in [`hazmat`].
-
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
@@ -89,8 +92,6 @@ pub mod envelope;
 mod error;
 pub mod hazmat;
 mod hex;
-#[cfg(any(feature = "esdk", feature = "aws-kms"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "esdk", feature = "aws-kms"))))]
 pub mod interop;
 pub mod key;
 pub mod keyring;
@@ -117,3 +118,9 @@ pub use key::{Alias, CreateKeyOptions, KeyId, KeyRef, KeySpec};
 pub use keyring::{Client, KeyRing, KeyRingBuilder};
 pub use principal::Principal;
 pub use secret::SecretBytes;
+
+/// The README's code blocks, compiled and run as doc tests so they cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -93,7 +93,7 @@ fn sign_verify() {
     let msg = b"signed in KMS";
     let sig = e
         .client
-        .sign(&k, msg, MessageType::Raw, SignatureFormat::Der)
+        .sign(&k, msg, strongroom::keyring::SignOptions::default())
         .unwrap();
     let pk = e.client.get_public_key(&k).unwrap();
     let v = PublicKeyVerifier::from_spki_der(&pk.der).unwrap();

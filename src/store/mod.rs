@@ -4,13 +4,14 @@
 //! everything else the ring knows. [`MemoryStore`] is the embedded default.
 
 mod file;
+mod index;
 pub(crate) mod keystore;
 mod memory;
 
 pub use file::FileStore;
 pub use keystore::{
-    Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
-    restore_backup, rotate_root_key,
+    Argon2Params, Durability, KeystoreOptions, OpenMode, RealStorage, RootKey, Storage,
+    export_backup, restore_backup, rotate_root_key,
 };
 pub use memory::MemoryStore;
 
