@@ -36,6 +36,16 @@
 //! and response bodies, which carry data keys in base64, are zeroized on
 //! drop too (buffers inside the HTTP client are not).
 //!
+//! # Nothing half-made
+//!
+//! `generate` reads the key name first (existing material is an error),
+//! then creates the key; creation is idempotent in Transit, so a retry
+//! after a lost answer is harmless. If the answer is lost for good the call
+//! fails with [`Error::Unavailable`] and the ring records nothing; the
+//! Transit key may exist without a strongroom key pointing at it (its name
+//! says which id and version it was for), and the ring discards such
+//! material when a later rotation reaches that version.
+//!
 //! Transit creates a missing key when `encrypt` names it and the token may
 //! `create` on that path; give the token `update` only on
 //! `transit/encrypt/*` (README, "Vault / OpenBao Transit") so a destroyed
