@@ -65,6 +65,11 @@
 //!   written, proven against the real Python SDK.
 //! - **SSH**: OpenSSH public keys and `ssh-keygen -Y` (SSHSIG) signatures
 //!   from signing keys ([`Client::sign_ssh`], [`interop::ssh`]).
+//! - **Remote custodians**: Vault/OpenBao Transit (feature `vault`) and
+//!   AWS KMS or a KMS-compatible service (feature `aws-kms`) hold master
+//!   keys; the ring does everything else in-process. AWS Signature
+//!   Version 4 (`interop::sigv4`, feature `aws-kms`) is checked against
+//!   AWS's test suite.
 //! - **Bounds**: every documented limit is in [`limits`]; errors say what
 //!   kind of failure they are and whether to retry ([`ErrorKind`]).
 //!

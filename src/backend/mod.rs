@@ -22,6 +22,26 @@ mod pkcs11;
 #[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
 pub use pkcs11::{Pkcs11Backend, Pkcs11Config};
 
+#[cfg(any(feature = "vault", feature = "aws-kms"))]
+mod http;
+#[cfg(any(feature = "vault", feature = "aws-kms"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "vault", feature = "aws-kms"))))]
+pub use http::RetryPolicy;
+
+#[cfg(feature = "vault")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
+mod vault;
+#[cfg(feature = "vault")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
+pub use vault::{VaultConfig, VaultTransitBackend};
+
+#[cfg(feature = "aws-kms")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-kms")))]
+mod aws_kms;
+#[cfg(feature = "aws-kms")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-kms")))]
+pub use aws_kms::{AwsKmsBackend, AwsKmsConfig};
+
 use crate::error::Result;
 use crate::key::{KeyId, KeySpec};
 use crate::secret::SecretBytes;
@@ -83,27 +103,14 @@ pub(crate) use crate::limits::MAX_BACKEND_PAYLOAD;
 /// them: [`KeyBackend::signing`], [`KeyBackend::macs`], [`KeyBackend::hpke`],
 /// [`KeyBackend::importing`].
 ///
-/// # Shapes of remote custodians (sketch)
+/// # Remote custodians
 ///
-/// ```ignore
-/// /// One AWS KMS key per strongroom key version, found by the alias
-/// /// `alias/strongroom/<key id>/v<version>`; payloads are KMS ciphertext
-/// /// blobs; `aad` travels as the KMS encryption context {"aad": hex}.
-/// struct AwsKmsBackend { client: aws_sdk_kms::Client, runtime: tokio::runtime::Runtime }
-/// impl KeyBackend for AwsKmsBackend {
-///     fn generate(&self, id: &MaterialId, spec: KeySpec) -> Result<()>;        // CreateKey + CreateAlias
-///     fn encrypt(&self, id: &MaterialId, aad: &[u8], pt: &[u8]) -> Result<Vec<u8>>; // Encrypt
-///     fn decrypt(&self, id: &MaterialId, aad: &[u8], payload: &[u8]) -> Result<SecretBytes>; // Decrypt
-///     fn destroy(&self, id: &MaterialId) -> Result<()>;                        // ScheduleKeyDeletion(7)
-///     fn signing(&self) -> Option<&dyn SigningBackend> { Some(self) }          // Sign / GetPublicKey
-/// }
-///
-/// /// One Transit key per strongroom key (`<key id>`); a strongroom version
-/// /// is a Transit version (rotate = `transit/keys/<id>/rotate`); payloads
-/// /// are the `vault:vN:...` text; `aad` is Transit's `associated_data`.
-/// struct VaultTransitBackend { address: Url, token: SecretString, agent: ureq::Agent }
-/// impl KeyBackend for VaultTransitBackend { /* encrypt, decrypt, sign (ecdsa-p256, ed25519) */ }
-/// ```
+/// `VaultTransitBackend` (feature `vault`) and `AwsKmsBackend` (feature
+/// `aws-kms`) hold master keys in a service elsewhere: one remote key per
+/// strongroom key version (the ring destroys single versions, which neither
+/// service's own rotation can), `aad` bound by the service (Transit
+/// `associated_data`, a KMS encryption context), payloads of the service's
+/// own shape, and [`crate::Error::Unavailable`] after bounded retries.
 pub trait KeyBackend: Send + Sync + Debug {
     /// A short name for logs and audit records (`"memory"`, `"pkcs11"`).
     fn name(&self) -> &str;
