@@ -57,6 +57,13 @@
 //! - **Streaming**: [`Client::seal_writer`] / [`Client::open_reader`] in the
 //!   same message format; [`Client::seal_into`] / [`Client::open_into`]
 //!   reuse the caller's buffers on hot paths.
+//! - **Async** (feature `tokio`): `AsyncWrite` / `AsyncRead` adapters in
+//!   the same format, with the backend call on Tokio's blocking pool; the
+//!   `tokio_io` module docs say how to call the synchronous API from async
+//!   code without blocking the runtime.
+//! - **serde**: [`sealed::Encrypted<T>`] (a typed, sealed value stored as
+//!   bytes or base64 text) and [`sealed_field!`] helpers that encrypt struct
+//!   fields, each bound to its record and field name.
 //! - **Custody anywhere**: backend payloads are opaque bytes of the
 //!   backend's own shape, and optional abilities are narrow traits, so a
 //!   remote custodian fits [`backend::KeyBackend`]; a backend or store from
@@ -99,12 +106,16 @@ pub mod limits;
 pub mod policy;
 pub mod principal;
 pub mod random;
+pub mod sealed;
 mod secret;
 pub mod store;
 mod sync;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio_io;
 pub mod verify;
 
 // The curated root: the types of the common path. Everything else lives in

@@ -3,6 +3,11 @@
 //! Same format as [`crate::Client::seal`] / [`crate::Client::open`]
 //! (docs/FORMAT.md, "Envelope message"): a message written by either side
 //! opens with either side. Memory use is bounded by two frames.
+//!
+//! The frame logic is IO-free ([`FrameSealer`], [`FrameOpener`],
+//! [`header_needs`]) so the blocking wrappers here and the `AsyncRead` /
+//! `AsyncWrite` adapters of feature `tokio` (`crate::tokio_io`) share one
+//! implementation of the format.
 
 use super::EncryptionContext;
 use super::message::{self, Derived, FINAL, MESSAGE_ID_LEN, MessageHeader, TAG_LEN_PUB};
@@ -12,9 +17,297 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use zeroize::Zeroizing;
 
-fn io_err(e: Error) -> io::Error {
+pub(crate) fn io_err(e: Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
+
+// ---- the IO-free frame logic -------------------------------------------------
+
+/// Sealing state without IO: buffers plaintext (at most two frames, in a
+/// zeroizing buffer that is never reallocated) and seals frames on request.
+pub(crate) struct FrameSealer {
+    derived: Derived,
+    message_id: [u8; MESSAGE_ID_LEN],
+    frame_len: usize,
+    buf: Zeroizing<Vec<u8>>,
+    seq: u32,
+}
+
+impl FrameSealer {
+    /// Appends the header tag to `header` (which ends in the commitment):
+    /// `header` is then exactly the bytes to write before the first frame.
+    pub(crate) fn new(
+        header: &mut Vec<u8>,
+        derived: Derived,
+        message_id: [u8; MESSAGE_ID_LEN],
+        frame_len: u32,
+    ) -> crate::Result<Self> {
+        let tag = message::header_tag(&derived, header)?;
+        header.extend_from_slice(&tag);
+        let f = frame_len as usize;
+        Ok(FrameSealer {
+            derived,
+            message_id,
+            frame_len: f,
+            // Never reallocated (`absorb` keeps it within two frames), so
+            // plaintext is never left behind in freed memory.
+            buf: Zeroizing::new(Vec::with_capacity(2 * f)),
+            seq: 1,
+        })
+    }
+
+    /// Plaintext bytes per frame.
+    pub(crate) fn frame_len(&self) -> usize {
+        self.frame_len
+    }
+
+    /// Frames sealed so far.
+    pub(crate) fn frames_sealed(&self) -> u32 {
+        self.seq - 1
+    }
+
+    /// Buffers up to one frame of `data`; returns how many bytes it took
+    /// (0 only for empty `data`, provided [`FrameSealer::seal_ready`] was
+    /// drained since the last call).
+    pub(crate) fn absorb(&mut self, data: &[u8]) -> usize {
+        let room = (2 * self.frame_len).saturating_sub(self.buf.len());
+        let n = data.len().min(self.frame_len).min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        n
+    }
+
+    /// Seals the next regular frame into `out` (cleared first) if more than
+    /// one frame is buffered, and returns whether it did. A regular frame
+    /// only while more than one frame is buffered: the final frame then
+    /// holds the last 1..=F bytes, as `seal` does.
+    pub(crate) fn seal_ready(&mut self, out: &mut Vec<u8>) -> crate::Result<bool> {
+        if self.buf.len() <= self.frame_len {
+            return Ok(false);
+        }
+        self.seal(false, out)?;
+        Ok(true)
+    }
+
+    /// Seals the final frame (the 0..=F bytes buffered) into `out`.
+    pub(crate) fn seal_final(&mut self, out: &mut Vec<u8>) -> crate::Result<()> {
+        if self.buf.len() > self.frame_len {
+            return Err(Error::invalid(
+                "internal: final frame requested with more than one frame buffered",
+            ));
+        }
+        self.seal(true, out)
+    }
+
+    fn seal(&mut self, is_final: bool, out: &mut Vec<u8>) -> crate::Result<()> {
+        let n = if is_final {
+            self.buf.len()
+        } else {
+            self.frame_len
+        };
+        out.clear();
+        message::seal_frame(
+            &self.derived,
+            &self.message_id,
+            self.seq,
+            is_final,
+            &self.buf[..n],
+            out,
+        )?;
+        self.buf.drain(..n);
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Marker,
+    FinalHeader,
+    Body {
+        seq: u32,
+        is_final: bool,
+        len: usize,
+    },
+    /// The final frame is open; its plaintext waits for the end of input.
+    End,
+    Done,
+}
+
+/// Opening state without IO: told the next bytes of the body, exactly
+/// [`FrameOpener::wanted`] at a time, it verifies and decrypts frame by frame.
+pub(crate) struct FrameOpener {
+    derived: Derived,
+    message_id: [u8; MESSAGE_ID_LEN],
+    frame_len: usize,
+    expected: u32,
+    next: Next,
+}
+
+impl FrameOpener {
+    pub(crate) fn new(h: &MessageHeader<'_>, derived: Derived) -> Self {
+        FrameOpener {
+            derived,
+            message_id: h.message_id,
+            frame_len: h.frame_len as usize,
+            expected: 1,
+            next: Next::Marker,
+        }
+    }
+
+    /// Plaintext bytes per frame (the largest a frame releases).
+    pub(crate) fn frame_len(&self) -> usize {
+        self.frame_len
+    }
+
+    /// How many input bytes the next [`FrameOpener::step`] consumes; 0 when
+    /// the final frame is open (call [`FrameOpener::at_end`]) or done.
+    pub(crate) fn wanted(&self) -> usize {
+        match self.next {
+            Next::Marker => 4,
+            Next::FinalHeader => 8,
+            Next::Body { len, .. } => len + TAG_LEN_PUB,
+            Next::End | Next::Done => 0,
+        }
+    }
+
+    /// The final frame verified; the input must end here.
+    pub(crate) fn awaiting_end(&self) -> bool {
+        self.next == Next::End
+    }
+
+    /// The whole message verified, final frame and end of input included.
+    pub(crate) fn is_done(&self) -> bool {
+        self.next == Next::Done
+    }
+
+    /// Consumes exactly [`FrameOpener::wanted`] bytes. Returns true when a
+    /// regular frame verified and its plaintext was appended to `plain`
+    /// (release it). The final frame's plaintext is appended too, but must be
+    /// held until [`FrameOpener::at_end`] confirms that nothing follows.
+    pub(crate) fn step(&mut self, input: &[u8], plain: &mut Vec<u8>) -> crate::Result<bool> {
+        if input.len() != self.wanted() || self.wanted() == 0 {
+            return Err(Error::DecryptionFailed);
+        }
+        let u32_at =
+            |i: usize| u32::from_be_bytes([input[i], input[i + 1], input[i + 2], input[i + 3]]);
+        match self.next {
+            Next::Marker => {
+                let marker = u32_at(0);
+                if marker == FINAL {
+                    self.next = Next::FinalHeader;
+                } else if marker != self.expected || self.expected >= FINAL - 1 {
+                    return Err(Error::DecryptionFailed);
+                } else {
+                    self.next = Next::Body {
+                        seq: marker,
+                        is_final: false,
+                        len: self.frame_len,
+                    };
+                }
+                Ok(false)
+            }
+            Next::FinalHeader => {
+                let (seq, len) = (u32_at(0), u32_at(4) as usize);
+                if seq != self.expected || len > self.frame_len {
+                    return Err(Error::DecryptionFailed);
+                }
+                self.next = Next::Body {
+                    seq,
+                    is_final: true,
+                    len,
+                };
+                Ok(false)
+            }
+            Next::Body { seq, is_final, .. } => {
+                message::open_frame(&self.derived, &self.message_id, seq, is_final, input, plain)?;
+                if is_final {
+                    self.next = Next::End;
+                    Ok(false)
+                } else {
+                    self.expected += 1;
+                    self.next = Next::Marker;
+                    Ok(true)
+                }
+            }
+            Next::End | Next::Done => Err(Error::DecryptionFailed),
+        }
+    }
+
+    /// After the final frame: `eof` says whether the input ended there.
+    /// Anything after the final frame is the opaque error.
+    pub(crate) fn at_end(&mut self, eof: bool) -> crate::Result<()> {
+        if self.next != Next::End || !eof {
+            return Err(Error::DecryptionFailed);
+        }
+        self.next = Next::Done;
+        Ok(())
+    }
+}
+
+/// How many more bytes an envelope message header needs, given its first
+/// bytes `h`; `None` once `h` is the whole header (tag included). Lets a
+/// stream read exactly the header, nothing of the body. Malformed input is
+/// the opaque error.
+pub(crate) fn header_needs(h: &[u8]) -> crate::Result<Option<usize>> {
+    let need = |end: usize| Ok(Some(end - h.len()));
+    if h.len() < 44 {
+        return need(44);
+    }
+    let ctx_len = u16::from_be_bytes([h[42], h[43]]) as usize;
+    let mut p = 44 + ctx_len + 1;
+    if h.len() < p {
+        return need(p);
+    }
+    let count = h[p - 1];
+    for _ in 0..count {
+        if h.len() < p + 2 {
+            return need(p + 2);
+        }
+        let w = u16::from_be_bytes([h[p], h[p + 1]]) as usize;
+        if w > message::MAX_WRAPPED_LEN {
+            return Err(Error::DecryptionFailed);
+        }
+        p += 2 + w;
+        if h.len() < p {
+            return need(p);
+        }
+    }
+    let end = p + 32 + TAG_LEN_PUB;
+    if h.len() < end {
+        return need(end);
+    }
+    if h.len() > end {
+        return Err(Error::DecryptionFailed);
+    }
+    Ok(None)
+}
+
+/// What opening a message's header yields for a streaming reader: the frame
+/// opener and what the reader reports.
+pub(crate) struct OpenedStream {
+    pub(crate) opener: FrameOpener,
+    pub(crate) context: EncryptionContext,
+    pub(crate) key_id: KeyId,
+    pub(crate) key_version: u32,
+}
+
+impl OpenedStream {
+    pub(crate) fn new(
+        h: &MessageHeader<'_>,
+        derived: Derived,
+        key_id: KeyId,
+        key_version: u32,
+    ) -> Self {
+        OpenedStream {
+            opener: FrameOpener::new(h, derived),
+            context: h.context.clone(),
+            key_id,
+            key_version,
+        }
+    }
+}
+
+// ---- blocking IO -------------------------------------------------------------
 
 /// Encrypts a stream into an envelope message, frame by frame.
 ///
@@ -23,77 +316,46 @@ fn io_err(e: Error) -> io::Error {
 /// leaves a message without its final frame, which every reader rejects.
 pub struct SealWriter<W: Write> {
     out: Option<W>,
-    derived: Derived,
-    message_id: [u8; MESSAGE_ID_LEN],
-    frame_len: usize,
-    buf: Zeroizing<Vec<u8>>,
+    sealer: FrameSealer,
     frame: Vec<u8>,
-    seq: u32,
     failed: bool,
 }
 
 impl<W: Write> SealWriter<W> {
-    /// Writes the header (which ends in the commitment) and its tag.
-    pub(crate) fn start(
-        mut out: W,
-        header: Vec<u8>,
-        derived: Derived,
-        message_id: [u8; MESSAGE_ID_LEN],
-        frame_len: u32,
-    ) -> crate::Result<Self> {
-        let tag = message::header_tag(&derived, &header)?;
-        out.write_all(&header)
-            .and_then(|_| out.write_all(&tag))
+    /// Writes the header (tag included, from [`crate::Client::begin_stream`]).
+    pub(crate) fn start(mut out: W, header: &[u8], sealer: FrameSealer) -> crate::Result<Self> {
+        out.write_all(header)
             .map_err(|e| Error::Other(std::sync::Arc::new(e)))?;
-        let f = frame_len as usize;
         Ok(SealWriter {
             out: Some(out),
-            derived,
-            message_id,
-            frame_len: f,
-            // Never reallocated (input is fed in pieces of at most one
-            // frame), so plaintext is never left behind in freed memory.
-            buf: Zeroizing::new(Vec::with_capacity(2 * f)),
-            frame: Vec::with_capacity(f + 32),
-            seq: 1,
+            frame: Vec::with_capacity(sealer.frame_len() + 32),
+            sealer,
             failed: false,
         })
     }
 
-    fn emit(&mut self, is_final: bool) -> io::Result<()> {
-        let n = if is_final {
-            self.buf.len()
-        } else {
-            self.frame_len
-        };
-        self.frame.clear();
-        message::seal_frame(
-            &self.derived,
-            &self.message_id,
-            self.seq,
-            is_final,
-            &self.buf[..n],
-            &mut self.frame,
-        )
-        .map_err(io_err)?;
+    fn write_frame(&mut self) -> io::Result<()> {
         let out = self
             .out
             .as_mut()
             .ok_or_else(|| io::Error::other("writer already finished"))?;
-        out.write_all(&self.frame)?;
-        self.buf.drain(..n);
-        self.seq += 1;
-        Ok(())
+        out.write_all(&self.frame)
     }
 
-    /// Writes the final frame, flushes, and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    fn check(&self) -> io::Result<()> {
         if self.failed {
             return Err(io::Error::other(
                 "an earlier write failed; the message is incomplete",
             ));
         }
-        self.emit(true)?;
+        Ok(())
+    }
+
+    /// Writes the final frame, flushes, and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.check()?;
+        self.sealer.seal_final(&mut self.frame).map_err(io_err)?;
+        self.write_frame()?;
         let mut out = self
             .out
             .take()
@@ -101,25 +363,26 @@ impl<W: Write> SealWriter<W> {
         out.flush()?;
         Ok(out)
     }
+
+    fn write_inner(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = self.sealer.absorb(rest);
+            rest = &rest[n..];
+            while self.sealer.seal_ready(&mut self.frame).map_err(io_err)? {
+                self.write_frame()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<W: Write> Write for SealWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.failed {
-            return Err(io::Error::other(
-                "an earlier write failed; the message is incomplete",
-            ));
-        }
-        for piece in data.chunks(self.frame_len) {
-            self.buf.extend_from_slice(piece);
-            // A regular frame only while more than one frame is buffered:
-            // the final frame then holds the last 1..=F bytes, as `seal` does.
-            while self.buf.len() > self.frame_len {
-                if let Err(e) = self.emit(false) {
-                    self.failed = true;
-                    return Err(e);
-                }
-            }
+        self.check()?;
+        if let Err(e) = self.write_inner(data) {
+            self.failed = true;
+            return Err(e);
         }
         Ok(data.len())
     }
@@ -135,8 +398,8 @@ impl<W: Write> Write for SealWriter<W> {
 impl<W: Write> fmt::Debug for SealWriter<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealWriter")
-            .field("frame_len", &self.frame_len)
-            .field("frames_written", &(self.seq - 1))
+            .field("frame_len", &self.sealer.frame_len())
+            .field("frames_written", &self.sealer.frames_sealed())
             .finish_non_exhaustive()
     }
 }
@@ -144,35 +407,14 @@ impl<W: Write> fmt::Debug for SealWriter<W> {
 /// Reads an envelope message's header from a stream: exactly the header
 /// bytes, nothing of the body. Malformed input is the opaque error.
 pub(crate) fn read_header<R: Read>(r: &mut R) -> crate::Result<Vec<u8>> {
-    fn take<R: Read>(r: &mut R, buf: &mut Vec<u8>, n: usize) -> crate::Result<()> {
-        let start = buf.len();
-        buf.resize(start + n, 0);
-        r.read_exact(&mut buf[start..])
-            .map_err(|_| Error::DecryptionFailed)
-    }
     let mut h = Vec::with_capacity(256);
-    take(r, &mut h, 44)?;
-    let ctx_len = u16::from_be_bytes([h[42], h[43]]) as usize;
-    take(r, &mut h, ctx_len + 1)?;
-    let count = h[h.len() - 1];
-    for _ in 0..count {
-        take(r, &mut h, 2)?;
-        let n = h.len();
-        let w = u16::from_be_bytes([h[n - 2], h[n - 1]]) as usize;
-        if w > message::MAX_WRAPPED_LEN {
-            return Err(Error::DecryptionFailed);
-        }
-        take(r, &mut h, w)?;
+    while let Some(n) = header_needs(&h)? {
+        let start = h.len();
+        h.resize(start + n, 0);
+        r.read_exact(&mut h[start..])
+            .map_err(|_| Error::DecryptionFailed)?;
     }
-    take(r, &mut h, 32 + TAG_LEN_PUB)?;
     Ok(h)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ReadState {
-    Frames,
-    Done,
-    Failed,
 }
 
 /// Decrypts an envelope message from a stream, releasing each frame's
@@ -184,120 +426,67 @@ enum ReadState {
 /// data until then if a truncated stream could matter.
 pub struct OpenReader<R: Read> {
     inner: R,
-    derived: Derived,
-    message_id: [u8; MESSAGE_ID_LEN],
-    frame_len: usize,
-    expected: u32,
+    opened: OpenedStream,
     plain: Zeroizing<Vec<u8>>,
     pos: usize,
     ct: Vec<u8>,
-    state: ReadState,
-    context: EncryptionContext,
-    key_id: KeyId,
-    key_version: u32,
+    failed: bool,
 }
 
 impl<R: Read> OpenReader<R> {
-    pub(crate) fn new(
-        inner: R,
-        h: &MessageHeader<'_>,
-        derived: Derived,
-        key_id: KeyId,
-        key_version: u32,
-    ) -> Self {
-        let f = h.frame_len as usize;
+    pub(crate) fn new(inner: R, opened: OpenedStream) -> Self {
+        let f = opened.opener.frame_len();
         OpenReader {
             inner,
-            derived,
-            message_id: h.message_id,
-            frame_len: f,
-            expected: 1,
+            opened,
             plain: Zeroizing::new(Vec::with_capacity(f)),
             pos: 0,
             ct: Vec::with_capacity(f + TAG_LEN_PUB),
-            state: ReadState::Frames,
-            context: h.context.clone(),
-            key_id,
-            key_version,
+            failed: false,
         }
     }
 
     /// The message's full encryption context.
     pub fn context(&self) -> &EncryptionContext {
-        &self.context
+        &self.opened.context
     }
 
     /// The key whose wrapped data key opened the message.
     pub fn key_id(&self) -> &KeyId {
-        &self.key_id
+        &self.opened.key_id
     }
 
     /// Its version.
     pub fn key_version(&self) -> u32 {
-        self.key_version
+        self.opened.key_version
     }
 
-    fn read_u32(&mut self) -> crate::Result<u32> {
-        let mut b = [0u8; 4];
-        self.inner
-            .read_exact(&mut b)
-            .map_err(|_| Error::DecryptionFailed)?;
-        Ok(u32::from_be_bytes(b))
-    }
-
-    fn read_ct(&mut self, n: usize) -> crate::Result<()> {
-        self.ct.resize(n, 0);
-        self.inner
-            .read_exact(&mut self.ct)
-            .map_err(|_| Error::DecryptionFailed)
-    }
-
+    /// Reads and verifies the next frame into `plain`; the final frame is
+    /// released only once the input has ended right after it.
     fn next_frame(&mut self) -> crate::Result<()> {
         self.plain.clear();
         self.pos = 0;
-        let marker = self.read_u32()?;
-        if marker == FINAL {
-            let seq = self.read_u32()?;
-            let len = self.read_u32()? as usize;
-            if seq != self.expected || len > self.frame_len {
-                return Err(Error::DecryptionFailed);
+        loop {
+            let opener = &mut self.opened.opener;
+            if opener.awaiting_end() {
+                let mut extra = [0u8; 1];
+                let eof = loop {
+                    match self.inner.read(&mut extra) {
+                        Ok(n) => break n == 0,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => return Err(Error::DecryptionFailed),
+                    }
+                };
+                return opener.at_end(eof);
             }
-            self.read_ct(len + TAG_LEN_PUB)?;
-            message::open_frame(
-                &self.derived,
-                &self.message_id,
-                seq,
-                true,
-                &self.ct,
-                &mut self.plain,
-            )?;
-            // Nothing may follow the final frame.
-            let mut extra = [0u8; 1];
-            loop {
-                match self.inner.read(&mut extra) {
-                    Ok(0) => break,
-                    Ok(_) => return Err(Error::DecryptionFailed),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return Err(Error::DecryptionFailed),
-                }
+            self.ct.resize(opener.wanted(), 0);
+            self.inner
+                .read_exact(&mut self.ct)
+                .map_err(|_| Error::DecryptionFailed)?;
+            if opener.step(&self.ct, &mut self.plain)? {
+                return Ok(());
             }
-            self.state = ReadState::Done;
-            return Ok(());
         }
-        if marker != self.expected || self.expected >= FINAL - 1 {
-            return Err(Error::DecryptionFailed);
-        }
-        self.read_ct(self.frame_len + TAG_LEN_PUB)?;
-        message::open_frame(
-            &self.derived,
-            &self.message_id,
-            marker,
-            false,
-            &self.ct,
-            &mut self.plain,
-        )?;
-        self.expected += 1;
-        Ok(())
     }
 }
 
@@ -310,18 +499,18 @@ impl<R: Read> Read for OpenReader<R> {
                 self.pos += n;
                 return Ok(n);
             }
-            match self.state {
-                ReadState::Done => return Ok(0),
-                ReadState::Failed => return Err(io_err(Error::DecryptionFailed)),
-                ReadState::Frames => {
-                    if let Err(e) = self.next_frame() {
-                        self.state = ReadState::Failed;
-                        // Wipe, not just clear: nothing of a failed frame
-                        // stays in memory until the reader is dropped.
-                        zeroize::Zeroize::zeroize(&mut *self.plain);
-                        return Err(io_err(e));
-                    }
-                }
+            if self.failed {
+                return Err(io_err(Error::DecryptionFailed));
+            }
+            if self.opened.opener.is_done() {
+                return Ok(0);
+            }
+            if let Err(e) = self.next_frame() {
+                self.failed = true;
+                // Wipe, not just clear: nothing of a failed frame stays in
+                // memory until the reader is dropped.
+                zeroize::Zeroize::zeroize(&mut *self.plain);
+                return Err(io_err(e));
             }
         }
     }
@@ -330,9 +519,9 @@ impl<R: Read> Read for OpenReader<R> {
 impl<R: Read> fmt::Debug for OpenReader<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenReader")
-            .field("key_id", &self.key_id)
-            .field("key_version", &self.key_version)
-            .field("frame_len", &self.frame_len)
+            .field("key_id", &self.opened.key_id)
+            .field("key_version", &self.opened.key_version)
+            .field("frame_len", &self.opened.opener.frame_len())
             .finish_non_exhaustive()
     }
 }

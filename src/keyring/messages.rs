@@ -5,7 +5,7 @@ use super::pipeline::symmetric;
 use crate::action::Action;
 use crate::envelope::blob;
 use crate::envelope::message;
-use crate::envelope::stream::{OpenReader, SealWriter, read_header};
+use crate::envelope::stream::{FrameSealer, OpenReader, OpenedStream, SealWriter, read_header};
 use crate::envelope::{EncryptionContext, Opened, SealOptions};
 use crate::error::{Error, Result};
 use crate::key::KeyId;
@@ -252,14 +252,23 @@ impl Client {
         options: SealOptions,
         out: W,
     ) -> Result<SealWriter<W>> {
-        self.begin_message(
-            key.into(),
-            context,
-            options,
-            |header, derived, message_id| {
-                SealWriter::start(out, header, derived, message_id, options.frame_len)
-            },
-        )
+        let (header, sealer) = self.begin_stream(key.into(), context, options)?;
+        SealWriter::start(out, &header, sealer)
+    }
+
+    /// The blocking part of every streaming seal (sync and async): runs
+    /// [`Client::begin_message`] and returns the header bytes to write
+    /// (header tag included) and the frame sealer.
+    pub(crate) fn begin_stream(
+        &self,
+        key: KeyRef<'_>,
+        context: &EncryptionContext,
+        options: SealOptions,
+    ) -> Result<(Vec<u8>, FrameSealer)> {
+        self.begin_message(key, context, options, |mut header, derived, message_id| {
+            let sealer = FrameSealer::new(&mut header, derived, message_id, options.frame_len)?;
+            Ok((header, sealer))
+        })
     }
 
     /// Opens a streaming envelope message: reads and authenticates the
@@ -273,6 +282,19 @@ impl Client {
         context: &EncryptionContext,
     ) -> Result<OpenReader<R>> {
         let header_bytes = read_header(&mut input);
+        let opened = self.open_stream(header_bytes, context)?;
+        Ok(OpenReader::new(input, opened))
+    }
+
+    /// The blocking part of every streaming open (sync and async): given
+    /// the header bytes read from the stream (or the error reading them,
+    /// which still goes through the pipeline and is audited), checks the
+    /// context, unwraps the data key and verifies the header.
+    pub(crate) fn open_stream(
+        &self,
+        header_bytes: Result<Vec<u8>>,
+        context: &EncryptionContext,
+    ) -> Result<OpenedStream> {
         let header = header_bytes
             .as_ref()
             .map_err(Clone::clone)
@@ -281,7 +303,7 @@ impl Client {
             header,
             context,
             ContextMatch::Exact,
-            |h, derived, key_id, v| Ok(OpenReader::new(input, h, derived, key_id, v)),
+            |h, derived, key_id, v| Ok(OpenedStream::new(h, derived, key_id, v)),
         )
     }
 }
