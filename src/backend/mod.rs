@@ -8,7 +8,7 @@
 //! Metadata (which keys exist, their versions and state) is not the backend's
 //! business: that is the [`crate::store::MetadataStore`].
 
-mod file;
+pub(crate) mod file;
 pub(crate) mod material;
 mod memory;
 
@@ -21,6 +21,10 @@ mod pkcs11;
 #[cfg(feature = "pkcs11")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
 pub use pkcs11::{Pkcs11Backend, Pkcs11Config};
+
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::store::PostgresBackend;
 
 use crate::error::Result;
 use crate::key::{KeyId, KeySpec};

@@ -24,6 +24,8 @@ mod keys;
 mod lifecycle;
 mod messages;
 mod pipeline;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod rotation;
 mod usage;
 

@@ -6,6 +6,9 @@
 mod file;
 pub(crate) mod keystore;
 mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 
 pub use file::FileStore;
 pub use keystore::{
@@ -13,6 +16,9 @@ pub use keystore::{
     restore_backup, rotate_root_key,
 };
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresBackend, PostgresOptions, PostgresStore};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
