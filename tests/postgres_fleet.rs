@@ -1,0 +1,1 @@
+//! PostgresStore at the store level (placeholder replaced below).
