@@ -25,7 +25,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use strongroom::policy::GrantRequest;
 use strongroom::store::{PostgresOptions, RootKey};
-use strongroom::{Action, Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
+use strongroom::{
+    Action, Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal,
+};
 
 fn pg_ring(url: &str, opts: PostgresOptions) -> KeyRing {
     KeyRing::builder()
@@ -71,7 +73,10 @@ fn benches(c: &mut Criterion) {
     let (cm, km) = setup(&mem);
     let warm = pg_ring(&url, PostgresOptions::default());
     let (cw, kw) = setup(&warm);
-    let cold = pg_ring(&url, PostgresOptions::default().max_staleness(Duration::ZERO));
+    let cold = pg_ring(
+        &url,
+        PostgresOptions::default().max_staleness(Duration::ZERO),
+    );
     let cc = cold.client(Principal::user("bench").unwrap());
 
     let mut g = c.benchmark_group("warm");
@@ -148,8 +153,14 @@ fn benches(c: &mut Criterion) {
         ),
         (
             "encrypt 1 KiB (cold)",
-            median_ns(|| drop(cm.encrypt(km.as_str(), &data, &ctx()).unwrap()), 300),
-            median_ns(|| drop(cc.encrypt(kw.as_str(), &data, &ctx()).unwrap()), 300),
+            median_ns(
+                || drop(cm.encrypt(km.as_str(), &data, &ctx()).unwrap()),
+                300,
+            ),
+            median_ns(
+                || drop(cc.encrypt(kw.as_str(), &data, &ctx()).unwrap()),
+                300,
+            ),
         ),
     ];
     println!("\npath                    memory µs  postgres µs  throughput postgres/memory");

@@ -414,3 +414,44 @@ fn tampered_material_rows_are_refused() {
     }
     drop(b1);
 }
+
+/// TLS (feature `postgres-tls`): a server that refuses plain TCP is reached
+/// with `sslmode=require` and its certificate as the trusted root; without
+/// that root the certificate is refused, with an error and no password.
+#[cfg(feature = "postgres-tls")]
+#[test]
+fn tls_to_a_server_that_refuses_plain_connections() {
+    let Some((cluster, pem)) = pg::Cluster::private_tls() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "PostgreSQL and openssl are required under CI=true"
+        );
+        eprintln!("skipped: no PostgreSQL or openssl for the TLS test");
+        return;
+    };
+    let url = format!("{}?sslmode=require", cluster.fresh_db());
+    let opts = PostgresOptions::default().tls_root_certificate(pem.clone());
+    let store = Arc::new(PostgresStore::connect(&url, opts).unwrap());
+    let backend = Arc::new(PostgresBackend::open(&store, &RootKey::raw(ROOT)).unwrap());
+    let ring = KeyRing::builder()
+        .store(store.clone())
+        .backend(backend)
+        .build();
+    let c = ring.client(admin());
+    let key = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let blob = c
+        .encrypt(key.as_str(), b"over tls", &EncryptionContext::new())
+        .unwrap();
+    assert!(c.decrypt(&blob, &EncryptionContext::new()).is_ok());
+    assert!(
+        store.wait_listening(Duration::from_secs(10)),
+        "listener over TLS"
+    );
+    // Plain TCP is refused by the server; an untrusted certificate by us.
+    let plain = url.replace("sslmode=require", "sslmode=disable");
+    assert!(PostgresStore::connect(&plain, PostgresOptions::default()).is_err());
+    let e = PostgresStore::connect(&url, PostgresOptions::default()).unwrap_err();
+    assert!(!e.to_string().contains(&cluster.password), "{e}");
+}

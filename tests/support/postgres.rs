@@ -29,6 +29,10 @@ pub struct Cluster {
     data: Option<PathBuf>,
     /// Stopped and removed on drop (private clusters).
     owned: bool,
+    /// `(socket dir, port)` of a private cluster: admin connections go
+    /// through the Unix socket (trusted), which also works when TCP
+    /// requires TLS.
+    socket: Option<(PathBuf, u16)>,
 }
 
 fn pg_bin() -> Option<PathBuf> {
@@ -164,9 +168,68 @@ impl Cluster {
             bin,
             data: Some(data),
             owned: true,
+            socket: Some((dir.clone(), port)),
         };
         c.start();
         Some(c)
+    }
+
+    /// A private cluster that accepts TCP connections over TLS only, with
+    /// a fresh self-signed certificate for 127.0.0.1; returns the
+    /// certificate (PEM) too. `None` without PostgreSQL or `openssl`.
+    pub fn private_tls() -> Option<(Cluster, Vec<u8>)> {
+        let c = Cluster::private()?;
+        let data = c.data.clone()?;
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(data.join("server.key"))
+            .arg("-out")
+            .arg(data.join("server.crt"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+        let pem = std::fs::read(data.join("server.crt")).ok()?;
+        let hba = data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).ok()?;
+        std::fs::write(
+            &hba,
+            format!("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n{old}"),
+        )
+        .ok()?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .ok()?;
+        std::io::Write::write_all(&mut conf, b"ssl = on\n").ok()?;
+        if is_root() {
+            for f in ["server.key", "server.crt", "pg_hba.conf"] {
+                Command::new("chown")
+                    .arg("postgres")
+                    .arg(data.join(f))
+                    .status()
+                    .ok()?;
+            }
+        }
+        Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key"))
+            .status()
+            .ok()?;
+        c.restart();
+        Some((c, pem))
     }
 
     fn from_env() -> Option<Cluster> {
@@ -178,6 +241,7 @@ impl Cluster {
             bin: pg_bin().unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
             data: None,
             owned: false,
+            socket: None,
         })
     }
 
@@ -185,7 +249,14 @@ impl Cluster {
     pub fn fresh_db(&self) -> String {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("sr_{}_{n}", std::process::id());
-        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+        let admin_url = match &self.socket {
+            Some((dir, port)) => format!(
+                "host={} port={port} user=strongroom dbname=postgres",
+                dir.display()
+            ),
+            None => self.url("postgres"),
+        };
+        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls)
             .expect("connect to the test server");
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))

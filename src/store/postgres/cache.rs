@@ -202,6 +202,13 @@ impl Shared {
         }
     }
 
+    /// Drops every cached alias.
+    pub(crate) fn forget_aliases(&self) {
+        let mut a = self.aliases.write().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        a.clear();
+    }
+
     /// Drops everything, material included.
     pub(crate) fn flush(&self) {
         let mut k = self.keys.write().unwrap_or_else(|e| e.into_inner());
@@ -270,6 +277,8 @@ fn listen(conn: &Conn, shared: &Shared) {
             }
         };
         if client.batch_execute(&format!("LISTEN {CHANNEL}")).is_err() {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
             continue;
         }
         pause = Duration::from_millis(20);

@@ -72,6 +72,13 @@ impl Conn {
         }
         #[cfg(not(feature = "postgres-tls"))]
         {
+            if _tls_root_pem.is_some() {
+                return Err(Error::Configuration(
+                    "a TLS root certificate was given but strongroom was built without the \
+                     `postgres-tls` feature"
+                        .into(),
+                ));
+            }
             if wants_tls && config.get_ssl_mode() == postgres::config::SslMode::Require {
                 return Err(Error::Configuration(
                     "the PostgreSQL URL requires TLS (sslmode=require) but strongroom was built \

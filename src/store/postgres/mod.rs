@@ -60,7 +60,8 @@ pub struct PostgresOptions {
     /// Idle connections kept for reuse (default 8).
     pub pool_size: usize,
     /// A PEM root certificate trusted for the server's TLS certificate,
-    /// beside the system's (feature `postgres-tls`).
+    /// beside the system's (feature `postgres-tls`; without it, setting
+    /// one is a configuration error).
     pub tls_root_certificate: Option<Vec<u8>>,
 }
 

@@ -212,7 +212,7 @@ impl MetadataStore for PostgresStore {
     fn remove_key(&self, id: &KeyId) -> Result<()> {
         let r = self.core.run(|c| {
             let mut tx = c.transaction().map_err(pre("remove key"))?;
-            let aliases = tx
+            let rows = tx
                 .query(
                     "DELETE FROM strongroom_aliases WHERE key_id = $1 RETURNING alias",
                     &[&id.as_str()],
@@ -223,18 +223,34 @@ impl MetadataStore for PostgresStore {
                 &[&id.as_str()],
             )
             .map_err(pre("remove key"))?;
-            for r in &aliases {
+            let mut aliases = Vec::with_capacity(rows.len());
+            for r in &rows {
                 match Alias::parse(r.get::<_, &str>(0)) {
-                    Ok(a) => notify(&mut tx, &payload_alias(&a))?,
+                    Ok(a) => {
+                        notify(&mut tx, &payload_alias(&a))?;
+                        aliases.push(a);
+                    }
                     Err(_) => notify(&mut tx, "*")?,
                 }
             }
             notify(&mut tx, &payload_key(id))?;
-            tx.commit().map_err(at_commit)
+            tx.commit().map_err(at_commit)?;
+            Ok(aliases)
         });
-        // Aliases are dropped by the notifications; drop them here too.
-        self.core.shared.invalidate("*");
-        r
+        self.forget_key(id);
+        match r {
+            Ok(aliases) => {
+                for a in &aliases {
+                    self.forget_alias(a);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The outcome may be unknown: forget every alias.
+                self.core.shared.forget_aliases();
+                Err(e)
+            }
+        }
     }
 
     fn list_keys(&self, after: Option<&KeyId>, limit: usize) -> Result<Vec<Arc<KeyMetadata>>> {
