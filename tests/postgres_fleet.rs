@@ -366,6 +366,9 @@ fn revocation_disable_and_deletion_on_a_enforced_on_b() {
     });
 }
 
+/// An acknowledged ciphertext and the version it names (0: not a rotation).
+type Acked = (Vec<u8>, u32);
+
 #[test]
 fn server_restart_mid_run_loses_nothing_acknowledged() {
     let Some(cluster) = pg::private_cluster() else {
@@ -377,7 +380,7 @@ fn server_restart_mid_run_loses_nothing_acknowledged() {
     let key = c
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
-    let acked: Arc<Mutex<Vec<(Vec<u8>, u32)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -392,7 +395,7 @@ fn server_restart_mid_run_loses_nothing_acknowledged() {
             let mut i = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
-                let r = if i % 4 == 0 {
+                let r = if i.is_multiple_of(4) {
                     c.rotate_key_on_demand(key.as_str()).and_then(|v| {
                         c.encrypt(key.as_str(), &v.to_be_bytes(), &ctx())
                             .map(|b| (b, v))

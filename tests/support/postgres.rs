@@ -318,17 +318,17 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if self.owned {
-            if let Some(data) = &self.data {
-                let _ = as_owner(&self.bin, "pg_ctl")
-                    .arg("-D")
-                    .arg(data)
-                    .args(["-m", "immediate", "stop"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-                let _ = std::fs::remove_dir_all(data.parent().unwrap());
-            }
+        if self.owned
+            && let Some(data) = &self.data
+        {
+            let _ = as_owner(&self.bin, "pg_ctl")
+                .arg("-D")
+                .arg(data)
+                .args(["-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(data.parent().unwrap());
         }
     }
 }
