@@ -366,6 +366,65 @@ fn revocation_disable_and_deletion_on_a_enforced_on_b() {
     });
 }
 
+#[test]
+fn a_lost_listener_connection_flushes_the_cache() {
+    if !pg::available() {
+        return;
+    }
+    use strongroom::key::KeyState;
+    use strongroom::store::{PostgresBackend, PostgresStore};
+    let url = pg::fresh_db();
+    let a = ring(&url);
+    // Made before B listens: no notification of it can reach B later.
+    let key = admin(&a)
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    // B trusts its cache for an hour: only notifications and the flush on
+    // reconnect can refresh it. Reads only, so B sends no notification.
+    let opts = PostgresOptions::default().max_staleness(Duration::from_secs(3600));
+    let store = Arc::new(PostgresStore::connect(&url, opts).unwrap());
+    let backend = Arc::new(PostgresBackend::open(&store, &RootKey::raw([7; 32])).unwrap());
+    let b = KeyRing::builder()
+        .store(store.clone())
+        .backend(backend)
+        .build();
+    let cb = admin(&b);
+    assert!(store.wait_listening(Duration::from_secs(30)));
+    assert_eq!(
+        cb.describe_key(key.as_str()).unwrap().state,
+        KeyState::Enabled
+    );
+    // A disable written behind the store's back: no notification.
+    let mut conn = db(&url);
+    conn.execute(
+        "UPDATE strongroom_keys SET record = \
+         jsonb_set(record::jsonb, '{state}', '\"Disabled\"')::text WHERE key_id = $1",
+        &[&key.as_str()],
+    )
+    .unwrap();
+    // B's cache still serves the old record (within its bound)...
+    assert_eq!(
+        cb.describe_key(key.as_str()).unwrap().state,
+        KeyState::Enabled
+    );
+    // ...until its listener loses its connection: the reconnect flushes.
+    let before = store.listener_reconnects();
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'strongroom-listener' AND datname = current_database()",
+        &[],
+    )
+    .unwrap();
+    eventually("the listener reconnects", || {
+        store.listener_reconnects() > before && store.is_listening()
+    });
+    assert_eq!(
+        cb.describe_key(key.as_str()).unwrap().state,
+        KeyState::Disabled
+    );
+    assert!(refused(cb.encrypt(key.as_str(), b"x", &ctx())));
+}
+
 /// An acknowledged ciphertext and the version it names (0: not a rotation).
 type Acked = (Vec<u8>, u32);
 

@@ -90,6 +90,15 @@ impl Conn {
         }
     }
 
+    /// Names the connections made with these settings (`application_name`)
+    /// unless the URL named them.
+    pub(crate) fn named(mut self, name: &str) -> Conn {
+        if self.config.get_application_name() == Some("strongroom") {
+            self.config.application_name(name);
+        }
+        self
+    }
+
     /// `user@host:port/db`, without the password, for `Debug`.
     pub(crate) fn describe(&self) -> String {
         let host = self

@@ -254,11 +254,16 @@ impl PostgresStore {
         )?;
         let mut client = conn.connect()?;
         schema::migrate(&mut client)?;
-        let listen_conn = Arc::new(Conn::from_url(
-            url,
-            options.connect_timeout,
-            options.tls_root_certificate.as_deref(),
-        )?);
+        // The listener's connection is named `strongroom-listener` (unless
+        // the URL names its connections), so operators can tell it apart.
+        let listen_conn = Arc::new(
+            Conn::from_url(
+                url,
+                options.connect_timeout,
+                options.tls_root_certificate.as_deref(),
+            )?
+            .named("strongroom-listener"),
+        );
         let pool = Pool::new(conn, options.pool_size);
         pool.put(client);
         let shared = Shared::new(options.max_staleness);
