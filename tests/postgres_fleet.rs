@@ -219,11 +219,29 @@ fn child_process_entry() {
     writeln!(out).unwrap();
     match mode.as_str() {
         "rotate" => {
+            // arg: "<key> <other key>".
+            let (key, other) = arg.split_once(' ').unwrap();
+            let me = std::process::id();
             for i in 0..10 {
-                let v = retrying(|| c.rotate_key_on_demand(arg.as_str()));
-                let pt = format!("pid {} round {i}", std::process::id());
-                let blob = retrying(|| c.encrypt(arg.as_str(), pt.as_bytes(), &ctx()));
+                let v = retrying(|| c.rotate_key_on_demand(key));
+                let pt = format!("pid {me} round {i}");
+                let blob = retrying(|| c.encrypt(key, pt.as_bytes(), &ctx()));
                 writeln!(out, "V {v} {} {}", hex(&blob), hex(pt.as_bytes())).unwrap();
+                let alias = format!("alias/p{me}-{i}");
+                retrying(|| c.create_alias(&alias, key));
+                writeln!(out, "A {alias}").unwrap();
+                let to = if i % 2 == 0 { other } else { key };
+                retrying(|| c.update_alias("alias/shared", to));
+                let g = |n: u32| {
+                    GrantRequest::new(
+                        Principal::user(&format!("p{me}-{i}-{n}")).unwrap(),
+                        &[Action::Encrypt],
+                    )
+                };
+                retrying(|| c.create_grant(key, g(0)));
+                let (gone, _) = retrying(|| c.create_grant(key, g(1)));
+                retrying(|| c.revoke_grant(key, &gone));
+                writeln!(out, "G user:p{me}-{i}-0").unwrap();
             }
             writeln!(out, "DONE").unwrap();
         }
@@ -252,7 +270,7 @@ fn child_process_entry() {
 }
 
 #[test]
-fn two_processes_rotate_one_key() {
+fn two_processes_rotate_alias_and_grant_at_once() {
     if !pg::available() {
         return;
     }
@@ -262,22 +280,39 @@ fn two_processes_rotate_one_key() {
     let key = c
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
+    let other = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    c.create_alias("alias/shared", key.as_str()).unwrap();
+    let arg = format!("{key} {other}");
     let kids: Vec<_> = (0..2)
-        .map(|_| child("rotate", &url, key.as_str()).spawn().unwrap())
+        .map(|_| child("rotate", &url, &arg).spawn().unwrap())
         .collect();
     let mut versions = Vec::new();
     let mut blobs = Vec::new();
+    let mut aliases = Vec::new();
+    let mut grantees = BTreeSet::new();
     for kid in kids {
         let out = kid.wait_with_output().unwrap();
         assert!(out.status.success(), "a child failed");
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(text.lines().any(|l| l == "DONE"), "child did not finish");
-        for l in text.lines().filter(|l| l.starts_with("V ")) {
+        for l in text.lines() {
             let f: Vec<&str> = l.split(' ').collect();
-            versions.push(f[1].parse::<u32>().unwrap());
-            blobs.push((unhex(f[2]), unhex(f[3])));
+            match f[0] {
+                "V" => {
+                    versions.push(f[1].parse::<u32>().unwrap());
+                    blobs.push((unhex(f[2]), unhex(f[3])));
+                }
+                "A" => aliases.push(f[1].to_owned()),
+                "G" => {
+                    grantees.insert(f[1].to_owned());
+                }
+                _ => {}
+            }
         }
     }
+    // Consecutive versions, each made by exactly one process.
     versions.sort();
     assert_eq!(versions, (2..=21).collect::<Vec<u32>>());
     for (blob, pt) in &blobs {
@@ -288,6 +323,25 @@ fn two_processes_rotate_one_key() {
             &pt[..]
         );
     }
+    // Every alias either process made; the shared one on one of the keys.
+    assert_eq!(aliases.len(), 20);
+    for a in &aliases {
+        assert_eq!(c.describe_key(a.as_str()).unwrap().key_id, key);
+    }
+    let shared = c.describe_key("alias/shared").unwrap().key_id;
+    assert!(shared == key || shared == other);
+    // Exactly the grants kept, none of those revoked.
+    let in_db: BTreeSet<String> = db(&url)
+        .query(
+            "SELECT grantee FROM strongroom_grants WHERE key_id = $1",
+            &[&key.as_str()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(in_db.len(), 20);
+    assert_eq!(in_db, grantees);
 }
 
 fn refused(r: Result<Vec<u8>, Error>) -> bool {
