@@ -21,6 +21,7 @@ use crate::random::{OsRandom, RandomSource, random_array};
 use crate::secret::SecretBytes;
 use crate::store::keystore::keys::{Kdf, derive_root, new_kdf};
 use crate::store::{KeystoreOptions, RootKey};
+use postgres::types::Type;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -192,9 +193,12 @@ impl PostgresBackend {
         }
         let ticket = i.core.shared.ticket();
         let row = i.core.run(|c| {
-            c.query_opt(
+            c.query_typed_opt(
                 "SELECT gen, record FROM strongroom_material WHERE key_id = $1 AND version = $2",
-                &[&id.key_id.as_str(), &i64::from(id.version)],
+                &[
+                    (&id.key_id.as_str(), Type::TEXT),
+                    (&i64::from(id.version), Type::INT8),
+                ],
             )
             .map_err(pre("read material"))
         })?;
@@ -386,9 +390,12 @@ impl KeyBackend for PostgresBackend {
     /// instance may have made or destroyed it).
     fn contains(&self, id: &MaterialId) -> Result<bool> {
         let row = self.inner.core.run(|c| {
-            c.query_opt(
+            c.query_typed_opt(
                 "SELECT 1 FROM strongroom_material WHERE key_id = $1 AND version = $2",
-                &[&id.key_id.as_str(), &i64::from(id.version)],
+                &[
+                    (&id.key_id.as_str(), Type::TEXT),
+                    (&i64::from(id.version), Type::INT8),
+                ],
             )
             .map_err(pre("read material"))
         })?;

@@ -10,6 +10,7 @@ use crate::key::{Alias, KeyId};
 use crate::policy::{Grant, KeyAccess, Policy};
 use crate::principal::Principal;
 use crate::store::{KeyMetadata, MetadataStore};
+use postgres::types::Type;
 use std::sync::Arc;
 
 fn limit_i64(limit: usize) -> i64 {
@@ -157,7 +158,15 @@ impl MetadataStore for PostgresStore {
             return Ok(Some(m));
         }
         let t = self.core.shared.ticket();
-        let m = self.core.run(|c| read_key(c, id, false))?.map(Arc::new);
+        // One round trip (typed parameters, no separate prepare).
+        let row = self.core.run(|c| {
+            c.query_typed_opt(
+                &format!("{KEY_SELECT} WHERE k.key_id = $1"),
+                &[(&id.as_str(), Type::TEXT)],
+            )
+            .map_err(pre("read key"))
+        })?;
+        let m = row.map(|r| from_row(&r)).transpose()?.map(Arc::new);
         if let Some(m) = &m {
             self.core.shared.put_key(&t, m.clone());
         }
@@ -271,9 +280,9 @@ impl MetadataStore for PostgresStore {
         }
         let t = self.core.shared.ticket();
         let row = self.core.run(|c| {
-            c.query_opt(
+            c.query_typed_opt(
                 "SELECT key_id FROM strongroom_aliases WHERE alias = $1",
-                &[&alias.as_str()],
+                &[(&alias.as_str(), Type::TEXT)],
             )
             .map_err(pre("resolve alias"))
         })?;
