@@ -51,6 +51,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct PostgresOptions {
     /// The oldest a cached record may be when it is used (default 2 s).
+    /// Zero turns the cache off: every read goes to the database.
     pub max_staleness: Duration,
     /// How long a connection attempt may take (default 5 s).
     pub connect_timeout: Duration,

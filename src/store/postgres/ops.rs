@@ -2,7 +2,9 @@
 //! ends with its `NOTIFY`; reads go through the cache (`cache.rs`).
 
 use super::cache::{payload_alias, payload_key};
-use super::rows::{KEY_SELECT, from_row, insert_grant, json, notify, read_key, write_grant_diff};
+use super::rows::{
+    KEY_SELECT, from_row, insert_grant, json, notify, read_key_locked, write_grant_diff,
+};
 use super::{PostgresStore, Retry, at_commit, pre};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -184,7 +186,7 @@ impl MetadataStore for PostgresStore {
     ) -> Result<Arc<KeyMetadata>> {
         let r = self.core.run(|c| {
             let mut tx = c.transaction().map_err(pre("update key"))?;
-            let old = read_key(&mut tx, id, true)?
+            let old = read_key_locked(&mut tx, id)?
                 .ok_or_else(|| Retry::Stop(Error::KeyNotFound(id.to_string())))?;
             let mut new = old.clone();
             f(&mut new).map_err(Retry::from)?;

@@ -53,19 +53,16 @@ pub(crate) const KEY_SELECT: &str = "SELECT k.key_id, k.record, k.policy, \
      ARRAY(SELECT g.body FROM strongroom_grants g WHERE g.key_id = k.key_id ORDER BY g.seq) \
      FROM strongroom_keys k";
 
-/// Reads one key (with `FOR UPDATE` if `lock`).
-pub(crate) fn read_key(
+/// Reads one key and locks its row (`FOR UPDATE`) until the transaction ends.
+pub(crate) fn read_key_locked(
     c: &mut impl GenericClient,
     id: &KeyId,
-    lock: bool,
 ) -> Attempt<Option<KeyMetadata>> {
-    let sql = if lock {
-        format!("{KEY_SELECT} WHERE k.key_id = $1 FOR UPDATE OF k")
-    } else {
-        format!("{KEY_SELECT} WHERE k.key_id = $1")
-    };
     let row = c
-        .query_opt(&sql, &[&id.as_str()])
+        .query_opt(
+            &format!("{KEY_SELECT} WHERE k.key_id = $1 FOR UPDATE OF k"),
+            &[&id.as_str()],
+        )
         .map_err(pre("read key"))?;
     match row {
         None => Ok(None),
