@@ -14,6 +14,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
+use strongroom::keyring::ExplainOptions;
 use strongroom::policy::{GrantRequest, Policy, Request, decide};
 use strongroom::store::{MemoryStore, MetadataStore};
 use strongroom::{Action, CreateKeyOptions, KeyRing, KeySpec, Principal, Timestamp};
@@ -88,7 +89,11 @@ fn grants(c: &mut Criterion) {
             b.iter(|| {
                 black_box(
                     admin
-                        .explain(&who, Action::Encrypt, Some(&target), None)
+                        .explain(
+                            &who,
+                            Action::Encrypt,
+                            ExplainOptions::default().key(target.to_string()),
+                        )
                         .unwrap(),
                 )
             })

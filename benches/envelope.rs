@@ -22,6 +22,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use std::time::Duration;
 use strongroom::key::SymmetricAlgorithm;
+use strongroom::keyring::SignOptions;
 use strongroom::{Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
 const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 1024 * 1024];
@@ -213,7 +214,7 @@ fn scale(c: &mut Criterion) {
 
 fn signing(c: &mut Criterion) {
     use p256::ecdsa::signature::{Signer, Verifier};
-    use strongroom::verify::{MessageType, SignatureFormat};
+    use strongroom::verify::SignatureFormat;
     let client = KeyRing::in_memory().client(Principal::service("bench").unwrap());
     let msg = [0x5au8; 256];
     let mut g = c.benchmark_group("sign");
@@ -234,7 +235,7 @@ fn signing(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 client
-                    .sign(k, &msg, MessageType::Raw, SignatureFormat::Raw)
+                    .sign(k, &msg, SignOptions::default().format(SignatureFormat::Raw))
                     .unwrap(),
             )
         })
@@ -246,14 +247,19 @@ fn signing(c: &mut Criterion) {
         })
     });
     let sig = client
-        .sign(k, &msg, MessageType::Raw, SignatureFormat::Raw)
+        .sign(k, &msg, SignOptions::default().format(SignatureFormat::Raw))
         .unwrap();
     let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
     g.bench_function("p256_verify", |b| {
         b.iter(|| {
             assert!(
                 client
-                    .verify(k, &msg, &sig, MessageType::Raw, SignatureFormat::Raw)
+                    .verify(
+                        k,
+                        &msg,
+                        &sig,
+                        SignOptions::default().format(SignatureFormat::Raw)
+                    )
                     .unwrap()
             )
         })
@@ -276,7 +282,7 @@ fn signing(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 client
-                    .sign(k, &msg, MessageType::Raw, SignatureFormat::Raw)
+                    .sign(k, &msg, SignOptions::default().format(SignatureFormat::Raw))
                     .unwrap(),
             )
         })
@@ -285,7 +291,7 @@ fn signing(c: &mut Criterion) {
         b.iter(|| black_box(raw_ed.sign(&msg)))
     });
     let sig = client
-        .sign(k, &msg, MessageType::Raw, SignatureFormat::Raw)
+        .sign(k, &msg, SignOptions::default().format(SignatureFormat::Raw))
         .unwrap();
     let parsed = ed25519_dalek::Signature::from_slice(&sig).unwrap();
     let vk = raw_ed.verifying_key();
@@ -293,7 +299,12 @@ fn signing(c: &mut Criterion) {
         b.iter(|| {
             assert!(
                 client
-                    .verify(k, &msg, &sig, MessageType::Raw, SignatureFormat::Raw)
+                    .verify(
+                        k,
+                        &msg,
+                        &sig,
+                        SignOptions::default().format(SignatureFormat::Raw)
+                    )
                     .unwrap()
             )
         })

@@ -63,15 +63,21 @@ fn benches(c: &mut Criterion) {
                 Some(o) => {
                     g.bench_with_input(BenchmarkId::new("seal", n), &data, |b, d| {
                         b.iter(|| {
-                            black_box(client.esdk_seal_with(common::ALIAS, d, &ctx, o).unwrap())
+                            black_box(
+                                client
+                                    .esdk_seal_with(common::ALIAS, d, &ctx, o.clone())
+                                    .unwrap(),
+                            )
                         })
                     });
                     let m = client
-                        .esdk_seal_with(common::ALIAS, &data, &ctx, o)
+                        .esdk_seal_with(common::ALIAS, &data, &ctx, o.clone())
                         .unwrap();
                     g.bench_with_input(BenchmarkId::new("open", n), &m, |b, m| {
                         b.iter_with_large_drop(|| {
-                            client.esdk_open_with(common::ALIAS, m, &ctx, o).unwrap()
+                            client
+                                .esdk_open_with(common::ALIAS, m, &ctx, o.clone())
+                                .unwrap()
                         })
                     });
                 }

@@ -117,7 +117,7 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let (gid, _) = cw
+                let gid = cw
                     .create_grant(
                         kw.as_str(),
                         GrantRequest::new(bob.clone(), &[Action::Encrypt]),
@@ -127,7 +127,7 @@ fn benches(c: &mut Criterion) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
                 let start = Instant::now();
-                cw.revoke_grant(kw.as_str(), &gid).unwrap();
+                cw.revoke_grant(kw.as_str(), &gid.grant_id).unwrap();
                 while bob_b.encrypt(kw.as_str(), b"x", &ctx()).is_ok() {
                     assert!(start.elapsed() < Duration::from_secs(30), "revocation lost");
                 }

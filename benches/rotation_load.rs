@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use strongroom::keyring::CreatedGrant;
 use strongroom::policy::GrantRequest;
 use strongroom::store::RootKey;
 use strongroom::{
@@ -122,7 +123,7 @@ type Samples = Arc<Mutex<BTreeMap<String, Vec<Duration>>>>;
 
 fn rings() -> Vec<(&'static str, KeyRing, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
-    let file = KeyRing::open(dir.path(), RootKey::raw([7; 32])).unwrap();
+    let file = KeyRing::open_or_create(dir.path(), RootKey::raw([7; 32])).unwrap();
     vec![
         ("memory", KeyRing::in_memory(), None),
         ("file", file, Some(dir)),
@@ -163,7 +164,9 @@ impl Write {
                 start.elapsed()
             }
             Write::RevokeGrant => {
-                let (grant, _) = t
+                let CreatedGrant {
+                    grant_id: grant, ..
+                } = t
                     .client
                     .create_grant(
                         &t.key,

@@ -65,7 +65,14 @@ mod tempfile_dir {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (holder, dir, key, anchor) = if args.first().map(String::as_str) == Some("--demo") {
+    if args.is_empty() {
+        println!(
+            "usage: audit_verify <log-dir> <public-key-hex> [anchor]   verify a log\n       \
+             audit_verify --demo                                 write a demo log, verify it\n\
+             (no arguments given: running the demo)\n"
+        );
+    }
+    let (holder, dir, key, anchor) = if args.is_empty() || args[0] == "--demo" {
         match demo() {
             Ok((d, k, a)) => {
                 let path = d.0.clone();

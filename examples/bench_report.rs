@@ -22,8 +22,35 @@ fn mean_ns(root: &Path, group: &str, id: &str) -> Option<f64> {
     rest[..end].trim().parse().ok()
 }
 
+/// The criterion output directory: `$CARGO_TARGET_DIR/criterion` when that
+/// is set (as cargo does), else `target/criterion` in this crate.
+fn criterion_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) if !t.is_empty() => {
+            let t = PathBuf::from(t);
+            let t = if t.is_absolute() {
+                t
+            } else {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(t)
+            };
+            t.join("criterion")
+        }
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion"),
+    }
+}
+
+/// The lower bound of a target such as "≥ 0.90" or "≥ 0.83 (...)".
+fn target_min(target: &str) -> Option<f64> {
+    target
+        .strip_prefix("≥ ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion");
+    let root = criterion_dir();
     let sizes = [64usize, 1024, 16384, 1048576];
     let mut rows: Vec<(String, Option<f64>, Option<f64>, &str)> = Vec::new();
     for (group, aead) in [
@@ -121,22 +148,44 @@ fn main() {
         "(info: plaintext zeroized on drop)",
     ));
 
+    if rows.iter().all(|r| r.1.is_none() || r.2.is_none()) {
+        eprintln!(
+            "No benchmark results under {}.\nRun the benchmarks first, with the same \
+             CARGO_TARGET_DIR:\n  cargo bench --bench envelope\nthen run this report again.",
+            root.display()
+        );
+        std::process::exit(1);
+    }
+    println!("results from {}", root.display());
     println!(
         "{:<48} {:>12} {:>12} {:>7}  target",
         "comparison", "ours (µs)", "base (µs)", "ratio"
     );
+    let mut missed = 0;
     for (name, ours, base, target) in rows {
         match (ours, base) {
-            (Some(o), Some(b)) => println!(
-                "{name:<48} {:>12.2} {:>12.2} {:>7.2}  {target}",
-                o / 1000.0,
-                b / 1000.0,
-                b / o
-            ),
+            (Some(o), Some(b)) => {
+                let ratio = b / o;
+                let flag = match target_min(target) {
+                    Some(min) if ratio < min => {
+                        missed += 1;
+                        "  << MISSES TARGET"
+                    }
+                    _ => "",
+                };
+                println!(
+                    "{name:<48} {:>12.2} {:>12.2} {ratio:>7.2}  {target}{flag}",
+                    o / 1000.0,
+                    b / 1000.0,
+                )
+            }
             _ => println!(
-                "{name:<48} {:>12} {:>12} {:>7}  (not measured)",
+                "{name:<48} {:>12} {:>12} {:>7}  (not measured: run its benchmark)",
                 "-", "-", "-"
             ),
         }
+    }
+    if missed > 0 {
+        println!("{missed} row(s) miss their target");
     }
 }

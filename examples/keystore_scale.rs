@@ -13,6 +13,8 @@
 //! rename, directory fsync). Open reads the manifest and every record.
 
 use std::time::{Duration, Instant};
+use strongroom::keyring::ListOptions;
+use strongroom::store::OpenMode;
 use strongroom::store::{Durability, KeystoreOptions, RootKey};
 use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
@@ -41,7 +43,9 @@ fn main() {
     for n in sizes {
         let dir = std::env::temp_dir().join(format!("strongroom-scale-{n}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let bulk = KeystoreOptions::default().durability(Durability::NoSync);
+        let bulk = KeystoreOptions::default()
+            .mode(OpenMode::OpenOrCreate)
+            .durability(Durability::NoSync);
         {
             let ring = KeyRing::builder()
                 .file_keystore(&dir, &RootKey::raw(root), bulk)
@@ -54,10 +58,12 @@ fn main() {
             }
         }
         let t = Instant::now();
-        let ring = KeyRing::open(&dir, RootKey::raw(root)).unwrap();
+        let ring = KeyRing::open_or_create(&dir, RootKey::raw(root)).unwrap();
         let open = t.elapsed();
         let c = ring.client(Principal::service("scale").unwrap());
-        let key = c.list_keys(1, None).unwrap().items[0].key_id.to_string();
+        let key = c.list_keys(ListOptions::default().limit(1)).unwrap().items[0]
+            .key_id
+            .to_string();
         let time = |f: &dyn Fn(usize)| {
             median(
                 (0..9)

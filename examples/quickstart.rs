@@ -2,6 +2,7 @@
 //!
 //! Run with `cargo run --example quickstart`.
 
+use strongroom::keyring::EnableRotationOptions;
 use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
 fn main() -> Result<(), strongroom::Error> {
@@ -61,7 +62,13 @@ fn main() -> Result<(), strongroom::Error> {
 
     // A data key for your own encryption: keep only the ciphertext.
     let dk = app.generate_data_key("alias/quickstart", &ctx)?;
-    println!("data key: {dk:?}");
+    println!(
+        "data key: 32 secret bytes for your own cipher (printing it shows only \
+         \"<redacted>\"), and a {}-byte ciphertext of it under key {} v{} to store",
+        dk.ciphertext().len(),
+        dk.key_id(),
+        dk.key_version()
+    );
     let again = app.decrypt_data_key(dk.ciphertext(), &ctx)?;
     println!(
         "data key decrypts to the same bytes: {}",
@@ -79,13 +86,16 @@ fn main() -> Result<(), strongroom::Error> {
         old.key_version, new.key_version
     );
     let moved = app.re_encrypt(&blob, &ctx, "alias/quickstart", &ctx)?;
+    if let strongroom::envelope::CiphertextInfo::Blob {
+        key_id,
+        key_version,
+    } = strongroom::envelope::inspect(&moved)?
+    {
+        println!("re_encrypt moved the old blob to key {key_id} v{key_version}");
+    }
+    let schedule = app.enable_key_rotation("alias/quickstart", EnableRotationOptions::default())?;
     println!(
-        "re_encrypt moved the old blob to {:?}",
-        strongroom::envelope::inspect(&moved)?
-    );
-    let schedule = app.enable_key_rotation("alias/quickstart", None)?;
-    println!(
-        "automatic rotation every {} days, next at {}",
+        "automatic rotation every {} days, next on {}",
         schedule.period_days, schedule.next_rotation
     );
     Ok(())

@@ -12,6 +12,12 @@ sanitizer="${SANITIZER:-none}"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
+# The committed lock file must be current: a stale one would be re-resolved
+# here (different dependency versions than reviewed, and a modified checkout).
+if ! cargo metadata --locked --format-version 1 >/dev/null 2>&1; then
+  echo "fuzz/Cargo.lock is stale: run 'cargo update --workspace' in fuzz/ and commit it" >&2
+  exit 1
+fi
 targets=$(cargo fuzz list)
 cargo fuzz build --sanitizer "$sanitizer" --release
 for t in $targets; do

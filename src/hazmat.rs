@@ -232,7 +232,7 @@ pub mod fuzzing {
                 let dir =
                     std::env::temp_dir().join(format!("strongroom-fuzz-ks-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
-                let ring = KeyRing::open(&dir, root()).ok()?;
+                let ring = KeyRing::open_or_create(&dir, root()).ok()?;
                 ring.client(Principal::service("fuzz").ok()?)
                     .create_key(
                         KeySpec::default(),
@@ -263,7 +263,7 @@ pub mod fuzzing {
             if std::fs::write(&fx.record, body).is_err() {
                 return;
             }
-            let r = KeyRing::open(&fx.dir, root());
+            let r = KeyRing::open_or_create(&fx.dir, root());
             assert!(r.is_err() || body == fx.original.as_slice());
             let _ = std::fs::write(&fx.record, &fx.original);
         } else {
@@ -336,7 +336,7 @@ pub mod fuzzing {
         let whole = c.esdk_open(alias, data, &none);
         let mut streamed = Vec::new();
         let stream_ok = c
-            .esdk_open_reader(alias, data, &none, &EsdkOptions::new())
+            .esdk_open_reader(alias, data, &none, EsdkOptions::new())
             .is_ok_and(|mut r| r.read_to_end(&mut streamed).is_ok());
         match &whole {
             Ok(o) => {

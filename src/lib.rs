@@ -63,6 +63,8 @@
 //!   another crate runs the same conformance suite (feature `testing`).
 //! - **Interop** (feature `esdk`): AWS Encryption SDK messages, read and
 //!   written, proven against the real Python SDK.
+//! - **SSH**: OpenSSH public keys and `ssh-keygen -Y` (SSHSIG) signatures
+//!   from signing keys ([`Client::sign_ssh`], [`interop::ssh`]).
 //! - **Bounds**: every documented limit is in [`limits`]; errors say what
 //!   kind of failure they are and whether to retry ([`ErrorKind`]).
 //!
@@ -72,7 +74,7 @@
 //!
 //! Dangerous tools for tests (a seeded random generator, fuzz entry points)
 //! live in [`hazmat`].
-
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
@@ -85,8 +87,6 @@ pub mod envelope;
 mod error;
 pub mod hazmat;
 mod hex;
-#[cfg(feature = "esdk")]
-#[cfg_attr(docsrs, doc(cfg(feature = "esdk")))]
 pub mod interop;
 pub mod key;
 pub mod keyring;
@@ -113,3 +113,9 @@ pub use key::{Alias, CreateKeyOptions, KeyId, KeyRef, KeySpec};
 pub use keyring::{Client, KeyRing, KeyRingBuilder};
 pub use principal::Principal;
 pub use secret::SecretBytes;
+
+/// The README's code blocks, compiled and run as doc tests so they cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

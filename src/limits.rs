@@ -72,3 +72,16 @@ pub const ESDK_MAX_WRITE_FRAME_LEN: u32 = i32::MAX as u32;
 #[cfg(feature = "esdk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "esdk")))]
 pub const ESDK_MAX_MATCHING_EDKS: usize = 16;
+
+// ---- SSH (interop::ssh) -------------------------------------------------------
+
+/// Longest SSHSIG namespace (bytes) accepted to sign or verify.
+pub const SSH_MAX_NAMESPACE_LEN: usize = 256;
+/// Longest comment of an exported OpenSSH public key line (bytes).
+pub const SSH_MAX_COMMENT_LEN: usize = 1024;
+/// Longest OpenSSH public key line [`crate::interop::ssh::verify_sshsig`]
+/// reads (bytes).
+pub const SSH_MAX_PUBLIC_KEY_LINE_LEN: usize = 8 * 1024;
+/// Longest armored SSHSIG signature [`crate::interop::ssh::verify_sshsig`]
+/// reads (bytes); longer ones are invalid. Ours are under 400 bytes.
+pub const SSH_MAX_SIGNATURE_LEN: usize = 16 * 1024;

@@ -23,6 +23,7 @@
 use crate::backend::KeyBackend;
 use crate::backend::MaterialId;
 use crate::clock::ManualClock;
+use crate::keyring::{ScheduleDeletionOptions, SignOptions};
 use crate::store::{MemoryStore, MetadataStore};
 use crate::{CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, Timestamp};
 use std::sync::Arc;
@@ -181,7 +182,12 @@ pub fn destroy(make: Factory) {
     let blob = e.client.encrypt(&e.key, b"x", &ctx()).unwrap();
     let id = crate::KeyId::parse(&e.key).unwrap();
     assert!(e.backend.contains(&MaterialId::new(id.clone(), 1)).unwrap());
-    e.client.schedule_key_deletion(&e.key, Some(7)).unwrap();
+    e.client
+        .schedule_key_deletion(
+            &e.key,
+            ScheduleDeletionOptions::default().pending_window_days(7),
+        )
+        .unwrap();
     e.clock.advance_days(7);
     assert_eq!(e.ring.run_maintenance().unwrap().deleted.len(), 1);
     assert!(!e.backend.contains(&MaterialId::new(id.clone(), 1)).unwrap());
@@ -330,18 +336,15 @@ pub fn sign_verify(make: Factory) {
         let k = e.client.create_key(spec, CreateKeyOptions::new()).unwrap();
         let k = k.as_str();
         let msg = b"conformance signature";
-        let sig = e
-            .client
-            .sign(k, msg, MessageType::Raw, SignatureFormat::Der)
-            .unwrap();
+        let sig = e.client.sign(k, msg, SignOptions::default()).unwrap();
         assert!(
             e.client
-                .verify(k, msg, &sig, MessageType::Raw, SignatureFormat::Der)
+                .verify(k, msg, &sig, SignOptions::default())
                 .unwrap()
         );
         assert!(
             !e.client
-                .verify(k, b"other", &sig, MessageType::Raw, SignatureFormat::Der)
+                .verify(k, b"other", &sig, SignOptions::default())
                 .unwrap()
         );
         let pk = e.client.get_public_key(k).unwrap();
@@ -351,7 +354,9 @@ pub fn sign_verify(make: Factory) {
                 .unwrap()
         );
         // Destroying the key removes the signing material.
-        e.client.schedule_key_deletion(k, Some(7)).unwrap();
+        e.client
+            .schedule_key_deletion(k, ScheduleDeletionOptions::default().pending_window_days(7))
+            .unwrap();
         e.clock.advance_days(7);
         e.ring.run_maintenance().unwrap();
         let id = crate::KeyId::parse(k).unwrap();

@@ -4,7 +4,12 @@
 use proptest::prelude::*;
 use std::sync::Arc;
 use strongroom::clock::ManualClock;
+use strongroom::keyring::CreatedGrant;
 use strongroom::keyring::GrantSelector;
+use strongroom::keyring::{
+    EnableRotationOptions, ExplainOptions, ListAliasesOptions, ListOptions, PutKeyPolicyOptions,
+    ScheduleDeletionOptions, SignOptions, VersionFloors,
+};
 use strongroom::policy::{
     Decision, GrantConstraints, GrantRequest, Policy, Reason, Request, decide,
 };
@@ -133,7 +138,9 @@ fn decision_table() {
     let empty = EncryptionContext::new();
     let later = Timestamp(T0.0 + 1000);
     // Grants, made under the default policy (admin created the key).
-    let (g_enc, _) = admin
+    let CreatedGrant {
+        grant_id: g_enc, ..
+    } = admin
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Encrypt]))
         .unwrap();
     admin
@@ -156,7 +163,9 @@ fn decision_table() {
                 .constraints(GrantConstraints::context_subset(acme.clone())),
         )
         .unwrap();
-    let (g_ret, _) = admin
+    let CreatedGrant {
+        grant_id: g_ret, ..
+    } = admin
         .create_grant(&key, GrantRequest::new(p("user:frank"), &[Action::Encrypt]))
         .unwrap();
     admin.revoke_grant(&key, &g_ret).unwrap();
@@ -271,7 +280,9 @@ fn policies_are_validated() {
 fn lockout_safety() {
     let (_ring, admin, _clock, key, _store) = setup();
     let lock_out = Policy::from_json(P_ALICE).unwrap();
-    let e = admin.put_key_policy(&key, &lock_out, false).unwrap_err();
+    let e = admin
+        .put_key_policy(&key, &lock_out, PutKeyPolicyOptions::default())
+        .unwrap_err();
     assert!(e.to_string().contains("lockout"), "{e}");
     // Nothing changed.
     assert_eq!(
@@ -279,9 +290,19 @@ fn lockout_safety() {
         Policy::default_for(&p("role:admin"))
     );
     admin
-        .put_key_policy(&key, &Policy::from_json(P_ADMIN_ONLY).unwrap(), false)
+        .put_key_policy(
+            &key,
+            &Policy::from_json(P_ADMIN_ONLY).unwrap(),
+            PutKeyPolicyOptions::default(),
+        )
         .unwrap();
-    admin.put_key_policy(&key, &lock_out, true).unwrap();
+    admin
+        .put_key_policy(
+            &key,
+            &lock_out,
+            PutKeyPolicyOptions::default().bypass_policy_lockout_safety_check(),
+        )
+        .unwrap();
     assert!(matches!(
         admin.describe_key(&key),
         Err(Error::AccessDenied { .. })
@@ -302,7 +323,7 @@ fn policy_applies_to_real_operations() {
                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"acme"}}}]}"#,
             )
             .unwrap(),
-            false,
+            PutKeyPolicyOptions::default(),
         )
         .unwrap();
     let billing = ring.client(p("service:billing"));
@@ -347,7 +368,11 @@ fn grants_lifecycle() {
         bob.encrypt(&key, b"x", &c),
         Err(Error::AccessDenied { .. })
     ));
-    let (gid, token) = admin
+    let CreatedGrant {
+        grant_id: gid,
+        grant_token: token,
+        ..
+    } = admin
         .create_grant(
             &key,
             GrantRequest::new(
@@ -368,7 +393,11 @@ fn grants_lifecycle() {
     ));
     // The decision names the grant.
     let d = admin
-        .explain(&p("user:bob"), Action::Encrypt, Some(&key), None)
+        .explain(
+            &p("user:bob"),
+            Action::Encrypt,
+            ExplainOptions::default().key(key.to_string()),
+        )
         .unwrap();
     assert_eq!(d.grant_id(), Some(gid.as_str()));
     let listed = admin.list_grants(&key).unwrap();
@@ -401,11 +430,11 @@ fn grants_lifecycle() {
     ));
     assert!(admin.list_grants(&key).unwrap().is_empty());
     // The grantee retires its own grant; an admin revokes.
-    let (g2, _) = admin
+    let CreatedGrant { grant_id: g2, .. } = admin
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Encrypt]))
         .unwrap();
     bob.retire_grant(&key, GrantSelector::Id(g2)).unwrap();
-    let (g3, _) = admin
+    let CreatedGrant { grant_id: g3, .. } = admin
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Encrypt]))
         .unwrap();
     admin.revoke_grant(&key, &g3).unwrap();
@@ -441,7 +470,11 @@ fn a_grant_never_overrides_a_deny() {
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Encrypt]))
         .unwrap();
     admin
-        .put_key_policy(&key, &Policy::from_json(P_DENY_BOB).unwrap(), false)
+        .put_key_policy(
+            &key,
+            &Policy::from_json(P_DENY_BOB).unwrap(),
+            PutKeyPolicyOptions::default(),
+        )
         .unwrap();
     let bob = ring.client(p("user:bob"));
     assert!(matches!(
@@ -449,7 +482,11 @@ fn a_grant_never_overrides_a_deny() {
         Err(Error::AccessDenied { .. })
     ));
     let d = admin
-        .explain(&p("user:bob"), Action::Encrypt, Some(&key), None)
+        .explain(
+            &p("user:bob"),
+            Action::Encrypt,
+            ExplainOptions::default().key(key.to_string()),
+        )
         .unwrap();
     assert_eq!(d.reason, Reason::DenyStatement("NoBob".into()));
 }
@@ -468,7 +505,7 @@ fn every_operation_has_a_denial() {
     let c = EncryptionContext::new();
     let blob = admin.encrypt(&key, b"x", &c).unwrap();
     let msg = admin.seal(&key, b"x", &c).unwrap();
-    let (gid, _) = admin
+    let CreatedGrant { grant_id: gid, .. } = admin
         .create_grant(&key, GrantRequest::new(p("user:zed"), &[Action::Encrypt]))
         .unwrap();
     let bob = ring.client(p("user:bob"));
@@ -485,14 +522,22 @@ fn every_operation_has_a_denial() {
             .map(drop),
     );
     denied("describe_key", bob.describe_key(k).map(drop));
-    denied("list_keys", bob.list_keys(10, None).map(drop));
+    denied(
+        "list_keys",
+        bob.list_keys(ListOptions::default().limit(10)).map(drop),
+    );
     denied("create_alias", bob.create_alias("alias/b", k));
     denied("update_alias", bob.update_alias("alias/k", k));
     denied("delete_alias", bob.delete_alias("alias/k"));
-    denied("list_aliases", bob.list_aliases(None, 10, None).map(drop));
+    denied(
+        "list_aliases",
+        bob.list_aliases(ListAliasesOptions::default().limit(10))
+            .map(drop),
+    );
     denied(
         "list_aliases(key)",
-        bob.list_aliases(Some(k), 10, None).map(drop),
+        bob.list_aliases(ListAliasesOptions::default().key(k.to_string()).limit(10))
+            .map(drop),
     );
     denied("tag_key", bob.tag_resource(k, &[("a", "b")]));
     denied("untag_key", bob.untag_resource(k, &["a"]));
@@ -535,12 +580,14 @@ fn every_operation_has_a_denial() {
     denied("disable_key", bob.disable_key(k));
     denied(
         "schedule_key_deletion",
-        bob.schedule_key_deletion(k, None).map(drop),
+        bob.schedule_key_deletion(k, ScheduleDeletionOptions::default())
+            .map(drop),
     );
     denied("cancel_key_deletion", bob.cancel_key_deletion(k));
     denied(
         "enable_rotation",
-        bob.enable_key_rotation(k, None).map(drop),
+        bob.enable_key_rotation(k, EnableRotationOptions::default())
+            .map(drop),
     );
     denied("disable_rotation", bob.disable_key_rotation(k));
     denied("rotation_status", bob.get_key_rotation_status(k).map(drop));
@@ -548,11 +595,15 @@ fn every_operation_has_a_denial() {
     denied("list_rotations", bob.list_key_rotations(k).map(drop));
     denied(
         "set_version_floors",
-        bob.update_key_version_floors(k, Some(1), None),
+        bob.update_key_version_floors(k, VersionFloors::default().min_decrypt(1)),
     );
     denied(
         "put_key_policy",
-        bob.put_key_policy(k, &Policy::default_for(&p("user:bob")), true),
+        bob.put_key_policy(
+            k,
+            &Policy::default_for(&p("user:bob")),
+            PutKeyPolicyOptions::default().bypass_policy_lockout_safety_check(),
+        ),
     );
     denied("get_key_policy", bob.get_key_policy(k).map(drop));
     denied(
@@ -568,12 +619,15 @@ fn every_operation_has_a_denial() {
     denied("revoke_grant", bob.revoke_grant(k, &gid));
     denied(
         "explain",
-        bob.explain(&p("user:bob"), Action::Encrypt, Some(k), None)
-            .map(drop),
+        bob.explain(
+            &p("user:bob"),
+            Action::Encrypt,
+            ExplainOptions::default().key(k.to_string()),
+        )
+        .map(drop),
     );
     denied("key_last_usage", bob.get_key_last_usage(k).map(drop));
     // Asymmetric, MAC and HPKE keys, data key pairs and import.
-    use strongroom::verify::{MessageType, SignatureFormat};
     let sig_key = admin
         .create_key(KeySpec::EccNistP256, CreateKeyOptions::new())
         .unwrap();
@@ -589,17 +643,14 @@ fn every_operation_has_a_denial() {
         .create_key(KeySpec::HpkeP256, CreateKeyOptions::new())
         .unwrap();
     let hpke_key = hpke_key.as_str();
-    let sig = admin
-        .sign(sig_key, b"m", MessageType::Raw, SignatureFormat::Der)
-        .unwrap();
+    let sig = admin.sign(sig_key, b"m", SignOptions::default()).unwrap();
     denied(
         "sign",
-        bob.sign(sig_key, b"m", MessageType::Raw, SignatureFormat::Der)
-            .map(drop),
+        bob.sign(sig_key, b"m", SignOptions::default()).map(drop),
     );
     denied(
         "verify",
-        bob.verify(sig_key, b"m", &sig, MessageType::Raw, SignatureFormat::Der)
+        bob.verify(sig_key, b"m", &sig, SignOptions::default())
             .map(drop),
     );
     denied("get_public_key", bob.get_public_key(sig_key).map(drop));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use strongroom::clock::ManualClock;
 use strongroom::key::{HmacAlgorithm, KeyOrigin, KeyUsage};
 use strongroom::keyring::DataKeyPairSpec;
+use strongroom::keyring::SignOptions;
 use strongroom::verify::{MessageType, PublicKeyVerifier, SignatureFormat, hpke_seal};
 use strongroom::{
     Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, Timestamp,
@@ -31,22 +32,38 @@ fn p256_sign_verify_and_interop() {
     let meta = c.describe_key(&k).unwrap();
     assert_eq!(meta.usage, KeyUsage::SignVerify);
     let msg = b"pay 10 EUR to bob";
-    let der_sig = c.sign(&k, msg, MessageType::Raw, DER).unwrap();
-    let raw_sig = c.sign(&k, msg, MessageType::Raw, RAW).unwrap();
+    let der_sig = c.sign(&k, msg, SignOptions::default().format(DER)).unwrap();
+    let raw_sig = c.sign(&k, msg, SignOptions::default().format(RAW)).unwrap();
     assert_eq!(raw_sig.len(), 64);
-    assert!(c.verify(&k, msg, &der_sig, MessageType::Raw, DER).unwrap());
-    assert!(c.verify(&k, msg, &raw_sig, MessageType::Raw, RAW).unwrap());
     assert!(
-        !c.verify(&k, b"pay 1000 EUR", &der_sig, MessageType::Raw, DER)
+        c.verify(&k, msg, &der_sig, SignOptions::default().format(DER))
             .unwrap()
+    );
+    assert!(
+        c.verify(&k, msg, &raw_sig, SignOptions::default().format(RAW))
+            .unwrap()
+    );
+    assert!(
+        !c.verify(
+            &k,
+            b"pay 1000 EUR",
+            &der_sig,
+            SignOptions::default().format(DER)
+        )
+        .unwrap()
     );
     // Digest mode signs the same thing.
     use sha2::Digest;
     let digest = sha2::Sha256::digest(msg);
-    let dsig = c.sign(&k, &digest, MessageType::Digest, DER).unwrap();
-    assert!(c.verify(&k, msg, &dsig, MessageType::Raw, DER).unwrap());
+    let dsig = c
+        .sign(&k, &digest, SignOptions::default().digest().format(DER))
+        .unwrap();
+    assert!(
+        c.verify(&k, msg, &dsig, SignOptions::default().format(DER))
+            .unwrap()
+    );
     assert!(matches!(
-        c.sign(&k, b"short", MessageType::Digest, DER),
+        c.sign(&k, b"short", SignOptions::default().digest().format(DER)),
         Err(Error::InvalidArgument(_))
     ));
     // Ours verify with the p256 crate directly.
@@ -94,12 +111,13 @@ fn their_signatures_verify_with_ours() {
             k.as_str(),
             msg,
             sig.to_der().as_bytes(),
-            MessageType::Raw,
-            DER
+            SignOptions::default().format(DER)
         )
         .unwrap()
     );
-    let ours = c.sign(k.as_str(), msg, MessageType::Raw, RAW).unwrap();
+    let ours = c
+        .sign(k.as_str(), msg, SignOptions::default().format(RAW))
+        .unwrap();
     their
         .verifying_key()
         .verify(msg, &p256::ecdsa::Signature::from_slice(&ours).unwrap())
@@ -117,10 +135,17 @@ fn their_signatures_verify_with_ours() {
     use ed25519_dalek::Signer as _;
     let sig = ed.sign(msg);
     assert!(
-        c.verify(k.as_str(), msg, &sig.to_bytes(), MessageType::Raw, DER)
-            .unwrap()
+        c.verify(
+            k.as_str(),
+            msg,
+            &sig.to_bytes(),
+            SignOptions::default().format(DER)
+        )
+        .unwrap()
     );
-    let ours = c.sign(k.as_str(), msg, MessageType::Raw, DER).unwrap();
+    let ours = c
+        .sign(k.as_str(), msg, SignOptions::default().format(DER))
+        .unwrap();
     assert_eq!(ours, sig.to_bytes().to_vec(), "Ed25519 is deterministic");
 }
 
@@ -129,21 +154,27 @@ fn ed25519_sign_verify() {
     let c = client();
     let k = key(&c, KeySpec::Ed25519);
     let msg = b"hello";
-    let sig = c.sign(&k, msg, MessageType::Raw, DER).unwrap();
+    let sig = c.sign(&k, msg, SignOptions::default().format(DER)).unwrap();
     assert_eq!(sig.len(), 64);
-    assert!(c.verify(&k, msg, &sig, MessageType::Raw, DER).unwrap());
+    assert!(
+        c.verify(&k, msg, &sig, SignOptions::default().format(DER))
+            .unwrap()
+    );
     let pk = c.get_public_key(&k).unwrap();
     use ed25519_dalek::pkcs8::DecodePublicKey;
     let vk = ed25519_dalek::VerifyingKey::from_public_key_der(&pk.der).unwrap();
     vk.verify_strict(msg, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
         .unwrap();
     assert!(matches!(
-        c.sign(&k, &[0u8; 32], MessageType::Digest, DER),
+        c.sign(&k, &[0u8; 32], SignOptions::default().digest().format(DER)),
         Err(Error::InvalidArgument(_))
     ));
     let mut bad = sig.clone();
     bad[10] ^= 1;
-    assert!(!c.verify(&k, msg, &bad, MessageType::Raw, DER).unwrap());
+    assert!(
+        !c.verify(&k, msg, &bad, SignOptions::default().format(DER))
+            .unwrap()
+    );
 }
 
 #[test]
@@ -157,8 +188,14 @@ fn wrong_usage_is_a_clear_error() {
         |r: Result<(), Error>| assert!(matches!(r, Err(Error::WrongKeyUsage { .. })), "{r:?}");
     wrong(c.encrypt(&sig, b"x", &ctx).map(drop));
     wrong(c.seal(&mac, b"x", &ctx).map(drop));
-    wrong(c.sign(&sym, b"x", MessageType::Raw, DER).map(drop));
-    wrong(c.verify(&mac, b"x", b"y", MessageType::Raw, DER).map(drop));
+    wrong(
+        c.sign(&sym, b"x", SignOptions::default().format(DER))
+            .map(drop),
+    );
+    wrong(
+        c.verify(&mac, b"x", b"y", SignOptions::default().format(DER))
+            .map(drop),
+    );
     wrong(c.generate_mac(&sig, b"x").map(drop));
     wrong(c.verify_mac(&sym, b"x", b"y").map(drop));
     assert!(matches!(c.get_public_key(&sym), Err(Error::Unsupported(_))));
@@ -205,7 +242,10 @@ fn malformed_keys_and_signatures_never_panic() {
             &[1u8; 7][..],
         ] {
             for f in [DER, RAW] {
-                assert!(!c.verify(&k, b"m", sig, MessageType::Raw, f).unwrap());
+                assert!(
+                    !c.verify(&k, b"m", sig, SignOptions::default().format(f))
+                        .unwrap()
+                );
             }
         }
     }

@@ -6,7 +6,9 @@ use strongroom::audit::{
     Anchor, AuditEvent, AuditSink, FailurePolicy, FsyncPolicy, JsonlFileSink, JsonlOptions,
     MemorySink, Outcome, VerifyError, verify_log,
 };
+use strongroom::keyring::CreatedGrant;
 use strongroom::keyring::GrantSelector;
+use strongroom::keyring::ListOptions;
 use strongroom::policy::GrantRequest;
 use strongroom::{
     Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, SealOptions,
@@ -107,7 +109,7 @@ fn every_operation_emits_exactly_one_event() {
     )]);
     admin.describe_key("alias/a").unwrap();
     expect(&[("role:admin", "strongroom:DescribeKey", ks, None, "allowed")]);
-    admin.list_keys(10, None).unwrap();
+    admin.list_keys(ListOptions::default().limit(10)).unwrap();
     expect(&[("role:admin", "strongroom:ListKeys", None, None, "allowed")]);
     admin.generate_random(4).unwrap();
     expect(&[(
@@ -156,7 +158,7 @@ fn every_operation_emits_exactly_one_event() {
         "DecryptionFailed",
     )]);
     // A grant is named in the event it allowed.
-    let (gid, _) = admin
+    let CreatedGrant { grant_id: gid, .. } = admin
         .create_grant(k, GrantRequest::new(p("user:bob"), &[Action::Encrypt]))
         .unwrap();
     expect(&[("role:admin", "strongroom:CreateGrant", ks, None, "allowed")]);

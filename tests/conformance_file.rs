@@ -4,6 +4,7 @@ use std::sync::Arc;
 use strongroom::KeyRing;
 use strongroom::backend::KeyBackend;
 use strongroom::clock::ManualClock;
+use strongroom::store::OpenMode;
 use strongroom::store::{KeystoreOptions, MetadataStore, RootKey};
 
 /// The suite hands every factory call a store; for the file keystore the
@@ -27,7 +28,7 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
         .file_keystore(
             dir.path(),
             &RootKey::raw([9; 32]),
-            KeystoreOptions::default(),
+            KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
         )
         .unwrap()
         .build();

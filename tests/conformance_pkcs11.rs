@@ -92,9 +92,21 @@ fn configuration_errors_are_clear_and_hide_the_pin() {
     }
     let mut bad_pin = config();
     bad_pin.user_pin = SecretBytes::from_slice(b"99999999");
+    // Deterministic whatever else runs in this process: first with no
+    // session logged in (the token checks the PIN), then while a backend
+    // with the right PIN holds a logged-in session (PKCS#11 login state is
+    // process-wide and the token answers "already logged in" without
+    // checking: strongroom checks it against the PIN of its own login).
     let e = Pkcs11Backend::connect(&bad_pin).unwrap_err();
     assert!(matches!(e, Error::Configuration(_)), "{e}");
     assert!(!e.to_string().contains("99999999"));
+    let good = Pkcs11Backend::connect(&config()).unwrap();
+    let e = Pkcs11Backend::connect(&bad_pin).unwrap_err();
+    assert!(matches!(e, Error::Configuration(_)), "{e}");
+    assert!(!e.to_string().contains("99999999"));
+    // The right PIN still connects beside it.
+    Pkcs11Backend::connect(&config()).unwrap();
+    drop(good);
     let mut bad_token = config();
     bad_token.token_label = "no-such-token".into();
     assert!(matches!(

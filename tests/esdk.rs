@@ -77,7 +77,7 @@ fn failed<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
 /// Reads a whole stream; returns what was released and whether it ended
 /// in an error.
 fn stream_all(c: &Client, msg: &[u8], required: &EncryptionContext) -> (Vec<u8>, bool) {
-    let mut r = match c.esdk_open_reader(common::ALIAS, msg, required, &EsdkOptions::new()) {
+    let mut r = match c.esdk_open_reader(common::ALIAS, msg, required, EsdkOptions::new()) {
         Ok(r) => r,
         Err(e) => {
             assert!(matches!(e, Error::DecryptionFailed), "{e}");
@@ -123,7 +123,7 @@ fn frozen_python_vectors_open() {
         assert_eq!(want.len(), v.plaintext_len);
         let required: EncryptionContext = v.context.clone().into_iter().collect();
         let opened = c
-            .esdk_open_with(common::ALIAS, &msg, &required, &o)
+            .esdk_open_with(common::ALIAS, &msg, &required, o.clone())
             .unwrap_or_else(|e| panic!("vector {i} ({:#06x}): {e}", v.suite));
         assert_eq!(
             opened.plaintext.expose_secret(),
@@ -139,7 +139,7 @@ fn frozen_python_vectors_open() {
         );
         // Streaming gives the same bytes.
         let mut r = c
-            .esdk_open_reader(common::ALIAS, msg.as_slice(), &required, &o)
+            .esdk_open_reader(common::ALIAS, msg.as_slice(), &required, o.clone())
             .unwrap();
         let mut out = Vec::new();
         r.read_to_end(&mut out).unwrap();
@@ -150,14 +150,14 @@ fn frozen_python_vectors_open() {
             common::ALIAS,
             &msg,
             &required,
-            &wrong
+            wrong.clone()
         )));
         let wrong = o.clone().key_namespace("other");
         assert!(failed(c.esdk_open_with(
             common::ALIAS,
             &msg,
             &required,
-            &wrong
+            wrong.clone()
         )));
         seen.insert((v.suite, v.frame_len == 0));
     }
@@ -183,7 +183,7 @@ fn frozen_vectors_need_the_right_key_bytes() {
             common::ALIAS,
             &b64(&v.ciphertext),
             &required,
-            &o
+            o.clone()
         )));
     }
 }
@@ -208,7 +208,9 @@ fn round_trips_both_suites_in_memory_and_streaming() {
         ] {
             let data = common::data(size);
             let o = EsdkOptions::new().suite(suite).frame_len(frame);
-            let m = c.esdk_seal_with(common::ALIAS, &data, &ctx(), &o).unwrap();
+            let m = c
+                .esdk_seal_with(common::ALIAS, &data, &ctx(), o.clone())
+                .unwrap();
             // Layout: suite in the header, final frame holds 0..frame bytes.
             assert_eq!(m[0], 2);
             assert_eq!(u16::from_be_bytes([m[1], m[2]]), suite.id());
@@ -219,7 +221,7 @@ fn round_trips_both_suites_in_memory_and_streaming() {
             assert_eq!(streamed, data);
             // Streaming writer output opens in memory.
             let mut w = c
-                .esdk_seal_writer(common::ALIAS, &ctx(), &o, Vec::new())
+                .esdk_seal_writer(common::ALIAS, &ctx(), o.clone(), Vec::new())
                 .unwrap();
             for piece in data.chunks(333) {
                 std::io::Write::write_all(&mut w, piece).unwrap();
@@ -240,7 +242,7 @@ fn empty_context_serializes_to_zero_bytes() {
             common::ALIAS,
             b"x",
             &EncryptionContext::new(),
-            &opts(EsdkSuite::AesGcmHkdfSha512Commit),
+            opts(EsdkSuite::AesGcmHkdfSha512Commit),
         )
         .unwrap();
     // version, suite, message id, then the context length: zero.
@@ -315,11 +317,11 @@ fn reserved_context_keys_are_refused_on_write() {
             EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384,
         ] {
             assert!(matches!(
-                c.esdk_seal_with(common::ALIAS, b"x", &bad, &opts(suite)),
+                c.esdk_seal_with(common::ALIAS, b"x", &bad, opts(suite)),
                 Err(Error::InvalidArgument(_))
             ));
             assert!(matches!(
-                c.esdk_seal_writer(common::ALIAS, &bad, &opts(suite), Vec::new()),
+                c.esdk_seal_writer(common::ALIAS, &bad, opts(suite), Vec::new()),
                 Err(Error::InvalidArgument(_))
             ));
         }
@@ -331,11 +333,11 @@ fn bad_options_and_keys_are_refused() {
     let c = common::ring_with_key(&KEY);
     let o = EsdkOptions::new();
     assert!(matches!(
-        c.esdk_seal_with(common::ALIAS, b"x", &ctx(), &o.clone().frame_len(0)),
+        c.esdk_seal_with(common::ALIAS, b"x", &ctx(), o.clone().frame_len(0)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        c.esdk_seal_with(common::ALIAS, b"x", &ctx(), &o.clone().frame_len(u32::MAX)),
+        c.esdk_seal_with(common::ALIAS, b"x", &ctx(), o.clone().frame_len(u32::MAX)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
@@ -343,7 +345,7 @@ fn bad_options_and_keys_are_refused() {
             common::ALIAS,
             b"x",
             &ctx(),
-            &o.clone().suite(EsdkSuite::LegacyAesGcmHkdfSha256)
+            o.clone().suite(EsdkSuite::LegacyAesGcmHkdfSha256)
         ),
         Err(Error::Unsupported(_))
     ));
@@ -352,7 +354,7 @@ fn bad_options_and_keys_are_refused() {
             common::ALIAS,
             b"x",
             &ctx(),
-            &o.clone().key_namespace("aws-kms")
+            o.clone().key_namespace("aws-kms")
         ),
         Err(Error::InvalidArgument(_))
     ));
@@ -404,9 +406,19 @@ fn wrong_key_name_namespace_or_material_fails() {
     let c = common::ring_with_key(&KEY);
     let m = c.esdk_seal(common::ALIAS, b"data", &ctx()).unwrap();
     let bad = EsdkOptions::new().key_name("someone-else");
-    assert!(failed(c.esdk_open_with(common::ALIAS, &m, &ctx(), &bad)));
+    assert!(failed(c.esdk_open_with(
+        common::ALIAS,
+        &m,
+        &ctx(),
+        bad.clone()
+    )));
     let bad = EsdkOptions::new().key_namespace("someone-else");
-    assert!(failed(c.esdk_open_with(common::ALIAS, &m, &ctx(), &bad)));
+    assert!(failed(c.esdk_open_with(
+        common::ALIAS,
+        &m,
+        &ctx(),
+        bad.clone()
+    )));
     // Same names, other key bytes.
     let mut other = KEY;
     other[31] ^= 0x80;
@@ -422,7 +434,7 @@ fn tampered_headers_fail() {
         EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384,
     ] {
         let m = c
-            .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), &opts(suite))
+            .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), opts(suite))
             .unwrap();
         let h = Layout::parse(&m);
         // Every header byte, one bit at a time at a few positions each.
@@ -446,7 +458,7 @@ fn commitment_mismatch_fails_even_with_a_valid_header_tag() {
         EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384,
     ] {
         let m = c
-            .esdk_seal_with(common::ALIAS, b"commit", &ctx(), &opts(suite))
+            .esdk_seal_with(common::ALIAS, b"commit", &ctx(), opts(suite))
             .unwrap();
         let h = Layout::parse(&m);
         // The independent decoder opens the untouched message...
@@ -469,7 +481,7 @@ fn dropped_reordered_duplicated_frames_fail() {
     // Three regular frames and a final frame of 50 bytes.
     let data = common::data(3 * F as usize + 50);
     let m = c
-        .esdk_seal_with(common::ALIAS, &data, &ctx(), &opts(suite))
+        .esdk_seal_with(common::ALIAS, &data, &ctx(), opts(suite))
         .unwrap();
     let h = Layout::parse(&m);
     let fl = 4 + 12 + F as usize + 16;
@@ -518,7 +530,7 @@ fn truncated_or_forged_footer_and_signature_fail() {
     let c = common::ring_with_key(&KEY);
     let suite = EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384;
     let m = c
-        .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), &opts(suite))
+        .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), opts(suite))
         .unwrap();
     let footer = 2 + 103;
     assert_eq!(
@@ -538,7 +550,7 @@ fn truncated_or_forged_footer_and_signature_fail() {
     assert_rejected(&c, &extra, &ctx(), "trailing byte");
     // A signature of the other message's signer does not verify.
     let other = c
-        .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), &opts(suite))
+        .esdk_seal_with(common::ALIAS, &common::data(300), &ctx(), opts(suite))
         .unwrap();
     let mut swapped = m[..m.len() - footer].to_vec();
     swapped.extend_from_slice(&other[other.len() - footer..]);
@@ -554,7 +566,7 @@ fn streaming_reader_holds_the_final_frame_until_the_signature_verifies() {
         EsdkSuite::AesGcmHkdfSha512Commit,
     ] {
         let m = c
-            .esdk_seal_with(common::ALIAS, &data, &ctx(), &opts(suite))
+            .esdk_seal_with(common::ALIAS, &data, &ctx(), opts(suite))
             .unwrap();
         let (all, err) = stream_all(&c, &m, &ctx());
         assert!(!err);
@@ -579,7 +591,7 @@ fn every_truncation_and_many_bit_flips_fail_without_panic() {
         EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384,
     ] {
         let m = c
-            .esdk_seal_with(common::ALIAS, &common::data(200), &ctx(), &opts(suite))
+            .esdk_seal_with(common::ALIAS, &common::data(200), &ctx(), opts(suite))
             .unwrap();
         for cut in 0..m.len() {
             assert!(
@@ -699,7 +711,7 @@ fn any_frame_length_the_format_allows_is_read() {
             common::ALIAS,
             &data,
             &ctx(),
-            &EsdkOptions::new()
+            EsdkOptions::new()
                 .suite(EsdkSuite::AesGcmHkdfSha512Commit)
                 .frame_len(4096),
         )
@@ -750,7 +762,7 @@ mod properties {
                 EsdkSuite::AesGcmHkdfSha512Commit
             };
             let o = EsdkOptions::new().suite(suite).frame_len(frame);
-            let m = c.esdk_seal_with(common::ALIAS, &data, &ctx, &o).unwrap();
+            let m = c.esdk_seal_with(common::ALIAS, &data, &ctx, o.clone()).unwrap();
             let opened = c.esdk_open(common::ALIAS, &m, &ctx).unwrap();
             prop_assert_eq!(opened.plaintext.expose_secret(), data.as_slice());
             prop_assert!(opened.context.contains_all(&ctx));
@@ -849,7 +861,7 @@ fn a_context_too_large_once_the_signing_key_is_added_is_refused_on_write() {
             common::ALIAS,
             b"x",
             &big,
-            &opts(EsdkSuite::AesGcmHkdfSha512Commit),
+            opts(EsdkSuite::AesGcmHkdfSha512Commit),
         )
         .unwrap();
     assert!(c.esdk_open(common::ALIAS, &m, &big).is_ok());
@@ -858,7 +870,7 @@ fn a_context_too_large_once_the_signing_key_is_added_is_refused_on_write() {
             common::ALIAS,
             b"x",
             &big,
-            &opts(EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384)
+            opts(EsdkSuite::AesGcmHkdfSha512CommitEcdsaP384)
         ),
         Err(Error::InvalidArgument(_))
     ));

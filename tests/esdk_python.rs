@@ -123,7 +123,7 @@ fn python_encrypts_strongroom_opens_and_back() {
         );
         // The same bytes through the streaming reader.
         let mut r = c
-            .esdk_open_reader(common::ALIAS, message.as_slice(), &ctx, &EsdkOptions::new())
+            .esdk_open_reader(common::ALIAS, message.as_slice(), &ctx, EsdkOptions::new())
             .unwrap();
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut r, &mut out).unwrap();
@@ -158,14 +158,14 @@ fn python_encrypts_strongroom_opens_and_back() {
         let opts = EsdkOptions::new().suite(*suite).frame_len(*frame);
         let m = if *streaming {
             let mut w = c
-                .esdk_seal_writer(common::ALIAS, &ctx, &opts, Vec::new())
+                .esdk_seal_writer(common::ALIAS, &ctx, opts.clone(), Vec::new())
                 .unwrap();
             for piece in common::data(*size).chunks(777) {
                 std::io::Write::write_all(&mut w, piece).unwrap();
             }
             w.finish().unwrap()
         } else {
-            c.esdk_seal_with(common::ALIAS, &common::data(*size), &ctx, &opts)
+            c.esdk_seal_with(common::ALIAS, &common::data(*size), &ctx, opts.clone())
                 .unwrap()
         };
         messages.push(m);

@@ -9,12 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use strongroom::hazmat::weak_argon2_for_tests;
 use strongroom::key::{HmacAlgorithm, KeyState, SymmetricAlgorithm};
+use strongroom::keyring::CreatedGrant;
+use strongroom::keyring::{
+    EnableRotationOptions, ListAliasesOptions, ListOptions, PutKeyPolicyOptions,
+    ScheduleDeletionOptions, SignOptions,
+};
 use strongroom::policy::GrantRequest;
+use strongroom::store::OpenMode;
 use strongroom::store::{
     Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
     restore_backup, rotate_root_key,
 };
-use strongroom::verify::{MessageType, SignatureFormat};
 use strongroom::{Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal};
 
 const ROOT: [u8; 32] = [0x11; 32];
@@ -73,7 +78,7 @@ fn restart_round_trip_of_every_key_type() {
     ];
     let mut saved = Vec::new();
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("service:app"));
         for (i, spec) in specs.iter().enumerate() {
             let id = c
@@ -90,15 +95,19 @@ fn restart_round_trip_of_every_key_type() {
                 KeySpec::Symmetric(_) => {
                     let old = c.encrypt(&id, b"v1", &ctx()).unwrap();
                     c.rotate_key_on_demand(&id).unwrap();
-                    c.enable_key_rotation(&id, Some(90)).unwrap();
+                    c.enable_key_rotation(
+                        &id,
+                        EnableRotationOptions::default().rotation_period_days(90),
+                    )
+                    .unwrap();
                     let mut both = c.seal(&id, b"sealed", &ctx()).unwrap();
                     both.extend((old.len() as u32).to_be_bytes());
                     both.extend(old);
                     both
                 }
-                KeySpec::EccNistP256 | KeySpec::Ed25519 => c
-                    .sign(&id, b"msg", MessageType::Raw, SignatureFormat::Der)
-                    .unwrap(),
+                KeySpec::EccNistP256 | KeySpec::Ed25519 => {
+                    c.sign(&id, b"msg", SignOptions::default()).unwrap()
+                }
                 KeySpec::Hmac(_) => c.generate_mac(&id, b"msg").unwrap(),
                 _ => {
                     let pk = c.get_public_key(&id).unwrap();
@@ -107,7 +116,7 @@ fn restart_round_trip_of_every_key_type() {
             };
             saved.push((id, *spec, out));
         }
-        let (gid, _) = c
+        let CreatedGrant { grant_id: gid, .. } = c
             .create_grant(
                 &saved[0].0,
                 GrantRequest::new(p("user:bob"), &[Action::Decrypt]),
@@ -116,9 +125,15 @@ fn restart_round_trip_of_every_key_type() {
         assert!(!gid.is_empty());
         c.disable_key(&saved[1].0).unwrap();
     }
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let c = ring.client(p("service:app"));
-    assert_eq!(c.list_keys(100, None).unwrap().items.len(), specs.len());
+    assert_eq!(
+        c.list_keys(ListOptions::default().limit(100))
+            .unwrap()
+            .items
+            .len(),
+        specs.len()
+    );
     for (i, (id, spec, out)) in saved.iter().enumerate() {
         let m = c.describe_key(&format!("alias/k{i}")).unwrap();
         assert_eq!(&m.key_id.to_string(), id);
@@ -167,10 +182,7 @@ fn restart_round_trip_of_every_key_type() {
                 assert!(found);
             }
             KeySpec::EccNistP256 | KeySpec::Ed25519 => {
-                assert!(
-                    c.verify(id, b"msg", out, MessageType::Raw, SignatureFormat::Der)
-                        .unwrap()
-                )
+                assert!(c.verify(id, b"msg", out, SignOptions::default()).unwrap())
             }
             KeySpec::Hmac(_) => assert!(c.verify_mac(id, b"msg", out).unwrap()),
             _ => assert_eq!(
@@ -189,28 +201,29 @@ fn restart_round_trip_of_every_key_type() {
 fn wrong_root_key_or_passphrase_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a"))
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap();
     }
     let before = files(dir.path());
     assert!(matches!(
-        KeyRing::open(dir.path(), RootKey::raw([0x22; 32])),
+        KeyRing::open_or_create(dir.path(), RootKey::raw([0x22; 32])),
         Err(Error::WrongRootKey)
     ));
     assert!(matches!(
-        KeyRing::open(dir.path(), RootKey::passphrase("x")),
+        KeyRing::open_or_create(dir.path(), RootKey::passphrase("x")),
         Err(Error::Configuration(_))
     ));
     assert_eq!(files(dir.path()), before);
 
     let pdir = tempfile::tempdir().unwrap();
-    let fast = weak_argon2_for_tests(KeystoreOptions::default()).argon2(Argon2Params {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    });
+    let fast = weak_argon2_for_tests(KeystoreOptions::default().mode(OpenMode::OpenOrCreate))
+        .argon2(Argon2Params {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        });
     {
         let ring = KeyRing::builder()
             .file_keystore(
@@ -246,7 +259,7 @@ fn wrong_root_key_or_passphrase_changes_nothing() {
         .build();
     assert_eq!(
         ring.client(p("user:a"))
-            .list_keys(10, None)
+            .list_keys(ListOptions::default().limit(10))
             .unwrap()
             .items
             .len(),
@@ -258,7 +271,7 @@ fn wrong_root_key_or_passphrase_changes_nothing() {
 fn every_bit_flip_and_truncation_is_detected_and_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         c.create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/x"))
             .unwrap();
@@ -277,7 +290,7 @@ fn every_bit_flip_and_truncation_is_detected_and_names_the_file() {
         }
         for d in damaged {
             std::fs::write(path, &d).unwrap();
-            let r = KeyRing::open(dir.path(), root());
+            let r = KeyRing::open_or_create(dir.path(), root());
             match r {
                 Err(Error::CorruptStore { file, .. }) => {
                     assert!(file.ends_with(&name), "{file} vs {name}")
@@ -296,11 +309,11 @@ fn every_bit_flip_and_truncation_is_detected_and_names_the_file() {
         .collect();
     std::fs::write(keys[0], &pristine[keys[1]]).unwrap();
     assert!(matches!(
-        KeyRing::open(dir.path(), root()),
+        KeyRing::open_or_create(dir.path(), root()),
         Err(Error::CorruptStore { .. })
     ));
     std::fs::write(keys[0], &pristine[keys[0]]).unwrap();
-    assert!(KeyRing::open(dir.path(), root()).is_ok());
+    assert!(KeyRing::open_or_create(dir.path(), root()).is_ok());
 }
 
 /// Fails the Nth filesystem operation (write, fsync, rename, fsync_dir).
@@ -352,7 +365,7 @@ fn fault_injection_leaves_a_consistent_store() {
     for fail_at in 1..=130 {
         let dir = tempfile::tempdir().unwrap();
         let key = {
-            let ring = KeyRing::open(dir.path(), root()).unwrap();
+            let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
             ring.client(p("user:a"))
                 .create_key(
                     KeySpec::default(),
@@ -370,7 +383,9 @@ fn fault_injection_leaves_a_consistent_store() {
             .file_keystore(
                 dir.path(),
                 &root(),
-                KeystoreOptions::default().storage(faulty.clone()),
+                KeystoreOptions::default()
+                    .mode(OpenMode::OpenOrCreate)
+                    .storage(faulty.clone()),
             )
             .unwrap()
             .build();
@@ -389,12 +404,26 @@ fn fault_injection_leaves_a_consistent_store() {
                 .map(drop)
             }),
             Box::new(|| c.create_alias("alias/second", &key)),
-            Box::new(|| c.schedule_key_deletion(&key, Some(7)).map(drop)),
+            Box::new(|| {
+                c.schedule_key_deletion(
+                    &key,
+                    ScheduleDeletionOptions::default().pending_window_days(7),
+                )
+                .map(drop)
+            }),
         ];
         for op in &ops {
             let before = c.describe_key(&key).unwrap();
-            let keys_before = c.list_keys(100, None).unwrap().items.len();
-            let aliases_before = c.list_aliases(None, 100, None).unwrap().items.len();
+            let keys_before = c
+                .list_keys(ListOptions::default().limit(100))
+                .unwrap()
+                .items
+                .len();
+            let aliases_before = c
+                .list_aliases(ListAliasesOptions::default().limit(100))
+                .unwrap()
+                .items
+                .len();
             if op().is_err() {
                 failures += 1;
                 let failed = faulty.failed.lock().unwrap().clone().unwrap();
@@ -404,9 +433,18 @@ fn fault_injection_leaves_a_consistent_store() {
                     break;
                 }
                 assert_eq!(c.describe_key(&key).unwrap(), before, "fail_at {fail_at}");
-                assert_eq!(c.list_keys(100, None).unwrap().items.len(), keys_before);
                 assert_eq!(
-                    c.list_aliases(None, 100, None).unwrap().items.len(),
+                    c.list_keys(ListOptions::default().limit(100))
+                        .unwrap()
+                        .items
+                        .len(),
+                    keys_before
+                );
+                assert_eq!(
+                    c.list_aliases(ListAliasesOptions::default().limit(100))
+                        .unwrap()
+                        .items
+                        .len(),
                     aliases_before
                 );
                 break;
@@ -414,9 +452,13 @@ fn fault_injection_leaves_a_consistent_store() {
         }
         drop(ring);
         // Reopening (with the real filesystem) gives a consistent store.
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
-        for e in c.list_keys(100, None).unwrap().items {
+        for e in c
+            .list_keys(ListOptions::default().limit(100))
+            .unwrap()
+            .items
+        {
             let m = c.describe_key(e.key_id.as_str()).unwrap();
             for v in &m.versions {
                 assert!(
@@ -430,7 +472,11 @@ fn fault_injection_leaves_a_consistent_store() {
                 assert!(c.decrypt(&b, &ctx()).is_ok());
             }
         }
-        for a in c.list_aliases(None, 100, None).unwrap().items {
+        for a in c
+            .list_aliases(ListAliasesOptions::default().limit(100))
+            .unwrap()
+            .items
+        {
             assert!(c.describe_key(a.alias.as_str()).is_ok());
         }
     }
@@ -465,7 +511,7 @@ fn child_process_entry() {
     let mode = std::env::var("STRONGROOM_CHILD_MODE").unwrap();
     let dir = PathBuf::from(std::env::var("STRONGROOM_CHILD_DIR").unwrap());
     let arg = std::env::var("STRONGROOM_CHILD_ARG").unwrap();
-    let ring = KeyRing::open(&dir, root()).unwrap();
+    let ring = KeyRing::open_or_create(&dir, root()).unwrap();
     let c = ring.client(p("user:a"));
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -542,7 +588,7 @@ fn random_below(n: u64) -> u64 {
 #[test]
 fn kill_dash_nine_loop() {
     let dir = tempfile::tempdir().unwrap();
-    KeyRing::open(dir.path(), root()).unwrap();
+    KeyRing::open_or_create(dir.path(), root()).unwrap();
     let mut acked: Vec<Vec<String>> = Vec::new();
     for iter in 0..200 {
         let mut ch = child("kill9", dir.path(), &format!("i{iter}"))
@@ -566,7 +612,7 @@ fn kill_dash_nine_loop() {
         }
         // Reopen after every kill: the store opens and every acknowledged
         // change is there.
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         for a in &acked {
             match a[1].as_str() {
@@ -589,7 +635,11 @@ fn kill_dash_nine_loop() {
             }
         }
         // Nothing half-applied: every version has material, every alias a key.
-        for e in c.list_keys(1000, None).unwrap().items {
+        for e in c
+            .list_keys(ListOptions::default().limit(1000))
+            .unwrap()
+            .items
+        {
             let m = c.describe_key(e.key_id.as_str()).unwrap();
             let versions: Vec<u32> = m.versions.iter().map(|v| v.version).collect();
             assert_eq!(versions, (1..=m.primary_version).collect::<Vec<_>>());
@@ -609,7 +659,7 @@ fn kill_dash_nine_loop() {
 fn two_processes_rotating_the_same_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a"))
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap()
@@ -622,7 +672,7 @@ fn two_processes_rotating_the_same_key() {
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("ACK done"));
     }
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let m = ring.client(p("user:a")).describe_key(&key).unwrap();
     let versions: Vec<u32> = m.versions.iter().map(|v| v.version).collect();
     assert_eq!(versions, (1..=21).collect::<Vec<_>>());
@@ -633,7 +683,7 @@ fn two_processes_rotating_the_same_key() {
 fn several_rings_in_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let rings: Vec<KeyRing> = (0..3)
-        .map(|_| KeyRing::open(dir.path(), root()).unwrap())
+        .map(|_| KeyRing::open_or_create(dir.path(), root()).unwrap())
         .collect();
     let key = rings[0]
         .client(p("user:a"))
@@ -652,17 +702,23 @@ fn several_rings_in_one_process() {
             });
         }
     });
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let c = ring.client(p("user:a"));
     assert_eq!(c.describe_key(key.as_str()).unwrap().primary_version, 16);
-    assert_eq!(c.list_keys(100, None).unwrap().items.len(), 16);
+    assert_eq!(
+        c.list_keys(ListOptions::default().limit(100))
+            .unwrap()
+            .items
+            .len(),
+        16
+    );
 }
 
 #[test]
 fn root_key_rotation_and_backup() {
     let dir = tempfile::tempdir().unwrap();
     let (key, blob) = {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/r"))
@@ -671,12 +727,18 @@ fn root_key_rotation_and_backup() {
         (k, b)
     };
     let new_root = RootKey::raw([0x33; 32]);
-    rotate_root_key(dir.path(), &root(), &new_root, &KeystoreOptions::default()).unwrap();
+    rotate_root_key(
+        dir.path(),
+        &root(),
+        &new_root,
+        &KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+    )
+    .unwrap();
     assert!(matches!(
-        KeyRing::open(dir.path(), root()),
+        KeyRing::open_or_create(dir.path(), root()),
         Err(Error::WrongRootKey)
     ));
-    let ring = KeyRing::open(dir.path(), RootKey::raw([0x33; 32])).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), RootKey::raw([0x33; 32])).unwrap();
     let c = ring.client(p("user:a"));
     assert_eq!(
         c.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
@@ -693,7 +755,7 @@ fn root_key_rotation_and_backup() {
         .unwrap()
         .path();
     std::fs::write(rec.with_extension("rec.new"), b"half-written").unwrap();
-    let ring = KeyRing::open(dir.path(), RootKey::raw([0x33; 32])).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), RootKey::raw([0x33; 32])).unwrap();
     assert!(ring.client(p("user:a")).describe_key("alias/r").is_ok());
     assert!(!rec.with_extension("rec.new").exists());
     drop(ring);
@@ -708,7 +770,7 @@ fn root_key_rotation_and_backup() {
         Err(Error::WrongRootKey)
     ));
     restore_backup(&archive, &RootKey::raw([0x33; 32]), &target).unwrap();
-    let ring = KeyRing::open(&target, RootKey::raw([0x33; 32])).unwrap();
+    let ring = KeyRing::open_or_create(&target, RootKey::raw([0x33; 32])).unwrap();
     let c = ring.client(p("user:a"));
     assert_eq!(c.describe_key("alias/r").unwrap().key_id, key);
     assert!(c.decrypt(&blob, &ctx()).is_ok());
@@ -730,7 +792,9 @@ fn root_key_rotation_and_backup() {
 #[test]
 fn nosync_durability_still_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = KeystoreOptions::default().durability(Durability::NoSync);
+    let opts = KeystoreOptions::default()
+        .mode(OpenMode::OpenOrCreate)
+        .durability(Durability::NoSync);
     let k = {
         let ring = KeyRing::builder()
             .file_keystore(dir.path(), &root(), opts.clone())
@@ -740,7 +804,7 @@ fn nosync_durability_still_round_trips() {
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap()
     };
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     assert!(ring.client(p("user:a")).describe_key(k.as_str()).is_ok());
 }
 
@@ -774,7 +838,7 @@ fn store_files_and_directories_are_private() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     {
-        let ring = KeyRing::open(&store, root()).unwrap();
+        let ring = KeyRing::open_or_create(&store, root()).unwrap();
         let c = ring.client(p("user:a"));
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/m"))
@@ -818,14 +882,14 @@ fn audit_logs_are_private() {
 #[test]
 fn open_refuses_a_directory_others_can_write() {
     let dir = tempfile::tempdir().unwrap();
-    KeyRing::open(dir.path(), root()).unwrap();
+    KeyRing::open_or_create(dir.path(), root()).unwrap();
     for (path, m) in [
         (dir.path().to_owned(), 0o770),
         (dir.path().to_owned(), 0o702),
         (dir.path().join("keys"), 0o777),
     ] {
         chmod(&path, m);
-        match KeyRing::open(dir.path(), root()) {
+        match KeyRing::open_or_create(dir.path(), root()) {
             Err(Error::Configuration(msg)) => {
                 assert!(msg.contains("writable by its group or by others"), "{msg}")
             }
@@ -833,20 +897,20 @@ fn open_refuses_a_directory_others_can_write() {
         }
         chmod(&path, 0o700);
     }
-    assert!(KeyRing::open(dir.path(), root()).is_ok());
+    assert!(KeyRing::open_or_create(dir.path(), root()).is_ok());
     // Owned by another user: only root can set that up.
     use std::os::unix::fs::MetadataExt;
     let me = std::fs::metadata(dir.path()).unwrap().uid();
     if me == 0 {
         std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
-        match KeyRing::open(dir.path(), root()) {
+        match KeyRing::open_or_create(dir.path(), root()) {
             Err(Error::Configuration(msg)) => {
                 assert!(msg.contains("belongs to user 65534"), "{msg}")
             }
             other => panic!("{other:?}"),
         }
         std::os::unix::fs::chown(dir.path(), Some(0), None).unwrap();
-        assert!(KeyRing::open(dir.path(), root()).is_ok());
+        assert!(KeyRing::open_or_create(dir.path(), root()).is_ok());
     }
 }
 
@@ -857,7 +921,7 @@ fn a_format_1_store_is_refused_with_a_clear_error() {
     let v1 = r#"{ "format": "strongroom-keystore", "version": 1,
   "kdf": { "kind": "raw" }, "check": "00" }"#;
     std::fs::write(dir.path().join("header.json"), v1).unwrap();
-    match KeyRing::open(dir.path(), root()) {
+    match KeyRing::open_or_create(dir.path(), root()) {
         Err(Error::CorruptStore { file, reason }) => {
             assert_eq!(file, "header.json");
             assert!(
@@ -882,7 +946,9 @@ fn is_timeout(e: &Error) -> bool {
 #[test]
 fn a_held_lock_fails_after_the_timeout_instead_of_hanging() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = KeystoreOptions::default().lock_timeout(std::time::Duration::from_millis(300));
+    let opts = KeystoreOptions::default()
+        .mode(OpenMode::OpenOrCreate)
+        .lock_timeout(std::time::Duration::from_millis(300));
     let ring = KeyRing::builder()
         .file_keystore(dir.path(), &root(), opts.clone())
         .unwrap()
@@ -919,7 +985,7 @@ fn a_held_lock_fails_after_the_timeout_instead_of_hanging() {
     );
     assert_eq!(
         ring.client(p("user:a"))
-            .list_keys(10, None)
+            .list_keys(ListOptions::default().limit(10))
             .unwrap()
             .items
             .len(),
@@ -936,18 +1002,24 @@ fn long_aliases_work_and_no_alias_name_shows_on_disk() {
     assert_eq!(long.len(), 256);
     let secret = "alias/payroll-2026";
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias(&*long))
             .unwrap();
         c.create_alias(secret, k.as_str()).unwrap();
     }
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let c = ring.client(p("user:a"));
     let k = c.describe_key(&long).unwrap().key_id;
     assert_eq!(c.describe_key(secret).unwrap().key_id, k);
-    assert_eq!(c.list_aliases(None, 10, None).unwrap().items.len(), 2);
+    assert_eq!(
+        c.list_aliases(ListAliasesOptions::default().limit(10))
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
     let hex_secret = hex(secret.as_bytes());
     for path in walk(dir.path()) {
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
@@ -980,12 +1052,12 @@ fn key_record(dir: &Path) -> (PathBuf, Vec<u8>) {
 fn an_older_authentic_record_put_back_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (key, gid, blob) = {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         let c = ring.client(p("user:a"));
         let k = c
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap();
-        let (gid, _) = c
+        let CreatedGrant { grant_id: gid, .. } = c
             .create_grant(
                 k.as_str(),
                 GrantRequest::new(p("user:bob"), &[Action::Decrypt]),
@@ -997,14 +1069,14 @@ fn an_older_authentic_record_put_back_is_refused() {
     let (old_path, old) = key_record(dir.path());
     let old_files = files(dir.path());
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a")).revoke_grant(&key, &gid).unwrap();
     }
     let (cur_path, _) = key_record(dir.path());
     // The old record under the current record's file name: refused.
     let cur = std::fs::read(&cur_path).unwrap();
     std::fs::write(&cur_path, &old).unwrap();
-    match KeyRing::open(dir.path(), root()) {
+    match KeyRing::open_or_create(dir.path(), root()) {
         Err(Error::CorruptStore { file, .. }) => assert!(file.starts_with("keys/"), "{file}"),
         other => panic!("{other:?}"),
     }
@@ -1018,7 +1090,7 @@ fn an_older_authentic_record_put_back_is_refused() {
             std::fs::write(path, data).unwrap();
         }
     }
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     assert!(!old_path.exists());
     let bob = ring.client(p("user:bob"));
     assert!(matches!(
@@ -1067,10 +1139,14 @@ fn a_second_ring_sees_every_change_at_once() {
     )));
     let a = KeyRing::builder()
         .clock(clock.clone())
-        .file_keystore(dir.path(), &root(), KeystoreOptions::default())
+        .file_keystore(
+            dir.path(),
+            &root(),
+            KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+        )
         .unwrap()
         .build();
-    let b = KeyRing::open(dir.path(), root()).unwrap();
+    let b = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let (ca, cb) = (a.client(p("user:a")), b.client(p("user:a")));
     let key = ca
         .create_key(
@@ -1080,7 +1156,7 @@ fn a_second_ring_sees_every_change_at_once() {
         .unwrap()
         .to_string();
     assert_eq!(cb.describe_key("alias/fresh").unwrap().key_id.as_str(), key);
-    let (gid, _) = ca
+    let CreatedGrant { grant_id: gid, .. } = ca
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Decrypt]))
         .unwrap();
     let blob = ca.encrypt(&key, b"x", &ctx()).unwrap();
@@ -1097,12 +1173,14 @@ fn a_second_ring_sees_every_change_at_once() {
     let from_b = cb.encrypt(&key, b"b", &ctx()).unwrap();
     assert_eq!(ca.decrypt(&from_b, &ctx()).unwrap().key_version, 2);
     // A tightened policy.
-    ca.put_key_policy(&key, &policy(true), false).unwrap();
+    ca.put_key_policy(&key, &policy(true), PutKeyPolicyOptions::default())
+        .unwrap();
     assert!(matches!(
         cb.encrypt(&key, b"x", &ctx()),
         Err(Error::AccessDenied { .. })
     ));
-    ca.put_key_policy(&key, &policy(false), false).unwrap();
+    ca.put_key_policy(&key, &policy(false), PutKeyPolicyOptions::default())
+        .unwrap();
     // Disabled, then deleted.
     ca.disable_key(&key).unwrap();
     assert!(matches!(
@@ -1111,7 +1189,11 @@ fn a_second_ring_sees_every_change_at_once() {
     ));
     ca.enable_key(&key).unwrap();
     assert!(cb.encrypt(&key, b"x", &ctx()).is_ok());
-    ca.schedule_key_deletion(&key, Some(7)).unwrap();
+    ca.schedule_key_deletion(
+        &key,
+        ScheduleDeletionOptions::default().pending_window_days(7),
+    )
+    .unwrap();
     clock.advance_days(8);
     assert_eq!(a.run_maintenance().unwrap().deleted.len(), 1);
     assert!(matches!(
@@ -1119,7 +1201,12 @@ fn a_second_ring_sees_every_change_at_once() {
         Err(Error::KeyNotFound(_))
     ));
     assert!(cb.describe_key("alias/fresh").is_err());
-    assert!(cb.list_keys(10, None).unwrap().items.is_empty());
+    assert!(
+        cb.list_keys(ListOptions::default().limit(10))
+            .unwrap()
+            .items
+            .is_empty()
+    );
     // b's backend dropped the material: even the backend escape hatch no
     // longer has it.
     let m = strongroom::backend::MaterialId::new(strongroom::KeyId::parse(&key).unwrap(), 1);
@@ -1135,7 +1222,11 @@ fn a_ring_in_another_process_sees_every_change_at_once() {
     )));
     let ring = KeyRing::builder()
         .clock(clock.clone())
-        .file_keystore(dir.path(), &root(), KeystoreOptions::default())
+        .file_keystore(
+            dir.path(),
+            &root(),
+            KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+        )
         .unwrap()
         .build();
     let c = ring.client(p("user:a"));
@@ -1143,7 +1234,7 @@ fn a_ring_in_another_process_sees_every_change_at_once() {
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap()
         .to_string();
-    let (gid, _) = c
+    let CreatedGrant { grant_id: gid, .. } = c
         .create_grant(&key, GrantRequest::new(p("user:bob"), &[Action::Decrypt]))
         .unwrap();
     let blob = c.encrypt(&key, b"x", &ctx()).unwrap();
@@ -1174,14 +1265,20 @@ fn a_ring_in_another_process_sees_every_change_at_once() {
     let reply = ask(format!("encrypt {key}"));
     let from_child = unhex(reply.strip_prefix("OK ").unwrap());
     assert_eq!(c.decrypt(&from_child, &ctx()).unwrap().key_version, 2);
-    c.put_key_policy(&key, &policy(true), false).unwrap();
+    c.put_key_policy(&key, &policy(true), PutKeyPolicyOptions::default())
+        .unwrap();
     assert_eq!(ask(format!("encrypt {key}")), "ERR AccessDenied");
-    c.put_key_policy(&key, &policy(false), false).unwrap();
+    c.put_key_policy(&key, &policy(false), PutKeyPolicyOptions::default())
+        .unwrap();
     c.disable_key(&key).unwrap();
     assert_eq!(ask(format!("encrypt {key}")), "ERR InvalidKeyState");
     c.enable_key(&key).unwrap();
     assert!(ask(format!("encrypt {key}")).starts_with("OK "));
-    c.schedule_key_deletion(&key, Some(7)).unwrap();
+    c.schedule_key_deletion(
+        &key,
+        ScheduleDeletionOptions::default().pending_window_days(7),
+    )
+    .unwrap();
     clock.advance_days(8);
     assert_eq!(ring.run_maintenance().unwrap().deleted.len(), 1);
     assert_eq!(ask(format!("encrypt {key}")), "ERR KeyNotFound");
@@ -1225,7 +1322,7 @@ impl Storage for NoManifestRename {
 fn a_wrong_root_key_repairs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let key = {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a"))
             .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/w"))
             .unwrap()
@@ -1236,26 +1333,28 @@ fn a_wrong_root_key_repairs_nothing() {
     std::fs::write(dir.path().join(".tmp-999-top"), b"torn").unwrap();
     let before = files(dir.path());
     assert!(matches!(
-        KeyRing::open(dir.path(), RootKey::raw([0x22; 32])),
+        KeyRing::open_or_create(dir.path(), RootKey::raw([0x22; 32])),
         Err(Error::WrongRootKey)
     ));
     assert_eq!(files(dir.path()), before);
     // A root rotation interrupted right after its commit point: neither a
     // wrong key nor the old one finishes it.
     let new_root = || RootKey::raw([0x44; 32]);
-    let faulty = KeystoreOptions::default().storage(Arc::new(NoManifestRename));
+    let faulty = KeystoreOptions::default()
+        .mode(OpenMode::OpenOrCreate)
+        .storage(Arc::new(NoManifestRename));
     assert!(rotate_root_key(dir.path(), &root(), &new_root(), &faulty).is_err());
     let before = files(dir.path());
     assert!(before.keys().any(|p| p.ends_with("ROOT-ROTATION.json")));
     for wrong in [RootKey::raw([0x22; 32]), root()] {
         assert!(matches!(
-            KeyRing::open(dir.path(), wrong),
+            KeyRing::open_or_create(dir.path(), wrong),
             Err(Error::WrongRootKey)
         ));
         assert_eq!(files(dir.path()), before);
     }
     // The right (new) key finishes the rotation and removes the leftovers.
-    let ring = KeyRing::open(dir.path(), new_root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), new_root()).unwrap();
     assert_eq!(
         ring.client(p("user:a"))
             .describe_key("alias/w")
@@ -1275,7 +1374,7 @@ fn a_wrong_root_key_repairs_nothing() {
 #[test]
 fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
     let dir = tempfile::tempdir().unwrap();
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     let c = ring.client(p("user:a"));
     let key = c
         .create_key(KeySpec::default(), CreateKeyOptions::new())
@@ -1287,7 +1386,7 @@ fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
         dir.path(),
         &root(),
         &new_root(),
-        &KeystoreOptions::default(),
+        &KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
     )
     .unwrap();
     // The old ring notices, and writes nothing under the old key.
@@ -1304,9 +1403,15 @@ fn rotating_the_root_key_under_an_open_ring_leaves_the_store_openable() {
         Err(Error::WrongRootKey)
     ));
     drop(ring);
-    let ring = KeyRing::open(dir.path(), new_root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), new_root()).unwrap();
     let c = ring.client(p("user:a"));
-    assert_eq!(c.list_keys(10, None).unwrap().items.len(), 1);
+    assert_eq!(
+        c.list_keys(ListOptions::default().limit(10))
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     assert_eq!(c.describe_key(&key).unwrap().primary_version, 1);
     assert_eq!(
         c.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
@@ -1329,7 +1434,9 @@ fn argon2_parameters_below_the_floor_are_refused() {
     match KeyRing::builder().file_keystore(
         dir.path(),
         &pass(),
-        KeystoreOptions::default().argon2(weak),
+        KeystoreOptions::default()
+            .mode(OpenMode::OpenOrCreate)
+            .argon2(weak),
     ) {
         Err(Error::Configuration(msg)) => assert!(msg.contains("below the minimum"), "{msg}"),
         other => panic!("{other:?}"),
@@ -1353,40 +1460,49 @@ fn argon2_parameters_below_the_floor_are_refused() {
             KeyRing::builder().file_keystore(
                 dir.path(),
                 &pass(),
-                KeystoreOptions::default().argon2(params)
+                KeystoreOptions::default()
+                    .mode(OpenMode::OpenOrCreate)
+                    .argon2(params)
             ),
             Err(Error::Configuration(_))
         ));
     }
     // The test-only escape hatch creates one; without it, it is refused.
-    let fast = weak_argon2_for_tests(KeystoreOptions::default()).argon2(weak);
+    let fast =
+        weak_argon2_for_tests(KeystoreOptions::default().mode(OpenMode::OpenOrCreate)).argon2(weak);
     KeyRing::builder()
         .file_keystore(dir.path(), &pass(), fast.clone())
         .unwrap();
     assert!(matches!(
-        KeyRing::builder().file_keystore(dir.path(), &pass(), KeystoreOptions::default()),
+        KeyRing::builder().file_keystore(
+            dir.path(),
+            &pass(),
+            KeystoreOptions::default().mode(OpenMode::OpenOrCreate)
+        ),
         Err(Error::Configuration(_))
     ));
     // Rotating a raw store to a weak passphrase is refused too.
     let raw = tempfile::tempdir().unwrap();
-    KeyRing::open(raw.path(), root()).unwrap();
+    KeyRing::open_or_create(raw.path(), root()).unwrap();
     assert!(matches!(
         rotate_root_key(
             raw.path(),
             &root(),
             &pass(),
-            &KeystoreOptions::default().argon2(weak)
+            &KeystoreOptions::default()
+                .mode(OpenMode::OpenOrCreate)
+                .argon2(weak)
         ),
         Err(Error::Configuration(_))
     ));
-    assert!(KeyRing::open(raw.path(), root()).is_ok());
+    assert!(KeyRing::open_or_create(raw.path(), root()).is_ok());
 }
 
 #[test]
 fn a_store_whose_header_is_gone_is_not_replaced_by_an_empty_one() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let ring = KeyRing::open(dir.path(), root()).unwrap();
+        let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
         ring.client(p("user:a"))
             .create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap();
@@ -1394,16 +1510,16 @@ fn a_store_whose_header_is_gone_is_not_replaced_by_an_empty_one() {
     let header = std::fs::read(dir.path().join("header.json")).unwrap();
     std::fs::remove_file(dir.path().join("header.json")).unwrap();
     let before = files(dir.path());
-    match KeyRing::open(dir.path(), root()) {
+    match KeyRing::open_or_create(dir.path(), root()) {
         Err(Error::CorruptStore { file, .. }) => assert_eq!(file, "header.json"),
         other => panic!("{other:?}"),
     }
     assert_eq!(files(dir.path()), before);
     std::fs::write(dir.path().join("header.json"), header).unwrap();
-    let ring = KeyRing::open(dir.path(), root()).unwrap();
+    let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();
     assert_eq!(
         ring.client(p("user:a"))
-            .list_keys(10, None)
+            .list_keys(ListOptions::default().limit(10))
             .unwrap()
             .items
             .len(),

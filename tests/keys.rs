@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 use strongroom::key::{KeyState, KeyUsage, SymmetricAlgorithm};
+use strongroom::keyring::CreatedGrant;
+use strongroom::keyring::{ListAliasesOptions, ListOptions};
 use strongroom::{Action, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal};
 
 fn client() -> strongroom::Client {
@@ -100,12 +102,22 @@ fn alias_lifecycle() {
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
     // Duplicate alias: the second key is not created.
-    let before = c.list_keys(100, None).unwrap().items.len();
+    let before = c
+        .list_keys(ListOptions::default().limit(100))
+        .unwrap()
+        .items
+        .len();
     assert!(matches!(
         c.create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/x")),
         Err(Error::AliasExists(_))
     ));
-    assert_eq!(c.list_keys(100, None).unwrap().items.len(), before);
+    assert_eq!(
+        c.list_keys(ListOptions::default().limit(100))
+            .unwrap()
+            .items
+            .len(),
+        before
+    );
     assert!(matches!(
         c.create_alias("alias/x", b.as_str()),
         Err(Error::AliasExists(_))
@@ -123,7 +135,9 @@ fn alias_lifecycle() {
     ));
 
     c.create_alias("alias/y", a.as_str()).unwrap();
-    let all = c.list_aliases(None, 100, None).unwrap();
+    let all = c
+        .list_aliases(ListAliasesOptions::default().limit(100))
+        .unwrap();
     assert_eq!(
         all.items
             .iter()
@@ -131,7 +145,13 @@ fn alias_lifecycle() {
             .collect::<Vec<_>>(),
         vec!["alias/x", "alias/y"]
     );
-    let of_a = c.list_aliases(Some(a.as_str()), 100, None).unwrap();
+    let of_a = c
+        .list_aliases(
+            ListAliasesOptions::default()
+                .key(a.as_str().to_string())
+                .limit(100),
+        )
+        .unwrap();
     assert_eq!(of_a.items.len(), 1);
     assert_eq!(of_a.items[0].alias.as_str(), "alias/y");
 
@@ -162,7 +182,13 @@ fn list_keys_paginates() {
     let mut marker: Option<String> = None;
     let mut pages = 0;
     loop {
-        let page = c.list_keys(10, marker.as_deref()).unwrap();
+        let page = c
+            .list_keys(
+                ListOptions::default()
+                    .limit(10)
+                    .after(marker.as_deref().map(str::to_owned)),
+            )
+            .unwrap();
         pages += 1;
         assert!(page.items.len() <= 10);
         for k in page.items {
@@ -176,18 +202,20 @@ fn list_keys_paginates() {
     assert_eq!(pages, 3);
     assert_eq!(seen, made);
     assert!(matches!(
-        c.list_keys(0, None),
+        c.list_keys(ListOptions::default().limit(0)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        c.list_keys(1001, None),
+        c.list_keys(ListOptions::default().limit(1001)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        c.list_keys(10, Some("alias/x")),
+        c.list_keys(ListOptions::default().limit(10).marker("alias/x")),
         Err(Error::InvalidArgument(_))
     ));
-    let page = c.list_aliases(None, 5, None).unwrap();
+    let page = c
+        .list_aliases(ListAliasesOptions::default().limit(5))
+        .unwrap();
     assert!(page.items.is_empty() && page.next_marker.is_none());
 }
 
@@ -336,7 +364,7 @@ fn stores_build_records_and_change_access_narrowly() {
     // operation and the record staying untouched.
     let ring = KeyRing::builder().store(std::sync::Arc::new(store)).build();
     let c = ring.client(owner.clone());
-    let (gid, _) = c
+    let CreatedGrant { grant_id: gid, .. } = c
         .create_grant(
             id.as_str(),
             GrantRequest::new(

@@ -63,9 +63,9 @@ fn two_rings_concurrent_rotations_aliases_grants() {
                         &[Action::Encrypt],
                     )
                 };
-                let (keep, _) = retrying(|| c.create_grant(key.as_str(), g(0)));
-                let (drop_, _) = retrying(|| c.create_grant(key.as_str(), g(1)));
-                retrying(|| c.revoke_grant(key.as_str(), &drop_));
+                let keep = retrying(|| c.create_grant(key.as_str(), g(0)));
+                let drop_ = retrying(|| c.create_grant(key.as_str(), g(1)));
+                retrying(|| c.revoke_grant(key.as_str(), &drop_.grant_id));
                 let _ = keep;
             }
         }));
@@ -166,8 +166,8 @@ fn child_process_entry() {
                     )
                 };
                 retrying(|| c.create_grant(key, g(0)));
-                let (gone, _) = retrying(|| c.create_grant(key, g(1)));
-                retrying(|| c.revoke_grant(key, &gone));
+                let gone = retrying(|| c.create_grant(key, g(1)));
+                retrying(|| c.revoke_grant(key, &gone.grant_id));
                 writeln!(out, "G user:p{me}-{i}-0").unwrap();
             }
             writeln!(out, "DONE").unwrap();
@@ -271,7 +271,7 @@ fn revocation_disable_and_deletion_on_a_enforced_on_b() {
     let k3 = ca
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
-    let (grant, _) = ca
+    let grant = ca
         .create_grant(
             k1.as_str(),
             GrantRequest::new(bob.clone(), &[Action::Encrypt]),
@@ -284,9 +284,13 @@ fn revocation_disable_and_deletion_on_a_enforced_on_b() {
     for k in [&k2, &k3] {
         cb.encrypt(k.as_str(), b"x", &ctx()).unwrap();
     }
-    ca.revoke_grant(k1.as_str(), &grant).unwrap();
+    ca.revoke_grant(k1.as_str(), &grant.grant_id).unwrap();
     ca.disable_key(k2.as_str()).unwrap();
-    ca.schedule_key_deletion(k3.as_str(), Some(7)).unwrap();
+    ca.schedule_key_deletion(
+        k3.as_str(),
+        strongroom::keyring::ScheduleDeletionOptions::default().pending_window_days(7),
+    )
+    .unwrap();
     eventually("revocation reaches B", || {
         refused(bob_b.encrypt(k1.as_str(), b"x", &ctx()))
     });

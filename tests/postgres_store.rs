@@ -180,7 +180,7 @@ fn grants_are_rows_and_one_is_written_without_rewriting_the_others() {
         ids.push(
             c.create_grant(key.as_str(), GrantRequest::new(who, &[Action::Encrypt]))
                 .unwrap()
-                .0,
+                .grant_id,
         );
     }
     let mut conn = db(&url);
@@ -280,7 +280,7 @@ fn hostile_strings_go_through_parameters() {
         .with(nasty, with_nul.as_str())
         .with("k\0", "\\");
     let blob = c.encrypt(key.as_str(), b"pt", &ctx).unwrap();
-    let (gid, _) = c
+    let gid = c
         .create_grant(
             key.as_str(),
             GrantRequest::new(Principal::user("bob").unwrap(), &[Action::Decrypt]).constraints(
@@ -297,7 +297,7 @@ fn hostile_strings_go_through_parameters() {
     assert_eq!(*m, *store.get_key(&key).unwrap().unwrap());
     let g = store2.list_grants(&key).unwrap().unwrap();
     assert_eq!(g.len(), 1);
-    assert_eq!(g[0].grant_id, gid);
+    assert_eq!(g[0].grant_id, gid.grant_id);
     let bob = ring2.client(Principal::user("bob").unwrap());
     assert_eq!(
         bob.decrypt(&blob, &ctx).unwrap().plaintext.expose_secret(),

@@ -5,6 +5,10 @@ use std::sync::Arc;
 use strongroom::clock::ManualClock;
 use strongroom::envelope::{CiphertextInfo, inspect};
 use strongroom::key::{KeyState, RotationKind, SymmetricAlgorithm};
+use strongroom::keyring::CreatedGrant;
+use strongroom::keyring::{
+    EnableRotationOptions, ListOptions, ScheduleDeletionOptions, VersionFloors,
+};
 use strongroom::{
     Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, Timestamp,
 };
@@ -35,7 +39,12 @@ fn three_year_timeline() {
         )
         .unwrap();
     let k = key.as_str();
-    let sched = c.enable_key_rotation(k, Some(365)).unwrap();
+    let sched = c
+        .enable_key_rotation(
+            k,
+            EnableRotationOptions::default().rotation_period_days(365),
+        )
+        .unwrap();
     assert_eq!(sched.next_rotation, T0.plus_days(365));
 
     // One blob and one message per version, made along the way.
@@ -94,7 +103,8 @@ fn three_year_timeline() {
     }
 
     // Floors retire versions with a clear error that names the floor.
-    c.update_key_version_floors(k, Some(3), Some(3)).unwrap();
+    c.update_key_version_floors(k, VersionFloors::default().min_decrypt(3).min_encrypt(3))
+        .unwrap();
     for (v, blob, msg) in &made {
         if *v < 3 {
             let e = c.decrypt(blob, &ctx()).unwrap_err();
@@ -113,11 +123,11 @@ fn three_year_timeline() {
     }
     assert!(c.decrypt(&moved, &ctx()).is_ok());
     assert!(matches!(
-        c.update_key_version_floors(k, Some(9), None),
+        c.update_key_version_floors(k, VersionFloors::default().min_decrypt(9)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
-        c.update_key_version_floors(k, Some(4), Some(2)),
+        c.update_key_version_floors(k, VersionFloors::default().min_decrypt(4).min_encrypt(2)),
         Err(Error::InvalidArgument(_))
     ));
     assert!(ring.run_maintenance().unwrap().rotated.is_empty());
@@ -132,8 +142,13 @@ fn long_downtime_rotates_once_and_maintenance_finds_idle_keys() {
     let b = c
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
-    c.enable_key_rotation(a.as_str(), Some(90)).unwrap();
-    c.enable_key_rotation(b.as_str(), None).unwrap();
+    c.enable_key_rotation(
+        a.as_str(),
+        EnableRotationOptions::default().rotation_period_days(90),
+    )
+    .unwrap();
+    c.enable_key_rotation(b.as_str(), EnableRotationOptions::default())
+        .unwrap();
     // Not before the period.
     clock.set(T0.plus_days(89));
     assert!(ring.run_maintenance().unwrap().rotated.is_empty());
@@ -160,11 +175,18 @@ fn rotation_settings_are_validated() {
         .unwrap();
     for bad in [0, 89, 2561] {
         assert!(matches!(
-            c.enable_key_rotation(k.as_str(), Some(bad)),
+            c.enable_key_rotation(
+                k.as_str(),
+                EnableRotationOptions::default().rotation_period_days(bad)
+            ),
             Err(Error::InvalidArgument(_))
         ));
     }
-    c.enable_key_rotation(k.as_str(), Some(2560)).unwrap();
+    c.enable_key_rotation(
+        k.as_str(),
+        EnableRotationOptions::default().rotation_period_days(2560),
+    )
+    .unwrap();
     c.disable_key_rotation(k.as_str()).unwrap();
     assert!(
         c.get_key_rotation_status(k.as_str())
@@ -303,14 +325,19 @@ fn scheduled_deletion_cancel_and_destroy() {
     let blob = c.encrypt(k, b"x", &ctx()).unwrap();
     for bad in [0, 6, 31] {
         assert!(matches!(
-            c.schedule_key_deletion(k, Some(bad)),
+            c.schedule_key_deletion(
+                k,
+                ScheduleDeletionOptions::default().pending_window_days(bad)
+            ),
             Err(Error::InvalidArgument(_))
         ));
     }
     assert_eq!(c.describe_key(k).unwrap().state, KeyState::Enabled);
 
     // Schedule, cancel: the key comes back Disabled.
-    let date = c.schedule_key_deletion(k, None).unwrap();
+    let date = c
+        .schedule_key_deletion(k, ScheduleDeletionOptions::default())
+        .unwrap();
     assert_eq!(date, T0.plus_days(30));
     assert!(matches!(
         c.decrypt(&blob, &ctx()),
@@ -321,7 +348,7 @@ fn scheduled_deletion_cancel_and_destroy() {
         Err(Error::InvalidKeyState { .. })
     ));
     assert!(matches!(
-        c.schedule_key_deletion(k, Some(7)),
+        c.schedule_key_deletion(k, ScheduleDeletionOptions::default().pending_window_days(7)),
         Err(Error::InvalidKeyState { .. })
     ));
     c.cancel_key_deletion(k).unwrap();
@@ -337,7 +364,9 @@ fn scheduled_deletion_cancel_and_destroy() {
     );
 
     // Schedule for 7 days: nothing happens before the window ends.
-    let date = c.schedule_key_deletion(k, Some(7)).unwrap();
+    let date = c
+        .schedule_key_deletion(k, ScheduleDeletionOptions::default().pending_window_days(7))
+        .unwrap();
     clock.set(Timestamp(date.as_secs() - 1));
     assert!(ring.run_maintenance().unwrap().deleted.is_empty());
     assert!(matches!(
@@ -365,13 +394,22 @@ fn deletion_also_happens_on_use() {
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
     let blob = c.encrypt(k.as_str(), b"x", &ctx()).unwrap();
-    c.schedule_key_deletion(k.as_str(), Some(7)).unwrap();
+    c.schedule_key_deletion(
+        k.as_str(),
+        ScheduleDeletionOptions::default().pending_window_days(7),
+    )
+    .unwrap();
     clock.advance_days(8);
     assert!(matches!(
         c.decrypt(&blob, &ctx()),
         Err(Error::KeyNotFound(_))
     ));
-    assert!(c.list_keys(10, None).unwrap().items.is_empty());
+    assert!(
+        c.list_keys(ListOptions::default().limit(10))
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 #[test]
@@ -444,7 +482,9 @@ fn writers_progress_while_eight_threads_seal() {
     wait_for_seal(1);
     for i in 0..ROTATIONS {
         // A grant created and revoked under load: another writer.
-        let (grant, _) = c
+        let CreatedGrant {
+            grant_id: grant, ..
+        } = c
             .create_grant(
                 &k,
                 strongroom::policy::GrantRequest::new(

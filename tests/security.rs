@@ -7,8 +7,13 @@ use strongroom::audit::{
     ACTION_DELETE_KEY, ACTION_ROTATE_KEY, MemorySink, Outcome, SYSTEM_PRINCIPAL,
 };
 use strongroom::clock::ManualClock;
+use strongroom::keyring::CreatedGrant;
 use strongroom::keyring::GrantSelector;
+use strongroom::keyring::{
+    EnableRotationOptions, ListOptions, PutKeyPolicyOptions, ScheduleDeletionOptions,
+};
 use strongroom::policy::{GrantRequest, Policy};
+use strongroom::store::OpenMode;
 use strongroom::store::{MemoryStore, MetadataStore};
 use strongroom::{
     Action, Alias, CreateKeyOptions, EncryptionContext, Error, KeyId, KeyRing, KeySpec, Principal,
@@ -125,8 +130,10 @@ fn item02_describe_and_list_reveal_no_policy_or_grants() {
           {"Sid":"BreakGlass","Effect":"Allow","Principal":"role:breakglass-7f3a","Action":"strongroom:*"}]}"#,
     )
     .unwrap();
-    alice.put_key_policy(k, &policy, false).unwrap();
-    let (gid, _) = alice
+    alice
+        .put_key_policy(k, &policy, PutKeyPolicyOptions::default())
+        .unwrap();
+    let CreatedGrant { grant_id: gid, .. } = alice
         .create_grant(
             k,
             GrantRequest::new(p("user:bob"), &[Action::DescribeKey, Action::Encrypt]),
@@ -155,7 +162,7 @@ fn item02_describe_and_list_reveal_no_policy_or_grants() {
         );
     }
     // Anyone may list keys (the open ring policy): ids and aliases only.
-    let page = carol.list_keys(10, None).unwrap();
+    let page = carol.list_keys(ListOptions::default().limit(10)).unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].key_id, key);
     assert_eq!(page.items[0].aliases[0].as_str(), "alias/k");
@@ -322,7 +329,13 @@ fn item04_ring_policy_is_explicit_and_grants_nothing_on_keys() {
         let k = key.as_str();
         bob.create_key(KeySpec::default(), CreateKeyOptions::new())
             .unwrap();
-        assert_eq!(bob.list_keys(10, None).unwrap().items.len(), 2);
+        assert_eq!(
+            bob.list_keys(ListOptions::default().limit(10))
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
         let blob = alice.encrypt(k, b"x", &ctx()).unwrap();
         for (what, r) in [
             ("describe", bob.describe_key(k).map(drop)),
@@ -332,7 +345,11 @@ fn item04_ring_policy_is_explicit_and_grants_nothing_on_keys() {
             ("grants", bob.list_grants(k).map(drop)),
             ("tags", bob.list_resource_tags(k).map(drop)),
             ("disable", bob.disable_key(k)),
-            ("delete", bob.schedule_key_deletion(k, None).map(drop)),
+            (
+                "delete",
+                bob.schedule_key_deletion(k, ScheduleDeletionOptions::default())
+                    .map(drop),
+            ),
             ("alias", bob.delete_alias("alias/a")),
             ("rotate", bob.rotate_key_on_demand(k).map(drop)),
         ] {
@@ -354,7 +371,7 @@ fn item04_ring_policy_is_explicit_and_grants_nothing_on_keys() {
         Err(Error::AccessDenied { .. })
     ));
     assert!(matches!(
-        bob.list_keys(10, None),
+        bob.list_keys(ListOptions::default().limit(10)),
         Err(Error::AccessDenied { .. })
     ));
     assert!(matches!(
@@ -438,13 +455,22 @@ fn item14_maintenance_records_destruction_and_rotation() {
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
     alice
-        .schedule_key_deletion(doomed.as_str(), Some(7))
+        .schedule_key_deletion(
+            doomed.as_str(),
+            ScheduleDeletionOptions::default().pending_window_days(7),
+        )
         .unwrap();
     alice
-        .schedule_key_deletion(doomed_by_use.as_str(), Some(7))
+        .schedule_key_deletion(
+            doomed_by_use.as_str(),
+            ScheduleDeletionOptions::default().pending_window_days(7),
+        )
         .unwrap();
     alice
-        .enable_key_rotation(rotating.as_str(), Some(90))
+        .enable_key_rotation(
+            rotating.as_str(),
+            EnableRotationOptions::default().rotation_period_days(90),
+        )
         .unwrap();
     clock.advance_days(91);
 
@@ -495,7 +521,11 @@ fn item14_grantee_retiring_its_grant_is_one_allowed_event() {
     let key = alice
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
-    let (gid, token) = alice
+    let CreatedGrant {
+        grant_id: gid,
+        grant_token: token,
+        ..
+    } = alice
         .create_grant(
             key.as_str(),
             GrantRequest::new(p("user:bob"), &[Action::Encrypt]),
@@ -512,7 +542,7 @@ fn item14_grantee_retiring_its_grant_is_one_allowed_event() {
     assert_eq!(ev[0].grant_id.as_deref(), Some(gid.as_str()));
     assert!(alice.list_grants(key.as_str()).unwrap().is_empty());
     // A stranger is still refused, and recorded as refused.
-    let (gid2, _) = alice
+    let CreatedGrant { grant_id: gid2, .. } = alice
         .create_grant(
             key.as_str(),
             GrantRequest::new(p("user:bob"), &[Action::Encrypt]),
@@ -558,7 +588,7 @@ fn item19_encryption_count_survives_restarts() {
             .file_keystore(
                 dir.path(),
                 &root,
-                strongroom::store::KeystoreOptions::default(),
+                strongroom::store::KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
             )
             .unwrap()
             .encryption_limit(5)

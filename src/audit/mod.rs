@@ -36,6 +36,7 @@
 //! recorded) leaves the change without an event.
 
 mod file;
+mod tail;
 mod verify;
 
 pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};

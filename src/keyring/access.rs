@@ -1,8 +1,7 @@
 //! Access-control operations: key policies, grants, and explain.
 
-use super::Client;
+use super::{Client, CreatedGrant, ExplainOptions, PutKeyPolicyOptions};
 use crate::action::Action;
-use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::key::KeyRef;
 use crate::policy::{Decision, Grant, GrantRequest, GrantToken, Policy, Request, token_hash};
@@ -29,17 +28,17 @@ impl Client {
     /// Lockout safety: the change is refused unless the caller could still
     /// call `PutKeyPolicy` under the new policy (as AWS KMS checks), so a key
     /// cannot be left with nobody able to change its policy by accident.
-    /// `bypass_lockout_check = true` skips that check.
+    /// [`PutKeyPolicyOptions::bypass_policy_lockout_safety_check`] skips that
+    /// check.
     pub fn put_key_policy<'k>(
         &self,
         key: impl Into<KeyRef<'k>>,
         policy: &Policy,
-        bypass_lockout_check: bool,
+        options: PutKeyPolicyOptions,
     ) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::PutKeyPolicy, key, None, |_, meta| {
             policy.validate()?;
-            if !bypass_lockout_check {
+            if !options.bypass_policy_lockout_safety_check {
                 let req = Request {
                     principal: self.principal(),
                     action: Action::PutKeyPolicy,
@@ -49,7 +48,7 @@ impl Client {
                 if !policy.evaluate(&req, Some(&meta.record)).allowed {
                     return Err(Error::invalid(format!(
                         "the new policy would not let {} call PutKeyPolicy again (lockout); \
-                         pass bypass_lockout_check to force it",
+                         set PutKeyPolicyOptions::bypass_policy_lockout_safety_check to force it",
                         self.principal()
                     )));
                 }
@@ -60,7 +59,6 @@ impl Client {
 
     /// The key's policy (the default one if none was put).
     pub fn get_key_policy<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<Policy> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetKeyPolicy, key, None, |_, meta| {
             Ok(meta
                 .access
@@ -77,8 +75,7 @@ impl Client {
         &self,
         key: impl Into<KeyRef<'k>>,
         request: GrantRequest,
-    ) -> Result<(String, GrantToken)> {
-        let key: KeyRef<'k> = key.into();
+    ) -> Result<CreatedGrant> {
         self.on_key(Action::CreateGrant, key, None, |_, meta| {
             let inner = self.inner();
             if request.operations.is_empty() {
@@ -122,13 +119,15 @@ impl Client {
             inner
                 .store
                 .add_grant(&meta.key_id, &grant, MAX_GRANTS_PER_KEY, now)?;
-            Ok((grant_id, token))
+            Ok(CreatedGrant {
+                grant_id,
+                grant_token: token,
+            })
         })
     }
 
     /// The key's grants (expired ones included until they are cleaned up).
     pub fn list_grants<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<Vec<Grant>> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ListGrants, key, None, |_, m| {
             Ok(self
                 .inner()
@@ -172,7 +171,6 @@ impl Client {
 
     /// Revokes a grant by id (a key administrator: needs `RevokeGrant`).
     pub fn revoke_grant<'k>(&self, key: impl Into<KeyRef<'k>>, grant_id: &str) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::RevokeGrant, key, None, |_, meta| {
             if !meta
                 .access
@@ -194,9 +192,9 @@ impl Client {
         &self,
         principal: &Principal,
         action: Action,
-        key: Option<&str>,
-        context: Option<&EncryptionContext>,
+        options: ExplainOptions,
     ) -> Result<Decision> {
+        let context = options.context.as_ref();
         let inner = self.inner();
         let decide = |meta: Option<&crate::store::KeyMetadata>| {
             let meta = meta.map(|m| (&m.record, &m.access));
@@ -208,7 +206,7 @@ impl Client {
             };
             crate::policy::decide(&inner.ring_policy, meta, &req)
         };
-        match key {
+        match options.key.as_deref() {
             None => Ok(decide(None)),
             Some(k) => self.on_key(Action::GetKeyPolicy, k, None, |_, m| Ok(decide(Some(m)))),
         }

@@ -5,7 +5,8 @@
 //! pair means new public keys for every verifier: create a new key and move
 //! an alias instead).
 
-use super::{Client, Inner};
+use super::pipeline::Call;
+use super::{Client, Inner, SignOptions};
 use crate::action::Action;
 use crate::backend::material::Material;
 use crate::backend::{HpkeBackend, ImportBackend, MacBackend, MaterialId, SigningBackend, lacks};
@@ -141,7 +142,7 @@ impl Inner {
         b.importing().ok_or_else(|| lacks(b, "import material", id))
     }
 
-    fn verifier(&self, meta: &KeyMetadata) -> Result<Arc<PublicKeyVerifier>> {
+    pub(super) fn verifier(&self, meta: &KeyMetadata) -> Result<Arc<PublicKeyVerifier>> {
         let mref = MaterialId::new(meta.key_id.clone(), meta.primary_version);
         if let Some(v) = self
             .asym
@@ -169,7 +170,7 @@ fn primary(meta: &KeyMetadata) -> MaterialId {
 }
 
 impl Client {
-    /// Signs `message` (or, for ECDSA with [`MessageType::Digest`], a SHA-256
+    /// Signs `message` (or, for ECDSA with [`SignOptions::digest`], a SHA-256
     /// digest) with a `SignVerify` key. ECDSA signatures are DER by default
     /// (low-S), raw `r || s` with [`SignatureFormat::Raw`]; Ed25519 signatures
     /// are 64 bytes. Messages up to 1 MiB.
@@ -177,54 +178,67 @@ impl Client {
         &self,
         key: impl Into<KeyRef<'k>>,
         message: &[u8],
+        options: SignOptions,
+    ) -> Result<Vec<u8>> {
+        let SignOptions {
+            message_type,
+            format,
+        } = options;
+        self.on_key(Action::Sign, key, None, |call, meta| {
+            self.sign_in_call(call, meta, message, message_type, format)
+        })
+    }
+
+    /// The work of [`Client::sign`] inside a `Sign` call of the pipeline;
+    /// also the signing step of `sign_ssh` (keyring/ssh.rs).
+    pub(super) fn sign_in_call(
+        &self,
+        call: &Call<'_>,
+        meta: &KeyMetadata,
+        message: &[u8],
         message_type: MessageType,
         format: SignatureFormat,
     ) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
-        self.on_key(Action::Sign, key, None, |call, meta| {
-            if message.len() > MAX_SIGN_MESSAGE_LEN {
-                return Err(Error::invalid(
-                    "messages to sign are at most 1 MiB; sign a digest",
-                ));
-            }
-            call.note_version(meta.primary_version);
-            match meta.spec {
-                KeySpec::EccNistP256 => {
-                    use sha2::Digest;
-                    let digest: [u8; 32] = match message_type {
-                        MessageType::Raw => sha2::Sha256::digest(message).into(),
-                        MessageType::Digest => message.try_into().map_err(|_| {
-                            Error::invalid("an ECDSA P-256 digest must be 32 bytes (SHA-256)")
-                        })?,
-                    };
-                    let raw = self
-                        .inner()
-                        .signing_backend(&primary(meta))?
-                        .sign(&primary(meta), &digest)?;
-                    match format {
-                        SignatureFormat::Raw => Ok(raw),
-                        SignatureFormat::Der => Ok(p256::ecdsa::Signature::from_slice(&raw)
-                            .map_err(|_| {
-                                Error::invalid("the backend returned a malformed signature")
-                            })?
-                            .to_der()
-                            .as_bytes()
-                            .to_vec()),
-                    }
+        if message.len() > MAX_SIGN_MESSAGE_LEN {
+            return Err(Error::invalid(
+                "messages to sign are at most 1 MiB; sign a digest",
+            ));
+        }
+        call.note_version(meta.primary_version);
+        match meta.spec {
+            KeySpec::EccNistP256 => {
+                use sha2::Digest;
+                let digest: [u8; 32] = match message_type {
+                    MessageType::Raw => sha2::Sha256::digest(message).into(),
+                    MessageType::Digest => message.try_into().map_err(|_| {
+                        Error::invalid("an ECDSA P-256 digest must be 32 bytes (SHA-256)")
+                    })?,
+                };
+                let raw = self
+                    .inner()
+                    .signing_backend(&primary(meta))?
+                    .sign(&primary(meta), &digest)?;
+                match format {
+                    SignatureFormat::Raw => Ok(raw),
+                    SignatureFormat::Der => Ok(p256::ecdsa::Signature::from_slice(&raw)
+                        .map_err(|_| Error::invalid("the backend returned a malformed signature"))?
+                        .to_der()
+                        .as_bytes()
+                        .to_vec()),
                 }
-                KeySpec::Ed25519 => {
-                    if message_type == MessageType::Digest {
-                        return Err(Error::invalid(
-                            "Ed25519 signs whole messages; MessageType::Digest is not supported",
-                        ));
-                    }
-                    self.inner()
-                        .signing_backend(&primary(meta))?
-                        .sign(&primary(meta), message)
-                }
-                other => Err(Error::Unsupported(format!("{other} keys do not sign"))),
             }
-        })
+            KeySpec::Ed25519 => {
+                if message_type == MessageType::Digest {
+                    return Err(Error::invalid(
+                        "Ed25519 signs whole messages; MessageType::Digest is not supported",
+                    ));
+                }
+                self.inner()
+                    .signing_backend(&primary(meta))?
+                    .sign(&primary(meta), message)
+            }
+            other => Err(Error::Unsupported(format!("{other} keys do not sign"))),
+        }
     }
 
     /// Verifies a signature with a `SignVerify` key of the ring. `Ok(false)`
@@ -235,10 +249,12 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         message: &[u8],
         signature: &[u8],
-        message_type: MessageType,
-        format: SignatureFormat,
+        options: SignOptions,
     ) -> Result<bool> {
-        let key: KeyRef<'k> = key.into();
+        let SignOptions {
+            message_type,
+            format,
+        } = options;
         self.on_key(Action::Verify, key, None, |call, meta| {
             call.note_version(meta.primary_version);
             self.inner()
@@ -249,7 +265,6 @@ impl Client {
 
     /// The public key of an asymmetric key, as SPKI DER and PEM.
     pub fn get_public_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<PublicKeyInfo> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetPublicKey, key, None, |_, meta| {
             let der = self
                 .inner()
@@ -267,7 +282,6 @@ impl Client {
 
     /// The HMAC tag of `message` (up to 1 MiB) under a `GenerateVerifyMac` key.
     pub fn generate_mac<'k>(&self, key: impl Into<KeyRef<'k>>, message: &[u8]) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GenerateMac, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
@@ -287,7 +301,6 @@ impl Client {
         message: &[u8],
         tag: &[u8],
     ) -> Result<bool> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::VerifyMac, key, None, |call, meta| {
             if message.len() > MAX_SIGN_MESSAGE_LEN {
                 return Err(Error::invalid("messages to MAC are at most 1 MiB"));
@@ -312,7 +325,6 @@ impl Client {
         info: &[u8],
         aad: &[u8],
     ) -> Result<SecretBytes> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::Decrypt, key, None, |call, meta| {
             if meta.spec != KeySpec::HpkeP256 {
                 return Err(Error::Unsupported(format!(
@@ -337,8 +349,7 @@ impl Client {
         spec: DataKeyPairSpec,
         context: &EncryptionContext,
     ) -> Result<DataKeyPair> {
-        let key: KeyRef<'k> = key.into();
-        self.data_key_pair(key, spec, context, true)
+        self.data_key_pair(key.into(), spec, context, true)
     }
 
     /// As [`Client::generate_data_key_pair`], without the plaintext private key.
@@ -348,8 +359,7 @@ impl Client {
         spec: DataKeyPairSpec,
         context: &EncryptionContext,
     ) -> Result<DataKeyPair> {
-        let key: KeyRef<'k> = key.into();
-        self.data_key_pair(key, spec, context, false)
+        self.data_key_pair(key.into(), spec, context, false)
     }
 
     fn data_key_pair(

@@ -213,7 +213,6 @@ impl Client {
     /// When each version of the key was last used (encrypt, decrypt, data
     /// keys, seal, open) through this ring, like KMS GetKeyLastUsage.
     pub fn get_key_last_usage<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<Vec<VersionUsage>> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetKeyLastUsage, key, None, |_, meta| {
             let map = self
                 .inner()

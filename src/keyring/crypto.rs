@@ -107,7 +107,6 @@ impl Client {
         plaintext: &[u8],
         context: &EncryptionContext,
     ) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::Encrypt, key, Some(context), |call, m| {
             if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT_LEN {
                 return Err(Error::invalid(format!(
@@ -134,8 +133,7 @@ impl Client {
         context: &EncryptionContext,
         expected_key: impl Into<KeyRef<'k>>,
     ) -> Result<Decrypted> {
-        let expected_key: KeyRef<'k> = expected_key.into();
-        self.decrypt_checked(ciphertext, context, Some(expected_key))
+        self.decrypt_checked(ciphertext, context, Some(expected_key.into()))
     }
 
     fn decrypt_checked(
@@ -223,7 +221,6 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         context: &EncryptionContext,
     ) -> Result<DataKey> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GenerateDataKey, key, Some(context), |call, meta| {
             let ctx = context.canonical_bytes()?;
             let dk = self.inner().random_key()?;
@@ -244,7 +241,6 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         context: &EncryptionContext,
     ) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(
             Action::GenerateDataKeyWithoutPlaintext,
             key,

@@ -106,8 +106,7 @@ impl Client {
         data: &[u8],
         context: &EncryptionContext,
     ) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
-        self.esdk_seal_with(key, data, context, &EsdkOptions::default())
+        self.esdk_seal_with(key, data, context, EsdkOptions::default())
     }
 
     /// [`Client::esdk_seal`] with options: suite, frame length, key
@@ -117,11 +116,11 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         data: &[u8],
         context: &EncryptionContext,
-        options: &EsdkOptions,
+        options: EsdkOptions,
     ) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
+        let options = &options;
         let rng = self.inner().rng.clone();
-        self.esdk_begin(key, context, options, |b| {
+        self.esdk_begin(key.into(), context, options, |b| {
             let mut out = b.header;
             format::encrypt_body(&b.cipher, &b.message_id, options.frame_len, data, &mut out)?;
             if let Some(mut s) = b.signer {
@@ -141,12 +140,12 @@ impl Client {
         &self,
         key: impl Into<KeyRef<'k>>,
         context: &EncryptionContext,
-        options: &EsdkOptions,
+        options: EsdkOptions,
         out: W,
     ) -> Result<EsdkWriter<W>> {
-        let key: KeyRef<'k> = key.into();
+        let options = &options;
         let rng = self.inner().rng.clone();
-        self.esdk_begin(key, context, options, |b| {
+        self.esdk_begin(key.into(), context, options, |b| {
             EsdkWriter::start(
                 out,
                 b.header,
@@ -167,8 +166,7 @@ impl Client {
         message: &[u8],
         required: &EncryptionContext,
     ) -> Result<EsdkOpened> {
-        let key: KeyRef<'k> = key.into();
-        self.esdk_open_with(key, message, required, &EsdkOptions::default())
+        self.esdk_open_with(key, message, required, EsdkOptions::default())
     }
 
     /// Opens an AWS Encryption SDK message (v2 `0x0478`/`0x0578`; v1
@@ -190,32 +188,38 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         message: &[u8],
         required: &EncryptionContext,
-        options: &EsdkOptions,
+        options: EsdkOptions,
     ) -> Result<EsdkOpened> {
-        let key: KeyRef<'k> = key.into();
+        let options = &options;
         let header = format::parse_header(message);
-        self.esdk_unlock(key, header, required, options, |h, cipher, key_id, v| {
-            let body = message.get(h.len..).ok_or(Error::DecryptionFailed)?;
-            let mut plaintext = Zeroizing::new(Vec::with_capacity(body.len()));
-            let used = format::decrypt_body(h, &cipher, body, &mut plaintext)?;
-            let end = h.len.checked_add(used).ok_or(Error::DecryptionFailed)?;
-            let (signed, footer) = message
-                .split_at_checked(end)
-                .ok_or(Error::DecryptionFailed)?;
-            if h.suite.is_signed() {
-                format::verify_footer(&h.context, signed, footer)?;
-            } else if !footer.is_empty() {
-                return Err(Error::DecryptionFailed);
-            }
-            Ok(EsdkOpened {
-                plaintext: SecretBytes::from_zeroizing(plaintext),
-                context: h.context.clone(),
-                key_id,
-                key_version: v,
-                suite: h.suite,
-                frame_len: h.frame_len,
-            })
-        })
+        self.esdk_unlock(
+            key.into(),
+            header,
+            required,
+            options,
+            |h, cipher, key_id, v| {
+                let body = message.get(h.len..).ok_or(Error::DecryptionFailed)?;
+                let mut plaintext = Zeroizing::new(Vec::with_capacity(body.len()));
+                let used = format::decrypt_body(h, &cipher, body, &mut plaintext)?;
+                let end = h.len.checked_add(used).ok_or(Error::DecryptionFailed)?;
+                let (signed, footer) = message
+                    .split_at_checked(end)
+                    .ok_or(Error::DecryptionFailed)?;
+                if h.suite.is_signed() {
+                    format::verify_footer(&h.context, signed, footer)?;
+                } else if !footer.is_empty() {
+                    return Err(Error::DecryptionFailed);
+                }
+                Ok(EsdkOpened {
+                    plaintext: SecretBytes::from_zeroizing(plaintext),
+                    context: h.context.clone(),
+                    key_id,
+                    key_version: v,
+                    suite: h.suite,
+                    frame_len: h.frame_len,
+                })
+            },
+        )
     }
 
     /// Opens a streaming ESDK message: reads and authenticates the header
@@ -228,18 +232,24 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         mut input: R,
         required: &EncryptionContext,
-        options: &EsdkOptions,
+        options: EsdkOptions,
     ) -> Result<EsdkReader<R>> {
-        let key: KeyRef<'k> = key.into();
+        let options = &options;
         let bytes = crate::interop::esdk::read_header(&mut input);
         let header = bytes
             .as_ref()
             .map_err(Clone::clone)
             .and_then(|b| format::parse_header(b));
-        self.esdk_unlock(key, header, required, options, |h, cipher, key_id, v| {
-            let hb = bytes.as_ref().map_err(Clone::clone)?;
-            EsdkReader::new(input, h, hb, cipher, key_id, v)
-        })
+        self.esdk_unlock(
+            key.into(),
+            header,
+            required,
+            options,
+            |h, cipher, key_id, v| {
+                let hb = bytes.as_ref().map_err(Clone::clone)?;
+                EsdkReader::new(input, h, hb, cipher, key_id, v)
+            },
+        )
     }
 
     /// The pipeline for a new ESDK message (action `GenerateDataKey`).

@@ -101,7 +101,6 @@ impl Client {
         &self,
         key: impl Into<KeyRef<'k>>,
     ) -> Result<ImportParameters> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetParametersForImport, key, None, |_, meta| {
             if meta.spec.symmetric_algorithm().is_none() {
                 return Err(Error::Unsupported(format!(
@@ -196,7 +195,6 @@ impl Client {
         import_token: &str,
         wrapped_material: &[u8],
     ) -> Result<u32> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ImportKeyMaterial, key, None, |_, meta| {
             if meta.spec.symmetric_algorithm().is_none() {
                 return Err(Error::Unsupported(format!(

@@ -1,7 +1,7 @@
 //! Key management operations: create, describe and list keys; aliases; tags.
 
 use super::pipeline::check_limit;
-use super::{AliasEntry, Client, MAX_PAGE_LIMIT, Page};
+use super::{AliasEntry, Client, ListAliasesOptions, ListOptions, MAX_PAGE_LIMIT, Page};
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::error::{Error, Result};
@@ -127,17 +127,18 @@ impl Client {
     /// and grants (read those with [`Client::get_key_policy`] and
     /// [`Client::list_grants`]).
     pub fn describe_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<KeyRecord> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::DescribeKey, key, None, |_, m| Ok(m.record.clone()))
     }
 
     /// Lists keys in id order, at most `limit` (1 to 1000) per page: their
     /// ids and aliases only, as KMS `ListKeys` does. Pass the previous
     /// page's `next_marker` to continue.
-    pub fn list_keys(&self, limit: usize, marker: Option<&str>) -> Result<Page<KeyListEntry>> {
+    pub fn list_keys(&self, options: ListOptions) -> Result<Page<KeyListEntry>> {
+        let ListOptions { limit, marker } = options;
         self.on_ring(Action::ListKeys, None, |_| {
             check_limit(limit)?;
             let after = marker
+                .as_deref()
                 .map(|m| KeyId::parse(m).map_err(|_| Error::invalid("marker is not a key id")))
                 .transpose()?;
             let store = &self.inner().store;
@@ -168,7 +169,6 @@ impl Client {
     /// Creates `alias` (`alias/...`) pointing at `key`. Needs `CreateAlias`
     /// on `key`.
     pub fn create_alias<'k>(&self, alias: &str, key: impl Into<KeyRef<'k>>) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         let alias = Alias::parse_user(alias)?;
         self.on_key(Action::CreateAlias, key, None, |_, m| {
             self.inner().store.create_alias(&alias, &m.key_id)
@@ -182,7 +182,6 @@ impl Client {
     /// names the key the caller was authorized on (else [`Error::Conflict`],
     /// nothing changed).
     pub fn update_alias<'k>(&self, alias: &str, key: impl Into<KeyRef<'k>>) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         let parsed = Alias::parse_user(alias)?;
         self.on_key(Action::UpdateAlias, parsed.as_str(), None, |_, m| {
             let current = m;
@@ -205,15 +204,15 @@ impl Client {
     }
 
     /// Lists aliases in name order, all of them or only those of `key`.
-    pub fn list_aliases(
-        &self,
-        key: Option<&str>,
-        limit: usize,
-        marker: Option<&str>,
-    ) -> Result<Page<AliasEntry>> {
+    pub fn list_aliases(&self, options: ListAliasesOptions) -> Result<Page<AliasEntry>> {
+        let ListAliasesOptions {
+            key,
+            paging: ListOptions { limit, marker },
+        } = options;
         let list = |key: Option<&KeyId>| {
             check_limit(limit)?;
             let after = marker
+                .as_deref()
                 .map(|m| Alias::parse(m).map_err(|_| Error::invalid("marker is not an alias")))
                 .transpose()?;
             let list = self
@@ -225,7 +224,7 @@ impl Client {
                 .collect();
             Ok(page_of(list, limit, |e: &AliasEntry| e.alias.to_string()))
         };
-        match key {
+        match key.as_deref() {
             Some(k) => self.on_key(Action::ListAliases, k, None, |_, m| list(Some(&m.key_id))),
             None => self.on_ring(Action::ListAliases, None, |_| list(None)),
         }
@@ -239,7 +238,6 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         tags: &[(&str, &str)],
     ) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::TagResource, key, None, |_, m| {
             for (k, v) in tags {
                 validate_tag(k, v)?;
@@ -256,7 +254,6 @@ impl Client {
 
     /// Removes tags from a key; absent tag keys are ignored.
     pub fn untag_resource<'k>(&self, key: impl Into<KeyRef<'k>>, tag_keys: &[&str]) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::UntagResource, key, None, |_, m| {
             self.inner().store.update_key(&m.key_id, &mut |meta| {
                 for k in tag_keys {
@@ -273,7 +270,6 @@ impl Client {
         &self,
         key: impl Into<KeyRef<'k>>,
     ) -> Result<BTreeMap<String, String>> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ListResourceTags, key, None, |_, m| {
             Ok(m.tags.clone())
         })

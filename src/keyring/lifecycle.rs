@@ -1,7 +1,7 @@
 //! Key lifecycle: enable, disable, scheduled deletion and its cancellation,
 //! and the ring's maintenance pass.
 
-use super::{Client, Inner, KeyRing};
+use super::{Client, Inner, KeyRing, ScheduleDeletionOptions};
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::clock::Timestamp;
@@ -103,7 +103,6 @@ impl Client {
     /// Enables a disabled key. A key pending deletion must have its deletion
     /// cancelled first.
     pub fn enable_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::EnableKey, key, None, |_, m| {
             self.inner()
                 .set_state(&m.key_id, Action::EnableKey, |s| match s {
@@ -117,7 +116,6 @@ impl Client {
     /// Disables a key: it refuses every cryptographic operation, decryption
     /// included, with [`Error::InvalidKeyState`], until enabled again.
     pub fn disable_key<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::DisableKey, key, None, |_, m| {
             self.inner()
                 .set_state(&m.key_id, Action::DisableKey, |s| match s {
@@ -136,11 +134,12 @@ impl Client {
     pub fn schedule_key_deletion<'k>(
         &self,
         key: impl Into<KeyRef<'k>>,
-        window_days: Option<u32>,
+        options: ScheduleDeletionOptions,
     ) -> Result<Timestamp> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ScheduleKeyDeletion, key, None, |_, m| {
-            let days = window_days.unwrap_or(DEFAULT_DELETION_WINDOW_DAYS);
+            let days = options
+                .pending_window_days
+                .unwrap_or(DEFAULT_DELETION_WINDOW_DAYS);
             if !DELETION_WINDOW_DAYS.contains(&days) {
                 return Err(Error::invalid(format!(
                     "deletion window must be {} to {} days (got {days})",
@@ -163,7 +162,6 @@ impl Client {
     /// Cancels a scheduled deletion. The key becomes Disabled (as in AWS
     /// KMS): enable it explicitly to use it again.
     pub fn cancel_key_deletion<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::CancelKeyDeletion, key, None, |_, m| {
             self.inner()
                 .set_state(&m.key_id, Action::CancelKeyDeletion, |s| match s {

@@ -45,7 +45,6 @@ impl Client {
         data: &[u8],
         context: &EncryptionContext,
     ) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
         self.seal_with(key, data, context, SealOptions::default())
     }
 
@@ -57,10 +56,14 @@ impl Client {
         context: &EncryptionContext,
         options: SealOptions,
     ) -> Result<Vec<u8>> {
-        let key: KeyRef<'k> = key.into();
-        self.begin_message(key, context, options, |header, derived, message_id| {
-            message::encrypt_body(header, &derived, &message_id, options.frame_len, data)
-        })
+        self.begin_message(
+            key.into(),
+            context,
+            options,
+            |header, derived, message_id| {
+                message::encrypt_body(header, &derived, &message_id, options.frame_len, data)
+            },
+        )
     }
 
     /// [`Client::seal_with`] appending the message to `out` (a buffer the
@@ -74,12 +77,16 @@ impl Client {
         options: SealOptions,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         let start = out.len();
-        let result = self.begin_message(key, context, options, |header, derived, message_id| {
-            out.extend_from_slice(&header);
-            message::append_body(out, start, &derived, &message_id, options.frame_len, data)
-        });
+        let result = self.begin_message(
+            key.into(),
+            context,
+            options,
+            |header, derived, message_id| {
+                out.extend_from_slice(&header);
+                message::append_body(out, start, &derived, &message_id, options.frame_len, data)
+            },
+        );
         if result.is_err() {
             out.truncate(start);
         }
@@ -245,10 +252,14 @@ impl Client {
         options: SealOptions,
         out: W,
     ) -> Result<SealWriter<W>> {
-        let key: KeyRef<'k> = key.into();
-        self.begin_message(key, context, options, |header, derived, message_id| {
-            SealWriter::start(out, header, derived, message_id, options.frame_len)
-        })
+        self.begin_message(
+            key.into(),
+            context,
+            options,
+            |header, derived, message_id| {
+                SealWriter::start(out, header, derived, message_id, options.frame_len)
+            },
+        )
     }
 
     /// Opens a streaming envelope message: reads and authenticates the

@@ -6,7 +6,7 @@
 //! `messages.rs` (envelope messages, streamed too), `asymmetric.rs`
 //! (signing, MACs, HPKE, data key pairs), `import.rs` (bring your own key), `access.rs` (policies and
 //! grants), `lifecycle.rs` (enable, disable, deletion, maintenance),
-//! `rotation.rs` (versions, floors), `usage.rs` (the usage meter) and
+//! `rotation.rs` (versions, floors), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
 //! `audit.rs` (the recording step).
 
 use crate::backend::{KeyBackend, MemoryBackend};
@@ -23,10 +23,12 @@ mod import;
 mod keys;
 mod lifecycle;
 mod messages;
+mod options;
 mod pipeline;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rotation;
+mod ssh;
 mod usage;
 
 use crate::key::{Alias, KeyId};
@@ -39,6 +41,10 @@ pub use audit::{ACTION_DELETE_KEY, ACTION_ROTATE_KEY, SYSTEM_PRINCIPAL, VersionU
 pub use import::ImportParameters;
 pub use lifecycle::MaintenanceReport;
 pub use messages::MessageInfo;
+pub use options::{
+    CreatedGrant, DEFAULT_PAGE_LIMIT, EnableRotationOptions, ExplainOptions, ListAliasesOptions,
+    ListOptions, PutKeyPolicyOptions, ScheduleDeletionOptions, SignOptions, VersionFloors,
+};
 pub use rotation::RotationStatus;
 use std::fmt;
 use std::sync::Arc;

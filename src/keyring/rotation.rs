@@ -1,6 +1,6 @@
 //! Key rotation: versions, automatic and on-demand rotation, version floors.
 
-use super::{Client, Inner};
+use super::{Client, EnableRotationOptions, Inner, VersionFloors};
 use crate::action::Action;
 use crate::backend::MaterialId;
 use crate::error::{Error, Result};
@@ -149,11 +149,12 @@ impl Client {
     pub fn enable_key_rotation<'k>(
         &self,
         key: impl Into<KeyRef<'k>>,
-        period_days: Option<u32>,
+        options: EnableRotationOptions,
     ) -> Result<RotationSchedule> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::EnableKeyRotation, key, None, |_, meta| {
-            let period = period_days.unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS);
+            let period = options
+                .rotation_period_days
+                .unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS);
             if !ROTATION_PERIOD_DAYS.contains(&period) {
                 return Err(Error::invalid(format!(
                     "rotation period must be {} to {} days (got {period})",
@@ -177,7 +178,6 @@ impl Client {
 
     /// Turns off automatic rotation. Managed keys cannot turn it off.
     pub fn disable_key_rotation<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::DisableKeyRotation, key, None, |_, meta| {
             if meta.manager == crate::key::KeyManager::Managed {
                 return Err(Error::invalid(
@@ -197,7 +197,6 @@ impl Client {
         &self,
         key: impl Into<KeyRef<'k>>,
     ) -> Result<RotationStatus> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::GetKeyRotationStatus, key, None, |_, meta| {
             Ok(RotationStatus {
                 schedule: meta.rotation,
@@ -215,7 +214,6 @@ impl Client {
     /// Rotates the key now and returns the new primary version. Works on an
     /// enabled or disabled key (not one pending deletion).
     pub fn rotate_key_on_demand<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<u32> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::RotateKeyOnDemand, key, None, |_, meta| {
             rotatable(meta)?;
             if matches!(meta.state, KeyState::PendingDeletion { .. }) {
@@ -237,7 +235,6 @@ impl Client {
         &self,
         key: impl Into<KeyRef<'k>>,
     ) -> Result<Vec<RotationRecord>> {
-        let key: KeyRef<'k> = key.into();
         self.on_key(Action::ListKeyRotations, key, None, |_, m| {
             Ok(m.rotations.clone())
         })
@@ -252,10 +249,12 @@ impl Client {
     pub fn update_key_version_floors<'k>(
         &self,
         key: impl Into<KeyRef<'k>>,
-        min_decrypt: Option<u32>,
-        min_encrypt: Option<u32>,
+        floors: VersionFloors,
     ) -> Result<()> {
-        let key: KeyRef<'k> = key.into();
+        let VersionFloors {
+            min_decrypt,
+            min_encrypt,
+        } = floors;
         self.on_key(Action::UpdateKeyVersionFloors, key, None, |_, meta| {
             self.inner().store.update_key(&meta.key_id, &mut |k| {
                 let dec = min_decrypt.unwrap_or(k.min_decrypt_version);
@@ -304,7 +303,6 @@ impl Client {
         context: &crate::EncryptionContext,
         destination_key: impl Into<KeyRef<'k>>,
     ) -> Result<Vec<u8>> {
-        let destination_key: KeyRef<'k> = destination_key.into();
         let opened = self.open(message, context)?;
         let frame_len = match crate::envelope::inspect(message)? {
             crate::envelope::CiphertextInfo::Message { frame_len, .. } => frame_len,

@@ -2,57 +2,49 @@
 
 use super::KeyMetadata;
 use super::MetadataStore;
+use super::index::Index;
 use super::keystore::{Keystore, Kind};
 use crate::error::{Error, Result};
 use crate::key::{Alias, KeyId};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ops::Bound;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+/// The shared [`Index`] plus the record generations it reflects.
 #[derive(Debug, Default)]
 struct Cache {
     /// The keystore change counter this cache reflects (`None` before the
     /// first load).
     seen: Option<u64>,
-    keys: HashMap<KeyId, Arc<KeyMetadata>>,
+    index: Index,
     /// Key record name -> (record generation, key).
     key_recs: HashMap<String, (u64, KeyId)>,
-    order: BTreeSet<KeyId>,
-    aliases: BTreeMap<Alias, KeyId>,
     /// Alias record name -> (record generation, alias).
     alias_recs: HashMap<String, (u64, Alias)>,
 }
 
 impl Cache {
     fn put_key(&mut self, gn: u64, meta: Arc<KeyMetadata>) {
-        self.order.insert(meta.key_id.clone());
         self.key_recs
             .insert(key_name(&meta.key_id), (gn, meta.key_id.clone()));
-        self.keys.insert(meta.key_id.clone(), meta);
+        self.index.put_key(meta);
     }
 
     fn drop_key(&mut self, id: &KeyId) {
-        self.keys.remove(id);
-        self.order.remove(id);
+        self.index.drop_key(id);
         self.key_recs.remove(&key_name(id));
     }
 
     fn put_alias(&mut self, name: String, gn: u64, alias: Alias, key: KeyId) {
         if let Some((_, old)) = self.alias_recs.insert(name, (gn, alias.clone())) {
-            self.aliases.remove(&old);
+            self.index.remove_alias(&old);
         }
-        self.aliases.insert(alias, key);
+        self.index.set_alias(alias, key);
     }
 
     fn drop_alias(&mut self, name: &str) {
         if let Some((_, a)) = self.alias_recs.remove(name) {
-            self.aliases.remove(&a);
+            self.index.remove_alias(&a);
         }
-    }
-
-    /// The key an alias points at, if both exist.
-    fn target(&self, a: &Alias) -> Option<&KeyId> {
-        self.aliases.get(a).filter(|k| self.keys.contains_key(*k))
     }
 
     /// Records that this ring's own change `gn` is in the cache.
@@ -224,15 +216,7 @@ impl FileStore {
         self.sync()?;
         {
             let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
-            match (c.target(alias), from) {
-                (Some(_), None) => return Err(Error::AliasExists(alias.to_string())),
-                (None, Some(_)) => return Err(Error::AliasNotFound(alias.to_string())),
-                (Some(cur), Some(want)) if cur != want => return Err(Error::alias_moved(alias)),
-                _ => {}
-            }
-            if !c.keys.contains_key(key) {
-                return Err(Error::KeyNotFound(key.to_string()));
-            }
+            c.index.check_alias_write(alias, key, from)?;
         }
         let name = self.ks.alias_name(alias.as_str())?;
         let g = self
@@ -251,17 +235,7 @@ impl MetadataStore for FileStore {
         self.sync()?;
         {
             let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
-            if c.keys.contains_key(&meta.key_id) {
-                return Err(Error::invalid(format!(
-                    "key {} already exists",
-                    meta.key_id
-                )));
-            }
-            if let Some(a) = alias
-                && c.target(a).is_some()
-            {
-                return Err(Error::AliasExists(a.to_string()));
-            }
+            c.index.check_new_key(&meta, alias)?;
         }
         let kname = key_name(&meta.key_id);
         let krec = json(&meta)?;
@@ -292,7 +266,7 @@ impl MetadataStore for FileStore {
             .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .keys
+            .index
             .get(id)
             .cloned())
     }
@@ -308,7 +282,7 @@ impl MetadataStore for FileStore {
             .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .keys
+            .index
             .get(id)
             .map(|m| (**m).clone())
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
@@ -330,7 +304,7 @@ impl MetadataStore for FileStore {
             let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
             c.alias_recs
                 .iter()
-                .filter(|(_, (_, a))| c.aliases.get(a) == Some(id))
+                .filter(|(_, (_, a))| c.index.target(a) == Some(id))
                 .map(|(n, _)| n.clone())
                 .collect()
         };
@@ -350,13 +324,12 @@ impl MetadataStore for FileStore {
 
     fn list_keys(&self, after: Option<&KeyId>, limit: usize) -> Result<Vec<Arc<KeyMetadata>>> {
         self.sync()?;
-        let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(c.order
-            .range((lower, Bound::Unbounded))
-            .take(limit)
-            .filter_map(|id| c.keys.get(id).cloned())
-            .collect())
+        Ok(self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .index
+            .list_keys(after, limit))
     }
 
     fn resolve_alias(&self, alias: &Alias) -> Result<Option<KeyId>> {
@@ -365,6 +338,7 @@ impl MetadataStore for FileStore {
             .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .index
             .target(alias)
             .cloned())
     }
@@ -380,16 +354,11 @@ impl MetadataStore for FileStore {
     fn delete_alias(&self, alias: &Alias, expected: &KeyId) -> Result<()> {
         let lock = self.ks.lock()?;
         self.sync()?;
-        match self
-            .cache
+        self.cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .target(alias)
-        {
-            None => return Err(Error::AliasNotFound(alias.to_string())),
-            Some(cur) if cur != expected => return Err(Error::alias_moved(alias)),
-            Some(_) => {}
-        }
+            .index
+            .check_alias_delete(alias, expected)?;
         let name = self.ks.alias_name(alias.as_str())?;
         let g = self.ks.apply(&lock, &[], &[&name])?;
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -405,14 +374,11 @@ impl MetadataStore for FileStore {
         limit: usize,
     ) -> Result<Vec<(Alias, KeyId)>> {
         self.sync()?;
-        let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(c.aliases
-            .range((lower, Bound::Unbounded))
-            .filter(|(_, k)| c.keys.contains_key(*k))
-            .filter(|(_, k)| key.is_none_or(|want| *k == want))
-            .take(limit)
-            .map(|(a, k)| (a.clone(), k.clone()))
-            .collect())
+        Ok(self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .index
+            .list_aliases(key, after, limit))
     }
 }

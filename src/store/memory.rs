@@ -10,20 +10,11 @@
 
 use super::KeyMetadata;
 use super::MetadataStore;
+use super::index::Index;
 use crate::error::{Error, Result};
 use crate::key::{Alias, KeyId};
 use crate::sync::WriterFirst;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-#[derive(Debug, Default)]
-struct State {
-    // Hash map for O(1) lookups on the hot path; an ordered set for paging.
-    keys: HashMap<KeyId, Arc<KeyMetadata>>,
-    order: BTreeSet<KeyId>,
-    aliases: BTreeMap<Alias, KeyId>,
-}
 
 /// Keeps metadata in process memory; lost when the process ends.
 #[derive(Debug, Default)]
@@ -32,7 +23,7 @@ pub struct MemoryStore {
     /// read-modify-write sequences (rotation) never interleave. Readers
     /// never take it.
     writer: Mutex<()>,
-    state: WriterFirst<State>,
+    state: WriterFirst<Index>,
 }
 
 impl MemoryStore {
@@ -41,13 +32,13 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.state.read()
     }
 
     /// The state for a change; hold only while changing it (the caller
     /// holds the writer lock).
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.state.write()
     }
 
@@ -58,36 +49,20 @@ impl MemoryStore {
     }
 }
 
-fn after_bound<T>(after: Option<&T>) -> Bound<&T> {
-    match after {
-        Some(a) => Bound::Excluded(a),
-        None => Bound::Unbounded,
-    }
-}
-
 impl MetadataStore for MemoryStore {
     fn insert_key(&self, meta: KeyMetadata, alias: Option<&Alias>) -> Result<()> {
         let _w = self.writer();
         let mut st = self.write();
-        if st.keys.contains_key(&meta.key_id) {
-            return Err(Error::invalid(format!(
-                "key {} already exists",
-                meta.key_id
-            )));
-        }
+        st.check_new_key(&meta, alias)?;
         if let Some(a) = alias {
-            if st.aliases.contains_key(a) {
-                return Err(Error::AliasExists(a.to_string()));
-            }
-            st.aliases.insert(a.clone(), meta.key_id.clone());
+            st.set_alias(a.clone(), meta.key_id.clone());
         }
-        st.order.insert(meta.key_id.clone());
-        st.keys.insert(meta.key_id.clone(), Arc::new(meta));
+        st.put_key(Arc::new(meta));
         Ok(())
     }
 
     fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyMetadata>>> {
-        Ok(self.read().keys.get(id).cloned())
+        Ok(self.read().get(id).cloned())
     }
 
     fn update_key(
@@ -101,7 +76,6 @@ impl MetadataStore for MemoryStore {
         let _w = self.writer();
         let cur = self
             .read()
-            .keys
             .get(id)
             .cloned()
             .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
@@ -109,7 +83,7 @@ impl MetadataStore for MemoryStore {
         drop(cur);
         f(&mut next)?;
         let next = Arc::new(next);
-        let old = self.write().keys.insert(id.clone(), next.clone());
+        let old = self.write().put_key(next.clone());
         // The replaced record is freed here, outside the state lock.
         drop(old);
         Ok(next)
@@ -117,67 +91,41 @@ impl MetadataStore for MemoryStore {
 
     fn remove_key(&self, id: &KeyId) -> Result<()> {
         let _w = self.writer();
-        let mut st = self.write();
-        st.keys.remove(id);
-        st.order.remove(id);
-        st.aliases.retain(|_, k| k != id);
+        let old = self.write().remove_key_and_aliases(id);
+        drop(old);
         Ok(())
     }
 
     fn list_keys(&self, after: Option<&KeyId>, limit: usize) -> Result<Vec<Arc<KeyMetadata>>> {
-        let st = self.read();
-        Ok(st
-            .order
-            .range((after_bound(after), Bound::Unbounded))
-            .take(limit)
-            .filter_map(|id| st.keys.get(id).cloned())
-            .collect())
+        Ok(self.read().list_keys(after, limit))
     }
 
     fn resolve_alias(&self, alias: &Alias) -> Result<Option<KeyId>> {
-        Ok(self.read().aliases.get(alias).cloned())
+        Ok(self.read().target(alias).cloned())
     }
 
     fn create_alias(&self, alias: &Alias, key: &KeyId) -> Result<()> {
         let _w = self.writer();
         let mut st = self.write();
-        if st.aliases.contains_key(alias) {
-            return Err(Error::AliasExists(alias.to_string()));
-        }
-        if !st.keys.contains_key(key) {
-            return Err(Error::KeyNotFound(key.to_string()));
-        }
-        st.aliases.insert(alias.clone(), key.clone());
+        st.check_alias_write(alias, key, None)?;
+        st.set_alias(alias.clone(), key.clone());
         Ok(())
     }
 
     fn update_alias(&self, alias: &Alias, from: &KeyId, to: &KeyId) -> Result<()> {
         let _w = self.writer();
         let mut st = self.write();
-        if !st.keys.contains_key(to) {
-            return Err(Error::KeyNotFound(to.to_string()));
-        }
-        match st.aliases.get_mut(alias) {
-            Some(k) if k == from => {
-                *k = to.clone();
-                Ok(())
-            }
-            Some(_) => Err(Error::alias_moved(alias)),
-            None => Err(Error::AliasNotFound(alias.to_string())),
-        }
+        st.check_alias_write(alias, to, Some(from))?;
+        st.set_alias(alias.clone(), to.clone());
+        Ok(())
     }
 
     fn delete_alias(&self, alias: &Alias, expected: &KeyId) -> Result<()> {
         let _w = self.writer();
         let mut st = self.write();
-        match st.aliases.get(alias) {
-            Some(k) if k == expected => {
-                st.aliases.remove(alias);
-                Ok(())
-            }
-            Some(_) => Err(Error::alias_moved(alias)),
-            None => Err(Error::AliasNotFound(alias.to_string())),
-        }
+        st.check_alias_delete(alias, expected)?;
+        st.remove_alias(alias);
+        Ok(())
     }
 
     fn list_aliases(
@@ -186,14 +134,7 @@ impl MetadataStore for MemoryStore {
         after: Option<&Alias>,
         limit: usize,
     ) -> Result<Vec<(Alias, KeyId)>> {
-        let st = self.read();
-        Ok(st
-            .aliases
-            .range((after_bound(after), Bound::Unbounded))
-            .filter(|(_, k)| key.is_none_or(|want| *k == want))
-            .take(limit)
-            .map(|(a, k)| (a.clone(), k.clone()))
-            .collect())
+        Ok(self.read().list_aliases(key, after, limit))
     }
 }
 

@@ -4,6 +4,7 @@
 //! everything else the ring knows. [`MemoryStore`] is the embedded default.
 
 mod file;
+mod index;
 pub(crate) mod keystore;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -12,8 +13,8 @@ pub mod postgres;
 
 pub use file::FileStore;
 pub use keystore::{
-    Argon2Params, Durability, KeystoreOptions, RealStorage, RootKey, Storage, export_backup,
-    restore_backup, rotate_root_key,
+    Argon2Params, Durability, KeystoreOptions, OpenMode, RealStorage, RootKey, Storage,
+    export_backup, restore_backup, rotate_root_key,
 };
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]

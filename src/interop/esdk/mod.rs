@@ -37,13 +37,14 @@
 //! app.create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/esdk"))?;
 //! let ctx = EncryptionContext::new().with("tenant", "acme");
 //! let opts = EsdkOptions::new().key_namespace("billing").key_name("invoices");
-//! let message = app.esdk_seal_with("alias/esdk", b"invoice #1", &ctx, &opts)?;
-//! let opened = app.esdk_open_with("alias/esdk", &message, &ctx, &opts)?;
+//! let message = app.esdk_seal_with("alias/esdk", b"invoice #1", &ctx, opts.clone())?;
+//! let opened = app.esdk_open_with("alias/esdk", &message, &ctx, opts)?;
 //! assert_eq!(opened.plaintext.expose_secret(), b"invoice #1");
 //! # Ok(()) }
 //! ```
 
 pub(crate) mod format;
+mod signature;
 mod stream;
 
 pub(crate) use stream::read_header;

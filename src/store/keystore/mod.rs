@@ -129,6 +129,14 @@ fn check_dir(dir: &Path, uid: u32) -> Result<()> {
     Ok(())
 }
 
+fn no_keystore(dir: &Path) -> Error {
+    Error::Configuration(format!(
+        "no keystore at {}: the path does not exist or holds no keystore (create one \
+         with KeyRing::create, or OpenMode::Create)",
+        dir.display()
+    ))
+}
+
 fn create_private_dir(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -226,13 +234,23 @@ impl Drop for WriteLock<'_> {
 }
 
 impl Keystore {
-    /// Opens or creates the keystore at `dir`.
+    /// Opens or creates the keystore at `dir`, as `options.mode` allows.
     pub(crate) fn open(
         dir: &Path,
         root: &RootKey,
         options: &KeystoreOptions,
     ) -> Result<Arc<Keystore>> {
-        create_private_dir(dir)?;
+        let exists = dir.join(HEADER).exists() || dir.join(ROTATION_MARKER).exists();
+        match options.mode {
+            OpenMode::Existing if !exists => return Err(no_keystore(dir)),
+            OpenMode::Create if exists => {
+                return Err(Error::Configuration(format!(
+                    "a keystore already exists at {}; open it instead of creating one",
+                    dir.display()
+                )));
+            }
+            _ => create_private_dir(dir)?,
+        }
         let uid = current_uid(dir)?;
         check_dir(dir, uid)?;
         let lock_path = dir.join("LOCK");
@@ -313,8 +331,18 @@ impl Keystore {
                     ));
                 }
             }
+            if options.mode == OpenMode::Existing {
+                return Err(no_keystore(dir));
+            }
             return Self::create(dir, root, options, rng);
         };
+        if options.mode == OpenMode::Create {
+            // Created by another process since the check above.
+            return Err(Error::Configuration(format!(
+                "a keystore already exists at {}; open it instead of creating one",
+                dir.display()
+            )));
+        }
         let header = parse_header(&header_bytes, HEADER)?;
         let (_, keys, store_id) = verify_root(root, &header, HEADER, weak)?;
         // The key is right: from here on, repairs are allowed.

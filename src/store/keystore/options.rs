@@ -104,10 +104,28 @@ impl Default for Argon2Params {
     }
 }
 
+/// Whether opening a keystore may create one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OpenMode {
+    /// Open an existing keystore; a missing directory, or one that holds no
+    /// keystore, is [`crate::Error::Configuration`] and nothing is created
+    /// (a mistyped path never becomes a new, empty store). The default.
+    #[default]
+    Existing,
+    /// Create a new keystore (and missing parent directories, mode 0700);
+    /// a directory that already holds one is [`crate::Error::Configuration`].
+    Create,
+    /// Open the keystore, creating it if the directory holds none.
+    OpenOrCreate,
+}
+
 /// Options of a file keystore.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct KeystoreOptions {
+    /// Open an existing store (default), create a new one, or either.
+    pub mode: OpenMode,
     /// Durability of each change.
     pub durability: Durability,
     /// Argon2id parameters used when a passphrase store is created (an
@@ -128,6 +146,7 @@ pub struct KeystoreOptions {
 impl Default for KeystoreOptions {
     fn default() -> Self {
         KeystoreOptions {
+            mode: OpenMode::Existing,
             durability: Durability::Full,
             argon2: Argon2Params::default(),
             storage: Arc::new(RealStorage),
@@ -138,6 +157,11 @@ impl Default for KeystoreOptions {
 }
 
 impl KeystoreOptions {
+    /// Sets whether opening may create the store.
+    pub fn mode(mut self, mode: OpenMode) -> Self {
+        self.mode = mode;
+        self
+    }
     /// Sets the durability.
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
@@ -179,6 +203,20 @@ impl fmt::Debug for RootKey {
     }
 }
 
+/// The value of an environment variable, zeroized on drop; the error names
+/// the variable, never its value.
+fn env_secret(var: &str) -> Result<Zeroizing<String>> {
+    match std::env::var(var) {
+        Ok(v) => Ok(Zeroizing::new(v)),
+        Err(std::env::VarError::NotPresent) => Err(Error::Configuration(format!(
+            "environment variable {var} is not set"
+        ))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::Configuration(format!(
+            "environment variable {var} is not valid UTF-8"
+        ))),
+    }
+}
+
 pub(super) fn unhex(s: &str) -> Option<Vec<u8>> {
     crate::hex::decode(s.trim())
 }
@@ -208,13 +246,33 @@ impl RootKey {
         Self::from_bytes_or_hex(&data)
     }
 
-    /// 32 raw bytes from an environment variable holding 64 hex characters.
+    /// 32 raw bytes from an environment variable holding exactly 64 hex
+    /// characters (surrounding whitespace ignored). Anything else, such as
+    /// a 32-character password, is refused with
+    /// [`crate::Error::Configuration`]: a raw root key must be full-entropy
+    /// random bytes; take a passphrase with [`RootKey::passphrase_from_env`].
     pub fn from_env(var: &str) -> Result<Self> {
-        let v =
-            Zeroizing::new(std::env::var(var).map_err(|_| {
-                Error::Configuration(format!("environment variable {var} is not set"))
-            })?);
-        Self::from_bytes_or_hex(v.as_bytes())
+        let v = env_secret(var)?;
+        match unhex(&v).map(Zeroizing::new) {
+            Some(b) if b.len() == 32 => Ok(RootKey::Raw(SecretBytes::from_slice(&b))),
+            _ => Err(Error::Configuration(format!(
+                "environment variable {var} must hold a raw root key as exactly 64 hex \
+                 characters (32 random bytes); for a passphrase use \
+                 RootKey::passphrase_from_env"
+            ))),
+        }
+    }
+
+    /// A passphrase from an environment variable (stretched with Argon2id
+    /// when the store opens). An empty passphrase is refused.
+    pub fn passphrase_from_env(var: &str) -> Result<Self> {
+        let v = env_secret(var)?;
+        if v.is_empty() {
+            return Err(Error::Configuration(format!(
+                "environment variable {var} holds an empty passphrase"
+            )));
+        }
+        Ok(RootKey::Passphrase(SecretBytes::from_slice(v.as_bytes())))
     }
 
     pub(super) fn from_bytes_or_hex(data: &[u8]) -> Result<Self> {

@@ -32,15 +32,13 @@
 //! checked) by the next instance.
 
 use super::{KeyBackend, MaterialId, SigningBackend};
-use crate::crypto::{NONCE_LEN, TAG_LEN};
+use crate::crypto::NONCE_LEN;
 use crate::error::{Error, Result};
-use crate::key::{KeySpec, SymmetricAlgorithm};
 use crate::random::{OsRandom, RandomSource, random_array};
 use crate::secret::SecretBytes;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -49,6 +47,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+mod ops;
+mod util;
+use util::*;
 
 /// DER OID of prime256v1 (secp256r1), the CKA_EC_PARAMS of P-256 keys.
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -129,161 +131,14 @@ fn context(module: &Path) -> Result<Pkcs11> {
     Ok(ctx)
 }
 
-fn other(e: CkError) -> Error {
-    Error::Other(Arc::new(e))
-}
-
-/// A token returned something the PKCS#11 spec does not allow.
-#[derive(Debug, thiserror::Error)]
-#[error("the PKCS#11 token misbehaved: {0}")]
-struct TokenMisbehaved(String);
-
-/// The GCM tag length, in bits, of every blob.
-const GCM_TAG_BITS: u64 = (TAG_LEN * 8) as u64;
-
-/// Checks the output of `C_Encrypt` under `CKM_AES_GCM`: it must be exactly
-/// the plaintext length plus the tag. Anything else (a token that prepends
-/// its IV, truncates the tag, or pads) would make a blob that cannot be
-/// decrypted, so it is refused rather than stored.
-fn check_gcm_output_len(plaintext_len: usize, output_len: usize) -> Result<()> {
-    match plaintext_len.checked_add(TAG_LEN) {
-        Some(expected) if expected == output_len => Ok(()),
-        _ => Err(Error::Other(Arc::new(TokenMisbehaved(format!(
-            "AES-GCM encryption of {plaintext_len} bytes returned {output_len} bytes \
-             (expected plaintext + {TAG_LEN}-byte tag); the result was discarded"
-        ))))),
-    }
-}
-
-/// The blob the backend stores: the IV the token used, then ciphertext and
-/// tag. `iv` must be the buffer read back after `C_Encrypt` (see the module
-/// docs); the output length is checked first.
-fn gcm_blob(iv: &[u8; NONCE_LEN], plaintext_len: usize, ct: &[u8]) -> Result<Vec<u8>> {
-    check_gcm_output_len(plaintext_len, ct.len())?;
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(iv);
-    out.extend_from_slice(ct);
-    Ok(out)
-}
-
-/// `C_EncryptInit` + `C_Encrypt` with `CKM_AES_GCM`, starting from the
-/// software IV `iv`, and returns the IV as it is *after* the call with the
-/// ciphertext.
-///
-/// `GcmParams` holds `iv` by `&mut` and hands the token a pointer to it
-/// (`CK_GCM_PARAMS.pIv`); a token that generates its own IV writes it there.
-/// The mechanism is dropped at the end of the inner block, ending that
-/// borrow, so what is returned is exactly what the token left in the buffer.
-fn gcm_encrypt_raw(
-    s: &Session,
-    key: ObjectHandle,
-    mut iv: [u8; NONCE_LEN],
-    aad: &[u8],
-    plaintext: &[u8],
-) -> std::result::Result<([u8; NONCE_LEN], Vec<u8>), CkError> {
-    let ct = {
-        let mech = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?);
-        s.encrypt(&mech, key, plaintext)?
-    };
-    Ok((iv, ct))
-}
-
-/// `C_DecryptInit` + `C_Decrypt` of a blob made by [`gcm_blob`]; the caller
-/// has checked that it is at least IV + tag long.
-fn gcm_decrypt_raw(
-    s: &Session,
-    key: ObjectHandle,
-    aad: &[u8],
-    payload: &[u8],
-) -> std::result::Result<Vec<u8>, CkError> {
-    let (nonce, ct) = payload.split_at(NONCE_LEN);
-    let mut iv = [0u8; NONCE_LEN];
-    iv.copy_from_slice(nonce);
-    s.decrypt(
-        &Mechanism::AesGcm(GcmParams::new(&mut iv, aad, GCM_TAG_BITS.into())?),
-        key,
-        ct,
-    )
-}
-
-/// Maps a failed `C_Decrypt` to the crate's opaque error where it is an
-/// authentication failure.
-fn decrypt_error(e: CkError) -> Error {
-    match e {
-        // SoftHSM2 reports a failed GCM tag as CKR_GENERAL_ERROR; other
-        // tokens use CKR_ENCRYPTED_DATA_INVALID / _LEN_RANGE.
-        CkError::Pkcs11(
-            RvError::GeneralError | RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
-            _,
-        ) => Error::DecryptionFailed,
-        e => other(e),
-    }
-}
-
-/// Which key attributes of a token object break the rules of the module
-/// docs, by PKCS#11 name. `local` is required for every key the backend
-/// uses, since the backend only ever generates keys on the token. An
-/// attribute the token does not report counts as broken.
-fn key_attribute_problems(attrs: &[Attribute]) -> Vec<&'static str> {
-    let (mut sensitive, mut extractable, mut never_extractable, mut local) =
-        (None, None, None, None);
-    for a in attrs {
-        match a {
-            Attribute::Sensitive(v) => sensitive = Some(*v),
-            Attribute::Extractable(v) => extractable = Some(*v),
-            Attribute::NeverExtractable(v) => never_extractable = Some(*v),
-            Attribute::Local(v) => local = Some(*v),
-            _ => {}
-        }
-    }
-    let mut problems = Vec::new();
-    if sensitive != Some(true) {
-        problems.push("CKA_SENSITIVE is not true");
-    }
-    if extractable != Some(false) {
-        problems.push("CKA_EXTRACTABLE is not false");
-    }
-    if never_extractable != Some(true) {
-        problems.push("CKA_NEVER_EXTRACTABLE is not true");
-    }
-    if local != Some(true) {
-        problems.push("CKA_LOCAL is not true (the key was not generated on the token)");
-    }
-    problems
-}
-
-fn class_name(class: ObjectClass) -> &'static str {
-    if class == ObjectClass::SECRET_KEY {
-        "secret key"
-    } else if class == ObjectClass::PRIVATE_KEY {
-        "private key"
-    } else if class == ObjectClass::PUBLIC_KEY {
-        "public key"
-    } else {
-        "object"
-    }
-}
-
-/// True for errors after which a session must not be reused.
-fn session_broken(e: &CkError) -> bool {
-    matches!(
-        e,
-        CkError::Pkcs11(
-            RvError::SessionHandleInvalid
-                | RvError::SessionClosed
-                | RvError::DeviceError
-                | RvError::DeviceRemoved
-                | RvError::TokenNotPresent
-                | RvError::UserNotLoggedIn,
-            _
-        )
-    )
-}
-
 /// Master keys on a PKCS#11 token. See the module docs.
 pub struct Pkcs11Backend {
     ctx: Pkcs11,
     slot: Slot,
+    /// Which login this backend's PIN is checked against (module, slot).
+    login: (PathBuf, u64),
+    /// Keyed hash of the PIN (see `logins`).
+    pin_tag: [u8; 32],
     pin: AuthPin,
     prefix: String,
     pool: Mutex<Vec<Session>>,
@@ -310,6 +165,14 @@ impl Pkcs11Backend {
     /// module or token, or a wrong PIN, is [`Error::Configuration`] (the PIN
     /// never appears in it); so is a token whose GCM blobs do not decrypt
     /// (for example one that generates IVs but does not return them).
+    ///
+    /// PKCS#11 login state belongs to the whole process: while any session
+    /// of the process is logged in, the token answers a second login with
+    /// "already logged in" without checking its PIN. strongroom then checks
+    /// the PIN itself against the one its own earlier login used (kept in
+    /// memory only as a keyed hash) and refuses a different one. A login
+    /// made by other code in the process, outside strongroom, cannot be
+    /// checked that way and is accepted as the token accepts it.
     pub fn connect(config: &Pkcs11Config) -> Result<Self> {
         let ctx = context(&config.module)?;
         let slots = ctx.get_slots_with_initialized_token().map_err(other)?;
@@ -330,6 +193,8 @@ impl Pkcs11Backend {
         let backend = Pkcs11Backend {
             ctx,
             slot,
+            login: (config.module.clone(), slot.id()),
+            pin_tag: logins::tag(pin_text.as_bytes()),
             pin: AuthPin::new(pin_text.into()),
             prefix: config.label_prefix.clone(),
             pool: Mutex::new(Vec::new()),
@@ -419,7 +284,25 @@ impl Pkcs11Backend {
     fn open_session(&self) -> Result<Session> {
         let s = self.ctx.open_rw_session(self.slot).map_err(other)?;
         match s.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(s),
+            Ok(()) => {
+                logins::remember(&self.login, self.pin_tag);
+                Ok(s)
+            }
+            // PKCS#11 login state belongs to the whole process: when another
+            // session is logged in, the token answers "already logged in"
+            // without looking at the PIN. Check it against the PIN of the
+            // login this process made.
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                if logins::matches(&self.login, &self.pin_tag) {
+                    Ok(s)
+                } else {
+                    Err(Error::Configuration(
+                        "the PKCS#11 user PIN was refused: this process is already logged \
+                         in to the token with a different PIN"
+                            .into(),
+                    ))
+                }
+            }
             Err(CkError::Pkcs11(
                 RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
                 _,
@@ -642,287 +525,58 @@ impl Pkcs11Backend {
     }
 }
 
-impl KeyBackend for Pkcs11Backend {
-    fn name(&self) -> &str {
-        "pkcs11"
+/// The PINs this process logged in with, per (module, slot), as keyed
+/// hashes under a random per-process key: enough to check a second
+/// connect's PIN while the token reports the process already logged in,
+/// without keeping another copy of any PIN.
+mod logins {
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::Sha256;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Mutex, OnceLock};
+    use subtle::ConstantTimeEq;
+
+    type Logins = Mutex<HashMap<(PathBuf, u64), [u8; 32]>>;
+
+    fn table() -> &'static Logins {
+        static T: OnceLock<Logins> = OnceLock::new();
+        T.get_or_init(Logins::default)
     }
 
-    fn supports(&self, spec: KeySpec) -> bool {
-        matches!(
-            spec,
-            KeySpec::Symmetric(SymmetricAlgorithm::Aes256Gcm)
-                | KeySpec::EccNistP256
-                | KeySpec::Ed25519
-        )
+    /// The keyed hash of a PIN.
+    pub(super) fn tag(pin: &[u8]) -> [u8; 32] {
+        static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            let mut k = [0u8; 32];
+            // Without OS randomness the tag is still a hash of the PIN,
+            // only unkeyed; it never leaves the process.
+            let _ = getrandom::fill(&mut k);
+            k
+        });
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+        mac.update(pin);
+        mac.finalize().into_bytes().into()
     }
 
-    fn generate(&self, id: &MaterialId, spec: KeySpec) -> Result<()> {
-        if !self.supports(spec) {
-            return Err(Error::Unsupported(format!(
-                "the PKCS#11 backend cannot hold {spec} keys (AES-256-GCM, P-256 and Ed25519 only)"
-            )));
-        }
-        // Any object under the label, of any class, blocks generation: a
-        // second object would make the label ambiguous (see the module docs).
-        if self.label_taken(id)? {
-            return Err(Error::invalid(format!(
-                "material {id} already exists on the token"
-            )));
-        }
-        if let Some(oid) = match spec {
-            KeySpec::EccNistP256 => Some(P256_OID),
-            KeySpec::Ed25519 => Some(ED25519_OID),
-            _ => None,
-        } {
-            let label = self.label(id);
-            let mech = if spec == KeySpec::Ed25519 {
-                Mechanism::EccEdwardsKeyPairGen
-            } else {
-                Mechanism::EccKeyPairGen
-            };
-            self.with_session(|s| {
-                s.generate_key_pair(
-                    &mech,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::EcParams(oid.to_vec()),
-                        Attribute::Verify(true),
-                        Attribute::Label(label.clone()),
-                        Attribute::Id(label.clone()),
-                    ],
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::Label(label.clone()),
-                        Attribute::Id(label.clone()),
-                    ],
-                )
-            })
-            .map_err(other)?;
-            return Ok(());
-        }
-        let label = self.label(id);
-        let h = self
-            .with_session(|s| {
-                s.generate_key(
-                    &Mechanism::AesKeyGen,
-                    &[
-                        Attribute::Class(ObjectClass::SECRET_KEY),
-                        Attribute::KeyType(KeyType::AES),
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::ValueLen(32.into()),
-                        Attribute::Encrypt(true),
-                        Attribute::Decrypt(true),
-                        Attribute::Label(label.clone()),
-                        Attribute::Id(label.clone()),
-                    ],
-                )
-            })
-            .map_err(other)?;
-        self.handles
-            .write()
+    /// Records a successful login.
+    pub(super) fn remember(login: &(PathBuf, u64), pin_tag: [u8; 32]) {
+        table()
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), h);
-        Ok(())
+            .insert(login.clone(), pin_tag);
     }
 
-    fn encrypt(&self, id: &MaterialId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let h = self.handle(id)?;
-        let nonce: [u8; NONCE_LEN] = random_array(self.rng.as_ref())?;
-        // The blob carries the IV read back after C_Encrypt, which is the
-        // software nonce unless the token generated its own (module docs).
-        let (iv, ct) = self
-            .with_session(|s| gcm_encrypt_raw(s, h, nonce, aad, plaintext))
-            .map_err(other)?;
-        gcm_blob(&iv, plaintext.len(), &ct)
-    }
-
-    fn decrypt(&self, id: &MaterialId, aad: &[u8], payload: &[u8]) -> Result<SecretBytes> {
-        if payload.len() < NONCE_LEN + TAG_LEN {
-            return Err(Error::DecryptionFailed);
-        }
-        let h = self.handle(id)?;
-        self.with_session(|s| gcm_decrypt_raw(s, h, aad, payload))
-            .map(SecretBytes::new)
-            .map_err(decrypt_error)
-    }
-
-    fn destroy(&self, id: &MaterialId) -> Result<()> {
-        let label = self.label(id);
-        self.with_session(|s| {
-            for h in s.find_objects(&[Attribute::Label(label.clone())])? {
-                s.destroy_object(h)?;
-            }
-            Ok(())
-        })
-        .map_err(other)?;
-        self.handles
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        self.signers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        Ok(())
-    }
-
-    fn contains(&self, id: &MaterialId) -> Result<bool> {
-        Ok(self.find(id)?.is_some() || self.find_signer(id)?.is_some())
-    }
-
-    fn raw_aead_payloads(&self) -> bool {
-        true
-    }
-
-    fn signing(&self) -> Option<&dyn SigningBackend> {
-        Some(self)
-    }
-}
-
-impl SigningBackend for Pkcs11Backend {
-    fn sign(&self, id: &MaterialId, data: &[u8]) -> Result<Vec<u8>> {
-        use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-        let (h, edwards) = self
-            .find_signer(id)?
-            .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
-        if edwards {
-            return self
-                .with_session(|s| {
-                    s.sign(
-                        &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                        h,
-                        data,
-                    )
-                })
-                .map_err(other);
-        }
-        if data.len() != 32 {
-            return Err(Error::invalid(
-                "an ECDSA P-256 digest must be 32 bytes (SHA-256)",
-            ));
-        }
-        // CKM_ECDSA on the SHA-256 digest computed by the caller; low-S
-        // normalization as the memory backend does.
-        let raw = self
-            .with_session(|s| s.sign(&Mechanism::Ecdsa, h, data))
-            .map_err(other)?;
-        let sig = p256::ecdsa::Signature::from_slice(&raw)
-            .map_err(|_| Error::invalid("the token returned a malformed ECDSA signature"))?;
-        Ok(sig.normalize_s().to_bytes().to_vec())
-    }
-
-    fn public_key(&self, id: &MaterialId) -> Result<Vec<u8>> {
-        use cryptoki::object::AttributeType;
-        let h = self
-            .find_unique(id, ObjectClass::PUBLIC_KEY)?
-            .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
-        let attrs = self
-            .with_session(|s| {
-                s.get_attributes(h, &[AttributeType::KeyType, AttributeType::EcPoint])
-            })
-            .map_err(other)?;
-        let mut edwards = false;
-        let mut point: Option<Vec<u8>> = None;
-        for a in attrs {
-            match a {
-                Attribute::KeyType(t) => edwards = t == KeyType::EC_EDWARDS,
-                Attribute::EcPoint(p) => point = Some(p),
-                _ => {}
-            }
-        }
-        let bad = || Error::invalid("the token returned a malformed public key");
-        let point = point.ok_or_else(bad)?;
-        // CKA_EC_POINT is a DER OCTET STRING around the point.
-        let raw = match point.as_slice() {
-            [0x04, len, rest @ ..] if *len as usize == rest.len() => rest,
-            other => other,
-        };
-        if edwards {
-            use ed25519_dalek::pkcs8::EncodePublicKey;
-            let bytes: [u8; 32] = raw.try_into().map_err(|_| bad())?;
-            let vk = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| bad())?;
-            Ok(vk
-                .to_public_key_der()
-                .map_err(|_| bad())?
-                .as_bytes()
-                .to_vec())
-        } else {
-            use p256::pkcs8::EncodePublicKey;
-            let pk = p256::PublicKey::from_sec1_bytes(raw).map_err(|_| bad())?;
-            Ok(pk
-                .to_public_key_der()
-                .map_err(|_| bad())?
-                .as_bytes()
-                .to_vec())
+    /// Whether `pin` is the PIN of this process's login. A login made
+    /// outside strongroom (no record) cannot be checked and is accepted,
+    /// as the token accepts it.
+    pub(super) fn matches(login: &(PathBuf, u64), pin_tag: &[u8; 32]) -> bool {
+        match table().lock().unwrap_or_else(|e| e.into_inner()).get(login) {
+            Some(t) => bool::from(t.ct_eq(pin_tag)),
+            None => true,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gcm_output_must_be_plaintext_plus_tag() {
-        assert!(check_gcm_output_len(0, TAG_LEN).is_ok());
-        assert!(check_gcm_output_len(32, 32 + TAG_LEN).is_ok());
-        // A token that prepends its IV, drops or shortens the tag, or pads.
-        for bad in [
-            NONCE_LEN + 32 + TAG_LEN,
-            32,
-            32 + TAG_LEN - 4,
-            32 + TAG_LEN + 1,
-            0,
-        ] {
-            let e = check_gcm_output_len(32, bad).unwrap_err();
-            assert!(matches!(e, Error::Other(_)), "{e}");
-            assert!(e.to_string().contains("returned"), "{e}");
-        }
-        // No overflow on absurd lengths.
-        assert!(check_gcm_output_len(usize::MAX, usize::MAX).is_err());
-    }
-
-    #[test]
-    fn blob_carries_the_iv_given_and_checks_length() {
-        let iv = [7u8; NONCE_LEN];
-        let ct = [9u8; 5 + TAG_LEN];
-        let blob = gcm_blob(&iv, 5, &ct).unwrap();
-        assert_eq!(&blob[..NONCE_LEN], &iv);
-        assert_eq!(&blob[NONCE_LEN..], &ct);
-        assert!(gcm_blob(&iv, 6, &ct).is_err());
-    }
-
-    #[test]
-    fn key_attributes_are_all_required() {
-        let good = [
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::NeverExtractable(true),
-            Attribute::Local(true),
-        ];
-        assert!(key_attribute_problems(&good).is_empty());
-        for i in 0..good.len() {
-            // Each attribute flipped...
-            let mut flipped = good.clone();
-            flipped[i] = match &good[i] {
-                Attribute::Sensitive(v) => Attribute::Sensitive(!v),
-                Attribute::Extractable(v) => Attribute::Extractable(!v),
-                Attribute::NeverExtractable(v) => Attribute::NeverExtractable(!v),
-                Attribute::Local(v) => Attribute::Local(!v),
-                _ => unreachable!(),
-            };
-            assert_eq!(key_attribute_problems(&flipped).len(), 1, "{i}");
-            // ...or missing, is a problem.
-            let mut missing = good.to_vec();
-            missing.remove(i);
-            assert_eq!(key_attribute_problems(&missing).len(), 1, "{i}");
-        }
-    }
-}
+mod tests;
