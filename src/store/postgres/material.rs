@@ -24,7 +24,7 @@ use crate::store::{KeystoreOptions, RootKey};
 use postgres::types::Type;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 4] = b"SRPG";
@@ -106,12 +106,12 @@ struct Inner {
     memory: MemoryBackend,
     rng: Arc<dyn RandomSource>,
     /// Generation of each version held in memory.
-    gens: Mutex<HashMap<MaterialId, i64>>,
+    gens: RwLock<HashMap<MaterialId, i64>>,
 }
 
 impl MaterialCache for Inner {
     fn evict(&self, id: Option<&MaterialId>) {
-        let mut gens = self.gens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gens = self.gens.write().unwrap_or_else(|e| e.into_inner());
         let ids: Vec<MaterialId> = match id {
             Some(id) => vec![id.clone()],
             None => gens.keys().cloned().collect(),
@@ -169,7 +169,7 @@ impl PostgresBackend {
             store_id,
             memory: MemoryBackend::with_random(rng.clone()),
             rng,
-            gens: Mutex::new(HashMap::new()),
+            gens: RwLock::new(HashMap::new()),
         });
         let weak: std::sync::Weak<dyn MaterialCache> =
             Arc::downgrade(&(inner.clone() as Arc<dyn MaterialCache>));
@@ -182,13 +182,14 @@ impl PostgresBackend {
     /// on every use, so material destroyed elsewhere is never used.
     fn ensure(&self, id: &MaterialId) -> Result<()> {
         let i = &self.inner;
+        let listening = i.core.shared.listening();
         let held = i
             .gens
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .copied();
-        if held.is_some() && i.core.shared.listening() {
+        if held.is_some() && listening {
             return Ok(());
         }
         let ticket = i.core.shared.ticket();
@@ -227,7 +228,7 @@ impl PostgresBackend {
         // no notification raced with this read; else checked again next use.
         if i.core.shared.unchanged(&ticket) {
             i.gens
-                .lock()
+                .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id.clone(), gen_);
         }
