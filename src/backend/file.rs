@@ -36,7 +36,7 @@ fn material_name(id: &MaterialId) -> String {
 }
 
 /// Record plaintext: `spec_len u16 BE || spec (JSON) || raw material`.
-fn encode(spec: KeySpec, raw: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn encode(spec: KeySpec, raw: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let s = serde_json::to_vec(&spec).map_err(|e| Error::Other(Arc::new(e)))?;
     let len = u16::try_from(s.len()).map_err(|_| Error::invalid("spec too long"))?;
     let mut out = Zeroizing::new(Vec::with_capacity(2 + s.len() + raw.len()));
@@ -46,7 +46,7 @@ fn encode(spec: KeySpec, raw: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     Ok(out)
 }
 
-fn decode<'a>(rel: &str, pt: &'a [u8]) -> Result<(KeySpec, &'a [u8])> {
+pub(crate) fn decode<'a>(rel: &str, pt: &'a [u8]) -> Result<(KeySpec, &'a [u8])> {
     let corrupt = || Error::CorruptStore {
         file: rel.to_owned(),
         reason: "bad material record".into(),

@@ -8,7 +8,7 @@
 //! Metadata (which keys exist, their versions and state) is not the backend's
 //! business: that is the [`crate::store::MetadataStore`].
 
-mod file;
+pub(crate) mod file;
 pub(crate) mod material;
 mod memory;
 
@@ -38,6 +38,9 @@ pub use vault::{VaultConfig, VaultTransitBackend};
 #[cfg(feature = "aws-kms")]
 #[cfg_attr(docsrs, doc(cfg(feature = "aws-kms")))]
 mod aws_kms;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::store::PostgresBackend;
 #[cfg(feature = "aws-kms")]
 #[cfg_attr(docsrs, doc(cfg(feature = "aws-kms")))]
 pub use aws_kms::{AwsKmsBackend, AwsKmsConfig};

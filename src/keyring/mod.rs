@@ -26,6 +26,8 @@ pub mod managed;
 mod messages;
 mod options;
 mod pipeline;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod rotation;
 mod ssh;
 mod usage;

@@ -7,6 +7,9 @@ mod file;
 mod index;
 pub(crate) mod keystore;
 mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 
 pub use file::FileStore;
 pub use keystore::{
@@ -14,6 +17,9 @@ pub use keystore::{
     export_backup, restore_backup, rotate_root_key,
 };
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresBackend, PostgresOptions, PostgresStore};
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};

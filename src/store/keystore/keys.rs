@@ -127,7 +127,7 @@ pub(super) fn alias_name_with(names: &[u8; 32], alias: &str) -> Result<String> {
     Ok(format!("aliases/{}", hex(&h[..16])))
 }
 
-pub(super) fn derive_root(
+pub(crate) fn derive_root(
     root: &RootKey,
     kdf: &Kdf,
     allow_weak: bool,
@@ -208,7 +208,7 @@ pub(super) fn build_header(
 }
 
 /// KDF parameters for a new header protected by `root`.
-pub(super) fn new_kdf(
+pub(crate) fn new_kdf(
     root: &RootKey,
     options: &KeystoreOptions,
     rng: &dyn RandomSource,

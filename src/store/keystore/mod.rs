@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 mod backup;
-mod keys;
+pub(crate) mod keys;
 mod manifest;
 mod options;
 mod records;
