@@ -620,9 +620,11 @@ fn kill_dash_nine_loop() {
                 acked.push(parts);
             }
         }
-        if acked.len() == before {
-            window = (window + 50).min(2000);
-        }
+        window = if acked.len() == before {
+            (window + 25).min(1000)
+        } else {
+            window.saturating_sub(25).max(150)
+        };
         // Reopen after every kill: the store opens and every acknowledged
         // change is there.
         let ring = KeyRing::open_or_create(dir.path(), root()).unwrap();

@@ -5,14 +5,14 @@
 use crate::crypto::{Cipher, NONCE_LEN};
 use crate::error::{Error, Result};
 use crate::key::SymmetricAlgorithm;
-use crate::random::{OsRandom, RandomSource, random_array};
+use crate::random::{RandomSource, random_array};
 use crate::secret::SecretBytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::ThreadId;
@@ -21,10 +21,13 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 mod backup;
+mod fs;
 pub(crate) mod keys;
 mod manifest;
+mod open;
 mod options;
 mod records;
+use fs::*;
 
 pub use backup::{export_backup, restore_backup, rotate_root_key};
 use keys::*;
@@ -55,134 +58,6 @@ pub(crate) enum Kind {
     Key = 1,
     Material = 2,
     Alias = 3,
-}
-
-fn io_err(file: &Path, what: &str, e: io::Error) -> Error {
-    Error::Other(Arc::new(io::Error::new(
-        e.kind(),
-        format!("keystore: {what} {}: {e}", file.display()),
-    )))
-}
-
-fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path, "read", e)),
-    }
-}
-
-/// The effective user id of this process, without `unsafe`: from
-/// `/proc/self/status` where there is one, else from the owner of a file
-/// this process creates.
-fn current_uid(probe_dir: &Path) -> Result<u32> {
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
-        && let Some(uid) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|e| e.parse().ok())
-    {
-        return Ok(uid);
-    }
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|_| Error::Random)?;
-    let probe = probe_dir.join(format!(".tmp-uid-{}", hex(&suffix)));
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&probe)
-        .map_err(|e| io_err(&probe, "create", e))?;
-    let uid = f.metadata().map_err(|e| io_err(&probe, "stat", e))?.uid();
-    let _ = std::fs::remove_file(&probe);
-    Ok(uid)
-}
-
-/// Refuses a directory that another user could write (group/world
-/// writable, or owned by another user).
-fn check_dir(dir: &Path, uid: u32) -> Result<()> {
-    let m = std::fs::metadata(dir).map_err(|e| io_err(dir, "stat", e))?;
-    if !m.is_dir() {
-        return Err(Error::Configuration(format!(
-            "keystore path {} is not a directory",
-            dir.display()
-        )));
-    }
-    if m.uid() != uid {
-        return Err(Error::Configuration(format!(
-            "keystore directory {} belongs to user {}, not to this process's user {uid}: \
-             its owner could replace the store's files; use a directory of your own",
-            dir.display(),
-            m.uid()
-        )));
-    }
-    if m.permissions().mode() & 0o022 != 0 {
-        return Err(Error::Configuration(format!(
-            "keystore directory {} is writable by its group or by others (mode {:03o}): \
-             they could replace the store's files or hold its lock; make it private \
-             (chmod 700)",
-            dir.display(),
-            m.permissions().mode() & 0o777
-        )));
-    }
-    Ok(())
-}
-
-fn no_keystore(dir: &Path) -> Error {
-    Error::Configuration(format!(
-        "no keystore at {}: the path does not exist or holds no keystore (create one \
-         with KeyRing::create, or OpenMode::Create)",
-        dir.display()
-    ))
-}
-
-fn create_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_err(dir, "create", e))
-}
-
-/// Waits for the cross-process lock until `deadline`, polling.
-fn flock_bounded(file: &File, path: &Path, timeout: Duration, deadline: Instant) -> Result<()> {
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(path, "lock", e)),
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(Error::Other(Arc::new(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "keystore: {} is held by another ring or process; gave up after {timeout:?}",
-                    path.display()
-                ),
-            ))));
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Identity of one version of a file: replacing it by rename changes the
-/// inode, writing it in place changes the ctime.
-type StatSig = (u64, u64, u64, i64, i64, i64, i64);
-
-fn stat_sig(m: &std::fs::Metadata) -> StatSig {
-    (
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec(),
-    )
 }
 
 #[derive(Debug, Default)]
@@ -234,171 +109,6 @@ impl Drop for WriteLock<'_> {
 }
 
 impl Keystore {
-    /// Opens or creates the keystore at `dir`, as `options.mode` allows.
-    pub(crate) fn open(
-        dir: &Path,
-        root: &RootKey,
-        options: &KeystoreOptions,
-    ) -> Result<Arc<Keystore>> {
-        let exists = dir.join(HEADER).exists() || dir.join(ROTATION_MARKER).exists();
-        match options.mode {
-            OpenMode::Existing if !exists => return Err(no_keystore(dir)),
-            OpenMode::Create if exists => {
-                return Err(Error::Configuration(format!(
-                    "a keystore already exists at {}; open it instead of creating one",
-                    dir.display()
-                )));
-            }
-            _ => create_private_dir(dir)?,
-        }
-        let uid = current_uid(dir)?;
-        check_dir(dir, uid)?;
-        let lock_path = dir.join("LOCK");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| io_err(&lock_path, "open", e))?;
-        let lm = lock_file
-            .metadata()
-            .map_err(|e| io_err(&lock_path, "stat", e))?;
-        if lm.permissions().mode() & 0o077 != 0 && lm.uid() == uid {
-            lock_file
-                .set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| io_err(&lock_path, "chmod", e))?;
-        }
-        let rng: Arc<dyn RandomSource> = Arc::new(OsRandom);
-        let deadline = Instant::now() + options.lock_timeout;
-        flock_bounded(&lock_file, &lock_path, options.lock_timeout, deadline)?;
-        let result = Self::open_locked(dir, uid, root, options, rng.as_ref());
-        let _ = lock_file.unlock();
-        let (keys, store_id, header_bytes, view) = result?;
-        Ok(Arc::new(Keystore {
-            dir: dir.to_path_buf(),
-            keys,
-            store_id,
-            header_bytes,
-            storage: options.storage.clone(),
-            durability: options.durability,
-            lock_file,
-            lock_timeout: options.lock_timeout,
-            lock_state: Mutex::new(LockState::default()),
-            lock_cv: Condvar::new(),
-            view: RwLock::new(view),
-            rng,
-        }))
-    }
-
-    /// Under the lock: verifies the root key before changing anything, then
-    /// recovers (finishes a committed root rotation, removes leftovers) and
-    /// reads the manifest.
-    fn open_locked(
-        dir: &Path,
-        uid: u32,
-        root: &RootKey,
-        options: &KeystoreOptions,
-        rng: &dyn RandomSource,
-    ) -> Result<(Keys, [u8; 16], Vec<u8>, View)> {
-        let storage = options.storage.as_ref();
-        let weak = options.allow_weak_argon2;
-        if let Some(mb) = read_opt(&dir.join(ROTATION_MARKER))? {
-            let marker: RotationMarker = serde_json::from_slice(&mb).map_err(|e| {
-                corrupt_file(ROTATION_MARKER, format!("not a rotation marker: {e}"))
-            })?;
-            let header = parse_header(marker.header.as_bytes(), ROTATION_MARKER)?;
-            // Only the new root key may finish the rotation.
-            let (_, keys, store_id) = verify_root(root, &header, ROTATION_MARKER, weak)?;
-            let manifest = unhex(&marker.manifest)
-                .ok_or_else(|| corrupt_file(ROTATION_MARKER, "bad manifest"))?;
-            match decode_top(&keys.mac, &store_id, &manifest) {
-                Ok(_) => {}
-                Err(ViewErr::E(e)) => return Err(e),
-                Err(_) => return Err(corrupt_file(ROTATION_MARKER, "manifest not authentic")),
-            }
-            finish_rotation(dir, storage, options.durability, &marker)?;
-        }
-        let Some(header_bytes) = read_opt(&dir.join(HEADER))? else {
-            // A store whose header is gone is not silently replaced by a new,
-            // empty one (whose first open would remove the old records).
-            for sub in RECORD_DIRS {
-                let d = dir.join(sub);
-                if std::fs::read_dir(&d).is_ok_and(|mut e| e.next().is_some()) {
-                    return Err(corrupt_file(
-                        HEADER,
-                        format!("missing, but {sub}/ holds records: restore it from a backup"),
-                    ));
-                }
-            }
-            if options.mode == OpenMode::Existing {
-                return Err(no_keystore(dir));
-            }
-            return Self::create(dir, root, options, rng);
-        };
-        if options.mode == OpenMode::Create {
-            // Created by another process since the check above.
-            return Err(Error::Configuration(format!(
-                "a keystore already exists at {}; open it instead of creating one",
-                dir.display()
-            )));
-        }
-        let header = parse_header(&header_bytes, HEADER)?;
-        let (_, keys, store_id) = verify_root(root, &header, HEADER, weak)?;
-        // The key is right: from here on, repairs are allowed.
-        for sub in RECORD_DIRS.iter().chain([&MANIFEST_DIR]) {
-            let d = dir.join(sub);
-            create_private_dir(&d)?;
-            check_dir(&d, uid)?;
-        }
-        let view = match read_view(dir, &keys.mac, &store_id, None) {
-            Ok(v) => v,
-            Err(ViewErr::E(e)) => return Err(e),
-            Err(ViewErr::NotAuthentic(f)) => {
-                return Err(corrupt_file(
-                    &f,
-                    "not authentic: tampered, truncated, or from another store",
-                ));
-            }
-            Err(ViewErr::Retry) => {
-                return Err(corrupt_file(
-                    MANIFEST,
-                    "a manifest shard it lists is missing (deleted or rolled back)",
-                ));
-            }
-        };
-        collect_garbage(dir, storage, options.durability, &view)?;
-        Ok((keys, store_id, header_bytes, view))
-    }
-
-    /// A new, empty store: directories, an empty manifest, then the header
-    /// (whose presence means the store exists).
-    fn create(
-        dir: &Path,
-        root: &RootKey,
-        options: &KeystoreOptions,
-        rng: &dyn RandomSource,
-    ) -> Result<(Keys, [u8; 16], Vec<u8>, View)> {
-        for sub in RECORD_DIRS.iter().chain([&MANIFEST_DIR]) {
-            create_private_dir(&dir.join(sub))?;
-        }
-        let store_id: [u8; 16] = random_array(rng)?;
-        let kdf = new_kdf(root, options, rng)?;
-        let root_bytes = derive_root(root, &kdf, options.allow_weak_argon2)?;
-        let keys = derive_keys(&root_bytes)?;
-        let storage = options.storage.as_ref();
-        let top = encode_top(&keys.mac, &store_id, 0, &[0; SHARDS])?;
-        atomic_write(storage, options.durability, dir, MANIFEST, &top)?;
-        let header_bytes = build_header(kdf, &keys, &store_id, rng)?;
-        atomic_write(storage, options.durability, dir, HEADER, &header_bytes)?;
-        let view = match read_view(dir, &keys.mac, &store_id, None) {
-            Ok(v) => v,
-            Err(ViewErr::E(e)) => return Err(e),
-            Err(_) => return Err(corrupt_file(MANIFEST, "changed while being created")),
-        };
-        Ok((keys, store_id, header_bytes, view))
-    }
-
     /// The cross-process write lock, waited for at most the lock timeout.
     /// Brings the manifest up to date before returning.
     pub(crate) fn lock(&self) -> Result<WriteLock<'_>> {
