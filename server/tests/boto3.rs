@@ -336,44 +336,43 @@ fn raw_http() {
     assert_eq!(v["KeyId"].as_str(), Some(arn.as_str()));
 }
 
-/// A Python with boto3, or why there is none.
+/// A Python with boto3 (and the AWS CLI in the same bin directory), or
+/// why there is none.
 fn python_with_boto3() -> Result<PathBuf, String> {
-    let has_boto3 = |py: &Path| {
+    let ok = |py: &Path, code: &str| {
         Command::new(py)
-            .args(["-c", "import boto3"])
+            .args(["-c", code])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
+    let ready = |py: &Path| ok(py, "import boto3, awscli");
     if let Some(py) = std::env::var_os("STRONGROOM_KMS_PYTHON") {
         let py = PathBuf::from(py);
-        return if has_boto3(&py) {
+        return if ready(&py) {
             Ok(py)
         } else {
             Err(format!(
-                "STRONGROOM_KMS_PYTHON={} has no boto3",
+                "STRONGROOM_KMS_PYTHON={} lacks boto3 or awscli",
                 py.display()
             ))
         };
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = manifest.join(".venv-test");
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test");
     let venv_py = venv.join("bin/python");
-    if has_boto3(&venv_py) {
+    if ready(&venv_py) {
         return Ok(venv_py);
     }
-    let ci_py = manifest.join("../.ci/remote-venv/bin/python");
-    if has_boto3(&ci_py) {
-        return Ok(ci_py);
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .map_err(|e| format!("no python3 ({e})"))?;
-    if !made.success() {
-        return Err("python3 -m venv failed (install python3-venv)".into());
+    if !venv_py.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map_err(|e| format!("no python3 ({e})"))?;
+        if !made.success() {
+            return Err("python3 -m venv failed (install python3-venv)".into());
+        }
     }
     let pip = Command::new(&venv_py)
         .args([
@@ -383,30 +382,42 @@ fn python_with_boto3() -> Result<PathBuf, String> {
             "--quiet",
             "--disable-pip-version-check",
             "boto3",
+            "awscli",
         ])
         .status()
         .map_err(|e| format!("pip failed to start: {e}"))?;
-    if !pip.success() || !has_boto3(&venv_py) {
-        return Err("pip install boto3 failed (is PyPI reachable?)".into());
+    if !pip.success() || !ready(&venv_py) {
+        return Err("pip install boto3 awscli failed (is PyPI reachable?)".into());
     }
     Ok(venv_py)
 }
 
-#[test]
-fn boto3_client() {
-    let python = match python_with_boto3() {
-        Ok(p) => p,
+/// The Python, or the skip (a failure under `CI=true`).
+fn python_or_skip(test: &str) -> Option<PathBuf> {
+    // One test at a time creates the venv.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    match python_with_boto3() {
+        Ok(p) => Some(p),
         Err(why) => {
             let msg = format!(
-                "skipped boto3_client: {why}; install python3 and python3-venv (boto3 is then \
-                 pip-installed into server/.venv-test) or set STRONGROOM_KMS_PYTHON to a python with boto3"
+                "skipped {test}: {why}; install python3 and python3-venv (boto3 and awscli are \
+                 then pip-installed into server/.venv-test) or set STRONGROOM_KMS_PYTHON to a \
+                 python with both"
             );
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{msg} (CI=true: a skip is a failure)");
             }
             println!("{msg}");
-            return;
+            None
         }
+    }
+}
+
+#[test]
+fn boto3_client() {
+    let Some(python) = python_or_skip("boto3_client") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials_file(dir.path());
@@ -471,4 +482,81 @@ fn boto3_client() {
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64ct::{Base64, Encoding};
     Base64::decode_vec(s).expect("base64 from client.py")
+}
+
+#[test]
+fn aws_cli() {
+    let Some(python) = python_or_skip("aws_cli") else {
+        return;
+    };
+    let aws = python.with_file_name("aws");
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials_file(dir.path());
+    let server = start(
+        &["--in-memory", "--credentials", creds.to_str().unwrap()],
+        &[],
+    );
+    let endpoint = format!("http://{}", server.addr);
+    let run = |secret: &str, args: &[&str]| {
+        let out = Command::new(&python)
+            .arg(&aws)
+            .args(["--endpoint-url", &endpoint, "--output", "text", "kms"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ALICE.0)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", REGION)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("NO_PROXY", "127.0.0.1")
+            .output()
+            .expect("run aws");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, key_id, err) = run(ALICE.1, &["create-key", "--query", "KeyMetadata.KeyId"]);
+    assert!(ok && !key_id.is_empty(), "create-key: {err}");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"from the aws cli").unwrap();
+    let (ok, ct_b64, err) = run(
+        ALICE.1,
+        &[
+            "encrypt",
+            "--key-id",
+            &key_id,
+            "--plaintext",
+            &format!("fileb://{}", plain.display()),
+            "--encryption-context",
+            "purpose=cli",
+            "--query",
+            "CiphertextBlob",
+        ],
+    );
+    assert!(ok, "encrypt: {err}");
+    let ct = dir.path().join("ct");
+    std::fs::write(&ct, base64_decode(&ct_b64)).unwrap();
+    let decrypt = |ctx: &str| {
+        run(
+            ALICE.1,
+            &[
+                "decrypt",
+                "--ciphertext-blob",
+                &format!("fileb://{}", ct.display()),
+                "--encryption-context",
+                ctx,
+                "--query",
+                "Plaintext",
+            ],
+        )
+    };
+    let (ok, pt_b64, err) = decrypt("purpose=cli");
+    assert!(ok, "decrypt: {err}");
+    assert_eq!(base64_decode(&pt_b64), b"from the aws cli");
+    let (ok, _, err) = decrypt("purpose=other");
+    assert!(!ok && err.contains("InvalidCiphertextException"), "{err}");
+    let (ok, _, err) = run(BOB.1, &["list-keys"]);
+    assert!(!ok && err.contains("InvalidSignatureException"), "{err}");
 }
