@@ -112,7 +112,12 @@ where
             })?;
     }
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors or a dropped handshake: back off briefly
+            // rather than spin.
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         match tx.try_send(stream) {
             Ok(()) => {}
             Err(TrySendError::Full(mut s)) => {
