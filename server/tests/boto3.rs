@@ -394,9 +394,12 @@ fn python_with_boto3() -> Result<PathBuf, String> {
 
 /// The Python, or the skip (a failure under `CI=true`).
 fn python_or_skip(test: &str) -> Option<PathBuf> {
-    // One test at a time creates the venv.
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // One test at a time creates the venv, across processes too (nextest
+    // runs each test in its own): an exclusive lock on a file beside it,
+    // released when the file is closed.
+    let lock = std::fs::File::create(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test.lock"))
+        .expect("create server/.venv-test.lock");
+    lock.lock().expect("lock server/.venv-test.lock");
     match python_with_boto3() {
         Ok(p) => Some(p),
         Err(why) => {
