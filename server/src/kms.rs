@@ -296,6 +296,18 @@ impl Service {
         Ok(s.to_string())
     }
 
+    /// The ARN of a key reference, for answers: the key's ARN when the
+    /// caller may describe it (or named it by id), else the alias's ARN.
+    fn arn_of(&self, c: &Client, k: &str) -> String {
+        match c.describe_key(k) {
+            Ok(r) => self.arn(r.key_id.as_str()),
+            Err(_) if k.starts_with("alias/") => {
+                format!("arn:aws:kms:{}:{}:{k}", self.region, self.account)
+            }
+            Err(_) => self.arn(k),
+        }
+    }
+
     fn key_id_of_blob(&self, blob: &[u8]) -> Option<String> {
         match inspect(blob) {
             Ok(CiphertextInfo::Blob { key_id, .. }) => Some(self.arn(key_id.as_str())),
@@ -318,11 +330,8 @@ impl Service {
             "CancelKeyDeletion" => {
                 let k = self.key_ref(i.str("KeyId")?)?;
                 c.cancel_key_deletion(&k)?;
-                let id = c
-                    .describe_key(&k)
-                    .map(|r| r.key_id.to_string())
-                    .unwrap_or(k);
-                Ok(json!({"KeyId": self.arn(&id)}))
+                let arn = self.arn_of(&c, &k);
+                Ok(json!({"KeyId": arn}))
             }
             "CreateAlias" => {
                 let k = self.key_ref(i.str("TargetKeyId")?)?;
@@ -396,13 +405,10 @@ impl Service {
             "GetKeyRotationStatus" => {
                 let k = self.key_ref(i.str("KeyId")?)?;
                 let s = c.get_key_rotation_status(&k)?;
-                let id = c
-                    .describe_key(&k)
-                    .map(|r| r.key_id.to_string())
-                    .unwrap_or(k);
+                let arn = self.arn_of(&c, &k);
                 let mut out = json!({
                     "KeyRotationEnabled": s.schedule.is_some(),
-                    "KeyId": self.arn(&id),
+                    "KeyId": arn,
                 });
                 if let Some(sc) = s.schedule {
                     out["RotationPeriodInDays"] = json!(sc.period_days);
@@ -621,12 +627,9 @@ impl Service {
             o = o.pending_window_days(u32::try_from(d).unwrap_or(u32::MAX));
         }
         let date = c.schedule_key_deletion(&k, o)?;
-        let id = c
-            .describe_key(&k)
-            .map(|r| r.key_id.to_string())
-            .unwrap_or(k);
+        let arn = self.arn_of(c, &k);
         Ok(json!({
-            "KeyId": self.arn(&id),
+            "KeyId": arn,
             "DeletionDate": date.as_secs(),
             "KeyState": "PendingDeletion",
             "PendingWindowInDays": o.pending_window_days.unwrap_or(30),
@@ -792,15 +795,12 @@ impl Service {
     fn list_grants(&self, c: &Client, i: &Input) -> R {
         let k = self.key_ref(i.str("KeyId")?)?;
         let grants = c.list_grants(&k)?;
-        let id = c
-            .describe_key(&k)
-            .map(|r| r.key_id.to_string())
-            .unwrap_or(k);
+        let arn = self.arn_of(c, &k);
         let list: Vec<Value> = grants
             .iter()
             .map(|g| {
                 let mut v = json!({
-                    "KeyId": self.arn(&id),
+                    "KeyId": arn,
                     "GrantId": g.grant_id,
                     "GranteePrincipal": g.grantee.to_string(),
                     "IssuingAccount": self.account,
@@ -843,12 +843,9 @@ impl Service {
         let o = Self::sign_options(i)?;
         let msg = i.blob("Message")?;
         let sig = c.sign(&k, &msg, o)?;
-        let id = c
-            .describe_key(&k)
-            .map(|r| r.key_id.to_string())
-            .unwrap_or(k);
+        let arn = self.arn_of(c, &k);
         Ok(json!({
-            "KeyId": self.arn(&id),
+            "KeyId": arn,
             "Signature": b64(&sig),
             "SigningAlgorithm": i.str("SigningAlgorithm")?,
         }))
@@ -866,12 +863,9 @@ impl Service {
                 "the signature is not valid for this message and key",
             ));
         }
-        let id = c
-            .describe_key(&k)
-            .map(|r| r.key_id.to_string())
-            .unwrap_or(k);
+        let arn = self.arn_of(c, &k);
         Ok(json!({
-            "KeyId": self.arn(&id),
+            "KeyId": arn,
             "SignatureValid": true,
             "SigningAlgorithm": i.str("SigningAlgorithm")?,
         }))
