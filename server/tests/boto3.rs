@@ -1,0 +1,565 @@
+//! End-to-end tests of the `strongroom-kms-server` binary on 127.0.0.1.
+//!
+//! - `boto3_client`: the AWS SDK for Python signs real SigV4 requests
+//!   (tests/client.py); a ciphertext it made opens with the library
+//!   directly from the same file keystore. Needs python3 with venv: the
+//!   virtual environment is `server/.venv-test` (created with `pip install
+//!   boto3` on first use), or the interpreter in `STRONGROOM_KMS_PYTHON`, or
+//!   `.ci/remote-venv` if it has boto3. Without python3 the test prints one
+//!   line and skips; under `CI=true` that is a failure.
+//! - `raw_http`: requests written by hand and signed with the library's own
+//!   SigV4 signer: malformed JSON, wrong types, missing fields, unknown
+//!   operations, unsigned, stale and oversized requests, a silent client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strongroom::interop::sigv4::{Credentials, Scope, amz_date, sign};
+
+const ALICE: (&str, &str) = ("AKIAALICE0000000", "alice/secret+key0000000000000000000000");
+const BOB: (&str, &str) = ("AKIABOB000000000", "bob/secret+key00000000000000000000000");
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+
+/// The running server; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn credentials_file(dir: &Path) -> PathBuf {
+    let path = dir.join("credentials");
+    std::fs::write(
+        &path,
+        format!(
+            "# access key, secret, principal\n{} {} user:alice\n{} {} user:bob\n",
+            ALICE.0, ALICE.1, BOB.0, BOB.1
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom-kms-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--region",
+            REGION,
+            "--account",
+            ACCOUNT,
+        ])
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the server binary");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let mut server = Server {
+        child,
+        addr: String::new(),
+    };
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server did not say where it listens within 60 s");
+    server.addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    server
+}
+
+/// Status and body of a raw exchange.
+fn exchange(addr: &str, raw: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A KMS request signed with the library's SigV4 signer at `unix` time.
+fn signed(addr: &str, op: &str, body: &[u8], key: (&str, &str), unix: u64) -> Vec<u8> {
+    let target = format!("TrentService.{op}");
+    let headers = [
+        ("host", addr),
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let date = amz_date(unix);
+    let scope = Scope {
+        date_time: &date,
+        region: REGION,
+        service: "kms",
+    };
+    let added = sign(
+        "POST",
+        "/",
+        "",
+        &headers,
+        body,
+        &Credentials::new(key.0, key.1),
+        &scope,
+    )
+    .unwrap();
+    let mut req = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n", body.len());
+    for (n, v) in headers
+        .iter()
+        .copied()
+        .chain(added.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn call(server: &Server, op: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = exchange(
+        &server.addr,
+        &signed(&server.addr, op, body.as_bytes(), ALICE, now()),
+    );
+    let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{op}: not JSON: {text:?}"));
+    (status, v)
+}
+
+fn error_type(v: &serde_json::Value) -> &str {
+    v["__type"].as_str().unwrap_or("")
+}
+
+#[test]
+fn raw_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials_file(dir.path());
+    let server = start(
+        &[
+            "--in-memory",
+            "--credentials",
+            creds.to_str().unwrap(),
+            "--max-body",
+            "2048",
+            "--io-timeout",
+            "1",
+        ],
+        &[],
+    );
+
+    // Our signer and the server agree; the key list starts empty.
+    let (status, v) = call(&server, "ListKeys", "{}");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["Keys"], serde_json::json!([]));
+
+    // Malformed bodies, wrong types, missing fields: KMS errors, never a hang.
+    for (op, body, want) in [
+        ("CreateKey", "{not json", "SerializationException"),
+        ("CreateKey", "[1, 2]", "SerializationException"),
+        ("DescribeKey", r#"{"KeyId": 5}"#, "SerializationException"),
+        ("DescribeKey", "{}", "ValidationException"),
+        (
+            "Encrypt",
+            r#"{"KeyId": "k", "Plaintext": "!!!"}"#,
+            "SerializationException",
+        ),
+        (
+            "Encrypt",
+            r#"{"KeyId": "k", "Plaintext": "aGk=", "EncryptionContext": {"a": 1}}"#,
+            "SerializationException",
+        ),
+        (
+            "GenerateRandom",
+            r#"{"NumberOfBytes": -1}"#,
+            "SerializationException",
+        ),
+        (
+            "GenerateRandom",
+            r#"{"NumberOfBytes": 0}"#,
+            "ValidationException",
+        ),
+        (
+            "DescribeKey",
+            r#"{"KeyId": "arn:aws:kms:eu-west-1:123456789012:key/x"}"#,
+            "NotFoundException",
+        ),
+        ("FlyToTheMoon", "{}", "UnsupportedOperationException"),
+    ] {
+        let (status, v) = call(&server, op, body);
+        assert_eq!((status, error_type(&v)), (400, want), "{op} {body}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+
+    // A stale request is refused and does not run: no key is created.
+    let create = br#"{"Description": "stale"}"#;
+    for skew in [-400i64, 400] {
+        let t = now().checked_add_signed(skew).unwrap();
+        let (status, text) = exchange(
+            &server.addr,
+            &signed(&server.addr, "CreateKey", create, ALICE, t),
+        );
+        assert_eq!(status, 400);
+        assert!(text.contains("InvalidSignatureException"), "{text}");
+    }
+    // A wrong secret, an unknown key, a body changed after signing.
+    let bad_secret = signed(&server.addr, "CreateKey", create, (ALICE.0, BOB.1), now());
+    let (_, text) = exchange(&server.addr, &bad_secret);
+    assert!(text.contains("InvalidSignatureException"), "{text}");
+    let unknown = signed(
+        &server.addr,
+        "CreateKey",
+        create,
+        ("AKIANOBODY", ALICE.1),
+        now(),
+    );
+    let (_, text) = exchange(&server.addr, &unknown);
+    assert!(text.contains("UnrecognizedClientException"), "{text}");
+    let mut changed = signed(&server.addr, "CreateKey", create, ALICE, now());
+    let n = changed.len();
+    changed[n - 3] = b'X';
+    let (_, text) = exchange(&server.addr, &changed);
+    assert!(text.contains("InvalidSignatureException"), "{text}");
+    // Unsigned.
+    let (status, text) = exchange(
+        &server.addr,
+        b"POST / HTTP/1.1\r\nX-Amz-Target: TrentService.CreateKey\r\nContent-Length: 2\r\n\r\n{}",
+    );
+    assert_eq!(status, 400);
+    assert!(
+        text.contains("MissingAuthenticationTokenException"),
+        "{text}"
+    );
+    let (_, v) = call(&server, "ListKeys", "{}");
+    assert_eq!(
+        v["Keys"],
+        serde_json::json!([]),
+        "a refused request created a key"
+    );
+
+    // Oversized bodies are refused before they are read.
+    let big = format!(r#"{{"Description": "{}"}}"#, "a".repeat(4000));
+    let (status, _) = exchange(
+        &server.addr,
+        &signed(&server.addr, "CreateKey", big.as_bytes(), ALICE, now()),
+    );
+    assert_eq!(status, 413);
+    // Garbage and non-KMS requests.
+    assert_eq!(exchange(&server.addr, b"HELLO\r\n\r\n").0, 400);
+    assert_eq!(
+        exchange(&server.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").0,
+        404
+    );
+    assert_eq!(
+        exchange(
+            &server.addr,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        .0,
+        411
+    );
+
+    // A client that sends nothing is dropped after the read timeout, and
+    // holds no one else up meanwhile.
+    let mut idle = TcpStream::connect(&server.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(call(&server, "ListKeys", "{}").0, 200);
+    let mut buf = [0u8; 16];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the server answered a request that was never sent");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "idle connection held {:?}",
+        started.elapsed()
+    );
+
+    // The server is still healthy: a key round trip works.
+    let (status, v) = call(&server, "CreateKey", "{}");
+    assert_eq!(status, 200, "{v}");
+    let arn = v["KeyMetadata"]["Arn"].as_str().unwrap().to_string();
+    assert!(
+        arn.starts_with(&format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/")),
+        "{arn}"
+    );
+    let (status, v) = call(
+        &server,
+        "Encrypt",
+        &format!(r#"{{"KeyId": "{arn}", "Plaintext": "aGVsbG8="}}"#),
+    );
+    assert_eq!(status, 200, "{v}");
+    let blob = v["CiphertextBlob"].as_str().unwrap();
+    let (status, v) = call(
+        &server,
+        "Decrypt",
+        &format!(r#"{{"CiphertextBlob": "{blob}"}}"#),
+    );
+    assert_eq!(
+        (status, v["Plaintext"].as_str()),
+        (200, Some("aGVsbG8=")),
+        "{v}"
+    );
+    assert_eq!(v["KeyId"].as_str(), Some(arn.as_str()));
+}
+
+/// A Python with boto3 (and the AWS CLI in the same bin directory), or
+/// why there is none.
+fn python_with_boto3() -> Result<PathBuf, String> {
+    let ok = |py: &Path, code: &str| {
+        Command::new(py)
+            .args(["-c", code])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ready = |py: &Path| ok(py, "import boto3, awscli");
+    if let Some(py) = std::env::var_os("STRONGROOM_KMS_PYTHON") {
+        let py = PathBuf::from(py);
+        return if ready(&py) {
+            Ok(py)
+        } else {
+            Err(format!(
+                "STRONGROOM_KMS_PYTHON={} lacks boto3 or awscli",
+                py.display()
+            ))
+        };
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test");
+    let venv_py = venv.join("bin/python");
+    if ready(&venv_py) {
+        return Ok(venv_py);
+    }
+    if !venv_py.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map_err(|e| format!("no python3 ({e})"))?;
+        if !made.success() {
+            return Err("python3 -m venv failed (install python3-venv)".into());
+        }
+    }
+    let pip = Command::new(&venv_py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "boto3",
+            "awscli",
+        ])
+        .status()
+        .map_err(|e| format!("pip failed to start: {e}"))?;
+    if !pip.success() || !ready(&venv_py) {
+        return Err("pip install boto3 awscli failed (is PyPI reachable?)".into());
+    }
+    Ok(venv_py)
+}
+
+/// The Python, or the skip (a failure under `CI=true`).
+fn python_or_skip(test: &str) -> Option<PathBuf> {
+    // One test at a time creates the venv, across processes too (nextest
+    // runs each test in its own): an exclusive lock on a file beside it,
+    // released when the file is closed.
+    let lock = std::fs::File::create(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test.lock"))
+        .expect("create server/.venv-test.lock");
+    lock.lock().expect("lock server/.venv-test.lock");
+    match python_with_boto3() {
+        Ok(p) => Some(p),
+        Err(why) => {
+            let msg = format!(
+                "skipped {test}: {why}; install python3 and python3-venv (boto3 and awscli are \
+                 then pip-installed into server/.venv-test) or set STRONGROOM_KMS_PYTHON to a \
+                 python with both"
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg} (CI=true: a skip is a failure)");
+            }
+            println!("{msg}");
+            None
+        }
+    }
+}
+
+#[test]
+fn boto3_client() {
+    let Some(python) = python_or_skip("boto3_client") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials_file(dir.path());
+    let keystore = dir.path().join("keystore");
+    let passphrase = "correct horse battery staple";
+    let server = start(
+        &[
+            "--keystore",
+            keystore.to_str().unwrap(),
+            "--credentials",
+            creds.to_str().unwrap(),
+        ],
+        &[("STRONGROOM_PASSPHRASE", passphrase)],
+    );
+    let out = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client.py"))
+        .env("KMS_ENDPOINT", format!("http://{}", server.addr))
+        .env("KMS_REGION", REGION)
+        .env("KMS_ACCOUNT", ACCOUNT)
+        .env("ALICE_AK", ALICE.0)
+        .env("ALICE_SK", ALICE.1)
+        .env("BOB_AK", BOB.0)
+        .env("BOB_SK", BOB.1)
+        // No shared config, profiles or proxies from the developer's machine.
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("NO_PROXY", "127.0.0.1")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run client.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "client.py failed: {stdout}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LIBRARY "))
+        .expect("client.py printed no LIBRARY line");
+    let (key_id, b64) = line.split_once(' ').unwrap();
+    drop(server);
+
+    // The endpoint's ciphertext opens with the library, from the same keystore.
+    let blob = base64_decode(b64);
+    let ring = strongroom::KeyRing::open(
+        &keystore,
+        strongroom::store::RootKey::passphrase(passphrase),
+    )
+    .unwrap();
+    let alice = ring.client(strongroom::Principal::user("alice").unwrap());
+    let ctx = strongroom::EncryptionContext::new().with("purpose", "library-check");
+    let opened = alice.decrypt(&blob, &ctx).unwrap();
+    assert_eq!(opened.plaintext.expose_secret(), b"made by the endpoint");
+    assert_eq!(opened.key_id.as_str(), key_id);
+    assert_eq!(
+        ring.client(strongroom::Principal::user("alice").unwrap())
+            .describe_key("alias/app")
+            .unwrap()
+            .key_id
+            .as_str(),
+        key_id
+    );
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64ct::{Base64, Encoding};
+    Base64::decode_vec(s).expect("base64 from client.py")
+}
+
+#[test]
+fn aws_cli() {
+    let Some(python) = python_or_skip("aws_cli") else {
+        return;
+    };
+    let aws = python.with_file_name("aws");
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials_file(dir.path());
+    let server = start(
+        &["--in-memory", "--credentials", creds.to_str().unwrap()],
+        &[],
+    );
+    let endpoint = format!("http://{}", server.addr);
+    let run = |secret: &str, args: &[&str]| {
+        let out = Command::new(&python)
+            .arg(&aws)
+            .args(["--endpoint-url", &endpoint, "--output", "text", "kms"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ALICE.0)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", REGION)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("NO_PROXY", "127.0.0.1")
+            .output()
+            .expect("run aws");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, key_id, err) = run(ALICE.1, &["create-key", "--query", "KeyMetadata.KeyId"]);
+    assert!(ok && !key_id.is_empty(), "create-key: {err}");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"from the aws cli").unwrap();
+    let (ok, ct_b64, err) = run(
+        ALICE.1,
+        &[
+            "encrypt",
+            "--key-id",
+            &key_id,
+            "--plaintext",
+            &format!("fileb://{}", plain.display()),
+            "--encryption-context",
+            "purpose=cli",
+            "--query",
+            "CiphertextBlob",
+        ],
+    );
+    assert!(ok, "encrypt: {err}");
+    let ct = dir.path().join("ct");
+    std::fs::write(&ct, base64_decode(&ct_b64)).unwrap();
+    let decrypt = |ctx: &str| {
+        run(
+            ALICE.1,
+            &[
+                "decrypt",
+                "--ciphertext-blob",
+                &format!("fileb://{}", ct.display()),
+                "--encryption-context",
+                ctx,
+                "--query",
+                "Plaintext",
+            ],
+        )
+    };
+    let (ok, pt_b64, err) = decrypt("purpose=cli");
+    assert!(ok, "decrypt: {err}");
+    assert_eq!(base64_decode(&pt_b64), b"from the aws cli");
+    let (ok, _, err) = decrypt("purpose=other");
+    assert!(!ok && err.contains("InvalidCiphertextException"), "{err}");
+    let (ok, _, err) = run(BOB.1, &["list-keys"]);
+    assert!(!ok && err.contains("InvalidSignatureException"), "{err}");
+}
