@@ -1,6 +1,6 @@
 //! The five-minute tour: create a key, encrypt a secret, seal 1 MiB, open it.
 //!
-//! Run with `cargo run --example quickstart`.
+//! Run with `cargo run -p quickstart`.
 
 use strongroom::keyring::EnableRotationOptions;
 use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
