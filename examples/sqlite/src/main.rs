@@ -109,10 +109,18 @@ fn cell(id: i64, column: &str) -> EncryptionContext {
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn open_ring(dir: &Path) -> AnyResult<Client> {
+/// Opens the keystore in `dir/keys`: `first_run` creates it (refused if one
+/// is there already), later runs open it (refused if it is missing, so a
+/// mistyped path never becomes a new, empty keystore).
+fn open_ring(dir: &Path, first_run: bool) -> AnyResult<Client> {
     let passphrase = std::env::var("SQLITE_EXAMPLE_PASSPHRASE")
         .unwrap_or_else(|_| "demo passphrase, not for real data".into());
-    let ring = KeyRing::open(dir.join("keys"), RootKey::passphrase(&passphrase))?;
+    let root = RootKey::passphrase(&passphrase);
+    let ring = if first_run {
+        KeyRing::create(dir.join("keys"), root)?
+    } else {
+        KeyRing::open(dir.join("keys"), root)?
+    };
     let app = ring.client(Principal::service("clinic")?);
     match app.describe_key(KEY) {
         Ok(_) => {}
@@ -198,7 +206,7 @@ fn run(dir: &Path, check: bool) -> AnyResult<bool> {
 
     // ---- first run: store --------------------------------------------------
     {
-        let app = open_ring(dir)?;
+        let app = open_ring(dir, true)?;
         let db = open_db(dir)?;
         for p in &expected {
             insert(&app, &db, p)?;
@@ -212,7 +220,7 @@ fn run(dir: &Path, check: bool) -> AnyResult<bool> {
     }
 
     // ---- "restart": reopen everything from disk ------------------------------
-    let app = open_ring(dir)?;
+    let app = open_ring(dir, false)?;
     let db = open_db(dir)?;
     let rows = read_rows(&db)?;
     drop(db);
