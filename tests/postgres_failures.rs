@@ -133,13 +133,16 @@ fn server_restart_mid_run_loses_nothing_acknowledged() {
     let acked = acked.lock().unwrap();
     let top = acked.iter().map(|a| a.1).max().unwrap();
     assert!(top >= 2, "no rotation was acknowledged");
-    assert!(cf.describe_key(key.as_str()).unwrap().primary_version >= top);
+    let primary = cf.describe_key(key.as_str()).unwrap().primary_version;
+    assert!(primary >= top);
     for (blob, v) in acked.iter() {
         let out = cf.decrypt(blob, &ctx()).unwrap();
         assert_eq!(out.plaintext.expose_secret(), v.to_be_bytes());
-        if *v > 0 {
-            assert_eq!(out.key_version, *v);
-        }
+        // The writer encrypts right after its rotation to `v`, but the
+        // main thread's recovery rotation may land in between, so the
+        // ciphertext names `v` or a later version, never an earlier one.
+        assert!(out.key_version >= *v, "{} < {v}", out.key_version);
+        assert!(out.key_version <= primary);
     }
 }
 
