@@ -63,6 +63,45 @@ impl Cipher {
         Ok(())
     }
 
+    /// Encrypts `buf` in place and returns the tag.
+    pub(crate) fn seal_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        Ok(match self {
+            Cipher::Aes(c) => c
+                .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
+                .map_err(|_| Error::invalid("message too long for the AEAD"))?
+                .into(),
+            Cipher::ChaCha(c) => c
+                .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
+                .map_err(|_| Error::invalid("message too long for the AEAD"))?
+                .into(),
+        })
+    }
+
+    /// Decrypts `buf` in place against `tag`. False if it does not
+    /// authenticate; `buf` then holds no plaintext the caller may use (it
+    /// zeroizes it).
+    pub(crate) fn open_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> bool {
+        match self {
+            Cipher::Aes(c) => c
+                .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &(*tag).into())
+                .is_ok(),
+            Cipher::ChaCha(c) => c
+                .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &(*tag).into())
+                .is_ok(),
+        }
+    }
+
     /// Decrypts `ciphertext || tag`, appending the plaintext to `out`. On
     /// failure `out` is restored to its former length (and the partial
     /// plaintext overwritten) and the opaque error returned.

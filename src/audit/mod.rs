@@ -95,6 +95,12 @@ pub struct AuditEvent {
     pub context_values: Option<Vec<String>>,
     /// The grant that allowed the operation, if a grant did.
     pub grant_id: Option<String>,
+    /// True when the data key came from the ring's data-key cache
+    /// ([`crate::KeyRingBuilder::data_key_cache`]) instead of a backend
+    /// call. Absent from the JSON form when false, so older records read
+    /// and verify unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// Receives audit events. Implementations must be cheap and thread-safe;

@@ -156,9 +156,10 @@ pub(crate) fn encrypt_body(
     message_id: &[u8; MESSAGE_ID_LEN],
     frame_len: u32,
     data: &[u8],
+    threads: usize,
 ) -> Result<Vec<u8>> {
     let mut out = header;
-    append_body(&mut out, 0, derived, message_id, frame_len, data)?;
+    append_body(&mut out, 0, derived, message_id, frame_len, data, threads)?;
     Ok(out)
 }
 
@@ -172,6 +173,7 @@ pub(crate) fn append_body(
     message_id: &[u8; MESSAGE_ID_LEN],
     frame_len: u32,
     data: &[u8],
+    threads: usize,
 ) -> Result<()> {
     check_frame_len(frame_len)?;
     let f = frame_len as usize;
@@ -186,12 +188,113 @@ pub(crate) fn append_body(
     out.reserve_exact(body);
     let tag = header_tag(derived, &out[header_start..])?;
     out.extend_from_slice(&tag);
-    let mut seq: u32 = 1;
-    for chunk in data[..n_regular * f].chunks_exact(f) {
-        seal_frame(derived, message_id, seq, false, chunk, out)?;
-        seq += 1;
+    let workers = workers_for(threads, n_regular, data.len());
+    if workers > 1 {
+        seal_regular_parallel(derived, message_id, f, &data[..n_regular * f], out, workers)?;
+    } else {
+        for (seq, chunk) in (1u32..).zip(data[..n_regular * f].chunks_exact(f)) {
+            seal_frame(derived, message_id, seq, false, chunk, out)?;
+        }
     }
+    // n_regular < 2^32 - 2 was checked above.
+    let seq = n_regular as u32 + 1;
     seal_frame(derived, message_id, seq, true, &data[n_regular * f..], out)
+}
+
+/// Messages shorter than this stay on the caller's thread: below it, the
+/// cost of starting threads is a noticeable part of the work.
+pub(crate) const PARALLEL_MIN_BYTES: usize = 512 * 1024;
+
+/// One thread's share of a message: the index of its first frame, its part
+/// of the output and its part of the input.
+type FramePart<'a> = (usize, (&'a mut [u8], &'a [u8]));
+
+/// Regular frames each thread handles at least.
+const MIN_FRAMES_PER_WORKER: usize = 2;
+
+/// How many threads work on a message of `len` bytes in `n_regular`
+/// regular frames, given the ring's `threads` setting.
+fn workers_for(threads: usize, n_regular: usize, len: usize) -> usize {
+    if len < PARALLEL_MIN_BYTES {
+        return 1;
+    }
+    threads.min(n_regular / MIN_FRAMES_PER_WORKER).max(1)
+}
+
+/// Runs `work` on each of `parts` (index of the first frame, part), the
+/// first on the calling thread and the others on scoped threads; the
+/// results in order of the parts (none for no parts). A worker that panics is reported as an
+/// error (the AEAD code does not panic on any input, but a failure of one
+/// thread must never become a silent success).
+fn run_parts<P: Send, T: Send>(
+    parts: Vec<(usize, P)>,
+    work: impl Fn(usize, P) -> T + Sync,
+) -> Vec<Option<T>> {
+    std::thread::scope(|s| {
+        let mut parts = parts.into_iter();
+        let first = parts.next();
+        let handles: Vec<_> = parts
+            .map(|(i, p)| {
+                let work = &work;
+                s.spawn(move || work(i, p))
+            })
+            .collect();
+        let mut results = Vec::with_capacity(handles.len() + 1);
+        if let Some((i, p)) = first {
+            results.push(Some(work(i, p)));
+        }
+        results.extend(handles.into_iter().map(|h| h.join().ok()));
+        results
+    })
+}
+
+/// Appends the regular frames of `data` (a whole number of frames of `f`
+/// bytes) to `out`, `workers` threads each encrypting a run of consecutive
+/// frames in place into its own part of the output. The bytes are exactly
+/// those of the sequential loop.
+fn seal_regular_parallel(
+    derived: &Derived,
+    message_id: &[u8; MESSAGE_ID_LEN],
+    f: usize,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    workers: usize,
+) -> Result<()> {
+    let stride = 4 + f + TAG_LEN;
+    let n = data.len() / f;
+    let per = n.div_ceil(workers);
+    let base = out.len();
+    out.resize(base + n * stride, 0);
+    let parts: Vec<FramePart<'_>> = out[base..]
+        .chunks_mut(per * stride)
+        .zip(data.chunks(per * f))
+        .enumerate()
+        .map(|(w, p)| (w * per, p))
+        .collect();
+    let results = run_parts(parts, |first, (dst, src)| -> Result<()> {
+        for (i, (frame, chunk)) in dst
+            .chunks_exact_mut(stride)
+            .zip(src.chunks_exact(f))
+            .enumerate()
+        {
+            // Below 2^32 - 2 frames (checked by the caller).
+            let seq = (first + i + 1) as u32;
+            let (head, rest) = frame.split_at_mut(4);
+            head.copy_from_slice(&seq.to_be_bytes());
+            let (body, tag) = rest.split_at_mut(f);
+            body.copy_from_slice(chunk);
+            let aad = frame_aad(message_id, false, seq, f as u64);
+            tag.copy_from_slice(&derived.cipher.seal_in_place(&nonce_for(seq), &aad, body)?);
+        }
+        Ok(())
+    });
+    for r in results {
+        match r {
+            Some(r) => r?,
+            None => return Err(Error::invalid("a sealing thread failed")),
+        }
+    }
+    Ok(())
 }
 
 /// The one frame-length rule: 1 to [`MAX_FRAME_LEN`] bytes.
@@ -338,9 +441,10 @@ pub(crate) fn verify_header(h: &MessageHeader<'_>, data_key: &[u8]) -> Result<De
 pub(crate) fn decrypt_frames(
     h: &MessageHeader<'_>,
     derived: &Derived,
+    threads: usize,
 ) -> Result<Zeroizing<Vec<u8>>> {
     let mut out = Zeroizing::new(Vec::new());
-    append_plaintext(h, derived, &mut out)?;
+    append_plaintext(h, derived, &mut out, threads)?;
     Ok(out)
 }
 
@@ -352,10 +456,11 @@ pub(crate) fn append_plaintext(
     h: &MessageHeader<'_>,
     derived: &Derived,
     out: &mut Vec<u8>,
+    threads: usize,
 ) -> Result<()> {
     let start = out.len();
     out.reserve_exact(h.body.len());
-    let result = append_frames(h, derived, out);
+    let result = append_frames(h, derived, out, threads);
     if result.is_err() {
         zeroize::Zeroize::zeroize(&mut out[start..]);
         out.truncate(start);
@@ -363,31 +468,213 @@ pub(crate) fn append_plaintext(
     result
 }
 
-fn append_frames(h: &MessageHeader<'_>, derived: &Derived, out: &mut Vec<u8>) -> Result<()> {
-    let f = h.frame_len as usize;
-    let mut r = Reader::new(h.body);
+/// Where the frames of a body are: `regular` full frames of `f` bytes, then
+/// the final frame holding `final_len` bytes. Checks the whole layout (every
+/// sequence number, the final marker, lengths, no trailing bytes) before any
+/// decryption; anything else is the opaque error.
+struct Layout {
+    regular: usize,
+    final_len: usize,
+}
+
+fn body_layout(body: &[u8], f: usize) -> Result<Layout> {
+    let stride = 4 + f + TAG_LEN;
+    let mut r = Reader::new(body);
     let mut expected: u32 = 1;
     loop {
         let marker = r.u32()?;
         if marker == FINAL_MARKER {
             let seq = r.u32()?;
-            let len = r.u32()?;
-            if seq != expected || len as usize > f {
+            let len = r.u32()? as usize;
+            if seq != expected || len > f {
                 return Err(Error::DecryptionFailed);
             }
-            let ct = r.take(len as usize + TAG_LEN)?;
-            open_frame(derived, &h.message_id, seq, true, ct, out)?;
-            break;
+            r.take(len + TAG_LEN)?;
+            if !r.is_empty() {
+                return Err(Error::DecryptionFailed);
+            }
+            let regular = (expected - 1) as usize;
+            debug_assert_eq!(body.len(), regular * stride + 12 + len + TAG_LEN);
+            return Ok(Layout {
+                regular,
+                final_len: len,
+            });
         }
         if marker != expected || expected >= FINAL_MARKER - 1 {
             return Err(Error::DecryptionFailed);
         }
-        let ct = r.take(f + TAG_LEN)?;
-        open_frame(derived, &h.message_id, marker, false, ct, out)?;
+        r.take(f + TAG_LEN)?;
         expected += 1;
     }
-    if !r.is_empty() {
+}
+
+/// Decrypts the frames of `h` into `out` (already reserved for the whole
+/// plaintext), on up to `threads` threads. The caller zeroizes and removes
+/// what was appended if this fails.
+fn append_frames(
+    h: &MessageHeader<'_>,
+    derived: &Derived,
+    out: &mut Vec<u8>,
+    threads: usize,
+) -> Result<()> {
+    let f = h.frame_len as usize;
+    let stride = 4 + f + TAG_LEN;
+    let layout = body_layout(h.body, f)?;
+    let n = layout.regular;
+    let start = out.len();
+    out.resize(start + n * f + layout.final_len, 0);
+    let (regular_out, final_out) = out[start..].split_at_mut(n * f);
+    let workers = workers_for(threads, n, n * f);
+    let per = n.div_ceil(workers).max(1);
+    let parts: Vec<FramePart<'_>> = regular_out
+        .chunks_mut(per * f)
+        .zip(h.body[..n * stride].chunks(per * stride))
+        .enumerate()
+        .map(|(w, p)| (w * per, p))
+        .collect();
+    let message_id = &h.message_id;
+    let results = run_parts(parts, |first, (dst, src)| {
+        let mut ok = true;
+        for (i, (plain, frame)) in dst
+            .chunks_exact_mut(f)
+            .zip(src.chunks_exact(stride))
+            .enumerate()
+        {
+            // Below 2^32 - 2 frames (checked by `body_layout`).
+            let seq = (first + i + 1) as u32;
+            let (ct, tag) = frame[4..].split_at(f);
+            let Ok(tag) = <&[u8; TAG_LEN]>::try_from(tag) else {
+                return false;
+            };
+            plain.copy_from_slice(ct);
+            let aad = frame_aad(message_id, false, seq, f as u64);
+            ok &= derived
+                .cipher
+                .open_in_place(&nonce_for(seq), &aad, plain, tag);
+            if !ok {
+                break;
+            }
+        }
+        ok
+    });
+    if !results.into_iter().all(|r| r == Some(true)) {
+        return Err(Error::DecryptionFailed);
+    }
+    let fin = &h.body[n * stride + 12..];
+    let (ct, tag) = fin.split_at(layout.final_len);
+    let tag = <&[u8; TAG_LEN]>::try_from(tag).map_err(|_| Error::DecryptionFailed)?;
+    final_out.copy_from_slice(ct);
+    let seq = n as u32 + 1;
+    let aad = frame_aad(message_id, true, seq, layout.final_len as u64);
+    if !derived
+        .cipher
+        .open_in_place(&nonce_for(seq), &aad, final_out, tag)
+    {
         return Err(Error::DecryptionFailed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(suite: SymmetricAlgorithm) -> (Derived, [u8; MESSAGE_ID_LEN]) {
+        let id = [7u8; MESSAGE_ID_LEN];
+        (derive(suite, &id, &[9u8; 32]).unwrap(), id)
+    }
+
+    fn sealed(threads: usize, suite: SymmetricAlgorithm, f: u32, data: &[u8]) -> Vec<u8> {
+        let (d, id) = setup(suite);
+        let ctx = EncryptionContext::new()
+            .with("k", "v")
+            .canonical_bytes()
+            .unwrap();
+        let header = encode_header(suite, f, &id, &ctx, &[vec![1, 2, 3]], &d.commitment).unwrap();
+        encrypt_body(header, &d, &id, f, data, threads).unwrap()
+    }
+
+    fn opened(threads: usize, msg: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let h = parse_header(msg)?;
+        let d = verify_header(&h, &[9u8; 32])?;
+        decrypt_frames(&h, &d, threads)
+    }
+
+    #[test]
+    fn parallel_and_sequential_frames_are_byte_identical() {
+        for suite in [
+            SymmetricAlgorithm::Aes256Gcm,
+            SymmetricAlgorithm::ChaCha20Poly1305,
+        ] {
+            // Sizes around the parallel threshold and frame boundaries.
+            for (f, len) in [
+                (4096u32, 0),
+                (4096, 10),
+                (4096, 4096),
+                (4096, 4097),
+                (4096u32, PARALLEL_MIN_BYTES),
+                (4096, PARALLEL_MIN_BYTES - 1),
+                (1000, PARALLEL_MIN_BYTES + 4096 * 3 + 17),
+            ] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+                let one = sealed(1, suite, f, &data);
+                for threads in [2, 3] {
+                    assert_eq!(sealed(threads, suite, f, &data), one, "{f} {len} {threads}");
+                    assert_eq!(opened(threads, &one).unwrap().as_slice(), &data[..]);
+                }
+                assert_eq!(opened(1, &one).unwrap().as_slice(), &data[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_in_any_frame_fails_on_every_thread_count() {
+        let f = 4096u32;
+        let data = vec![0x42u8; PARALLEL_MIN_BYTES + 5000];
+        let msg = sealed(1, SymmetricAlgorithm::Aes256Gcm, f, &data);
+        let body_start = parse_header(&msg).unwrap().authenticated.len();
+        // One position in every frame (marker, ciphertext and tag bytes),
+        // and the last byte of the message.
+        let stride = 4 + f as usize + TAG_LEN;
+        let mut positions: Vec<usize> = (0..data.len() / f as usize)
+            .step_by(16)
+            .map(|i| body_start + TAG_LEN + i * stride + (i * 997) % stride)
+            .collect();
+        positions.push(msg.len() - 1);
+        for (n, pos) in positions.into_iter().enumerate() {
+            let mut bad = msg.clone();
+            bad[pos] ^= 1 << (n % 8);
+            for threads in [1, 3] {
+                assert!(
+                    matches!(opened(threads, &bad), Err(Error::DecryptionFailed)),
+                    "flip at {pos} with {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_open_leaves_the_output_as_it_was() {
+        let data = vec![1u8; PARALLEL_MIN_BYTES * 2];
+        let mut msg = sealed(1, SymmetricAlgorithm::Aes256Gcm, 4096, &data);
+        let n = msg.len();
+        msg[n / 2] ^= 0x80;
+        let h = parse_header(&msg).unwrap();
+        let d = verify_header(&h, &[9u8; 32]).unwrap();
+        let mut out = b"kept".to_vec();
+        assert!(append_plaintext(&h, &d, &mut out, 4).is_err());
+        assert_eq!(out, b"kept");
+    }
+
+    #[test]
+    fn truncated_and_extended_bodies_fail() {
+        let data = vec![3u8; PARALLEL_MIN_BYTES + 10];
+        let msg = sealed(1, SymmetricAlgorithm::Aes256Gcm, 4096, &data);
+        for cut in [1, TAG_LEN, 4096 + TAG_LEN + 4, msg.len() / 2] {
+            assert!(opened(4, &msg[..msg.len() - cut]).is_err(), "cut {cut}");
+        }
+        let mut long = msg.clone();
+        long.push(0);
+        assert!(opened(4, &long).is_err());
+    }
 }

@@ -107,6 +107,14 @@ impl Inner {
         {
             self.note_use(k, v, now);
         }
+        // Any change to a key (policy, grants, state, rotation, deletion,
+        // floors) drops its cached data keys.
+        if let (Some(cache), Some(k)) = (&self.dk_cache, &seen.key_id)
+            && !action.is_cryptographic()
+            && result.is_ok()
+        {
+            cache.purge_key(k);
+        }
         if self.audit.sinks.is_empty() {
             return result;
         }
@@ -127,6 +135,7 @@ impl Inner {
                 None
             },
             grant_id: seen.grant_id.clone(),
+            cached: seen.cached,
         };
         match (self.emit(&event), self.audit.failure) {
             (Err(e), FailurePolicy::Closed) => Err(e),
@@ -146,6 +155,9 @@ impl Inner {
         key_version: Option<u32>,
         result: Result<T>,
     ) -> Result<T> {
+        if let Some(cache) = &self.dk_cache {
+            cache.purge_key(key_id);
+        }
         if self.audit.sinks.is_empty() {
             return result;
         }
@@ -160,6 +172,7 @@ impl Inner {
             context_keys: Vec::new(),
             context_values: None,
             grant_id: None,
+            cached: false,
         };
         match (self.emit(&event), self.audit.failure) {
             (Err(e), FailurePolicy::Closed) => Err(e),

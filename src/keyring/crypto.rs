@@ -69,6 +69,25 @@ impl Inner {
         h: &BlobHeader<'_>,
         ctx: &[u8],
     ) -> Result<SecretBytes> {
+        self.check_blob(call, meta, h)?;
+        let aad = blob::aad(h.header, ctx);
+        self.backend.decrypt(
+            &MaterialId::new(meta.key_id.clone(), h.version),
+            &aad,
+            h.payload,
+        )
+    }
+
+    /// What must hold before a blob is decrypted (by the backend, or from
+    /// the data-key cache): the version exists, is not below the decrypt
+    /// floor, and the suite is the key's. Notes the version for the audit
+    /// record.
+    pub(crate) fn check_blob(
+        &self,
+        call: &Call<'_>,
+        meta: &KeyMetadata,
+        h: &BlobHeader<'_>,
+    ) -> Result<()> {
         if !meta.has_version(h.version) {
             return Err(Error::KeyNotFound(format!(
                 "{}#v{}",
@@ -86,12 +105,7 @@ impl Inner {
         if symmetric(meta)?.suite_id() != h.suite {
             return Err(Error::DecryptionFailed);
         }
-        let aad = blob::aad(h.header, ctx);
-        self.backend.decrypt(
-            &MaterialId::new(meta.key_id.clone(), h.version),
-            &aad,
-            h.payload,
-        )
+        Ok(())
     }
 }
 

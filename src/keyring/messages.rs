@@ -1,6 +1,8 @@
 //! Envelope messages: seal and open, in one piece or streamed.
 
 use super::Client;
+use super::crypto::encrypting_version;
+use super::dkcache::{SealKey, SealPartition};
 use super::pipeline::symmetric;
 use crate::action::Action;
 use crate::envelope::blob;
@@ -13,6 +15,7 @@ use crate::key::KeyRef;
 use crate::random::random_array;
 use crate::secret::SecretBytes;
 use std::io::{Read, Write};
+use zeroize::Zeroizing;
 
 /// What [`Client::open_into`] returns besides the plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +63,16 @@ impl Client {
             key.into(),
             context,
             options,
+            Some(data.len() as u64),
             |header, derived, message_id| {
-                message::encrypt_body(header, &derived, &message_id, options.frame_len, data)
+                message::encrypt_body(
+                    header,
+                    &derived,
+                    &message_id,
+                    options.frame_len,
+                    data,
+                    self.inner().threads,
+                )
             },
         )
     }
@@ -82,9 +93,18 @@ impl Client {
             key.into(),
             context,
             options,
+            Some(data.len() as u64),
             |header, derived, message_id| {
                 out.extend_from_slice(&header);
-                message::append_body(out, start, &derived, &message_id, options.frame_len, data)
+                message::append_body(
+                    out,
+                    start,
+                    &derived,
+                    &message_id,
+                    options.frame_len,
+                    data,
+                    self.inner().threads,
+                )
             },
         );
         if result.is_err() {
@@ -94,13 +114,16 @@ impl Client {
     }
 
     /// Runs the pipeline for a new message (action `GenerateDataKey`): a fresh
-    /// data key wrapped by `key`, a fresh message id, the derived body cipher
-    /// and the header up to the commitment, handed to `then`.
+    /// data key wrapped by `key` (or one from the data-key cache, if the ring
+    /// has one and the message's length `len` is known), a fresh message id,
+    /// the derived body cipher and the header up to the commitment, handed
+    /// to `then`.
     pub(crate) fn begin_message<T>(
         &self,
         key: KeyRef<'_>,
         context: &EncryptionContext,
         options: SealOptions,
+        len: Option<u64>,
         then: impl FnOnce(Vec<u8>, message::Derived, [u8; message::MESSAGE_ID_LEN]) -> Result<T>,
     ) -> Result<T> {
         self.on_key(Action::GenerateDataKey, key, Some(context), |call, meta| {
@@ -108,8 +131,40 @@ impl Client {
             message::check_frame_len(options.frame_len)?;
             let ctx = context.canonical_bytes()?;
             let suite = symmetric(meta)?;
-            let dk = inner.random_key()?;
-            let wrapped = inner.encrypt_blob(call, meta, dk.as_slice(), &ctx)?;
+            let fresh = |ctx: &[u8]| -> Result<SealKey> {
+                let data_key = inner.random_key()?;
+                let wrapped = inner.encrypt_blob(call, meta, data_key.as_slice(), ctx)?;
+                let version = call.version().unwrap_or(meta.primary_version);
+                Ok(SealKey {
+                    data_key,
+                    wrapped,
+                    version,
+                })
+            };
+            let SealKey {
+                data_key: dk,
+                wrapped,
+                ..
+            } = match (&inner.dk_cache, len) {
+                (Some(cache), Some(len)) => {
+                    let partition = SealPartition {
+                        key_id: meta.key_id.clone(),
+                        version: encrypting_version(meta)?,
+                        suite: suite.suite_id(),
+                        context: ctx.clone(),
+                    };
+                    let now = inner.clock.now();
+                    let (key, hit) = cache.seal_key(&partition, len, now, || fresh(&ctx))?;
+                    if hit {
+                        call.note_version(key.version);
+                        call.note_cached();
+                    } else {
+                        cache.purge_stale_versions(&meta.key_id, key.version);
+                    }
+                    key
+                }
+                _ => fresh(&ctx)?,
+            };
             let message_id: [u8; message::MESSAGE_ID_LEN] = random_array(inner.rng.as_ref())?;
             let derived = message::derive(suite, &message_id, dk.as_slice())?;
             let header = message::encode_header(
@@ -147,7 +202,7 @@ impl Client {
             context,
             ContextMatch::Exact,
             |h, derived, key_id, key_version| {
-                message::append_plaintext(h, &derived, out)?;
+                message::append_plaintext(h, &derived, out, self.inner().threads)?;
                 Ok(MessageInfo {
                     context: h.context.clone(),
                     key_id,
@@ -172,7 +227,7 @@ impl Client {
     ) -> Result<Opened> {
         let header = message::parse_header(msg);
         self.with_message_key(header, context, mode, |h, derived, key_id, key_version| {
-            let plaintext = message::decrypt_frames(h, &derived)?;
+            let plaintext = message::decrypt_frames(h, &derived, self.inner().threads)?;
             Ok(Opened {
                 plaintext: SecretBytes::from_zeroizing(plaintext),
                 context: h.context.clone(),
@@ -224,7 +279,23 @@ impl Client {
                     .context
                     .canonical_bytes()
                     .map_err(|_| Error::DecryptionFailed)?;
-                let dk = match inner.decrypt_blob(call, m, &wrapped, &ctx) {
+                let unwrap = || inner.decrypt_blob(call, m, &wrapped, &ctx);
+                let unwrapped = match &inner.dk_cache {
+                    Some(cache) => inner.check_blob(call, m, &wrapped).and_then(|()| {
+                        let now = inner.clock.now();
+                        let parts = [wrapped.header, wrapped.payload];
+                        let (dk, hit) =
+                            cache.open_key(&wrapped.key_id, &parts, &ctx, now, || {
+                                unwrap().map(|s| Zeroizing::new(s.expose_secret().to_vec()))
+                            })?;
+                        if hit {
+                            call.note_cached();
+                        }
+                        Ok(SecretBytes::from_zeroizing(dk))
+                    }),
+                    None => unwrap(),
+                };
+                let dk = match unwrapped {
                     Ok(dk) if dk.len() == 32 => dk,
                     Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
                         return Err(Error::DecryptionFailed);
@@ -265,10 +336,16 @@ impl Client {
         context: &EncryptionContext,
         options: SealOptions,
     ) -> Result<(Vec<u8>, FrameSealer)> {
-        self.begin_message(key, context, options, |mut header, derived, message_id| {
-            let sealer = FrameSealer::new(&mut header, derived, message_id, options.frame_len)?;
-            Ok((header, sealer))
-        })
+        self.begin_message(
+            key,
+            context,
+            options,
+            None,
+            |mut header, derived, message_id| {
+                let sealer = FrameSealer::new(&mut header, derived, message_id, options.frame_len)?;
+                Ok((header, sealer))
+            },
+        )
     }
 
     /// Opens a streaming envelope message: reads and authenticates the

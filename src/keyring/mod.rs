@@ -16,6 +16,7 @@ mod access;
 mod asymmetric;
 mod audit;
 mod crypto;
+mod dkcache;
 #[cfg(feature = "esdk")]
 mod esdk;
 mod file;
@@ -39,6 +40,7 @@ use crate::store::{MemoryStore, MetadataStore};
 pub use access::GrantSelector;
 pub use asymmetric::{DataKeyPair, DataKeyPairSpec, PublicKeyInfo};
 pub use audit::{ACTION_DELETE_KEY, ACTION_ROTATE_KEY, SYSTEM_PRINCIPAL, VersionUsage};
+pub use dkcache::DataKeyCacheLimits;
 pub use import::ImportParameters;
 pub use lifecycle::MaintenanceReport;
 pub use messages::MessageInfo;
@@ -91,6 +93,10 @@ struct Inner {
     audit: audit::AuditConfig,
     /// Pending key imports and cached verifiers.
     asym: asymmetric::AsymmetricState,
+    /// Threads that seal and open the frames of one large message.
+    threads: usize,
+    /// The data-key cache, if the ring has one.
+    dk_cache: Option<dkcache::DataKeyCache>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -149,6 +155,8 @@ pub struct KeyRingBuilder {
     audit_sinks: Vec<Arc<dyn crate::audit::AuditSink>>,
     audit_failure: crate::audit::FailurePolicy,
     audit_context_values: bool,
+    threads: Option<usize>,
+    dk_cache: Option<dkcache::DataKeyCacheLimits>,
 }
 
 impl fmt::Debug for KeyRingBuilder {
@@ -241,6 +249,28 @@ impl KeyRingBuilder {
         self
     }
 
+    /// Threads that encrypt and decrypt the frames of one large message
+    /// ([`Client::seal`], [`Client::open`] and their variants) at once.
+    /// Default: the available cores
+    /// ([`std::thread::available_parallelism`]); `1` keeps every call on
+    /// the caller's thread. Messages under 512 KiB always stay on the
+    /// caller's thread. The output format does not depend on it.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// Turns on the data-key cache with these limits (off by default): a
+    /// wrapped data key serves several [`Client::seal`] calls on the same
+    /// key, version and context, and an unwrapped one several
+    /// [`Client::open`] calls of messages sharing it, saving backend calls.
+    /// Every call is still authorized and audited. See
+    /// [`DataKeyCacheLimits`] for what bounds the reuse.
+    pub fn data_key_cache(mut self, limits: DataKeyCacheLimits) -> Self {
+        self.dk_cache = Some(limits);
+        self
+    }
+
     /// Builds the ring.
     pub fn build(self) -> KeyRing {
         let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(OsRandom));
@@ -262,6 +292,10 @@ impl KeyRingBuilder {
                     .ring_policy
                     .unwrap_or_else(crate::policy::Policy::open_ring),
                 asym: asymmetric::AsymmetricState::default(),
+                dk_cache: self.dk_cache.map(dkcache::DataKeyCache::new),
+                threads: self.threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                }),
                 audit: audit::AuditConfig::new(
                     self.audit_sinks,
                     self.audit_failure,

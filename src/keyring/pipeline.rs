@@ -49,12 +49,23 @@ pub(crate) struct Call<'a> {
     /// The request's encryption context, if the operation has one.
     pub(crate) context: Option<&'a EncryptionContext>,
     version: Cell<Option<u32>>,
+    cached: Cell<bool>,
 }
 
 impl Call<'_> {
     /// Notes the key version the work used; it goes into the audit record.
     pub(crate) fn note_version(&self, version: u32) {
         self.version.set(Some(version));
+    }
+
+    /// The key version noted so far.
+    pub(crate) fn version(&self) -> Option<u32> {
+        self.version.get()
+    }
+
+    /// Notes that the work was served from the data-key cache.
+    pub(crate) fn note_cached(&self) {
+        self.cached.set(true);
     }
 }
 
@@ -64,6 +75,7 @@ pub(crate) struct Seen {
     pub key_id: Option<KeyId>,
     pub key_version: Option<u32>,
     pub grant_id: Option<String>,
+    pub cached: bool,
 }
 
 impl Inner {
@@ -90,10 +102,12 @@ impl Inner {
             action,
             context,
             version: Cell::new(None),
+            cached: Cell::new(false),
         };
         let mut seen = Seen::default();
         let result = self.run_steps(&call, target, party_of, &mut seen, work);
         seen.key_version = call.version.get();
+        seen.cached = call.cached.get();
         self.record(principal, action, context, &seen, result)
     }
 
