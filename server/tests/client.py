@@ -265,7 +265,9 @@ alice.retire_grant(KeyId=arn_prefix + key_id, GrantId=g2["GrantId"])
 expect_error("AccessDeniedException", bob.encrypt, KeyId=key_id, Plaintext=b"x")
 assert alice.list_grants(KeyId=key_id)["Grants"] == []
 expect_error("NotFoundException", alice.retire_grant, KeyId=key_id, GrantId=g2["GrantId"])
-expect_error("NotFoundException", bob.retire_grant, KeyId=key_id, GrantToken="srgt_" + "0" * 64)
+expect_error("NotFoundException", alice.retire_grant, KeyId=key_id, GrantToken="srgt_" + "0" * 64)
+# Not a party to any grant and not allowed by the policy: denied, whether the grant exists or not.
+expect_error("AccessDeniedException", bob.retire_grant, KeyId=key_id, GrantToken="srgt_" + "0" * 64)
 expect_error("ValidationException", bob.retire_grant, GrantToken=g2["GrantToken"])
 check("RetireGrant by the grantee (token) and the retiring principal (id); unknown grants refused")
 
