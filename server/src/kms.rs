@@ -162,10 +162,13 @@ impl Input {
         }
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) => Ok(Input(m)),
-            Ok(_) => Err(KmsError::new(
-                "SerializationException",
-                "the request body must be a JSON object",
-            )),
+            Ok(mut other) => {
+                wipe(&mut other);
+                Err(KmsError::new(
+                    "SerializationException",
+                    "the request body must be a JSON object",
+                ))
+            }
             Err(_) => Err(KmsError::new(
                 "SerializationException",
                 "the request body is not valid JSON",
@@ -1151,5 +1154,33 @@ fn sign_spec(s: KeySpec) -> (&'static str, Vec<&'static str>) {
         KeySpec::EccNistP256 => ("ECC_NIST_P256", vec!["ECDSA_SHA_256"]),
         KeySpec::Ed25519 => ("ECC_NIST_EDWARDS25519", vec!["ED25519_SHA_512"]),
         other => (other.as_str(), vec![]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wipe_clears_every_string_value() {
+        let mut v = json!({
+            "Plaintext": "c2VjcmV0",
+            "Nested": ["a", {"PrivateKeyPlaintext": "MIGH"}],
+            "Number": 5,
+        });
+        wipe(&mut v);
+        assert_eq!(
+            v,
+            json!({"Plaintext": "", "Nested": ["", {"PrivateKeyPlaintext": ""}], "Number": 5})
+        );
+    }
+
+    #[test]
+    fn to_body_is_the_json_in_an_exact_buffer() {
+        let v = json!({"Plaintext": "c2VjcmV0", "KeyId": "arn:aws:kms:x", "List": [1, "two"]});
+        let expected = serde_json::to_vec(&v).unwrap();
+        let body = to_body(v);
+        assert_eq!(body, expected);
+        assert_eq!(body.capacity(), body.len(), "the buffer was reallocated");
     }
 }
