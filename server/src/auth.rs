@@ -113,6 +113,17 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// The access key id a request claims in its `Authorization` header, if it
+/// has a well-formed one (not a secret; unverified).
+pub fn claimed_access_key(req: &crate::http::Request) -> Option<&str> {
+    let header = req.header("authorization")?;
+    let credential = header.split("Credential=").nth(1)?;
+    let id = credential.split('/').next()?;
+    // Printable ASCII, bounded: it goes into the audit log as given.
+    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then_some(id)
+}
+
 /// Authenticates a request; returns the principal of its access key.
 pub fn authenticate(
     table: &CredentialTable,

@@ -17,10 +17,14 @@ mod http;
 mod kms;
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use strongroom::KeyRing;
-use strongroom::store::RootKey;
+use strongroom::audit::{JsonlFileSink, JsonlOptions};
+use strongroom::store::{KeystoreOptions, OpenMode, RootKey};
+use zeroize::{Zeroize, Zeroizing};
 
 const USAGE: &str = "\
 strongroom-kms-server: a KMS-compatible HTTP endpoint (AWS KMS JSON 1.1, SigV4)
@@ -37,9 +41,19 @@ OPTIONS:
     --keystore DIR       a strongroom file keystore (created if absent); the
                          passphrase is read from STRONGROOM_PASSPHRASE
     --in-memory          keys in memory only, lost on exit
-    --workers N          worker threads [default: 8]
+    --max-connections N  connections served at once, one thread each [default: 64]
     --max-body BYTES     largest request body [default: 262144]
     --io-timeout SECS    per read/write socket timeout [default: 10]
+    --idle-timeout SECS  how long a kept-alive connection waits for its next
+                         request [default: 5]
+    --max-requests N     requests served on one connection [default: 1000]
+    --tls-cert FILE      serve HTTPS: the certificate chain (PEM), leaf first
+    --tls-key FILE       and its private key (PEM: PKCS#8, PKCS#1 or SEC1)
+    --audit-log DIR      the ring's audit log: a signed, hash-chained JSON
+                         Lines log in DIR (created 0700 if absent); every
+                         operation and every refused request is recorded
+    --audit-key FILE     the log's 32-byte Ed25519 signing seed (created 0600
+                         with a random seed if absent) [default: DIR/../audit.seed]
     -h, --help           this help
 ";
 
@@ -51,9 +65,15 @@ struct Config {
     credentials: String,
     keystore: Option<String>,
     in_memory: bool,
-    workers: usize,
+    max_connections: usize,
     max_body: usize,
     io_timeout: u64,
+    idle_timeout: u64,
+    max_requests: usize,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    audit_log: Option<String>,
+    audit_key: Option<String>,
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, String> {
@@ -64,9 +84,15 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
         credentials: String::new(),
         keystore: None,
         in_memory: false,
-        workers: 8,
+        max_connections: 64,
         max_body: 256 * 1024,
         io_timeout: 10,
+        idle_timeout: 5,
+        max_requests: 1000,
+        tls_cert: None,
+        tls_key: None,
+        audit_log: None,
+        audit_key: None,
     };
     let mut args = args.peekable();
     while let Some(a) = args.next() {
@@ -85,7 +111,21 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
             "--credentials" => c.credentials = value("--credentials")?,
             "--keystore" => c.keystore = Some(value("--keystore")?),
             "--in-memory" => c.in_memory = true,
-            "--workers" => c.workers = number("--workers", value("--workers")?)?.min(256) as usize,
+            "--max-connections" => {
+                c.max_connections =
+                    number("--max-connections", value("--max-connections")?)?.min(4096) as usize
+            }
+            "--idle-timeout" => {
+                c.idle_timeout = number("--idle-timeout", value("--idle-timeout")?)?
+            }
+            "--max-requests" => {
+                c.max_requests =
+                    number("--max-requests", value("--max-requests")?)?.min(1 << 20) as usize
+            }
+            "--tls-cert" => c.tls_cert = Some(value("--tls-cert")?),
+            "--tls-key" => c.tls_key = Some(value("--tls-key")?),
+            "--audit-log" => c.audit_log = Some(value("--audit-log")?),
+            "--audit-key" => c.audit_key = Some(value("--audit-key")?),
             "--max-body" => {
                 c.max_body = number("--max-body", value("--max-body")?)?.min(64 << 20) as usize
             }
@@ -98,6 +138,12 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
     }
     if c.in_memory == c.keystore.is_some() {
         return Err("give exactly one of --in-memory and --keystore DIR".into());
+    }
+    if c.tls_cert.is_some() != c.tls_key.is_some() {
+        return Err("give both --tls-cert and --tls-key, or neither".into());
+    }
+    if c.audit_key.is_some() && c.audit_log.is_none() {
+        return Err("--audit-key needs --audit-log DIR".into());
     }
     let region_ok = !c.region.is_empty()
         && c.region
@@ -117,24 +163,47 @@ fn run(c: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot read {}: {e}", c.credentials))?;
     let table = auth::CredentialTable::parse(&creds_text)?;
     drop(zeroize::Zeroizing::new(creds_text));
-    let ring = match &c.keystore {
-        None => KeyRing::in_memory(),
-        Some(dir) => {
-            let root =
-                RootKey::passphrase_from_env("STRONGROOM_PASSPHRASE").map_err(|e| e.to_string())?;
-            KeyRing::open_or_create(dir, root).map_err(|e| format!("keystore {dir}: {e}"))?
-        }
+    let mut builder = KeyRing::builder();
+    if let Some(dir) = &c.keystore {
+        let root =
+            RootKey::passphrase_from_env("STRONGROOM_PASSPHRASE").map_err(|e| e.to_string())?;
+        builder = builder
+            .file_keystore(
+                dir,
+                &root,
+                KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+            )
+            .map_err(|e| format!("keystore {dir}: {e}"))?;
+    }
+    if let Some(dir) = &c.audit_log {
+        let seed_path = match &c.audit_key {
+            Some(p) => PathBuf::from(p),
+            None => Path::new(dir)
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("audit.seed"),
+        };
+        let seed = audit_seed(&seed_path)?;
+        let sink = JsonlFileSink::open(dir, &seed, JsonlOptions::default())
+            .map_err(|e| format!("audit log {dir}: {e}"))?;
+        builder = builder.audit_sink(Arc::new(sink));
+    }
+    let ring = builder.build();
+    let tls = match (&c.tls_cert, &c.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
     };
     let listener =
         TcpListener::bind(&c.listen).map_err(|e| format!("cannot listen on {}: {e}", c.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {addr}");
     eprintln!(
-        "strongroom-kms-server: {} access keys, region {}, account {}, {} workers",
+        "strongroom-kms-server: {} access keys, region {}, account {}, {}, audit log {}",
         table.len(),
         c.region,
         c.account,
-        c.workers
+        if tls.is_some() { "TLS" } else { "plain HTTP" },
+        c.audit_log.as_deref().unwrap_or("off"),
     );
     let service = kms::Service {
         ring,
@@ -144,15 +213,75 @@ fn run(c: Config) -> Result<(), String> {
     let limits = http::Limits {
         max_body: c.max_body,
         io_timeout: Duration::from_secs(c.io_timeout),
-        request_deadline: Duration::from_secs(c.io_timeout * 3),
-        workers: c.workers,
-        queue: c.workers * 8,
+        request_deadline: Duration::from_secs(c.io_timeout.saturating_mul(3)),
+        idle_timeout: Duration::from_secs(c.idle_timeout),
+        max_requests_per_connection: c.max_requests,
+        max_connections: c.max_connections,
     };
     let region = c.region;
-    http::serve(listener, limits, move |req| {
+    http::serve(listener, limits, tls, move |req| {
         handle(&service, &table, &region, req)
     })
     .map_err(|e| e.to_string())
+}
+
+/// The audit log's signing seed from `path`: 32 bytes, created (0600,
+/// random) if the file does not exist.
+fn audit_seed(path: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            if bytes.len() != 32 {
+                return Err(format!(
+                    "audit key {}: expected 32 bytes, found {}",
+                    path.display(),
+                    bytes.len()
+                ));
+            }
+            seed.copy_from_slice(&bytes);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use strongroom::random::RandomSource;
+            strongroom::random::OsRandom
+                .fill(seed.as_mut_slice())
+                .map_err(|e| format!("audit key: {e}"))?;
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            let mut f = o
+                .open(path)
+                .map_err(|e| format!("cannot create audit key {}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut f, seed.as_slice())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("cannot write audit key {}: {e}", path.display()))?;
+        }
+        Err(e) => return Err(format!("cannot read audit key {}: {e}", path.display())),
+    }
+    Ok(seed)
+}
+
+/// A rustls server configuration (ring provider) from PEM files.
+fn tls_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {cert}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("--tls-cert {cert}: no CERTIFICATE in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {key}: {e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key_der)
+    .map_err(|e| format!("TLS certificate and key: {e}"))?;
+    Ok(Arc::new(config))
 }
 
 fn json_error(e: &kms::KmsError) -> http::Response {
@@ -169,7 +298,19 @@ fn handle(
     service: &kms::Service,
     table: &auth::CredentialTable,
     region: &str,
-    req: http::Request,
+    mut req: http::Request,
+) -> http::Response {
+    let response = handle_inner(service, table, region, &req);
+    // The body may hold a plaintext (Encrypt) or a data key.
+    req.body.zeroize();
+    response
+}
+
+fn handle_inner(
+    service: &kms::Service,
+    table: &auth::CredentialTable,
+    region: &str,
+    req: &http::Request,
 ) -> http::Response {
     if req.method != "POST" || req.path != "/" {
         return http::plain(404, "KMS requests are POST /");
@@ -184,10 +325,22 @@ fn handle(
             "X-Amz-Target must be TrentService.<Operation>",
         ));
     };
-    let principal = match auth::authenticate(table, region, &req) {
+    let principal = match auth::authenticate(table, region, req) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{op} refused: {}", e.type_name);
+            // Into the ring's audit log too: who the request claimed to be
+            // (the access key id, unverified), what it asked, why it was
+            // refused. No operation ran.
+            let claimed = auth::claimed_access_key(req).unwrap_or("-");
+            let action = format!("kms:{}", kms::op_name(&op));
+            if let Err(audit) = service.ring.record_refused_request(
+                &format!("unauthenticated:{claimed}"),
+                &action,
+                e.type_name,
+            ) {
+                eprintln!("{op} refused, and not audited: {audit}");
+            }
             return json_error(&e);
         }
     };
@@ -197,7 +350,7 @@ fn handle(
             http::Response {
                 status: 200,
                 content_type: "application/x-amz-json-1.1",
-                body: zeroize::Zeroizing::new(v.to_string()).as_bytes().to_vec(),
+                body: kms::to_body(v),
             }
         }
         Err(e) => {

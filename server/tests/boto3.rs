@@ -87,23 +87,70 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
     server
 }
 
-/// Status and body of a raw exchange.
+/// One response read from `s`: status, the `Connection` header, body (by
+/// its `Content-Length`, so a kept-alive connection is not waited out).
+fn read_response(s: &mut impl Read) -> (u16, String, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).unwrap();
+        assert!(
+            n == 1,
+            "connection closed mid-response: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let len: usize = header("content-length").parse().unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (
+        status,
+        header("connection"),
+        String::from_utf8(body).unwrap(),
+    )
+}
+
+/// Status and body of a raw exchange on a new connection.
 fn exchange(addr: &str, raw: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(raw).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (status, _, body) = read_response(&mut s);
     (status, body)
+}
+
+/// Every line of the audit log in `dir` (all its files).
+fn audit_lines(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// A KMS request signed with the library's SigV4 signer at `unix` time.
@@ -168,6 +215,7 @@ fn error_type(v: &serde_json::Value) -> &str {
 fn raw_http() {
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials_file(dir.path());
+    let audit = dir.path().join("audit");
     let server = start(
         &[
             "--in-memory",
@@ -177,6 +225,8 @@ fn raw_http() {
             "2048",
             "--io-timeout",
             "1",
+            "--audit-log",
+            audit.to_str().unwrap(),
         ],
         &[],
     );
@@ -269,6 +319,100 @@ fn raw_http() {
         serde_json::json!([]),
         "a refused request created a key"
     );
+
+    // Every refusal is in the ring's audit log (the server answered after
+    // recording it): who the request claimed to be, what it asked, why.
+    let lines = audit_lines(&audit);
+    let refused = |principal: &str, reason: &str| {
+        lines
+            .iter()
+            .filter(|l| {
+                l.contains(&format!("\"principal\":\"{principal}\""))
+                    && l.contains("\"action\":\"kms:CreateKey\"")
+                    && l.contains(reason)
+                    && l.contains("Denied")
+            })
+            .count()
+    };
+    let alice_claimed = format!("unauthenticated:{}", ALICE.0);
+    // Two stale, one wrong secret, one changed body.
+    assert_eq!(
+        refused(&alice_claimed, "InvalidSignatureException"),
+        4,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        refused("unauthenticated:AKIANOBODY", "UnrecognizedClientException"),
+        1,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        refused("unauthenticated:-", "MissingAuthenticationTokenException"),
+        1,
+        "{lines:#?}"
+    );
+    // Authenticated operations are recorded as their principal.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"principal\":\"user:alice\"")),
+        "{lines:#?}"
+    );
+    // No secret reached the log.
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(ALICE.1) || l.contains(BOB.1)),
+        "a secret key in the audit log"
+    );
+
+    // Keep-alive: several requests on one connection, pipelined too; the
+    // connection closes after a request asking for it.
+    let mut conn = TcpStream::connect(&server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    for _ in 0..3 {
+        conn.write_all(&signed(&server.addr, "ListKeys", b"{}", ALICE, now()))
+            .unwrap();
+        let (status, connection, body) = read_response(&mut conn);
+        assert_eq!((status, connection.as_str()), (200, "keep-alive"), "{body}");
+    }
+    let mut two = signed(&server.addr, "ListKeys", b"{}", ALICE, now());
+    two.extend(signed(
+        &server.addr,
+        "GenerateRandom",
+        br#"{"NumberOfBytes": 8}"#,
+        ALICE,
+        now(),
+    ));
+    conn.write_all(&two).unwrap();
+    let (status, _, body) = read_response(&mut conn);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Keys"), "{body}");
+    let (status, _, body) = read_response(&mut conn);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Plaintext"), "{body}");
+    let mut last = signed(&server.addr, "ListKeys", b"{}", ALICE, now());
+    let at = last.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    last.splice(at..at, b"Connection: close\r\n".iter().copied());
+    conn.write_all(&last).unwrap();
+    let (status, connection, _) = read_response(&mut conn);
+    assert_eq!((status, connection.as_str()), (200, "close"));
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "data after a closing answer");
+    // An error answer closes the connection too (the stream may be out of
+    // step after a bad request).
+    let mut conn = TcpStream::connect(&server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+        .unwrap();
+    let (status, connection, _) = read_response(&mut conn);
+    assert_eq!((status, connection.as_str()), (400, "close"));
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
 
     // Oversized bodies are refused before they are read.
     let big = format!(r#"{{"Description": "{}"}}"#, "a".repeat(4000));
@@ -562,4 +706,103 @@ fn aws_cli() {
     assert!(!ok && err.contains("InvalidCiphertextException"), "{err}");
     let (ok, _, err) = run(BOB.1, &["list-keys"]);
     assert!(!ok && err.contains("InvalidSignatureException"), "{err}");
+}
+
+/// A self-signed certificate and key for 127.0.0.1 made with the openssl
+/// CLI, or why there is none.
+fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=strongroom-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .map_err(|e| format!("no openssl CLI ({e})"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((cert, key))
+}
+
+#[test]
+fn boto3_tls() {
+    let Some(python) = python_or_skip("boto3_tls") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = match self_signed_cert(dir.path()) {
+        Ok(pair) => pair,
+        Err(why) => {
+            let msg = format!("skipped boto3_tls: {why}; install openssl (the CLI) to run it");
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg} (CI=true: a skip is a failure)");
+            }
+            println!("{msg}");
+            return;
+        }
+    };
+    let creds = credentials_file(dir.path());
+    let server = start(
+        &[
+            "--in-memory",
+            "--credentials",
+            creds.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    // Plain HTTP to the TLS port is not answered as KMS: the handshake
+    // fails and the connection closes.
+    let mut plain = TcpStream::connect(&server.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    plain
+        .write_all(&signed(&server.addr, "ListKeys", b"{}", ALICE, now()))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("Keys"),
+        "a plaintext request was served on the TLS port"
+    );
+
+    let out = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls_client.py"))
+        .env("KMS_ENDPOINT", format!("https://{}", server.addr))
+        .env("KMS_REGION", REGION)
+        .env("KMS_CA", &cert)
+        .env("ALICE_AK", ALICE.0)
+        .env("ALICE_SK", ALICE.1)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env("NO_PROXY", "127.0.0.1")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tls_client.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("TLS OK"),
+        "tls_client.py failed: {stdout}"
+    );
 }

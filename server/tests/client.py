@@ -30,6 +30,8 @@ def client(ak, sk):
         aws_access_key_id=ak,
         aws_secret_access_key=sk,
         config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        # Over HTTPS, the test's own certificate (else the system's CAs).
+        verify=os.environ.get("KMS_CA") or None,
     )
 
 
@@ -185,6 +187,89 @@ assert pub["KeySpec"] == "ECC_NIST_P256" and len(pub["PublicKey"]) == 91, pub
 expect_error("InvalidKeyUsageException", alice.encrypt, KeyId=sk["KeyId"], Plaintext=b"x")
 expect_error("InvalidKeyUsageException", alice.sign, KeyId=key_id, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
 check("Sign/Verify/GetPublicKey; wrong signature and wrong usage refused")
+
+# --- data key pairs ---------------------------------------------------------------
+pair_ctx = {"purpose": "pair"}
+kp = alice.generate_data_key_pair(KeyId="alias/app", KeyPairSpec="ECC_NIST_P256", EncryptionContext=pair_ctx)
+assert kp["KeyId"] == arn_prefix + key_id and kp["KeyPairSpec"] == "ECC_NIST_P256", kp.keys()
+# SubjectPublicKeyInfo of a P-256 key: 91 bytes, id-ecPublicKey + prime256v1.
+assert len(kp["PublicKey"]) == 91 and bytes.fromhex("2a8648ce3d0201") in kp["PublicKey"], kp["PublicKey"]
+assert kp["PrivateKeyPlaintext"][:1] == b"\x30", "PKCS#8 DER starts with a SEQUENCE"
+opened = alice.decrypt(CiphertextBlob=kp["PrivateKeyCiphertextBlob"], EncryptionContext=pair_ctx)
+assert opened["Plaintext"] == kp["PrivateKeyPlaintext"], "the encrypted private key is the plaintext one"
+expect_error("InvalidCiphertextException", alice.decrypt, CiphertextBlob=kp["PrivateKeyCiphertextBlob"])
+ed = alice.generate_data_key_pair_without_plaintext(KeyId=key_id, KeyPairSpec="ECC_NIST_EDWARDS25519")
+assert "PrivateKeyPlaintext" not in ed and ed["KeyPairSpec"] == "ECC_NIST_EDWARDS25519", ed.keys()
+# SubjectPublicKeyInfo of an Ed25519 key: 44 bytes, OID 1.3.101.112.
+assert len(ed["PublicKey"]) == 44 and bytes.fromhex("2b6570") in ed["PublicKey"], ed["PublicKey"]
+ed_sk = alice.decrypt(CiphertextBlob=ed["PrivateKeyCiphertextBlob"])["Plaintext"]
+assert ed_sk[:1] == b"\x30" and bytes.fromhex("2b6570") in ed_sk, ed_sk.hex()
+expect_error("UnsupportedOperationException", alice.generate_data_key_pair, KeyId=key_id, KeyPairSpec="RSA_2048")
+expect_error("ValidationException", alice.generate_data_key_pair, KeyId=key_id, KeyPairSpec="NOT_A_SPEC")
+expect_error("AccessDeniedException", bob.generate_data_key_pair, KeyId=key_id, KeyPairSpec="ECC_NIST_P256")
+expect_error("AccessDeniedException", bob.generate_data_key_pair_without_plaintext, KeyId=key_id, KeyPairSpec="ECC_NIST_P256")
+expect_error("InvalidKeyUsageException", alice.generate_data_key_pair, KeyId=sk["KeyId"], KeyPairSpec="ECC_NIST_P256")
+check("GenerateDataKeyPair (+WithoutPlaintext): P-256 and Ed25519; RSA, unknown spec, no grant, wrong usage refused")
+
+# --- HMAC ---------------------------------------------------------------------------
+mk = alice.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
+assert mk["MacAlgorithms"] == ["HMAC_SHA_256"], mk
+mac = alice.generate_mac(KeyId=mk["KeyId"], Message=b"mac me", MacAlgorithm="HMAC_SHA_256")
+assert mac["KeyId"] == arn_prefix + mk["KeyId"] and mac["MacAlgorithm"] == "HMAC_SHA_256", mac
+assert len(mac["Mac"]) == 32
+assert alice.generate_mac(KeyId=mk["KeyId"], Message=b"mac me", MacAlgorithm="HMAC_SHA_256")["Mac"] == mac["Mac"]
+assert alice.generate_mac(KeyId=mk["KeyId"], Message=b"mac you", MacAlgorithm="HMAC_SHA_256")["Mac"] != mac["Mac"]
+vm = alice.verify_mac(KeyId=mk["KeyId"], Message=b"mac me", Mac=mac["Mac"], MacAlgorithm="HMAC_SHA_256")
+assert vm["MacValid"] is True and vm["KeyId"] == arn_prefix + mk["KeyId"], vm
+bad_mac = bytearray(mac["Mac"])
+bad_mac[0] ^= 0x80
+expect_error("KMSInvalidMacException", alice.verify_mac, KeyId=mk["KeyId"], Message=b"mac me", Mac=bytes(bad_mac), MacAlgorithm="HMAC_SHA_256")
+expect_error("KMSInvalidMacException", alice.verify_mac, KeyId=mk["KeyId"], Message=b"other", Mac=mac["Mac"], MacAlgorithm="HMAC_SHA_256")
+expect_error("KMSInvalidMacException", alice.verify_mac, KeyId=mk["KeyId"], Message=b"mac me", Mac=mac["Mac"][:16], MacAlgorithm="HMAC_SHA_256")
+expect_error("InvalidKeyUsageException", alice.generate_mac, KeyId=mk["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_512")
+expect_error("InvalidKeyUsageException", alice.generate_mac, KeyId=key_id, Message=b"m", MacAlgorithm="HMAC_SHA_256")
+expect_error("ValidationException", alice.generate_mac, KeyId=mk["KeyId"], Message=b"m", MacAlgorithm="MD5")
+expect_error("AccessDeniedException", bob.generate_mac, KeyId=mk["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_256")
+check("GenerateMac/VerifyMac; wrong MAC, truncated MAC, wrong algorithm, wrong usage, no grant refused")
+
+# --- on-demand rotation -----------------------------------------------------------------
+assert alice.list_key_rotations(KeyId=key_id)["Rotations"] == []
+before = alice.encrypt(KeyId=key_id, Plaintext=b"before rotation")["CiphertextBlob"]
+r = alice.rotate_key_on_demand(KeyId="alias/app")
+assert r["KeyId"] == arn_prefix + key_id, r
+alice.rotate_key_on_demand(KeyId=key_id)
+rots = alice.list_key_rotations(KeyId=key_id)
+assert len(rots["Rotations"]) == 2 and rots["Truncated"] is False, rots
+assert all(x["RotationType"] == "ON_DEMAND" and x["KeyId"] == arn_prefix + key_id for x in rots["Rotations"]), rots
+page = alice.list_key_rotations(KeyId=key_id, Limit=1)
+assert page["Truncated"] is True and len(page["Rotations"]) == 1, page
+rest = alice.list_key_rotations(KeyId=key_id, Limit=1, Marker=page["NextMarker"])
+assert rest["Truncated"] is False and len(rest["Rotations"]) == 1, rest
+assert alice.decrypt(CiphertextBlob=before)["Plaintext"] == b"before rotation"
+after = alice.encrypt(KeyId=key_id, Plaintext=b"after rotation")["CiphertextBlob"]
+assert alice.decrypt(CiphertextBlob=after)["Plaintext"] == b"after rotation"
+expect_error("UnsupportedOperationException", alice.rotate_key_on_demand, KeyId=sk["KeyId"])
+expect_error("AccessDeniedException", bob.rotate_key_on_demand, KeyId=key_id)
+expect_error("AccessDeniedException", bob.list_key_rotations, KeyId=key_id)
+expect_error("InvalidMarkerException", alice.list_key_rotations, KeyId=key_id, Marker="x")
+check("RotateKeyOnDemand/ListKeyRotations (paged); old ciphertexts still open; asymmetric key and no grant refused")
+
+# --- retiring grants ---------------------------------------------------------------------
+g1 = alice.create_grant(KeyId=key_id, GranteePrincipal="user:bob", Operations=["Decrypt"])
+g2 = alice.create_grant(KeyId=key_id, GranteePrincipal="user:bob", Operations=["Encrypt"], RetiringPrincipal="user:alice")
+assert bob.decrypt(CiphertextBlob=blob, EncryptionContext=ctx)["Plaintext"] == b"hello kms"
+bob.retire_grant(KeyId=key_id, GrantToken=g1["GrantToken"])
+expect_error("AccessDeniedException", bob.decrypt, CiphertextBlob=blob, EncryptionContext=ctx)
+bob.encrypt(KeyId=key_id, Plaintext=b"still allowed")
+alice.retire_grant(KeyId=arn_prefix + key_id, GrantId=g2["GrantId"])
+expect_error("AccessDeniedException", bob.encrypt, KeyId=key_id, Plaintext=b"x")
+assert alice.list_grants(KeyId=key_id)["Grants"] == []
+expect_error("NotFoundException", alice.retire_grant, KeyId=key_id, GrantId=g2["GrantId"])
+expect_error("NotFoundException", alice.retire_grant, KeyId=key_id, GrantToken="srgt_" + "0" * 64)
+# Not a party to any grant and not allowed by the policy: denied, whether the grant exists or not.
+expect_error("AccessDeniedException", bob.retire_grant, KeyId=key_id, GrantToken="srgt_" + "0" * 64)
+expect_error("ValidationException", bob.retire_grant, GrantToken=g2["GrantToken"])
+check("RetireGrant by the grantee (token) and the retiring principal (id); unknown grants refused")
 
 # --- for the library ----------------------------------------------------------------
 lib = alice.encrypt(KeyId="alias/app", Plaintext=b"made by the endpoint", EncryptionContext={"purpose": "library-check"})

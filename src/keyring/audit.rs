@@ -2,7 +2,7 @@
 //! last use of every key version.
 
 use super::pipeline::Seen;
-use super::{Client, Inner};
+use super::{Client, Inner, KeyRing};
 use crate::action::Action;
 use crate::audit::{AuditEvent, AuditSink, FailurePolicy, Outcome};
 use crate::backend::MaterialId;
@@ -222,6 +222,47 @@ fn outcome_of<T>(result: &Result<T>) -> Outcome {
     }
 }
 
+impl KeyRing {
+    /// Records a request that was refused before it became an operation of
+    /// the ring, typically by the authentication of a server in front of it
+    /// (a bad signature, an unknown access key, a stale timestamp): one
+    /// event with outcome [`Outcome::Denied`], no key, the ring's clock and
+    /// request id, handed to every sink.
+    ///
+    /// `claimed_principal` is whoever the request claimed to be, unverified
+    /// (for example `unauthenticated:AKIA...`); `action` names what it
+    /// asked for (for example `kms:Encrypt`); `reason` says why it was
+    /// refused. None of them may hold a secret: they are written as given.
+    /// Returns the sink's error if one failed to record the event
+    /// (whatever the ring's [`FailurePolicy`]: the request is refused
+    /// anyway, and the caller decides what to report).
+    pub fn record_refused_request(
+        &self,
+        claimed_principal: &str,
+        action: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        if inner.audit.sinks.is_empty() {
+            return Ok(());
+        }
+        inner.emit(&AuditEvent {
+            time: inner.clock.now(),
+            request_id: inner.audit.next_request_id(inner.rng.as_ref()),
+            principal: claimed_principal.to_owned(),
+            action: action.to_owned(),
+            key_id: None,
+            key_version: None,
+            outcome: Outcome::Denied {
+                reason: reason.to_owned(),
+            },
+            context_keys: Vec::new(),
+            context_values: None,
+            grant_id: None,
+        })
+    }
+}
+
 impl Client {
     /// When each version of the key was last used (encrypt, decrypt, data
     /// keys, seal, open) through this ring, like KMS GetKeyLastUsage.
@@ -252,5 +293,41 @@ impl Client {
             s.flush()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::KeyRing;
+    use crate::audit::{MemorySink, Outcome};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_refused_request_is_one_denied_event_without_a_key() {
+        let sink = Arc::new(MemorySink::new());
+        let ring = KeyRing::builder().audit_sink(sink.clone()).build();
+        ring.record_refused_request(
+            "unauthenticated:AKIAEXAMPLE",
+            "kms:Encrypt",
+            "InvalidSignatureException",
+        )
+        .unwrap();
+        let events = sink.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!(e.principal, "unauthenticated:AKIAEXAMPLE");
+        assert_eq!(e.action, "kms:Encrypt");
+        assert_eq!(e.key_id, None);
+        assert_eq!(
+            e.outcome,
+            Outcome::Denied {
+                reason: "InvalidSignatureException".into()
+            }
+        );
+        assert_eq!(e.request_id.len(), 32);
+        // Without a sink there is nothing to record, and no error.
+        KeyRing::in_memory()
+            .record_refused_request("unauthenticated:x", "kms:ListKeys", "stale")
+            .unwrap();
     }
 }
