@@ -259,6 +259,7 @@ impl KeyRing {
             context_keys: Vec::new(),
             context_values: None,
             grant_id: None,
+            cached: false,
         })
     }
 }
