@@ -13,6 +13,9 @@
 //! - `scale`: `encrypt` of 1 KiB with 10 and with 100,000 keys in the ring,
 //!   on one hot key and spread over every key.
 //! - `zeroize`: the cost of zeroizing 1 MiB of returned plaintext on drop;
+//! - `ranged`: on a 64 MiB message, `open_range` of 4 KiB vs `open` of the
+//!   whole message, and `rewrap_message` (new header, body copied) vs
+//!   `re_encrypt_message` (open and seal again);
 //! - `sign`: sign/verify through the ring (memory backend) vs the p256 and
 //!   ed25519-dalek crates called directly with the same key (low-S
 //!   normalization included on both sides for P-256; strict Ed25519 verify).
@@ -22,7 +25,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use std::time::Duration;
 use strongroom::key::SymmetricAlgorithm;
-use strongroom::keyring::SignOptions;
+use strongroom::keyring::{RewrapOptions, SignOptions};
 use strongroom::{Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
 const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 1024 * 1024];
@@ -315,6 +318,34 @@ fn signing(c: &mut Criterion) {
     g.finish();
 }
 
+fn ranged(c: &mut Criterion) {
+    let (client, key) = client_with_key(SymmetricAlgorithm::Aes256Gcm);
+    let ctx = EncryptionContext::new().with("bench", "1");
+    let n = 64 * 1024 * 1024;
+    let msg = client.seal(&key, &vec![0x5au8; n], &ctx).unwrap();
+    let mut g = c.benchmark_group("ranged");
+    g.sample_size(10);
+    // 4 KiB in the middle, across a frame boundary (two frames decrypted).
+    let offset = (n / 2 - 2048) as u64;
+    g.bench_function("open_range_4k", |b| {
+        b.iter_with_large_drop(|| client.open_range(&msg, &ctx, offset, 4096).unwrap())
+    });
+    g.bench_function("open_full", |b| {
+        b.iter_with_large_drop(|| client.open(&msg, &ctx).unwrap())
+    });
+    g.bench_function("rewrap", |b| {
+        b.iter_with_large_drop(|| {
+            client
+                .rewrap_message(&msg, &ctx, key.as_str(), RewrapOptions::new())
+                .unwrap()
+        })
+    });
+    g.bench_function("re_encrypt_message", |b| {
+        b.iter_with_large_drop(|| client.re_encrypt_message(&msg, &ctx, key.as_str()).unwrap())
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -325,6 +356,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing
+    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing, ranged
 }
 criterion_main!(benches);
