@@ -548,6 +548,30 @@ fn rewrap_to_another_key_keeps_the_body_byte_for_byte() {
 }
 
 #[test]
+fn rewrap_across_suites_keeps_the_body_suite() {
+    let s = setup();
+    let chacha = s
+        .admin
+        .create_key(
+            KeySpec::Symmetric(strongroom::key::SymmetricAlgorithm::ChaCha20Poly1305),
+            CreateKeyOptions::new(),
+        )
+        .unwrap()
+        .to_string();
+    let d = data(5000);
+    let m = seal(&s.admin, &s.key, &d, 1024); // AES-256-GCM body
+    let w = s
+        .admin
+        .rewrap_message(&m, &ctx(), chacha.as_str(), RewrapOptions::new())
+        .unwrap();
+    assert_eq!(body(&w), body(&m));
+    assert_eq!(w[4], m[4], "the body suite does not change");
+    let o = s.admin.open(&w, &ctx()).unwrap();
+    assert_eq!(o.plaintext.expose_secret(), d.as_slice());
+    assert_eq!(o.key_id.as_str(), chacha);
+}
+
+#[test]
 fn rewrap_to_the_newest_version_then_retire_the_old_one() {
     let s = setup();
     let d = data(70_000);

@@ -34,6 +34,22 @@ impl Client {
     /// says) is [`crate::Error::InvalidArgument`]; a zero-length range is allowed
     /// and returns no bytes after the header verifies; a failure to verify
     /// anything read is [`crate::Error::DecryptionFailed`].
+    ///
+    /// ```
+    /// use strongroom::{CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
+    /// # fn main() -> Result<(), strongroom::Error> {
+    /// let ring = KeyRing::in_memory();
+    /// let c = ring.client(Principal::user("alice")?);
+    /// let key = c.create_key(KeySpec::default(), CreateKeyOptions::new())?;
+    /// let ctx = EncryptionContext::new().with("file", "log-7");
+    /// let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+    /// let message = c.seal(&key, &data, &ctx)?;
+    /// // Decrypts one 64 KiB frame, not four.
+    /// let part = c.open_range(&message, &ctx, 70_000, 100)?;
+    /// assert_eq!(part.plaintext.expose_secret(), &data[70_000..70_100]);
+    /// assert!(!part.end_verified); // the message's end was not read
+    /// # Ok(()) }
+    /// ```
     pub fn open_range(
         &self,
         message: &[u8],
