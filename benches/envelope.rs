@@ -14,8 +14,9 @@
 //!   on one hot key and spread over every key.
 //! - `zeroize`: the cost of zeroizing 1 MiB of returned plaintext on drop;
 //! - `ranged`: on a 64 MiB message, `open_range` of 4 KiB vs `open` of the
-//!   whole message, and `rewrap_message` (new header, body copied) vs
-//!   `re_encrypt_message` (open and seal again);
+//!   whole message, and `rewrap_message` (new header, body copied) and
+//!   `rewrap_header` (the header of a stream) vs `re_encrypt_message` (open
+//!   and seal again);
 //! - `sign`: sign/verify through the ring (memory backend) vs the p256 and
 //!   ed25519-dalek crates called directly with the same key (low-S
 //!   normalization included on both sides for P-256; strict Ed25519 verify).
@@ -337,6 +338,18 @@ fn ranged(c: &mut Criterion) {
         b.iter_with_large_drop(|| {
             client
                 .rewrap_message(&msg, &ctx, key.as_str(), RewrapOptions::new())
+                .unwrap()
+        })
+    });
+    g.bench_function("rewrap_header", |b| {
+        b.iter(|| {
+            client
+                .rewrap_header(
+                    std::io::Cursor::new(&msg),
+                    &ctx,
+                    key.as_str(),
+                    RewrapOptions::new(),
+                )
                 .unwrap()
         })
     });

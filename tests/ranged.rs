@@ -774,3 +774,50 @@ fn rewrap_does_not_read_the_body() {
         )));
     }
 }
+
+#[test]
+fn rewrap_header_reads_only_the_header_of_a_stream() {
+    let s = setup();
+    let other = s
+        .admin
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap()
+        .to_string();
+    let d = data(300_000);
+    let m = s.admin.seal(&s.key, &d, &ctx()).unwrap();
+    let mut input = Counting {
+        inner: Cursor::new(&m),
+        read: 0,
+    };
+    let header = s
+        .admin
+        .rewrap_header(&mut input, &ctx(), other.as_str(), RewrapOptions::new())
+        .unwrap();
+    assert_eq!(
+        input.read,
+        header_len(&m) as u64,
+        "nothing of the body read"
+    );
+    // The new header, then the rest of the input unchanged.
+    let mut w = header;
+    input.read_to_end(&mut w).unwrap();
+    assert_eq!(body(&w), body(&m));
+    assert_eq!(wrapped_by(&w), vec![(other.clone(), 1)]);
+    let o = s.admin.open(&w, &ctx()).unwrap();
+    assert_eq!(o.plaintext.expose_secret(), d.as_slice());
+    assert_eq!(o.key_id.as_str(), other);
+    // Same refusals as rewrap_message.
+    let wrong = EncryptionContext::new().with("tenant", "evil");
+    assert!(is_opaque(s.admin.rewrap_header(
+        Cursor::new(&m),
+        &wrong,
+        other.as_str(),
+        RewrapOptions::new()
+    )));
+    assert!(is_opaque(s.admin.rewrap_header(
+        Cursor::new(&m[..100]),
+        &ctx(),
+        other.as_str(),
+        RewrapOptions::new()
+    )));
+}

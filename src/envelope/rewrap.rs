@@ -20,6 +20,19 @@ pub(crate) fn assemble(
     derived: &Derived,
     wrapped_keys: &[Vec<u8>],
 ) -> Result<Vec<u8>> {
+    let mut out = new_header(h, derived, wrapped_keys, h.body.len())?;
+    out.extend_from_slice(h.body);
+    Ok(out)
+}
+
+/// The header of [`assemble`] alone (header tag included), with room
+/// reserved for `body_len` more bytes.
+pub(crate) fn new_header(
+    h: &MessageHeader<'_>,
+    derived: &Derived,
+    wrapped_keys: &[Vec<u8>],
+    body_len: usize,
+) -> Result<Vec<u8>> {
     let ctx = h
         .context
         .canonical_bytes()
@@ -33,8 +46,7 @@ pub(crate) fn assemble(
         &h.commitment,
     )?;
     let tag = message::header_tag(derived, &out)?;
-    out.reserve_exact(tag.len() + h.body.len());
+    out.reserve_exact(tag.len() + body_len);
     out.extend_from_slice(&tag);
-    out.extend_from_slice(h.body);
     Ok(out)
 }

@@ -4,9 +4,11 @@
 use super::Client;
 use super::pipeline::check_usable;
 use crate::action::Action;
+use crate::envelope::stream::read_header;
 use crate::envelope::{EncryptionContext, blob, message, rewrap};
 use crate::error::{Error, Result};
 use crate::key::KeyRef;
+use std::io::Read;
 
 /// Options for [`Client::rewrap_message`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,9 +63,58 @@ impl Client {
         destination_key: impl Into<KeyRef<'k>>,
         options: RewrapOptions,
     ) -> Result<Vec<u8>> {
-        let destination_key: KeyRef<'k> = destination_key.into();
+        self.rewrap(
+            message::parse_header(message),
+            context,
+            destination_key.into(),
+            options,
+            rewrap::assemble,
+        )
+    }
+
+    /// [`Client::rewrap_message`] for a message in a stream (a file of any
+    /// size): reads exactly the message's header from `input`, nothing of
+    /// the body, and returns the rewrapped header (header tag included).
+    /// Write it, then the rest of `input` unchanged, to get the rewrapped
+    /// message; the cost does not depend on the message's size. Same
+    /// authorization, audit and checks as [`Client::rewrap_message`].
+    pub fn rewrap_header<'k, R: Read>(
+        &self,
+        mut input: R,
+        context: &EncryptionContext,
+        destination_key: impl Into<KeyRef<'k>>,
+        options: RewrapOptions,
+    ) -> Result<Vec<u8>> {
+        let header_bytes = read_header(&mut input);
+        let header = header_bytes
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|b| message::parse_header(b));
+        self.rewrap(
+            header,
+            context,
+            destination_key.into(),
+            options,
+            |h, derived, keys| rewrap::new_header(h, derived, keys, 0),
+        )
+    }
+
+    /// The one rewrap flow: the pipeline (`ReEncryptFrom` on the source,
+    /// `ReEncryptTo` on the destination), then `write` with the verified
+    /// header, its keys and the new wrapped keys.
+    fn rewrap(
+        &self,
+        header: Result<message::MessageHeader<'_>>,
+        context: &EncryptionContext,
+        destination_key: KeyRef<'_>,
+        options: RewrapOptions,
+        write: impl FnOnce(
+            &message::MessageHeader<'_>,
+            &message::Derived,
+            &[Vec<u8>],
+        ) -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
         let inner = self.inner();
-        let header = message::parse_header(message);
         // The source: the first wrapped key whose master key this ring holds.
         let chosen = header.as_ref().map_err(Clone::clone).and_then(|h| {
             h.wrapped_keys
@@ -132,7 +183,7 @@ impl Client {
                     *slot = new_wrapped;
                     keys
                 };
-                rewrap::assemble(&h, &derived, &keys)
+                write(&h, &derived, &keys)
             },
         )
     }
