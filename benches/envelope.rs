@@ -16,6 +16,10 @@
 //! - `large`: seal and open of 64 MiB on every core and on one thread vs
 //!   raw AES-256-GCM of the same bytes;
 //! - `cache`: seal and open of 1 KiB with the data-key cache vs without;
+//! - `ranged`: on a 64 MiB message, `open_range` of 4 KiB vs `open` of the
+//!   whole message, and `rewrap_message` (new header, body copied) and
+//!   `rewrap_header` (the header of a stream) vs `re_encrypt_message` (open
+//!   and seal again);
 //! - `sign`: sign/verify through the ring (memory backend) vs the p256 and
 //!   ed25519-dalek crates called directly with the same key (low-S
 //!   normalization included on both sides for P-256; strict Ed25519 verify).
@@ -25,7 +29,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use std::hint::black_box;
 use std::time::Duration;
 use strongroom::key::SymmetricAlgorithm;
-use strongroom::keyring::SignOptions;
+use strongroom::keyring::{RewrapOptions, SignOptions};
 use strongroom::{Client, CreateKeyOptions, EncryptionContext, KeyRing, KeySpec, Principal};
 
 const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 1024 * 1024];
@@ -398,6 +402,46 @@ fn cache(c: &mut Criterion) {
     g.finish();
 }
 
+fn ranged(c: &mut Criterion) {
+    let (client, key) = client_with_key(SymmetricAlgorithm::Aes256Gcm);
+    let ctx = EncryptionContext::new().with("bench", "1");
+    let n = 64 * 1024 * 1024;
+    let msg = client.seal(&key, &vec![0x5au8; n], &ctx).unwrap();
+    let mut g = c.benchmark_group("ranged");
+    g.sample_size(10);
+    // 4 KiB in the middle, across a frame boundary (two frames decrypted).
+    let offset = (n / 2 - 2048) as u64;
+    g.bench_function("open_range_4k", |b| {
+        b.iter_with_large_drop(|| client.open_range(&msg, &ctx, offset, 4096).unwrap())
+    });
+    g.bench_function("open_full", |b| {
+        b.iter_with_large_drop(|| client.open(&msg, &ctx).unwrap())
+    });
+    g.bench_function("rewrap", |b| {
+        b.iter_with_large_drop(|| {
+            client
+                .rewrap_message(&msg, &ctx, key.as_str(), RewrapOptions::new())
+                .unwrap()
+        })
+    });
+    g.bench_function("rewrap_header", |b| {
+        b.iter(|| {
+            client
+                .rewrap_header(
+                    std::io::Cursor::new(&msg),
+                    &ctx,
+                    key.as_str(),
+                    RewrapOptions::new(),
+                )
+                .unwrap()
+        })
+    });
+    g.bench_function("re_encrypt_message", |b| {
+        b.iter_with_large_drop(|| client.re_encrypt_message(&msg, &ctx, key.as_str()).unwrap())
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -408,6 +452,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing, large, cache
+    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing, large, cache, ranged
 }
 criterion_main!(benches);

@@ -177,6 +177,30 @@ fn main() {
         mean_ns(&root, "cache", "open_1k_uncached"),
         "",
     ));
+    for (ours, base, label) in [
+        (
+            "open_range_4k",
+            "open_full",
+            "open_range 4 KiB vs open, 64 MiB message",
+        ),
+        (
+            "rewrap",
+            "re_encrypt_message",
+            "rewrap_message vs re_encrypt, 64 MiB",
+        ),
+        (
+            "rewrap_header",
+            "re_encrypt_message",
+            "rewrap_header vs re_encrypt, 64 MiB",
+        ),
+    ] {
+        rows.push((
+            label.into(),
+            mean_ns(&root, "ranged", ours),
+            mean_ns(&root, "ranged", base),
+            "",
+        ));
+    }
 
     if rows.iter().all(|r| r.1.is_none() || r.2.is_none()) {
         eprintln!(

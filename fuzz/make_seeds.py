@@ -26,6 +26,8 @@ for i, m in enumerate(v["messages"]):
     msg = bytes.fromhex(m["message_hex"])
     write("message", f"vector-{i}", msg)
     write("stream", f"vector-{i}", msg)
+    # open_range: offset and length (u16 each), then the message.
+    write("open_range", f"vector-{i}", struct.pack(">HH", i, 7 + i) + msg)
     c = ctx_bytes(m["context"])
     write("open_requiring", f"vector-{i}", bytes([len(c)]) + c + msg)
     write("context", f"message-{i}", c)

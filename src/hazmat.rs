@@ -139,6 +139,55 @@ pub mod fuzzing {
         }
     }
 
+    /// `open_range` and `open_range_reader` of arbitrary bytes: the first
+    /// four bytes are the range (offset and length, u16 each), the rest the
+    /// message. Whatever opens whole opens in every range of it, with the
+    /// same bytes; a whole-range read that verified its end opens whole.
+    pub fn open_range(data: &[u8]) {
+        use std::io::{Read, Seek, SeekFrom};
+        let (Some(c), Some((range, msg))) = (client(), data.split_at_checked(4)) else {
+            return;
+        };
+        let offset = u16::from_be_bytes([range[0], range[1]]) as usize;
+        let len = u16::from_be_bytes([range[2], range[3]]) as usize;
+        for ctx in [
+            EncryptionContext::new(),
+            EncryptionContext::new().with("tenant", "acme"),
+            EncryptionContext::new().with("a", "1").with("b", "2"),
+            EncryptionContext::new().with("tenant", "zeta"),
+        ] {
+            let whole = c.open(msg, &ctx).ok();
+            let ranged = c.open_range(msg, &ctx, offset as u64, len);
+            if let Some(w) = &whole {
+                let p = w.plaintext.expose_secret();
+                if offset + len <= p.len() {
+                    assert!(ranged.as_ref().is_ok_and(|r| {
+                        r.plaintext.expose_secret() == &p[offset..offset + len]
+                            && r.end_verified == (offset + len == p.len())
+                    }));
+                } else {
+                    assert!(matches!(ranged, Err(crate::Error::InvalidArgument(_))));
+                }
+            }
+            if let Ok(r) = &ranged
+                && r.end_verified
+                && offset == 0
+                && len as u64 == r.message_len
+            {
+                assert!(whole.is_some());
+            }
+            if let Ok(mut reader) = c.open_range_reader(std::io::Cursor::new(msg), &ctx) {
+                let mut buf = vec![0u8; len];
+                if reader.seek(SeekFrom::Start(offset as u64)).is_ok()
+                    && reader.read_exact(&mut buf).is_ok()
+                    && let Ok(r) = &ranged
+                {
+                    assert_eq!(r.plaintext.expose_secret(), buf.as_slice());
+                }
+            }
+        }
+    }
+
     /// `open_reader` (streaming) of arbitrary bytes, read to the end.
     pub fn open_stream(data: &[u8]) {
         use std::io::Read;

@@ -575,6 +575,22 @@ fn every_operation_has_a_denial() {
         "re_encrypt_message",
         bob.re_encrypt_message(&msg, &c, k).map(drop),
     );
+    denied("open_range", bob.open_range(&msg, &c, 0, 1).map(drop));
+    denied(
+        "open_range_reader",
+        bob.open_range_reader(std::io::Cursor::new(&msg), &c)
+            .map(drop),
+    );
+    denied(
+        "rewrap_message",
+        bob.rewrap_message(&msg, &c, k, strongroom::keyring::RewrapOptions::new())
+            .map(drop),
+    );
+    denied(
+        "rewrap_header",
+        bob.rewrap_header(&msg[..], &c, k, strongroom::keyring::RewrapOptions::new())
+            .map(drop),
+    );
     denied("generate_random", bob.generate_random(8).map(drop));
     denied("enable_key", bob.enable_key(k));
     denied("disable_key", bob.disable_key(k));

@@ -45,6 +45,11 @@ fn message_seeds_and_regressions() {
 }
 
 #[test]
+fn open_range_seeds_and_regressions() {
+    assert!(replay("open_range", fuzzing::open_range) >= 4);
+}
+
+#[test]
 fn stream_seeds_and_regressions() {
     assert!(replay("stream", fuzzing::open_stream) >= 4);
 }

@@ -14,8 +14,10 @@
 //! Every public `Client` call runs the pipeline once and records one event,
 //! except calls made of two operations, which record one event per
 //! operation: `re_encrypt` (`ReEncryptFrom` on the source key, then
-//! `ReEncryptTo` on the destination key) and `re_encrypt_message` (`Decrypt`,
-//! then `GenerateDataKey`). `decrypt_data_key` is one `Decrypt`.
+//! `ReEncryptTo` on the destination key), `rewrap_message` (the same two)
+//! and `re_encrypt_message` (`Decrypt`, then `GenerateDataKey`).
+//! `decrypt_data_key`, `open_range` and `open_range_reader` are one
+//! `Decrypt` each (the reader's reads are not audited).
 //!
 //! ## When a sink fails
 //! Fail-closed (the default, [`FailurePolicy::Closed`]): if any sink cannot

@@ -12,6 +12,8 @@ mod context;
 mod datakey;
 mod inspect;
 pub(crate) mod message;
+pub(crate) mod ranged;
+pub(crate) mod rewrap;
 pub(crate) mod stream;
 
 pub(crate) use crate::limits::MAX_PLAINTEXT_LEN;
@@ -19,6 +21,7 @@ pub use context::EncryptionContext;
 pub use datakey::{DataKey, Decrypted, Opened};
 pub use inspect::{CiphertextInfo, inspect};
 pub use message::SealOptions;
+pub use ranged::{OpenedRange, RangeReader};
 pub use stream::{OpenReader, SealWriter};
 
 use crate::error::{Error, Result};

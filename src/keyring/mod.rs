@@ -3,7 +3,8 @@
 //! The one pipeline every operation goes through is in `pipeline.rs`;
 //! the operations are grouped by family, one file each: `keys.rs` (keys,
 //! aliases, tags), `crypto.rs` (direct encryption, data keys, random),
-//! `messages.rs` (envelope messages, streamed too), `asymmetric.rs`
+//! `messages.rs` (envelope messages, streamed too), `ranged.rs` (ranged
+//! open), `rewrap.rs` (rewrap without re-encryption), `asymmetric.rs`
 //! (signing, MACs, HPKE, data key pairs), `import.rs` (bring your own key), `access.rs` (policies and
 //! grants), `lifecycle.rs` (enable, disable, deletion, maintenance),
 //! `rotation.rs` (versions, floors), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
@@ -29,6 +30,8 @@ mod options;
 mod pipeline;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod ranged;
+mod rewrap;
 mod rotation;
 mod ssh;
 mod usage;
@@ -48,6 +51,7 @@ pub use options::{
     CreatedGrant, DEFAULT_PAGE_LIMIT, EnableRotationOptions, ExplainOptions, ListAliasesOptions,
     ListOptions, PutKeyPolicyOptions, ScheduleDeletionOptions, SignOptions, VersionFloors,
 };
+pub use rewrap::RewrapOptions;
 pub use rotation::RotationStatus;
 use std::fmt;
 use std::sync::Arc;
