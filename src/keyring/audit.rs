@@ -79,7 +79,11 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .get(&mref)
         {
-            t.store(now.as_secs(), Ordering::Relaxed);
+            // Written only when the second changes: a shared cache line
+            // that every encryption rewrote would make other cores miss.
+            if t.load(Ordering::Relaxed) != now.as_secs() {
+                t.store(now.as_secs(), Ordering::Relaxed);
+            }
             return;
         }
         self.audit
