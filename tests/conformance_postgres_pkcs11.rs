@@ -35,7 +35,7 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
         Arc::new(Pkcs11Backend::connect(&softhsm::config()).unwrap());
     let ring = KeyRing::builder()
         .clock(clock)
-        .postgres_metadata(&url, PostgresOptions::default())
+        .postgres_metadata(&url, &RootKey::raw([8; 32]), PostgresOptions::default())
         .unwrap()
         .backend(backend.clone())
         .build();
@@ -53,7 +53,7 @@ fn only_metadata_goes_to_the_database() {
     let backend: Arc<dyn KeyBackend> =
         Arc::new(Pkcs11Backend::connect(&softhsm::config()).unwrap());
     let ring = KeyRing::builder()
-        .postgres_metadata(&url, PostgresOptions::default())
+        .postgres_metadata(&url, &RootKey::raw([8; 32]), PostgresOptions::default())
         .unwrap()
         .backend(backend)
         .build();

@@ -336,8 +336,8 @@ fn a_lost_listener_connection_flushes_the_cache() {
     // B trusts its cache for an hour: only notifications and the flush on
     // reconnect can refresh it. Reads only, so B sends no notification.
     let opts = PostgresOptions::default().max_staleness(Duration::from_secs(3600));
-    let store = Arc::new(PostgresStore::connect(&url, opts).unwrap());
-    let backend = Arc::new(PostgresBackend::open(&store, &RootKey::raw([7; 32])).unwrap());
+    let store = Arc::new(PostgresStore::connect(&url, &RootKey::raw([7; 32]), opts).unwrap());
+    let backend = Arc::new(PostgresBackend::open(&store).unwrap());
     let b = KeyRing::builder()
         .store(store.clone())
         .backend(backend)

@@ -21,8 +21,10 @@ use strongroom::{
 const ROOT: [u8; 32] = [5; 32];
 
 fn open(url: &str) -> (KeyRing, Arc<PostgresStore>, Arc<PostgresBackend>) {
-    let store = Arc::new(PostgresStore::connect(url, PostgresOptions::default()).unwrap());
-    let backend = Arc::new(PostgresBackend::open(&store, &RootKey::raw(ROOT)).unwrap());
+    let store = Arc::new(
+        PostgresStore::connect(url, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap(),
+    );
+    let backend = Arc::new(PostgresBackend::open(&store).unwrap());
     let ring = KeyRing::builder()
         .store(store.clone())
         .backend(backend.clone())
@@ -71,7 +73,8 @@ fn schema_is_versioned_and_a_newer_one_is_refused() {
         &[&(SCHEMA_VERSION + 1)],
     )
     .unwrap();
-    let e = PostgresStore::connect(&url, PostgresOptions::default()).unwrap_err();
+    let e =
+        PostgresStore::connect(&url, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap_err();
     assert!(matches!(e, Error::Configuration(_)), "{e}");
     assert!(e.to_string().contains("newer"), "{e}");
 }
@@ -87,7 +90,8 @@ fn a_wrong_root_key_is_refused() {
         .client(admin())
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
-    let e = PostgresBackend::open(&store, &RootKey::raw([6; 32])).unwrap_err();
+    let e = PostgresStore::connect(&url, &RootKey::raw([6; 32]), PostgresOptions::default())
+        .unwrap_err();
     assert!(matches!(e, Error::WrongRootKey), "{e}");
     // The right key still works, and the key is still there.
     assert!(store.get_key(&key).unwrap().is_some());
@@ -99,9 +103,9 @@ fn a_passphrase_root_key_goes_through_argon2id() {
         return;
     }
     let url = pg::fresh_db();
-    let store = PostgresStore::connect(&url, PostgresOptions::default()).unwrap();
     let root = RootKey::passphrase("correct horse battery staple");
-    let backend = Arc::new(PostgresBackend::open(&store, &root).unwrap());
+    let store = PostgresStore::connect(&url, &root, PostgresOptions::default()).unwrap();
+    let backend = Arc::new(PostgresBackend::open(&store).unwrap());
     let id = MaterialId::new(KeyId::parse("pp-key").unwrap(), 1);
     backend.generate(&id, KeySpec::default()).unwrap();
     let ct = backend.encrypt(&id, b"aad", b"secret").unwrap();
@@ -112,16 +116,22 @@ fn a_passphrase_root_key_goes_through_argon2id() {
     assert!(kdf.contains("argon2id"), "{kdf}");
     // Another instance: the same passphrase opens the material, another
     // is refused before anything is read.
-    let store2 = PostgresStore::connect(&url, PostgresOptions::default()).unwrap();
-    let again = PostgresBackend::open(&store2, &root).unwrap();
+    let store2 = PostgresStore::connect(&url, &root, PostgresOptions::default()).unwrap();
+    let again = PostgresBackend::open(&store2).unwrap();
     assert_eq!(
         again.decrypt(&id, b"aad", &ct).unwrap().expose_secret(),
         b"secret"
     );
-    let e = PostgresBackend::open(&store2, &RootKey::passphrase("wrong")).unwrap_err();
+    let e = PostgresStore::connect(
+        &url,
+        &RootKey::passphrase("wrong"),
+        PostgresOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::WrongRootKey), "{e}");
     // A raw key where a passphrase protects the store: a clear error.
-    let e = PostgresBackend::open(&store2, &RootKey::raw(ROOT)).unwrap_err();
+    let e =
+        PostgresStore::connect(&url, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap_err();
     assert!(matches!(e, Error::Configuration(_)), "{e}");
 }
 
@@ -145,20 +155,22 @@ fn the_password_never_shows() {
     // A wrong password, an unreachable server, a malformed URL: errors
     // that say what is wrong, without the URL or the password.
     let wrong = url.replace(&pw, "not-the-password-xyz");
-    let e = PostgresStore::connect(&wrong, PostgresOptions::default()).unwrap_err();
+    let e = PostgresStore::connect(&wrong, &RootKey::raw(ROOT), PostgresOptions::default())
+        .unwrap_err();
     assert!(matches!(e, Error::Configuration(_)), "{e}");
     assert!(!e.to_string().contains("not-the-password-xyz"));
     let port = url.rsplit_once(':').unwrap().1.split('/').next().unwrap();
     let dead = url.replace(&format!(":{port}/"), ":1/");
     let opts = PostgresOptions::default().connect_timeout(Duration::from_secs(2));
-    let e = PostgresStore::connect(&dead, opts).unwrap_err();
+    let e = PostgresStore::connect(&dead, &RootKey::raw(ROOT), opts).unwrap_err();
     assert!(
         e.is_retryable() && matches!(e, Error::Unavailable(_)),
         "{e}"
     );
     assert!(!e.to_string().contains(&pw) && !format!("{e:?}").contains(&pw));
     let bad = format!("{url}?sslmode=nonsense");
-    let e = PostgresStore::connect(&bad, PostgresOptions::default()).unwrap_err();
+    let e =
+        PostgresStore::connect(&bad, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap_err();
     assert!(matches!(e, Error::Configuration(_)), "{e}");
     assert!(!e.to_string().contains(&pw) && !format!("{e:?}").contains(&pw));
 }
@@ -463,8 +475,8 @@ fn tls_to_a_server_that_refuses_plain_connections() {
     };
     let url = format!("{}?sslmode=require", cluster.fresh_db());
     let opts = PostgresOptions::default().tls_root_certificate(pem.clone());
-    let store = Arc::new(PostgresStore::connect(&url, opts).unwrap());
-    let backend = Arc::new(PostgresBackend::open(&store, &RootKey::raw(ROOT)).unwrap());
+    let store = Arc::new(PostgresStore::connect(&url, &RootKey::raw(ROOT), opts).unwrap());
+    let backend = Arc::new(PostgresBackend::open(&store).unwrap());
     let ring = KeyRing::builder()
         .store(store.clone())
         .backend(backend)
@@ -483,7 +495,10 @@ fn tls_to_a_server_that_refuses_plain_connections() {
     );
     // Plain TCP is refused by the server; an untrusted certificate by us.
     let plain = url.replace("sslmode=require", "sslmode=disable");
-    assert!(PostgresStore::connect(&plain, PostgresOptions::default()).is_err());
-    let e = PostgresStore::connect(&url, PostgresOptions::default()).unwrap_err();
+    assert!(
+        PostgresStore::connect(&plain, &RootKey::raw(ROOT), PostgresOptions::default()).is_err()
+    );
+    let e =
+        PostgresStore::connect(&url, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap_err();
     assert!(!e.to_string().contains(&cluster.password), "{e}");
 }
