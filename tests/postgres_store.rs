@@ -502,3 +502,217 @@ fn tls_to_a_server_that_refuses_plain_connections() {
         PostgresStore::connect(&url, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap_err();
     assert!(!e.to_string().contains(&cluster.password), "{e}");
 }
+
+/// A store with the cache off (every read goes to the database).
+fn uncached(url: &str, root: [u8; 32]) -> PostgresStore {
+    PostgresStore::connect(
+        url,
+        &RootKey::raw(root),
+        PostgresOptions::default().max_staleness(Duration::ZERO),
+    )
+    .unwrap()
+}
+
+fn is_corrupt<T: std::fmt::Debug>(r: strongroom::Result<T>) -> bool {
+    matches!(r, Err(Error::CorruptStore { .. }))
+}
+
+#[test]
+fn tampered_metadata_rows_are_refused() {
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh_db();
+    let (ring, store, _) = open(&url);
+    let c = ring.client(admin());
+    let ctx = EncryptionContext::new();
+    let key = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/t"))
+        .unwrap();
+    let other = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    store
+        .put_policy(&key, Some(&strongroom::policy::Policy::default_for(&admin())))
+        .unwrap();
+    let bob = Principal::user("bob").unwrap();
+    let g1 = c
+        .create_grant(key.as_str(), GrantRequest::new(bob.clone(), &[Action::Encrypt]))
+        .unwrap()
+        .grant_id;
+    let mut conn = db(&url);
+    let reader = uncached(&url, ROOT);
+    assert!(reader.get_key(&key).unwrap().is_some());
+    let alias = strongroom::Alias::parse("alias/t").unwrap();
+    assert_eq!(reader.resolve_alias(&alias).unwrap(), Some(key.clone()));
+
+    // Each change is made, checked on a fresh instance (nothing cached),
+    // and undone.
+    let k = key.as_str();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "policy removed",
+            "UPDATE strongroom_keys SET policy = NULL WHERE key_id = $1",
+            "key",
+        ),
+        (
+            "policy edited",
+            "UPDATE strongroom_keys SET policy = replace(policy, 'admin', 'eve00') \
+             WHERE key_id = $1",
+            "key",
+        ),
+        (
+            "grant widened",
+            "UPDATE strongroom_grants SET body = replace(body, 'Encrypt', 'Decrypt') \
+             WHERE key_id = $1",
+            "key",
+        ),
+        (
+            "grant given to another principal",
+            "UPDATE strongroom_grants SET grantee = 'user:eve' WHERE key_id = $1",
+            "key",
+        ),
+        (
+            "grant moved to another key",
+            "UPDATE strongroom_grants SET key_id = (SELECT key_id FROM strongroom_keys \
+             WHERE key_id <> $1 LIMIT 1) WHERE key_id = $1",
+            "other",
+        ),
+        (
+            "a key row's MAC copied from another key",
+            "UPDATE strongroom_keys SET mac = (SELECT mac FROM strongroom_keys \
+             WHERE key_id <> $1 LIMIT 1) WHERE key_id = $1",
+            "key",
+        ),
+        (
+            "MAC removed",
+            "UPDATE strongroom_keys SET mac = NULL WHERE key_id = $1",
+            "key",
+        ),
+        (
+            "revision changed",
+            "UPDATE strongroom_keys SET rev = rev + 1 WHERE key_id = $1",
+            "key",
+        ),
+        (
+            "alias repointed",
+            "UPDATE strongroom_aliases SET key_id = (SELECT key_id FROM strongroom_keys \
+             WHERE key_id <> $1 LIMIT 1) WHERE key_id = $1",
+            "alias",
+        ),
+    ];
+    // A copy of the three tables as they are, to put back after each case.
+    conn.batch_execute(
+        "CREATE TABLE snap_keys AS SELECT * FROM strongroom_keys;
+         CREATE TABLE snap_grants AS SELECT * FROM strongroom_grants;
+         CREATE TABLE snap_aliases AS SELECT * FROM strongroom_aliases;",
+    )
+    .unwrap();
+    let restore = |conn: &mut postgres::Client| {
+        conn.batch_execute(
+            "BEGIN;
+             DELETE FROM strongroom_aliases; DELETE FROM strongroom_grants;
+             DELETE FROM strongroom_keys;
+             INSERT INTO strongroom_keys SELECT * FROM snap_keys;
+             INSERT INTO strongroom_grants SELECT * FROM snap_grants;
+             INSERT INTO strongroom_aliases SELECT * FROM snap_aliases;
+             COMMIT;",
+        )
+        .unwrap();
+    };
+    for (what, sql, check) in cases {
+        assert!(conn.execute(*sql, &[&k]).unwrap() > 0, "{what}: no row changed");
+        let fresh = uncached(&url, ROOT);
+        match *check {
+            "key" => {
+                assert!(is_corrupt(fresh.get_key(&key)), "{what}: key accepted");
+                assert!(is_corrupt(fresh.access_for(&key, &bob)), "{what}");
+                assert!(is_corrupt(fresh.list_keys(None, 10)), "{what}");
+                // A write must read the row first: refused too, so nothing
+                // tampered is ever authenticated again by a later write.
+                assert!(is_corrupt(fresh.put_policy(&key, None)), "{what}: write");
+            }
+            "other" => assert!(is_corrupt(fresh.get_key(&other)), "{what}: accepted"),
+            _ => {
+                assert!(is_corrupt(fresh.resolve_alias(&alias)), "{what}: accepted");
+                assert!(is_corrupt(fresh.list_aliases(None, None, 10)), "{what}");
+            }
+        }
+        restore(&mut conn);
+        assert!(fresh.get_key(&key).unwrap().is_some(), "{what}: not undone");
+        assert!(fresh.get_key(&other).unwrap().is_some(), "{what}: not undone");
+        assert_eq!(fresh.resolve_alias(&alias).unwrap(), Some(key.clone()));
+    }
+
+    // A state change undone by putting the old record back: refused, and
+    // not retryable.
+    let record = |conn: &mut postgres::Client| -> String {
+        conn.query_one("SELECT record FROM strongroom_keys WHERE key_id = $1", &[&k])
+            .unwrap()
+            .get(0)
+    };
+    let enabled = record(&mut conn);
+    c.disable_key(k).unwrap();
+    let disabled = record(&mut conn);
+    let set_record = |conn: &mut postgres::Client, r: &str| {
+        conn.execute(
+            "UPDATE strongroom_keys SET record = $2 WHERE key_id = $1",
+            &[&k, &r],
+        )
+        .unwrap();
+    };
+    set_record(&mut conn, &enabled);
+    let (fresh_ring, _, _) = open(&url);
+    let e = fresh_ring
+        .client(admin())
+        .encrypt(k, b"x", &ctx)
+        .unwrap_err();
+    assert!(matches!(e, Error::CorruptStore { .. }), "{e}");
+    assert!(!e.is_retryable());
+    set_record(&mut conn, &disabled);
+    c.enable_key(k).unwrap();
+
+    // A revoked grant put back (its row exactly as it was, MAC and all):
+    // refused, because the key row's MAC covers the set of its grants.
+    conn.batch_execute(
+        "CREATE TABLE snap_g1 AS SELECT * FROM strongroom_grants WHERE grant_id IS NOT NULL",
+    )
+    .unwrap();
+    c.revoke_grant(k, &g1).unwrap();
+    conn.execute(
+        "INSERT INTO strongroom_grants SELECT * FROM snap_g1 WHERE key_id = $1 AND grant_id = $2",
+        &[&k, &g1],
+    )
+    .unwrap();
+    let fresh = uncached(&url, ROOT);
+    assert!(is_corrupt(fresh.access_for(&key, &bob)));
+    assert!(is_corrupt(fresh.get_key(&key)));
+    conn.execute(
+        "DELETE FROM strongroom_grants WHERE key_id = $1 AND grant_id = $2",
+        &[&k, &g1],
+    )
+    .unwrap();
+    let a = fresh.access_for(&key, &bob).unwrap().unwrap();
+    assert_eq!(a.grant_count(), 0);
+
+    // A whole key row rolled back (record, revision and MAC of an earlier
+    // state, the grants unchanged): an instance that read the newer state
+    // refuses it. (One that never saw the newer state cannot tell: see
+    // the README, "What a database writer can and cannot do".)
+    let old_row = conn
+        .query_one(
+            "SELECT record, rev, mac FROM strongroom_keys WHERE key_id = $1",
+            &[&k],
+        )
+        .unwrap();
+    let (r0, rev0, mac0): (String, i64, Vec<u8>) = (old_row.get(0), old_row.get(1), old_row.get(2));
+    c.disable_key(k).unwrap();
+    assert!(fresh.get_key(&key).unwrap().is_some());
+    conn.execute(
+        "UPDATE strongroom_keys SET record = $2, rev = $3, mac = $4 WHERE key_id = $1",
+        &[&k, &r0, &rev0, &mac0],
+    )
+    .unwrap();
+    let e = fresh.get_key(&key).unwrap_err();
+    assert!(e.to_string().contains("older than revision"), "{e}");
+}
