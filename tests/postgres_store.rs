@@ -533,11 +533,17 @@ fn tampered_metadata_rows_are_refused() {
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
     store
-        .put_policy(&key, Some(&strongroom::policy::Policy::default_for(&admin())))
+        .put_policy(
+            &key,
+            Some(&strongroom::policy::Policy::default_for(&admin())),
+        )
         .unwrap();
     let bob = Principal::user("bob").unwrap();
     let g1 = c
-        .create_grant(key.as_str(), GrantRequest::new(bob.clone(), &[Action::Encrypt]))
+        .create_grant(
+            key.as_str(),
+            GrantRequest::new(bob.clone(), &[Action::Encrypt]),
+        )
         .unwrap()
         .grant_id;
     let mut conn = db(&url);
@@ -621,7 +627,10 @@ fn tampered_metadata_rows_are_refused() {
         .unwrap();
     };
     for (what, sql, check) in cases {
-        assert!(conn.execute(*sql, &[&k]).unwrap() > 0, "{what}: no row changed");
+        assert!(
+            conn.execute(*sql, &[&k]).unwrap() > 0,
+            "{what}: no row changed"
+        );
         let fresh = uncached(&url, ROOT);
         match *check {
             "key" => {
@@ -640,16 +649,22 @@ fn tampered_metadata_rows_are_refused() {
         }
         restore(&mut conn);
         assert!(fresh.get_key(&key).unwrap().is_some(), "{what}: not undone");
-        assert!(fresh.get_key(&other).unwrap().is_some(), "{what}: not undone");
+        assert!(
+            fresh.get_key(&other).unwrap().is_some(),
+            "{what}: not undone"
+        );
         assert_eq!(fresh.resolve_alias(&alias).unwrap(), Some(key.clone()));
     }
 
     // A state change undone by putting the old record back: refused, and
     // not retryable.
     let record = |conn: &mut postgres::Client| -> String {
-        conn.query_one("SELECT record FROM strongroom_keys WHERE key_id = $1", &[&k])
-            .unwrap()
-            .get(0)
+        conn.query_one(
+            "SELECT record FROM strongroom_keys WHERE key_id = $1",
+            &[&k],
+        )
+        .unwrap()
+        .get(0)
     };
     let enabled = record(&mut conn);
     c.disable_key(k).unwrap();
@@ -715,4 +730,351 @@ fn tampered_metadata_rows_are_refused() {
     .unwrap();
     let e = fresh.get_key(&key).unwrap_err();
     assert!(e.to_string().contains("older than revision"), "{e}");
+}
+
+/// Schema 1, as released (before metadata MACs).
+const SCHEMA_1: &str = r#"
+CREATE TABLE strongroom_migrations (
+    version integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO strongroom_migrations (version, description) VALUES (1, 'v1');
+CREATE TABLE strongroom_store (
+    id integer PRIMARY KEY CHECK (id = 1),
+    store_id bytea NOT NULL CHECK (length(store_id) = 16),
+    kdf text NOT NULL,
+    check_record bytea NOT NULL
+);
+CREATE TABLE strongroom_keys (
+    key_id text COLLATE "C" PRIMARY KEY,
+    rev bigint NOT NULL DEFAULT 1,
+    record text NOT NULL,
+    policy text
+);
+CREATE TABLE strongroom_grants (
+    key_id text COLLATE "C" NOT NULL
+        REFERENCES strongroom_keys (key_id) ON DELETE CASCADE,
+    grant_id text COLLATE "C" NOT NULL,
+    grantee text COLLATE "C" NOT NULL,
+    expires_at bigint,
+    seq bigserial NOT NULL,
+    body text NOT NULL,
+    PRIMARY KEY (key_id, grant_id)
+);
+CREATE TABLE strongroom_aliases (
+    alias text COLLATE "C" PRIMARY KEY,
+    key_id text COLLATE "C" NOT NULL
+        REFERENCES strongroom_keys (key_id) ON DELETE CASCADE
+);
+CREATE SEQUENCE strongroom_material_gen;
+CREATE TABLE strongroom_material (
+    key_id text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,
+    gen bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (key_id, version)
+);
+"#;
+
+#[test]
+fn rows_of_schema_1_are_authenticated_by_the_upgrade_and_then_checked() {
+    if !pg::available() {
+        return;
+    }
+    // Rows as a metadata-only fleet of schema 1 left them (no MACs, no
+    // store identity), copied from a key made by this version.
+    let src = pg::fresh_db();
+    let (ring, _, _) = open(&src);
+    let c = ring.client(admin());
+    let key = c
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/old"),
+        )
+        .unwrap();
+    let bob = Principal::user("bob").unwrap();
+    c.create_grant(
+        key.as_str(),
+        GrantRequest::new(bob.clone(), &[Action::Encrypt]),
+    )
+    .unwrap();
+    let mut s = db(&src);
+    let k = s
+        .query_one("SELECT key_id, record, policy FROM strongroom_keys", &[])
+        .unwrap();
+    let g = s
+        .query_one(
+            "SELECT grant_id, grantee, expires_at, body FROM strongroom_grants",
+            &[],
+        )
+        .unwrap();
+    let url = pg::fresh_db();
+    let mut conn = db(&url);
+    conn.batch_execute(SCHEMA_1).unwrap();
+    conn.execute(
+        "INSERT INTO strongroom_keys (key_id, record, policy) VALUES ($1, $2, $3)",
+        &[
+            &k.get::<_, &str>(0),
+            &k.get::<_, &str>(1),
+            &k.get::<_, Option<&str>>(2),
+        ],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO strongroom_grants (key_id, grant_id, grantee, expires_at, body) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &k.get::<_, &str>(0),
+            &g.get::<_, &str>(0),
+            &g.get::<_, &str>(1),
+            &g.get::<_, Option<i64>>(2),
+            &g.get::<_, &str>(3),
+        ],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO strongroom_aliases (alias, key_id) VALUES ('alias/old', $1)",
+        &[&k.get::<_, &str>(0)],
+    )
+    .unwrap();
+
+    // The upgrade authenticates them; they read back as they were.
+    let store = uncached(&url, [4; 32]);
+    let m = store.get_key(&key).unwrap().unwrap();
+    assert_eq!(m.access.grant_count(), 1);
+    assert!(m.access.grants.contains_key(&bob));
+    let alias = strongroom::Alias::parse("alias/old").unwrap();
+    assert_eq!(store.resolve_alias(&alias).unwrap(), Some(key.clone()));
+    let nulls: i64 = conn
+        .query_one(
+            "SELECT (SELECT count(*) FROM strongroom_keys WHERE mac IS NULL) + \
+             (SELECT count(*) FROM strongroom_grants WHERE mac IS NULL) + \
+             (SELECT count(*) FROM strongroom_aliases WHERE mac IS NULL)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(nulls, 0);
+    // From now on a row without a MAC, or changed, is refused: the upgrade
+    // happens once.
+    conn.execute("UPDATE strongroom_grants SET mac = NULL", &[])
+        .unwrap();
+    let again = uncached(&url, [4; 32]);
+    assert!(is_corrupt(again.get_key(&key)));
+    // Another root key does not open the upgraded store.
+    let e = PostgresStore::connect(&url, &RootKey::raw([3; 32]), PostgresOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongRootKey), "{e}");
+    // Putting the schema marker back to 1 does not get rows adopted again.
+    conn.execute("DELETE FROM strongroom_migrations WHERE version > 1", &[])
+        .unwrap();
+    assert!(
+        PostgresStore::connect(&url, &RootKey::raw([4; 32]), PostgresOptions::default()).is_err()
+    );
+}
+
+#[test]
+fn root_key_rotation_reseals_everything_and_the_old_key_opens_nothing() {
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh_db();
+    let (ring, store, _) = open(&url);
+    // Another instance, opened with the old key before the rotation.
+    let (old_ring, old_store, _) = open(&url);
+    let c = ring.client(admin());
+    let ctx = EncryptionContext::new();
+    let key = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/r"))
+        .unwrap();
+    c.rotate_key_on_demand(key.as_str()).unwrap();
+    let bob = Principal::user("bob").unwrap();
+    c.create_grant(
+        key.as_str(),
+        GrantRequest::new(bob.clone(), &[Action::Encrypt]),
+    )
+    .unwrap();
+    let blob = c.encrypt("alias/r", b"before", &ctx).unwrap();
+    let mut conn = db(&url);
+    let dump_before: Vec<Vec<u8>> = conn
+        .query(
+            "SELECT record FROM strongroom_material ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    let new = [42u8; 32];
+    store.rotate_root_key(&RootKey::raw(new)).unwrap();
+
+    // Every material row changed; the rotating instance goes on.
+    let dump_after: Vec<Vec<u8>> = conn
+        .query(
+            "SELECT record FROM strongroom_material ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(dump_before.len(), 2);
+    assert!(dump_before.iter().zip(&dump_after).all(|(a, b)| a != b));
+    assert_eq!(
+        c.decrypt(&blob, &ctx).unwrap().plaintext.expose_secret(),
+        b"before"
+    );
+    c.create_grant(key.as_str(), GrantRequest::new(admin(), &[Action::Decrypt]))
+        .unwrap();
+
+    // A new instance with the new key sees everything.
+    let (ring2, store2, _) = {
+        let store = Arc::new(
+            PostgresStore::connect(&url, &RootKey::raw(new), PostgresOptions::default()).unwrap(),
+        );
+        let backend = Arc::new(PostgresBackend::open(&store).unwrap());
+        let ring = KeyRing::builder()
+            .store(store.clone())
+            .backend(backend.clone())
+            .build();
+        (ring, store, backend)
+    };
+    let c2 = ring2.client(admin());
+    assert_eq!(
+        c2.decrypt(&blob, &ctx).unwrap().plaintext.expose_secret(),
+        b"before"
+    );
+    assert!(c2.encrypt("alias/r", b"after", &ctx).is_ok());
+    assert_eq!(store2.list_grants(&key).unwrap().unwrap().len(), 2);
+
+    // The old key opens nothing: a new instance is refused, and the
+    // instance opened before the rotation can no longer write.
+    let e =
+        PostgresStore::connect(&url, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::WrongRootKey), "{e}");
+    let e = old_store.put_policy(&key, None).unwrap_err();
+    assert!(matches!(e, Error::WrongRootKey), "{e}");
+    let e = old_ring
+        .client(admin())
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongRootKey), "{e}");
+    // Rows it has not cached read as "root key rotated", not as tampering.
+    let uncached_old = old_store.list_keys(None, 10);
+    assert!(
+        matches!(uncached_old, Err(Error::WrongRootKey)),
+        "{uncached_old:?}"
+    );
+}
+
+/// Connections of `db` named `strongroom` (the pool's; the listener's
+/// are named `strongroom-listener`), and how many of them wait for a lock.
+fn pool_connections(watch: &mut postgres::Client) -> (i64, i64) {
+    let r = watch
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') \
+             FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'strongroom'",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[test]
+fn the_connection_cap_holds_and_a_caller_past_it_gets_a_retryable_error() {
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh_db();
+    let opts = PostgresOptions::default()
+        .max_staleness(Duration::ZERO)
+        .max_connections(1)
+        .connection_wait(Duration::from_millis(300));
+    let store = Arc::new(PostgresStore::connect(&url, &RootKey::raw(ROOT), opts).unwrap());
+    let ring = KeyRing::builder()
+        .store(store.clone())
+        .backend(Arc::new(PostgresBackend::open(&store).unwrap()))
+        .build();
+    let key = ring
+        .client(admin())
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    // The key's row locked from outside: a write of this instance holds
+    // its only connection while it waits for the lock.
+    let mut outside = db(&url);
+    let mut tx = outside.transaction().unwrap();
+    tx.query(
+        "SELECT 1 FROM strongroom_keys WHERE key_id = $1 FOR UPDATE",
+        &[&key.as_str()],
+    )
+    .unwrap();
+    let writer = {
+        let (store, key) = (store.clone(), key.clone());
+        std::thread::spawn(move || store.put_policy(&key, None))
+    };
+    let mut watch = db(&url);
+    let start = std::time::Instant::now();
+    while pool_connections(&mut watch).1 == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the writer never waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Now the one connection is busy: a call waits its bounded time, then
+    // fails with a retryable error that says why.
+    let e = store.get_key(&key).unwrap_err();
+    assert!(
+        matches!(e, Error::Unavailable(_)) && e.is_retryable(),
+        "{e}"
+    );
+    assert!(e.to_string().contains("max_connections"), "{e}");
+    tx.commit().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(store.get_key(&key).unwrap().is_some());
+    drop((ring, store));
+
+    // Several threads through a cap of 1 with room to wait: every call
+    // succeeds in turn, and the instance never has more than one
+    // connection open (sampled while they run: a sample can only show
+    // what is open, so this cannot fail by timing).
+    let url2 = pg::fresh_db();
+    let opts = PostgresOptions::default()
+        .max_staleness(Duration::ZERO)
+        .max_connections(1)
+        .connection_wait(Duration::from_secs(60));
+    let store = Arc::new(PostgresStore::connect(&url2, &RootKey::raw(ROOT), opts).unwrap());
+    let ring = KeyRing::builder()
+        .store(store.clone())
+        .backend(Arc::new(PostgresBackend::open(&store).unwrap()))
+        .build();
+    let key = ring
+        .client(admin())
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, key, done) = (store.clone(), key.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    store.get_key(&key).unwrap().unwrap();
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    let mut watch = db(&url2);
+    let mut most = 0;
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+        most = most.max(pool_connections(&mut watch).0);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(most <= 1, "{most} connections open under a cap of 1");
 }
