@@ -178,9 +178,23 @@ pub(crate) fn read_key_locked(
     keys: &Keys,
     id: &KeyId,
 ) -> Attempt<Option<Verified>> {
+    // Lock first, read after, in two statements: under READ COMMITTED a
+    // `SELECT ... FOR UPDATE` that waited for another writer re-reads the
+    // locked row but not its subqueries (the grants would be those of the
+    // snapshot before that writer). The second statement's snapshot comes
+    // after the lock, so the key and its grants are the latest, together.
+    let locked = c
+        .query_opt(
+            "SELECT 1 FROM strongroom_keys WHERE key_id = $1 FOR UPDATE",
+            &[&id.as_str()],
+        )
+        .map_err(pre("read key"))?;
+    if locked.is_none() {
+        return Ok(None);
+    }
     let row = c
         .query_opt(
-            &format!("{KEY_SELECT} WHERE k.key_id = $1 FOR UPDATE OF k"),
+            &format!("{KEY_SELECT} WHERE k.key_id = $1"),
             &[&id.as_str()],
         )
         .map_err(pre("read key"))?;
