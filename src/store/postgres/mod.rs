@@ -8,6 +8,11 @@
 //! key (docs/FORMAT.md, "PostgreSQL material rows"); with a PKCS#11 or
 //! remote backend only metadata goes to the database.
 //!
+//! - **Integrity**: every key, grant and alias row carries a MAC under a key
+//!   derived from the root key, verified on every read (`auth.rs`,
+//!   docs/FORMAT.md "PostgreSQL metadata MACs"); what a database writer can
+//!   still do (delete rows, put back an older complete state) is said
+//!   there.
 //! - **Schema**: created and upgraded by the crate (numbered migrations in
 //!   `strongroom_migrations`); a newer schema is refused
 //!   ([`crate::Error::Configuration`]).
