@@ -1078,3 +1078,123 @@ fn the_connection_cap_holds_and_a_caller_past_it_gets_a_retryable_error() {
     }
     assert!(most <= 1, "{most} connections open under a cap of 1");
 }
+
+/// A metadata MAC computed as docs/FORMAT.md ("PostgreSQL metadata MACs")
+/// says, independently of the crate.
+fn format_mac(store_id: &[u8], table: &str, fields: &[&[u8]]) -> Vec<u8> {
+    use hmac::{KeyInit as _, Mac as _};
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"strongroom postgres v1"), &ROOT);
+    let mut k = [0u8; 32];
+    hk.expand(b"metadata mac", &mut k).unwrap();
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&k).unwrap();
+    m.update(b"SRPG\x01");
+    m.update(table.as_bytes());
+    m.update(&[0]);
+    m.update(store_id);
+    for f in fields {
+        m.update(&(f.len() as u32).to_be_bytes());
+        m.update(f);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+fn opt_field(v: Option<&[u8]>) -> Vec<u8> {
+    match v {
+        None => vec![0],
+        Some(x) => [&[1u8][..], x].concat(),
+    }
+}
+
+#[test]
+fn metadata_macs_are_as_format_md_says() {
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh_db();
+    let (ring, _, _) = open(&url);
+    let c = ring.client(admin());
+    let key = c
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/fmt"),
+        )
+        .unwrap();
+    for who in ["u1", "u2"] {
+        c.create_grant(
+            key.as_str(),
+            GrantRequest::new(Principal::user(who).unwrap(), &[Action::Encrypt]),
+        )
+        .unwrap();
+    }
+    let mut conn = db(&url);
+    let store_id: Vec<u8> = conn
+        .query_one("SELECT store_id FROM strongroom_store", &[])
+        .unwrap()
+        .get(0);
+    let mut grant_macs = Vec::new();
+    for g in conn
+        .query(
+            "SELECT key_id, grant_id, grantee, expires_at, body, mac FROM strongroom_grants",
+            &[],
+        )
+        .unwrap()
+    {
+        let exp = g.get::<_, Option<i64>>(3).map(|e| e.to_be_bytes());
+        let want = format_mac(
+            &store_id,
+            "strongroom_grants",
+            &[
+                g.get::<_, &str>(0).as_bytes(),
+                g.get::<_, &str>(1).as_bytes(),
+                g.get::<_, &str>(2).as_bytes(),
+                &opt_field(exp.as_ref().map(|e| &e[..])),
+                g.get::<_, &str>(4).as_bytes(),
+            ],
+        );
+        assert_eq!(g.get::<_, Vec<u8>>(5), want, "grant MAC");
+        grant_macs.push(want);
+    }
+    assert_eq!(grant_macs.len(), 2);
+    grant_macs.sort();
+    let k = conn
+        .query_one(
+            "SELECT key_id, rev, record, policy, mac FROM strongroom_keys",
+            &[],
+        )
+        .unwrap();
+    let count = (grant_macs.len() as u32).to_be_bytes();
+    let rev = k.get::<_, i64>(1).to_be_bytes();
+    let policy = opt_field(k.get::<_, Option<&str>>(3).map(str::as_bytes));
+    let mut fields: Vec<&[u8]> = vec![
+        k.get::<_, &str>(0).as_bytes(),
+        &rev,
+        k.get::<_, &str>(2).as_bytes(),
+        &policy,
+        &count,
+    ];
+    fields.extend(grant_macs.iter().map(Vec::as_slice));
+    assert_eq!(
+        k.get::<_, Vec<u8>>(4),
+        format_mac(&store_id, "strongroom_keys", &fields),
+        "key MAC"
+    );
+    let a = conn
+        .query_one(
+            "SELECT alias, key_id, rev, mac FROM strongroom_aliases",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        a.get::<_, Vec<u8>>(3),
+        format_mac(
+            &store_id,
+            "strongroom_aliases",
+            &[
+                a.get::<_, &str>(0).as_bytes(),
+                a.get::<_, &str>(1).as_bytes(),
+                &a.get::<_, i64>(2).to_be_bytes(),
+            ],
+        ),
+        "alias MAC"
+    );
+}

@@ -249,6 +249,33 @@ pub(crate) fn write_key(
     old: Option<&Verified>,
 ) -> Attempt<i64> {
     let id = &new.key_id;
+    let record = json(&new.record).map_err(Retry::Stop)?;
+    let policy = new
+        .access
+        .policy
+        .as_ref()
+        .map(json)
+        .transpose()
+        .map_err(Retry::Stop)?;
+    if old.is_none() {
+        // The row first (its grants refer to it), without a MAC; the
+        // revision and MAC are set below, in this transaction, so no reader
+        // ever sees it like this. The revision is drawn only once the row is
+        // ours: a revision drawn before an insert that had to wait for a
+        // concurrent delete could be older than one a reader already saw.
+        let n = tx
+            .execute(
+                "INSERT INTO strongroom_keys (key_id, record, policy, rev, mac) \
+                 VALUES ($1, $2, $3, 0, NULL) ON CONFLICT DO NOTHING",
+                &[&id.as_str(), &record, &policy],
+            )
+            .map_err(pre("insert key"))?;
+        if n == 0 {
+            return Err(Retry::Stop(Error::invalid(format!(
+                "key {id} already exists"
+            ))));
+        }
+    }
     let empty = KeyAccess::new(None);
     let old_access = old.map_or(&empty, |o| &o.meta.access);
     let before: std::collections::HashMap<&str, &Grant> = old_access
@@ -277,38 +304,15 @@ pub(crate) fn write_key(
             macs.insert(g.grant_id.clone(), mac);
         }
     }
-    let record = json(&new.record).map_err(Retry::Stop)?;
-    let policy = new
-        .access
-        .policy
-        .as_ref()
-        .map(json)
-        .transpose()
-        .map_err(Retry::Stop)?;
     let rev = next_rev(tx)?;
     let refs: Vec<&[u8]> = macs.values().map(Vec::as_slice).collect();
     let mac = keys.key_mac(id.as_str(), rev, &record, policy.as_deref(), &refs);
-    if old.is_some() {
-        tx.execute(
-            "UPDATE strongroom_keys SET record = $2, policy = $3, rev = $4, mac = $5 \
-             WHERE key_id = $1",
-            &[&id.as_str(), &record, &policy, &rev, &mac],
-        )
-        .map_err(pre("update key"))?;
-    } else {
-        let n = tx
-            .execute(
-                "INSERT INTO strongroom_keys (key_id, record, policy, rev, mac) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[&id.as_str(), &record, &policy, &rev, &mac],
-            )
-            .map_err(pre("insert key"))?;
-        if n == 0 {
-            return Err(Retry::Stop(Error::invalid(format!(
-                "key {id} already exists"
-            ))));
-        }
-    }
+    tx.execute(
+        "UPDATE strongroom_keys SET record = $2, policy = $3, rev = $4, mac = $5 \
+         WHERE key_id = $1",
+        &[&id.as_str(), &record, &policy, &rev, &mac],
+    )
+    .map_err(pre("update key"))?;
     Ok(rev)
 }
 
@@ -320,16 +324,26 @@ pub(crate) fn write_alias(
     key_id: &str,
     insert: bool,
 ) -> Attempt<bool> {
+    if insert {
+        // As for keys: the row first, its revision drawn once it is ours.
+        let n = tx
+            .execute(
+                "INSERT INTO strongroom_aliases (alias, key_id, rev, mac) \
+                 VALUES ($1, $2, 0, NULL) ON CONFLICT DO NOTHING",
+                &[&alias, &key_id],
+            )
+            .map_err(pre("write alias"))?;
+        if n == 0 {
+            return Ok(false);
+        }
+    }
     let rev = next_rev(tx)?;
     let mac = keys.alias_mac(alias, key_id, rev);
-    let sql = if insert {
-        "INSERT INTO strongroom_aliases (alias, key_id, rev, mac) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT DO NOTHING"
-    } else {
-        "UPDATE strongroom_aliases SET key_id = $2, rev = $3, mac = $4 WHERE alias = $1"
-    };
     let n = tx
-        .execute(sql, &[&alias, &key_id, &rev, &mac])
+        .execute(
+            "UPDATE strongroom_aliases SET key_id = $2, rev = $3, mac = $4 WHERE alias = $1",
+            &[&alias, &key_id, &rev, &mac],
+        )
         .map_err(pre("write alias"))?;
     Ok(n > 0)
 }
