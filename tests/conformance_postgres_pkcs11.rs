@@ -10,7 +10,7 @@ mod softhsm;
 use std::sync::Arc;
 use strongroom::backend::{KeyBackend, Pkcs11Backend};
 use strongroom::clock::ManualClock;
-use strongroom::store::{MetadataStore, PostgresOptions};
+use strongroom::store::{MetadataStore, PostgresOptions, RootKey};
 use strongroom::{CreateKeyOptions, KeyRing, KeySpec, Principal};
 
 fn available() -> bool {

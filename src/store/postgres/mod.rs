@@ -228,7 +228,7 @@ impl Core {
                 }
                 Err((e, _)) => return Err(e),
             };
-            match body(&mut *client) {
+            match body(&mut client) {
                 Ok(v) => {
                     self.pool.put(client);
                     return Ok(v);
