@@ -1198,3 +1198,101 @@ fn metadata_macs_are_as_format_md_says() {
         "alias MAC"
     );
 }
+
+#[test]
+fn a_schema_1_store_with_material_is_upgraded_under_its_root_key_only() {
+    if !pg::available() {
+        return;
+    }
+    // A key record made by this version, put into a schema-1 database that
+    // has a store identity of schema 1 (check record "strongroom postgres
+    // check", sealed as docs/FORMAT.md says).
+    let src = pg::fresh_db();
+    let (ring, _, _) = open(&src);
+    let key = ring
+        .client(admin())
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let k = db(&src)
+        .query_one("SELECT key_id, record, policy FROM strongroom_keys", &[])
+        .unwrap();
+    let url = pg::fresh_db();
+    let mut conn = db(&url);
+    conn.batch_execute(SCHEMA_1).unwrap();
+    let store_id = [9u8; 16];
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"strongroom postgres v1"), &ROOT);
+    let mut ck = [0u8; 32];
+    hk.expand(b"check", &mut ck).unwrap();
+    let mut aad = b"SRPG\x01strongroom_store\0".to_vec();
+    aad.extend_from_slice(&store_id);
+    let nonce = [7u8; 12];
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&ck).unwrap();
+    let seal = |text: &[u8]| -> Vec<u8> {
+        let ct = cipher
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: text,
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        [&b"SRPG\x01"[..], &nonce, &ct].concat()
+    };
+    conn.execute(
+        "INSERT INTO strongroom_store (id, store_id, kdf, check_record) \
+         VALUES (1, $1, '{\"kind\":\"raw\"}', $2)",
+        &[&store_id.as_slice(), &seal(b"strongroom postgres check")],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO strongroom_keys (key_id, record, policy) VALUES ($1, $2, $3)",
+        &[
+            &k.get::<_, &str>(0),
+            &k.get::<_, &str>(1),
+            &k.get::<_, Option<&str>>(2),
+        ],
+    )
+    .unwrap();
+
+    // Another root key: refused, and nothing changes (still schema 1).
+    let e = PostgresStore::connect(&url, &RootKey::raw([1; 32]), PostgresOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongRootKey), "{e}");
+    let version: i32 = conn
+        .query_one("SELECT max(version) FROM strongroom_migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 1);
+
+    // Its own root key: upgraded, the rows authenticated, the check record
+    // now the schema-2 one.
+    let store = uncached(&url, ROOT);
+    assert!(store.get_key(&key).unwrap().is_some());
+    let check: Vec<u8> = conn
+        .query_one("SELECT check_record FROM strongroom_store", &[])
+        .unwrap()
+        .get(0);
+    let text = cipher
+        .decrypt(
+            check[5..17].try_into().unwrap(),
+            Payload {
+                msg: &check[17..],
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        text,
+        b"strongroom postgres check v2: metadata rows authenticated"
+    );
+    // The old check record put back (with the schema at 2): refused.
+    conn.execute(
+        "UPDATE strongroom_store SET check_record = $1",
+        &[&seal(b"strongroom postgres check")],
+    )
+    .unwrap();
+    let e =
+        PostgresStore::connect(&url, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::CorruptStore { .. }), "{e}");
+}
