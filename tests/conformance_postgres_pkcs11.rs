@@ -10,7 +10,7 @@ mod softhsm;
 use std::sync::Arc;
 use strongroom::backend::{KeyBackend, Pkcs11Backend};
 use strongroom::clock::ManualClock;
-use strongroom::store::{MetadataStore, PostgresOptions};
+use strongroom::store::{MetadataStore, PostgresOptions, RootKey};
 use strongroom::{CreateKeyOptions, KeyRing, KeySpec, Principal};
 
 fn available() -> bool {
@@ -35,7 +35,7 @@ fn make(store: Arc<dyn MetadataStore>, clock: Arc<ManualClock>) -> (KeyRing, Arc
         Arc::new(Pkcs11Backend::connect(&softhsm::config()).unwrap());
     let ring = KeyRing::builder()
         .clock(clock)
-        .postgres_metadata(&url, PostgresOptions::default())
+        .postgres_metadata(&url, &RootKey::raw([8; 32]), PostgresOptions::default())
         .unwrap()
         .backend(backend.clone())
         .build();
@@ -53,7 +53,7 @@ fn only_metadata_goes_to_the_database() {
     let backend: Arc<dyn KeyBackend> =
         Arc::new(Pkcs11Backend::connect(&softhsm::config()).unwrap());
     let ring = KeyRing::builder()
-        .postgres_metadata(&url, PostgresOptions::default())
+        .postgres_metadata(&url, &RootKey::raw([8; 32]), PostgresOptions::default())
         .unwrap()
         .backend(backend)
         .build();
@@ -75,5 +75,8 @@ fn only_metadata_goes_to_the_database() {
         .query_one("SELECT count(*) FROM strongroom_store", &[])
         .unwrap()
         .get(0);
-    assert_eq!((keys, material, store), (1, 0, 0));
+    // The store row holds the store id, the KDF description and the
+    // root-key check (the root key authenticates the metadata rows); no
+    // key material.
+    assert_eq!((keys, material, store), (1, 0, 1));
 }

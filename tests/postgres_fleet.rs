@@ -301,19 +301,36 @@ fn revocation_disable_and_deletion_on_a_enforced_on_b() {
         refused(cb.encrypt(k3.as_str(), b"x", &ctx()))
     });
     // A change that sends no notification at all (written behind the
-    // store's back) still reaches B: by the staleness bound alone.
+    // store's back) still reaches B: by the staleness bound alone. Rows
+    // are authenticated, so the change is a row strongroom wrote: A
+    // disables k4, the disabled row is kept and the enabled one put back
+    // before B first reads k4; then the disabled row goes back silently.
     let k4 = ca
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
-    cb.encrypt(k4.as_str(), b"x", &ctx()).unwrap();
     let mut conn = db(&url);
-    let n = conn
-        .execute(
-            "UPDATE strongroom_keys SET record = \
-             jsonb_set(record::jsonb, '{state}', '\"Disabled\"')::text WHERE key_id = $1",
-            &[&k4.as_str()],
+    let row = |conn: &mut postgres::Client| -> (String, i64, Vec<u8>) {
+        let r = conn
+            .query_one(
+                "SELECT record, rev, mac FROM strongroom_keys WHERE key_id = $1",
+                &[&k4.as_str()],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let put = |conn: &mut postgres::Client, r: &(String, i64, Vec<u8>)| {
+        conn.execute(
+            "UPDATE strongroom_keys SET record = $2, rev = $3, mac = $4 WHERE key_id = $1",
+            &[&k4.as_str(), &r.0, &r.1, &r.2],
         )
-        .unwrap();
+        .unwrap()
+    };
+    let enabled = row(&mut conn);
+    ca.disable_key(k4.as_str()).unwrap();
+    let disabled = row(&mut conn);
+    put(&mut conn, &enabled);
+    cb.encrypt(k4.as_str(), b"x", &ctx()).unwrap();
+    let n = put(&mut conn, &disabled);
     assert_eq!(n, 1);
     eventually("an unannounced disable reaches B", || {
         refused(cb.encrypt(k4.as_str(), b"x", &ctx()))
@@ -333,11 +350,36 @@ fn a_lost_listener_connection_flushes_the_cache() {
     let key = admin(&a)
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap();
+    // Rows are authenticated, so a change "behind the store's back" must be
+    // a row strongroom wrote: disable the key (a row with the newer
+    // revision), keep that row, and put the enabled one back, all before B
+    // starts. Later the kept row goes back without a notification.
+    let mut conn = db(&url);
+    let row = |conn: &mut postgres::Client| -> (String, i64, Vec<u8>) {
+        let r = conn
+            .query_one(
+                "SELECT record, rev, mac FROM strongroom_keys WHERE key_id = $1",
+                &[&key.as_str()],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let put = |conn: &mut postgres::Client, r: &(String, i64, Vec<u8>)| {
+        conn.execute(
+            "UPDATE strongroom_keys SET record = $2, rev = $3, mac = $4 WHERE key_id = $1",
+            &[&key.as_str(), &r.0, &r.1, &r.2],
+        )
+        .unwrap();
+    };
+    let enabled = row(&mut conn);
+    admin(&a).disable_key(key.as_str()).unwrap();
+    let disabled = row(&mut conn);
+    put(&mut conn, &enabled);
     // B trusts its cache for an hour: only notifications and the flush on
     // reconnect can refresh it. Reads only, so B sends no notification.
     let opts = PostgresOptions::default().max_staleness(Duration::from_secs(3600));
-    let store = Arc::new(PostgresStore::connect(&url, opts).unwrap());
-    let backend = Arc::new(PostgresBackend::open(&store, &RootKey::raw([7; 32])).unwrap());
+    let store = Arc::new(PostgresStore::connect(&url, &RootKey::raw([7; 32]), opts).unwrap());
+    let backend = Arc::new(PostgresBackend::open(&store).unwrap());
     let b = KeyRing::builder()
         .store(store.clone())
         .backend(backend)
@@ -348,14 +390,8 @@ fn a_lost_listener_connection_flushes_the_cache() {
         cb.describe_key(key.as_str()).unwrap().state,
         KeyState::Enabled
     );
-    // A disable written behind the store's back: no notification.
-    let mut conn = db(&url);
-    conn.execute(
-        "UPDATE strongroom_keys SET record = \
-         jsonb_set(record::jsonb, '{state}', '\"Disabled\"')::text WHERE key_id = $1",
-        &[&key.as_str()],
-    )
-    .unwrap();
+    // The disable put back behind the store's back: no notification.
+    put(&mut conn, &disabled);
     // B's cache still serves the old record (within its bound)...
     assert_eq!(
         cb.describe_key(key.as_str()).unwrap().state,

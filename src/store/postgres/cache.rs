@@ -58,12 +58,16 @@ pub(crate) struct Shared {
     materials: Mutex<Vec<Weak<dyn MaterialCache>>>,
     /// Reconnections of the listener (each flushed the cache).
     reconnects: AtomicU64,
+    /// The highest revision read of each key (`k:`) and alias (`a:`), and
+    /// when that read ended: a later read that started after it and finds
+    /// an older revision found a row put back (rolled back) by someone.
+    seen: Mutex<HashMap<String, (i64, Instant)>>,
 }
 
 /// A read in progress: the epoch and time it started.
 pub(crate) struct Ticket {
     epoch: u64,
-    at: Instant,
+    pub(crate) at: Instant,
 }
 
 fn fresh<K: Eq + Hash, V: Clone>(
@@ -88,6 +92,7 @@ impl Shared {
             max_staleness,
             materials: Mutex::new(Vec::new()),
             reconnects: AtomicU64::new(0),
+            seen: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,6 +133,33 @@ impl Shared {
             return None;
         }
         fresh(&self.aliases, a, self.max_staleness)
+    }
+
+    /// Records that a read started at `started` found revision `rev` of
+    /// `name` (`k:<key>` or `a:<alias>`); refuses a revision older than one
+    /// a read that ended before `started` found. Revisions come from one
+    /// sequence, so they never go back legitimately (even for a key
+    /// deleted and created again). A read that overlapped the one that saw
+    /// the newer revision is never refused (it may rightly see the older).
+    pub(crate) fn witness(&self, name: String, rev: i64, started: Instant) -> crate::Result<()> {
+        let mut m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(&name) {
+            Some(&(r, at)) if r > rev && at < started => {
+                return Err(crate::Error::CorruptStore {
+                    file: format!("postgres:{name}"),
+                    reason: format!(
+                        "revision {rev} is older than revision {r} this instance read before: \
+                         the row was rolled back outside strongroom (or the database restored \
+                         from a backup while this instance ran; restart it then)"
+                    ),
+                });
+            }
+            Some(&(r, _)) if r >= rev => {}
+            _ => {
+                m.insert(name, (rev, Instant::now()));
+            }
+        }
+        Ok(())
     }
 
     /// Call before reading from the database.

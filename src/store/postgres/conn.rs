@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use postgres::error::SqlState;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// How a connection is made: the parsed URL and the TLS connector.
@@ -190,55 +190,169 @@ pub(crate) fn transient(e: &Error) -> bool {
     matches!(e, Error::Unavailable(_) | Error::Conflict(_))
 }
 
-/// Idle connections, reused; a connection that failed is never put back,
-/// and a connection-level failure empties the pool (after a server restart
-/// every idle connection is dead).
+/// The connections of one instance: at most `max` open at once (idle or
+/// in use; the listener's own connection is not counted), idle ones
+/// reused. A caller finding all `max` in use waits up to `wait` for one,
+/// then gets [`Error::Unavailable`] (retryable). A connection that failed
+/// is never put back, and a connection-level failure empties the pool
+/// (after a server restart every idle connection is dead).
 pub(crate) struct Pool {
     pub(crate) conn: Conn,
-    idle: Mutex<Vec<postgres::Client>>,
+    state: Mutex<PoolState>,
+    freed: Condvar,
     max_idle: usize,
+    max: usize,
+    wait: Duration,
+}
+
+struct PoolState {
+    idle: Vec<postgres::Client>,
+    /// Connections open: idle plus leased.
+    open: usize,
+}
+
+/// A connection leased from the pool; its slot is given back when it is
+/// returned ([`Pool::put`]) or dropped.
+pub(crate) struct Lease<'a> {
+    pool: &'a Pool,
+    client: Option<postgres::Client>,
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        self.client
+            .as_ref()
+            .expect("a lease holds its client until returned")
+    }
+}
+
+impl std::ops::DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.client
+            .as_mut()
+            .expect("a lease holds its client until returned")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            drop(c);
+            self.pool.release(1);
+        }
+    }
 }
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("target", &self.conn.describe())
+            .field("max", &self.max)
             .finish_non_exhaustive()
     }
 }
 
 impl Pool {
-    pub(crate) fn new(conn: Conn, max_idle: usize) -> Pool {
+    pub(crate) fn new(conn: Conn, max_idle: usize, max: usize, wait: Duration) -> Pool {
+        let max = max.max(1);
         Pool {
             conn,
-            idle: Mutex::new(Vec::new()),
-            max_idle,
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            max_idle: max_idle.min(max),
+            max,
+            wait,
         }
     }
 
-    /// An idle connection, or a new one.
-    pub(crate) fn get(&self) -> Result<postgres::Client> {
-        let reused = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match reused {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => self.conn.connect(),
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn release(&self, n: usize) {
+        let mut s = self.lock();
+        s.open = s.open.saturating_sub(n);
+        drop(s);
+        self.freed.notify_all();
+    }
+
+    /// An idle connection, or a new one if fewer than the maximum are
+    /// open; otherwise waits (bounded) for one to be returned.
+    /// `Err((e, true))`: every slot stayed busy (not worth retrying at
+    /// once); `Err((e, false))`: connecting failed.
+    pub(crate) fn get(&self) -> std::result::Result<Lease<'_>, (Error, bool)> {
+        let deadline = std::time::Instant::now() + self.wait;
+        let mut s = self.lock();
+        loop {
+            while let Some(c) = s.idle.pop() {
+                if c.is_closed() {
+                    s.open = s.open.saturating_sub(1);
+                    continue;
+                }
+                return Ok(Lease {
+                    pool: self,
+                    client: Some(c),
+                });
+            }
+            if s.open < self.max {
+                s.open += 1;
+                drop(s);
+                return match self.conn.connect() {
+                    Ok(c) => Ok(Lease {
+                        pool: self,
+                        client: Some(c),
+                    }),
+                    Err(e) => {
+                        self.release(1);
+                        Err((e, false))
+                    }
+                };
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err((
+                    Error::Unavailable(format!(
+                        "PostgreSQL: all {} connections of this instance stayed busy for {:?} \
+                         (PostgresOptions::max_connections); retry later",
+                        self.max, self.wait
+                    )),
+                    true,
+                ));
+            }
+            s = self
+                .freed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
-    /// Returns a connection after a successful call.
-    pub(crate) fn put(&self, c: postgres::Client) {
-        if c.is_closed() {
-            return;
+    /// Returns a connection after a call (a closed one is dropped).
+    pub(crate) fn put(&self, mut lease: Lease<'_>) {
+        let Some(c) = lease.client.take() else { return };
+        let mut s = self.lock();
+        if !c.is_closed() && s.idle.len() < self.max_idle {
+            s.idle.push(c);
+            drop(s);
+        } else {
+            s.open = s.open.saturating_sub(1);
+            drop(s);
+            drop(c);
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push(c);
-        }
+        self.freed.notify_all();
     }
 
     /// Drops every idle connection (after a connection-level failure).
     pub(crate) fn flush(&self) {
-        let old = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut s = self.lock();
+        let old = std::mem::take(&mut s.idle);
+        s.open = s.open.saturating_sub(old.len());
+        drop(s);
         drop(old);
+        self.freed.notify_all();
     }
 }

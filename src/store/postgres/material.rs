@@ -5,9 +5,9 @@
 //! store id (docs/FORMAT.md, "PostgreSQL material rows"). No plaintext key
 //! material is ever sent to the database.
 
+use super::auth::guard;
 use super::cache::{MaterialCache, payload_material};
 use super::rows::notify;
-use super::schema::LOCK;
 use super::{Attempt, Core, PostgresStore, Retry, at_commit, pre};
 use crate::backend::file::{decode, encode};
 use crate::backend::material::Material;
@@ -16,11 +16,9 @@ use crate::backend::{
 };
 use crate::crypto::{Cipher, NONCE_LEN};
 use crate::error::{Error, Result};
-use crate::key::{KeySpec, SymmetricAlgorithm};
+use crate::key::KeySpec;
 use crate::random::{OsRandom, RandomSource, random_array};
 use crate::secret::SecretBytes;
-use crate::store::keystore::keys::{Kdf, derive_root, new_kdf};
-use crate::store::{KeystoreOptions, RootKey};
 use postgres::types::Type;
 use std::collections::HashMap;
 use std::fmt;
@@ -30,8 +28,6 @@ use zeroize::Zeroizing;
 const MAGIC: &[u8; 4] = b"SRPG";
 const ROW_VERSION: u8 = 1;
 const TABLE: &str = "strongroom_material";
-const HKDF_SALT: &[u8] = b"strongroom postgres v1";
-const CHECK_TEXT: &[u8] = b"strongroom postgres check";
 
 /// Associated data of a material row (docs/FORMAT.md).
 pub(crate) fn aad(store_id: &[u8; 16], gen_: u64, id: &MaterialId) -> Vec<u8> {
@@ -47,16 +43,13 @@ pub(crate) fn aad(store_id: &[u8; 16], gen_: u64, id: &MaterialId) -> Vec<u8> {
     a
 }
 
-fn check_aad(store_id: &[u8; 16]) -> Vec<u8> {
-    let mut a = MAGIC.to_vec();
-    a.push(ROW_VERSION);
-    a.extend_from_slice(b"strongroom_store");
-    a.push(0);
-    a.extend_from_slice(store_id);
-    a
-}
-
-fn seal(cipher: &Cipher, rng: &dyn RandomSource, aad: &[u8], pt: &[u8]) -> Result<Vec<u8>> {
+/// Seals `pt` as a row: magic, format version, nonce, AES-256-GCM.
+pub(crate) fn seal_row(
+    cipher: &Cipher,
+    rng: &dyn RandomSource,
+    aad: &[u8],
+    pt: &[u8],
+) -> Result<Vec<u8>> {
     let nonce: [u8; NONCE_LEN] = random_array(rng)?;
     let mut out = MAGIC.to_vec();
     out.push(ROW_VERSION);
@@ -65,7 +58,13 @@ fn seal(cipher: &Cipher, rng: &dyn RandomSource, aad: &[u8], pt: &[u8]) -> Resul
     Ok(out)
 }
 
-fn open(cipher: &Cipher, aad: &[u8], row: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+/// Opens a row sealed by [`seal_row`].
+pub(crate) fn open_row(
+    cipher: &Cipher,
+    aad: &[u8],
+    row: &str,
+    bytes: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
     let corrupt = |reason: &str| Error::CorruptStore {
         file: format!("postgres:{row}"),
         reason: reason.into(),
@@ -91,18 +90,8 @@ fn open(cipher: &Cipher, aad: &[u8], row: &str, bytes: &[u8]) -> Result<Zeroizin
     Ok(out)
 }
 
-fn hkdf(root: &[u8; 32], info: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(HKDF_SALT), root);
-    let mut out = Zeroizing::new([0u8; 32]);
-    hk.expand(info, out.as_mut_slice())
-        .map_err(|_| Error::invalid("HKDF output length out of range"))?;
-    Ok(out)
-}
-
 struct Inner {
     core: Arc<Core>,
-    cipher: Cipher,
-    store_id: [u8; 16],
     memory: MemoryBackend,
     rng: Arc<dyn RandomSource>,
     /// Generation of each version held in memory.
@@ -142,31 +131,19 @@ impl fmt::Debug for PostgresBackend {
 }
 
 impl PostgresBackend {
-    /// Opens the material of `store`'s database under `root`. The first
-    /// instance to open a database sets its store id and root-key check
-    /// (passphrases through Argon2id with the default parameters); later
-    /// ones must bring the same root key, or get
-    /// [`crate::Error::WrongRootKey`] and nothing changes.
-    pub fn open(store: &PostgresStore, root: &RootKey) -> Result<PostgresBackend> {
-        Self::open_with_random(store, root, Arc::new(OsRandom))
+    /// Opens the material of `store`'s database, sealed under the root
+    /// key `store` was opened with ([`PostgresStore::connect`]).
+    pub fn open(store: &PostgresStore) -> Result<PostgresBackend> {
+        Self::open_with_random(store, Arc::new(OsRandom))
     }
 
     /// As [`PostgresBackend::open`], drawing key material and nonces from `rng`.
     pub fn open_with_random(
         store: &PostgresStore,
-        root: &RootKey,
         rng: Arc<dyn RandomSource>,
     ) -> Result<PostgresBackend> {
-        let core = store.core.clone();
-        let (root_bytes, store_id) = core.run(|c| identify(c, root, rng.as_ref()))?;
-        let cipher = Cipher::new(
-            SymmetricAlgorithm::Aes256Gcm,
-            &*hkdf(&root_bytes, b"material")?,
-        );
         let inner = Arc::new(Inner {
-            core,
-            cipher,
-            store_id,
+            core: store.core.clone(),
             memory: MemoryBackend::with_random(rng.clone()),
             rng,
             gens: RwLock::new(HashMap::new()),
@@ -217,7 +194,14 @@ impl PostgresBackend {
             file: format!("postgres:{name}"),
             reason: "bad generation".into(),
         })?;
-        let pt = open(&i.cipher, &aad(&i.store_id, g, id), &name, row.get(1))?;
+        let keys = i.core.keys();
+        let pt = open_row(
+            &keys.material,
+            &aad(&keys.store_id, g, id),
+            &name,
+            row.get(1),
+        )
+        .map_err(|e| i.core.explain(e))?;
         let (spec, raw) = decode(&name, &pt)?;
         match i.memory.insert_raw(id, spec, raw) {
             Ok(()) => {}
@@ -240,16 +224,23 @@ impl PostgresBackend {
         let i = &self.inner;
         let pt = encode(spec, raw)?;
         let version = i64::from(id.version);
+        let keys = i.core.keys();
         i.core.run(|c: &mut postgres::Client| -> Attempt<()> {
             let mut tx = c.transaction().map_err(pre("store material"))?;
+            guard(&mut tx, &keys)?;
             let gen_: i64 = tx
                 .query_one("SELECT nextval('strongroom_material_gen')", &[])
                 .map_err(pre("store material"))?
                 .get(0);
             let g = u64::try_from(gen_)
                 .map_err(|_| Retry::Stop(Error::invalid("bad material generation")))?;
-            let sealed = seal(&i.cipher, i.rng.as_ref(), &aad(&i.store_id, g, id), &pt)
-                .map_err(Retry::Stop)?;
+            let sealed = seal_row(
+                &keys.material,
+                i.rng.as_ref(),
+                &aad(&keys.store_id, g, id),
+                &pt,
+            )
+            .map_err(Retry::Stop)?;
             let n = tx
                 .execute(
                     "INSERT INTO strongroom_material (key_id, version, gen, record) \
@@ -265,65 +256,6 @@ impl PostgresBackend {
             tx.commit().map_err(at_commit)
         })
     }
-}
-
-/// Reads or creates the store identity and checks the root key against it.
-fn identify(
-    c: &mut postgres::Client,
-    root: &RootKey,
-    rng: &dyn RandomSource,
-) -> Attempt<(Zeroizing<[u8; 32]>, [u8; 16])> {
-    let mut tx = c.transaction().map_err(pre("store identity"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
-        .map_err(pre("store identity"))?;
-    let row = tx
-        .query_opt(
-            "SELECT store_id, kdf, check_record FROM strongroom_store WHERE id = 1",
-            &[],
-        )
-        .map_err(pre("store identity"))?;
-    let bad = |r: &str| {
-        Retry::Stop(Error::CorruptStore {
-            file: "postgres:strongroom_store".into(),
-            reason: r.into(),
-        })
-    };
-    if let Some(row) = row {
-        let store_id: [u8; 16] = row
-            .get::<_, &[u8]>(0)
-            .try_into()
-            .map_err(|_| bad("bad store id"))?;
-        let kdf: Kdf = serde_json::from_str(row.get(1)).map_err(|_| bad("bad KDF description"))?;
-        let root_bytes = derive_root(root, &kdf, false).map_err(Retry::Stop)?;
-        let cipher = Cipher::new(
-            SymmetricAlgorithm::Aes256Gcm,
-            &*hkdf(&root_bytes, b"check").map_err(Retry::Stop)?,
-        );
-        open(
-            &cipher,
-            &check_aad(&store_id),
-            "strongroom_store",
-            row.get(2),
-        )
-        .map_err(|_| Retry::Stop(Error::WrongRootKey))?;
-        return Ok((root_bytes, store_id));
-    }
-    let store_id: [u8; 16] = random_array(rng).map_err(Retry::Stop)?;
-    let kdf = new_kdf(root, &KeystoreOptions::default(), rng).map_err(Retry::Stop)?;
-    let root_bytes = derive_root(root, &kdf, false).map_err(Retry::Stop)?;
-    let cipher = Cipher::new(
-        SymmetricAlgorithm::Aes256Gcm,
-        &*hkdf(&root_bytes, b"check").map_err(Retry::Stop)?,
-    );
-    let check = seal(&cipher, rng, &check_aad(&store_id), CHECK_TEXT).map_err(Retry::Stop)?;
-    let kdf_text = super::rows::json(&kdf).map_err(Retry::Stop)?;
-    tx.execute(
-        "INSERT INTO strongroom_store (id, store_id, kdf, check_record) VALUES (1, $1, $2, $3)",
-        &[&store_id.as_slice(), &kdf_text, &check],
-    )
-    .map_err(pre("store identity"))?;
-    tx.commit().map_err(at_commit)?;
-    Ok((root_bytes, store_id))
 }
 
 impl KeyBackend for PostgresBackend {

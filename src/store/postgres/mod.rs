@@ -8,6 +8,11 @@
 //! key (docs/FORMAT.md, "PostgreSQL material rows"); with a PKCS#11 or
 //! remote backend only metadata goes to the database.
 //!
+//! - **Integrity**: every key, grant and alias row carries a MAC under a key
+//!   derived from the root key, verified on every read (`auth.rs`,
+//!   docs/FORMAT.md "PostgreSQL metadata MACs"); what a database writer can
+//!   still do (delete rows, put back an older complete state) is said
+//!   there.
 //! - **Schema**: created and upgraded by the crate (numbered migrations in
 //!   `strongroom_migrations`); a newer schema is refused
 //!   ([`crate::Error::Configuration`]).
@@ -28,6 +33,7 @@
 //!   answer was lost is reported as `Unavailable` too (the change may or may
 //!   not have happened; it is never reported as done when it was not).
 
+mod auth;
 mod cache;
 mod conn;
 mod material;
@@ -39,11 +45,14 @@ pub use material::PostgresBackend;
 pub use schema::SCHEMA_VERSION;
 
 use crate::error::{Error, Result};
+use crate::random::OsRandom;
 use crate::store::MetadataStore;
+use crate::store::RootKey;
+use auth::Keys;
 use cache::Shared;
 use conn::{Conn, Pool, pg_err, transient};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Settings of a [`PostgresStore`]. The connection itself comes from a URL.
@@ -58,8 +67,19 @@ pub struct PostgresOptions {
     /// Attempts of one call that failed before its commit with a retryable
     /// error (default 3).
     pub attempts: u32,
-    /// Idle connections kept for reuse (default 8).
+    /// Idle connections kept for reuse (default 8; at most
+    /// [`PostgresOptions::max_connections`]).
     pub pool_size: usize,
+    /// The most connections this instance (one ring: its store and
+    /// backend) opens at once, idle or in use (default 16), besides its
+    /// listener's one connection. A call that finds them all busy waits up
+    /// to [`PostgresOptions::connection_wait`] for one, then fails with
+    /// [`crate::Error::Unavailable`] (retryable). Size the server's
+    /// `max_connections` for (this + 1) × instances.
+    pub max_connections: usize,
+    /// How long a call waits for a free connection when
+    /// [`PostgresOptions::max_connections`] are busy (default 2 s).
+    pub connection_wait: Duration,
     /// A PEM root certificate trusted for the server's TLS certificate,
     /// beside the system's (feature `postgres-tls`; without it, setting
     /// one is a configuration error).
@@ -73,6 +93,8 @@ impl Default for PostgresOptions {
             connect_timeout: Duration::from_secs(5),
             attempts: 3,
             pool_size: 8,
+            max_connections: 16,
+            connection_wait: Duration::from_secs(2),
             tls_root_certificate: None,
         }
     }
@@ -85,6 +107,8 @@ impl fmt::Debug for PostgresOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("attempts", &self.attempts)
             .field("pool_size", &self.pool_size)
+            .field("max_connections", &self.max_connections)
+            .field("connection_wait", &self.connection_wait)
             .field("tls_root_certificate", &self.tls_root_certificate.is_some())
             .finish()
     }
@@ -120,6 +144,18 @@ impl PostgresOptions {
         self
     }
 
+    /// Sets [`PostgresOptions::max_connections`] (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets [`PostgresOptions::connection_wait`].
+    pub fn connection_wait(mut self, d: Duration) -> Self {
+        self.connection_wait = d;
+        self
+    }
+
     /// Sets [`PostgresOptions::tls_root_certificate`] (PEM).
     pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_root_certificate = Some(pem.into());
@@ -127,12 +163,13 @@ impl PostgresOptions {
     }
 }
 
-/// What the store and the backend of one instance share: connections and
-/// the cache.
+/// What the store and the backend of one instance share: connections,
+/// the cache, and the keys derived from the root key.
 pub(crate) struct Core {
     pool: Pool,
     shared: Arc<Shared>,
     attempts: u32,
+    keys: RwLock<Arc<Keys>>,
 }
 
 impl Drop for Core {
@@ -142,6 +179,34 @@ impl Drop for Core {
 }
 
 impl Core {
+    /// The current keys (replaced by a root-key rotation).
+    pub(crate) fn keys(&self) -> Arc<Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a row did not verify (`e`, [`Error::CorruptStore`]): if the
+    /// store's root-key check is no longer the one this instance opened,
+    /// the root key was rotated by another instance, and the answer is
+    /// [`Error::WrongRootKey`] (reopen with the new key). Call outside
+    /// [`Core::run`].
+    pub(crate) fn explain(&self, e: Error) -> Error {
+        if !matches!(e, Error::CorruptStore { .. }) {
+            return e;
+        }
+        let keys = self.keys();
+        let check = self.run(|c| {
+            c.query_opt(
+                "SELECT check_record FROM strongroom_store WHERE id = 1",
+                &[],
+            )
+            .map_err(pre("store identity"))
+        });
+        match check {
+            Ok(Some(r)) if r.get::<_, &[u8]>(0) != keys.check.as_slice() => Error::WrongRootKey,
+            _ => e,
+        }
+    }
+
     /// Runs `body` on a pooled connection; a retryable failure is tried
     /// again (up to `attempts` in all) on a fresh connection. `body` must
     /// leave nothing half-done when it fails: it is one statement or one
@@ -157,11 +222,11 @@ impl Core {
             }
             let mut client = match self.pool.get() {
                 Ok(c) => c,
-                Err(e) if transient(&e) => {
+                Err((e, busy)) if !busy && transient(&e) => {
                     last = Some(e);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err((e, _)) => return Err(e),
             };
             match body(&mut client) {
                 Ok(v) => {
@@ -169,10 +234,10 @@ impl Core {
                     return Ok(v);
                 }
                 Err(e) => {
-                    if client.is_closed() {
+                    let closed = client.is_closed();
+                    self.pool.put(client);
+                    if closed {
                         self.pool.flush();
-                    } else {
-                        self.pool.put(client);
                     }
                     match e {
                         Retry::Again(e) => last = Some(e),
@@ -242,19 +307,40 @@ impl fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url`
     /// (`postgres://user:password@host:port/db`, `?sslmode=require` for TLS
-    /// with the `postgres-tls` feature), creates or upgrades the schema, and
-    /// starts this instance's listener. Fails with
-    /// [`crate::Error::Unavailable`] if the server cannot be reached, and
-    /// [`crate::Error::Configuration`] for a bad URL, bad credentials or a
-    /// schema newer than this crate knows. No error repeats the URL.
-    pub fn connect(url: &str, options: PostgresOptions) -> Result<PostgresStore> {
+    /// with the `postgres-tls` feature), creates or upgrades the schema,
+    /// checks `root` against the store (the first instance to open a
+    /// database sets its store id and root-key check; passphrases go
+    /// through Argon2id with the default parameters), and starts this
+    /// instance's listener. Every key, grant and alias row is authenticated
+    /// under a key derived from `root` (the rows of an older schema are
+    /// authenticated here, once, by the upgrade).
+    ///
+    /// Fails with [`crate::Error::Unavailable`] if the server cannot be
+    /// reached, [`crate::Error::WrongRootKey`] if `root` does not open the
+    /// store (nothing changes), and [`crate::Error::Configuration`] for a
+    /// bad URL, bad credentials or a schema newer than this crate knows.
+    /// No error repeats the URL.
+    pub fn connect(url: &str, root: &RootKey, options: PostgresOptions) -> Result<PostgresStore> {
         let conn = Conn::from_url(
             url,
             options.connect_timeout,
             options.tls_root_certificate.as_deref(),
         )?;
-        let mut client = conn.connect()?;
-        schema::migrate(&mut client)?;
+        let pool = Pool::new(
+            conn,
+            options.pool_size,
+            options.max_connections,
+            options.connection_wait,
+        );
+        let keys = {
+            let mut client = pool.get().map_err(|(e, _)| e)?;
+            let mut tx = client.transaction().map_err(|e| pg_err("migrate", &e))?;
+            let before = schema::migrate(&mut tx)?;
+            let keys = auth::identify(&mut tx, root, &OsRandom, before)?;
+            tx.commit().map_err(|e| pg_err("migrate", &e))?;
+            pool.put(client);
+            keys
+        };
         // The listener's connection is named `strongroom-listener` (unless
         // the URL names its connections), so operators can tell it apart.
         let listen_conn = Arc::new(
@@ -265,8 +351,6 @@ impl PostgresStore {
             )?
             .named("strongroom-listener"),
         );
-        let pool = Pool::new(conn, options.pool_size);
-        pool.put(client);
         let shared = Shared::new(options.max_staleness);
         cache::spawn_listener(listen_conn, shared.clone())
             .map_err(|e| Error::Other(Arc::new(e)))?;
@@ -275,8 +359,39 @@ impl PostgresStore {
                 pool,
                 shared,
                 attempts: options.attempts.max(1),
+                keys: RwLock::new(Arc::new(keys)),
             }),
         })
+    }
+
+    /// Replaces the root key of the whole database with `new`, in one
+    /// transaction: every material row is opened under the current root key
+    /// and sealed under the new one, every key, grant and alias row is
+    /// verified and MAC'd under the new one, and the KDF and root-key check
+    /// are replaced. Either all of it happens or none. This instance goes on
+    /// with the new key; every other instance of the fleet must be reopened
+    /// with it: until then its writes are refused
+    /// ([`crate::Error::WrongRootKey`]) and its reads of rows it has not
+    /// cached fail as not authentic. The old root key opens nothing
+    /// afterwards (backups taken before still need it: keep it as long as
+    /// them).
+    ///
+    /// A row that does not verify under the current key stops the rotation
+    /// ([`crate::Error::CorruptStore`]) and nothing changes.
+    pub fn rotate_root_key(&self, new: &RootKey) -> Result<()> {
+        let old = self.core.keys();
+        let mut client = self.core.pool.get().map_err(|(e, _)| e)?;
+        let mut tx = client
+            .transaction()
+            .map_err(|e| pg_err("rotate root key", &e))?;
+        let keys = auth::rotate(&mut tx, &old, new, &OsRandom)?;
+        tx.commit().map_err(|e| match at_commit(e) {
+            Retry::Again(e) | Retry::Stop(e) => e,
+        })?;
+        self.core.pool.put(client);
+        *self.core.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        self.core.shared.flush();
+        Ok(())
     }
 
     /// True while this instance receives change notifications (its cache

@@ -1,9 +1,10 @@
 //! [`MetadataStore`] on PostgreSQL: every change is one transaction that
 //! ends with its `NOTIFY`; reads go through the cache (`cache.rs`).
 
+use super::auth::{guard, not_authentic};
 use super::cache::{payload_alias, payload_key};
 use super::rows::{
-    KEY_SELECT, from_row, insert_grant, json, notify, read_key_locked, write_grant_diff,
+    KEY_SELECT, Verified, from_row, notify, read_key_locked, write_alias, write_key,
 };
 use super::{PostgresStore, Retry, at_commit, pre};
 use crate::clock::Timestamp;
@@ -14,6 +15,7 @@ use crate::principal::Principal;
 use crate::store::{KeyMetadata, MetadataStore};
 use postgres::types::Type;
 use std::sync::Arc;
+use std::time::Instant;
 
 fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -29,11 +31,42 @@ impl PostgresStore {
         self.core.shared.invalidate(&payload_alias(a));
     }
 
+    /// Verifies a key read, remembers its revision (a later read of an
+    /// older one is refused), and turns it into metadata.
+    fn checked(&self, r: &postgres::Row, started: Instant) -> Result<Verified> {
+        let keys = self.core.keys();
+        let v = from_row(&keys, r).map_err(|e| self.core.explain(e))?;
+        self.core
+            .shared
+            .witness(format!("k:{}", v.meta.key_id), v.rev, started)?;
+        Ok(v)
+    }
+
+    /// Verifies an alias row `(alias, key_id, rev, mac)` and remembers its
+    /// revision.
+    fn checked_alias(&self, r: &postgres::Row, started: Instant) -> Result<(Alias, KeyId)> {
+        let (a, k, rev): (&str, &str, i64) = (r.get(0), r.get(1), r.get(2));
+        if !self.core.keys().alias_ok(a, k, rev, r.get(3)) {
+            return Err(not_authentic("strongroom_aliases", a));
+        }
+        self.core.shared.witness(format!("a:{a}"), rev, started)?;
+        let bad = || Error::CorruptStore {
+            file: format!("postgres:strongroom_aliases/{a}"),
+            reason: "not an alias or key id".into(),
+        };
+        Ok((
+            Alias::parse(a).map_err(|_| bad())?,
+            KeyId::parse(k).map_err(|_| bad())?,
+        ))
+    }
+
     /// Writes an alias: new (`from = None`) or a compare-and-set from the
-    /// key it must still point at.
+    /// key it must still point at (the current row verified first).
     fn put_alias(&self, alias: &Alias, to: &KeyId, from: Option<&KeyId>) -> Result<()> {
+        let keys = self.core.keys();
         let r = self.core.run(|c| {
             let mut tx = c.transaction().map_err(pre("alias"))?;
+            guard(&mut tx, &keys)?;
             let exists = tx
                 .query_opt(
                     "SELECT 1 FROM strongroom_keys WHERE key_id = $1 FOR SHARE",
@@ -45,36 +78,27 @@ impl PostgresStore {
             }
             match from {
                 None => {
-                    let n = tx
-                        .execute(
-                            "INSERT INTO strongroom_aliases (alias, key_id) VALUES ($1, $2) \
-                             ON CONFLICT DO NOTHING",
-                            &[&alias.as_str(), &to.as_str()],
-                        )
-                        .map_err(pre("create alias"))?;
-                    if n == 0 {
+                    if !write_alias(&mut tx, &keys, alias.as_str(), to.as_str(), true)? {
                         return Err(Retry::Stop(Error::AliasExists(alias.to_string())));
                     }
                 }
                 Some(from) => {
+                    let started = Instant::now();
                     let cur = tx
                         .query_opt(
-                            "SELECT key_id FROM strongroom_aliases WHERE alias = $1 FOR UPDATE",
+                            "SELECT alias, key_id, rev, mac FROM strongroom_aliases \
+                             WHERE alias = $1 FOR UPDATE",
                             &[&alias.as_str()],
                         )
                         .map_err(pre("update alias"))?;
-                    match cur {
-                        None => return Err(Retry::Stop(Error::AliasNotFound(alias.to_string()))),
-                        Some(r) if r.get::<_, &str>(0) != from.as_str() => {
-                            return Err(Retry::Stop(Error::alias_moved(alias)));
-                        }
-                        Some(_) => {}
+                    let Some(cur) = cur else {
+                        return Err(Retry::Stop(Error::AliasNotFound(alias.to_string())));
+                    };
+                    let (_, k) = self.checked_alias(&cur, started).map_err(Retry::Stop)?;
+                    if &k != from {
+                        return Err(Retry::Stop(Error::alias_moved(alias)));
                     }
-                    tx.execute(
-                        "UPDATE strongroom_aliases SET key_id = $2 WHERE alias = $1",
-                        &[&alias.as_str(), &to.as_str()],
-                    )
-                    .map_err(pre("update alias"))?;
+                    write_alias(&mut tx, &keys, alias.as_str(), to.as_str(), false)?;
                 }
             }
             notify(&mut tx, &payload_alias(alias))?;
@@ -84,26 +108,36 @@ impl PostgresStore {
         r
     }
 
-    /// One locked read-modify-write of a key's access part.
-    fn change_access(
+    /// One locked read-modify-write of a key: the row locked and verified,
+    /// `f` applied to a copy, the rows that changed written with fresh
+    /// MACs. `f` may run more than once (see [`MetadataStore::update_key`]).
+    fn mutate(
         &self,
         id: &KeyId,
-        mut body: impl FnMut(&mut postgres::Transaction<'_>) -> std::result::Result<(), Retry>,
-    ) -> Result<()> {
+        f: &mut dyn FnMut(&mut KeyMetadata) -> Result<()>,
+    ) -> Result<Arc<KeyMetadata>> {
+        let keys = self.core.keys();
         let r = self.core.run(|c| {
-            let mut tx = c.transaction().map_err(pre("access"))?;
-            let n = tx
-                .execute(
-                    "UPDATE strongroom_keys SET rev = rev + 1 WHERE key_id = $1",
-                    &[&id.as_str()],
-                )
-                .map_err(pre("access"))?;
-            if n == 0 {
-                return Err(Retry::Stop(Error::KeyNotFound(id.to_string())));
+            let mut tx = c.transaction().map_err(pre("update key"))?;
+            guard(&mut tx, &keys)?;
+            let started = Instant::now();
+            let old = read_key_locked(&mut tx, &keys, id)?
+                .ok_or_else(|| Retry::Stop(Error::KeyNotFound(id.to_string())))?;
+            self.core
+                .shared
+                .witness(format!("k:{id}"), old.rev, started)
+                .map_err(Retry::Stop)?;
+            let mut new = old.meta.clone();
+            f(&mut new).map_err(Retry::from)?;
+            if new.key_id != old.meta.key_id {
+                return Err(Retry::Stop(Error::invalid(
+                    "an update cannot change a key's id",
+                )));
             }
-            body(&mut tx)?;
+            write_key(&mut tx, &keys, &new, Some(&old))?;
             notify(&mut tx, &payload_key(id))?;
-            tx.commit().map_err(at_commit)
+            tx.commit().map_err(at_commit)?;
+            Ok(Arc::new(new))
         });
         self.forget_key(id);
         r
@@ -112,35 +146,14 @@ impl PostgresStore {
 
 impl MetadataStore for PostgresStore {
     fn insert_key(&self, meta: KeyMetadata, alias: Option<&Alias>) -> Result<()> {
-        let record = json(&meta.record)?;
-        let policy = meta.access.policy.as_ref().map(json).transpose()?;
         let id = meta.key_id.clone();
+        let keys = self.core.keys();
         let r = self.core.run(|c| {
             let mut tx = c.transaction().map_err(pre("insert key"))?;
-            let n = tx
-                .execute(
-                    "INSERT INTO strongroom_keys (key_id, record, policy) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                    &[&id.as_str(), &record, &policy],
-                )
-                .map_err(pre("insert key"))?;
-            if n == 0 {
-                return Err(Retry::Stop(Error::invalid(format!(
-                    "key {id} already exists"
-                ))));
-            }
-            for g in meta.access.all_grants() {
-                insert_grant(&mut tx, &id, g)?;
-            }
+            guard(&mut tx, &keys)?;
+            write_key(&mut tx, &keys, &meta, None)?;
             if let Some(a) = alias {
-                let n = tx
-                    .execute(
-                        "INSERT INTO strongroom_aliases (alias, key_id) VALUES ($1, $2) \
-                         ON CONFLICT DO NOTHING",
-                        &[&a.as_str(), &id.as_str()],
-                    )
-                    .map_err(pre("insert alias"))?;
-                if n == 0 {
+                if !write_alias(&mut tx, &keys, a.as_str(), id.as_str(), true)? {
                     return Err(Retry::Stop(Error::AliasExists(a.to_string())));
                 }
                 notify(&mut tx, &payload_alias(a))?;
@@ -168,7 +181,10 @@ impl MetadataStore for PostgresStore {
             )
             .map_err(pre("read key"))
         })?;
-        let m = row.map(|r| from_row(&r)).transpose()?.map(Arc::new);
+        let m = row
+            .map(|r| self.checked(&r, t.at))
+            .transpose()?
+            .map(|v| Arc::new(v.meta));
         if let Some(m) = &m {
             self.core.shared.put_key(&t, m.clone());
         }
@@ -184,40 +200,7 @@ impl MetadataStore for PostgresStore {
         id: &KeyId,
         f: &mut dyn FnMut(&mut KeyMetadata) -> Result<()>,
     ) -> Result<Arc<KeyMetadata>> {
-        let r = self.core.run(|c| {
-            let mut tx = c.transaction().map_err(pre("update key"))?;
-            let old = read_key_locked(&mut tx, id)?
-                .ok_or_else(|| Retry::Stop(Error::KeyNotFound(id.to_string())))?;
-            let mut new = old.clone();
-            f(&mut new).map_err(Retry::from)?;
-            if new.key_id != old.key_id {
-                return Err(Retry::Stop(Error::invalid(
-                    "an update cannot change a key's id",
-                )));
-            }
-            if new.record != old.record || new.access.policy != old.access.policy {
-                let record = json(&new.record).map_err(Retry::Stop)?;
-                let policy = new
-                    .access
-                    .policy
-                    .as_ref()
-                    .map(json)
-                    .transpose()
-                    .map_err(Retry::Stop)?;
-                tx.execute(
-                    "UPDATE strongroom_keys SET record = $2, policy = $3, rev = rev + 1 \
-                     WHERE key_id = $1",
-                    &[&id.as_str(), &record, &policy],
-                )
-                .map_err(pre("update key"))?;
-            }
-            write_grant_diff(&mut tx, id, &old.access, &new.access)?;
-            notify(&mut tx, &payload_key(id))?;
-            tx.commit().map_err(at_commit)?;
-            Ok(Arc::new(new))
-        });
-        self.forget_key(id);
-        r
+        self.mutate(id, f)
     }
 
     fn remove_key(&self, id: &KeyId) -> Result<()> {
@@ -266,6 +249,7 @@ impl MetadataStore for PostgresStore {
 
     fn list_keys(&self, after: Option<&KeyId>, limit: usize) -> Result<Vec<Arc<KeyMetadata>>> {
         let after = after.map_or("", KeyId::as_str);
+        let started = Instant::now();
         let rows = self.core.run(|c| {
             c.query(
                 &format!("{KEY_SELECT} WHERE k.key_id > $1 ORDER BY k.key_id LIMIT $2"),
@@ -273,7 +257,9 @@ impl MetadataStore for PostgresStore {
             )
             .map_err(pre("list keys"))
         })?;
-        rows.iter().map(|r| from_row(r).map(Arc::new)).collect()
+        rows.iter()
+            .map(|r| self.checked(r, started).map(|v| Arc::new(v.meta)))
+            .collect()
     }
 
     fn resolve_alias(&self, alias: &Alias) -> Result<Option<KeyId>> {
@@ -283,16 +269,18 @@ impl MetadataStore for PostgresStore {
         let t = self.core.shared.ticket();
         let row = self.core.run(|c| {
             c.query_typed_opt(
-                "SELECT key_id FROM strongroom_aliases WHERE alias = $1",
+                "SELECT alias, key_id, rev, mac FROM strongroom_aliases WHERE alias = $1",
                 &[(&alias.as_str(), Type::TEXT)],
             )
             .map_err(pre("resolve alias"))
         })?;
         let Some(row) = row else { return Ok(None) };
-        let k = KeyId::parse(row.get::<_, &str>(0)).map_err(|_| Error::CorruptStore {
-            file: format!("postgres:strongroom_aliases/{alias}"),
-            reason: "not a key id".into(),
-        })?;
+        let (a, k) = self
+            .checked_alias(&row, t.at)
+            .map_err(|e| self.core.explain(e))?;
+        if &a != alias {
+            return Err(not_authentic("strongroom_aliases", alias.as_str()));
+        }
         self.core.shared.put_alias(&t, alias.clone(), k.clone());
         Ok(Some(k))
     }
@@ -308,18 +296,20 @@ impl MetadataStore for PostgresStore {
     fn delete_alias(&self, alias: &Alias, expected: &KeyId) -> Result<()> {
         let r = self.core.run(|c| {
             let mut tx = c.transaction().map_err(pre("delete alias"))?;
+            let started = Instant::now();
             let cur = tx
                 .query_opt(
-                    "SELECT key_id FROM strongroom_aliases WHERE alias = $1 FOR UPDATE",
+                    "SELECT alias, key_id, rev, mac FROM strongroom_aliases \
+                     WHERE alias = $1 FOR UPDATE",
                     &[&alias.as_str()],
                 )
                 .map_err(pre("delete alias"))?;
-            match cur {
-                None => return Err(Retry::Stop(Error::AliasNotFound(alias.to_string()))),
-                Some(r) if r.get::<_, &str>(0) != expected.as_str() => {
-                    return Err(Retry::Stop(Error::alias_moved(alias)));
-                }
-                Some(_) => {}
+            let Some(cur) = cur else {
+                return Err(Retry::Stop(Error::AliasNotFound(alias.to_string())));
+            };
+            let (_, k) = self.checked_alias(&cur, started).map_err(Retry::Stop)?;
+            if &k != expected {
+                return Err(Retry::Stop(Error::alias_moved(alias)));
             }
             tx.execute(
                 "DELETE FROM strongroom_aliases WHERE alias = $1",
@@ -341,9 +331,10 @@ impl MetadataStore for PostgresStore {
     ) -> Result<Vec<(Alias, KeyId)>> {
         let after = after.map_or("", Alias::as_str);
         let key = key.map(KeyId::as_str);
+        let started = Instant::now();
         let rows = self.core.run(|c| {
             c.query(
-                "SELECT alias, key_id FROM strongroom_aliases \
+                "SELECT alias, key_id, rev, mac FROM strongroom_aliases \
                  WHERE alias > $1 AND ($2::text IS NULL OR key_id = $2) \
                  ORDER BY alias LIMIT $3",
                 &[&after, &key, &limit_i64(limit)],
@@ -351,99 +342,57 @@ impl MetadataStore for PostgresStore {
             .map_err(pre("list aliases"))
         })?;
         rows.iter()
-            .map(|r| {
-                let a: &str = r.get(0);
-                let k: &str = r.get(1);
-                let bad = || Error::CorruptStore {
-                    file: format!("postgres:strongroom_aliases/{a}"),
-                    reason: "not an alias or key id".into(),
-                };
-                Ok((
-                    Alias::parse(a).map_err(|_| bad())?,
-                    KeyId::parse(k).map_err(|_| bad())?,
-                ))
-            })
-            .collect()
+            .map(|r| self.checked_alias(r, started))
+            .collect::<Result<_>>()
+            .map_err(|e| self.core.explain(e))
     }
 
     fn get_access(&self, id: &KeyId) -> Result<Option<KeyAccess>> {
         Ok(self.get_key(id)?.map(|m| m.access.clone()))
     }
 
-    /// From the cache when fresh; otherwise the policy and only
-    /// `principal`'s grant rows.
+    /// From the cache when fresh; otherwise the whole key is read (its
+    /// MAC covers all its grants, so no subset of them can be verified).
     fn access_for(&self, id: &KeyId, principal: &Principal) -> Result<Option<KeyAccess>> {
-        if let Some(m) = self.core.shared.key(id) {
+        Ok(self.get_key(id)?.map(|m| {
             let mut a = KeyAccess::new(m.access.policy.clone());
             if let Some(g) = m.access.grants.get(principal) {
                 a.grants.insert(principal.clone(), g.clone());
             }
-            return Ok(Some(a));
-        }
-        let who = principal.to_string();
-        let row = self.core.run(|c| {
-            c.query_opt(
-                "SELECT k.key_id, k.record, k.policy, ARRAY(SELECT g.body FROM strongroom_grants g \
-                 WHERE g.key_id = k.key_id AND g.grantee = $2 ORDER BY g.seq) \
-                 FROM strongroom_keys k WHERE k.key_id = $1",
-                &[&id.as_str(), &who],
-            )
-            .map_err(pre("access"))
-        })?;
-        row.map(|r| from_row(&r).map(|m| m.access)).transpose()
+            a
+        }))
     }
 
     fn put_policy(&self, id: &KeyId, policy: Option<&Policy>) -> Result<()> {
-        let text = policy.map(json).transpose()?;
-        self.change_access(id, |tx| {
-            tx.execute(
-                "UPDATE strongroom_keys SET policy = $2 WHERE key_id = $1",
-                &[&id.as_str(), &text],
-            )
-            .map_err(pre("put policy"))?;
+        self.mutate(id, &mut |m| {
+            m.access.policy = policy.cloned();
             Ok(())
         })
+        .map(drop)
     }
 
     fn add_grant(&self, id: &KeyId, grant: &Grant, limit: usize, now: Timestamp) -> Result<()> {
-        let now = i64::try_from(now.0).unwrap_or(i64::MAX);
-        self.change_access(id, |tx| {
-            tx.execute(
-                "DELETE FROM strongroom_grants WHERE key_id = $1 AND expires_at <= $2",
-                &[&id.as_str(), &now],
-            )
-            .map_err(pre("add grant"))?;
-            let n: i64 = tx
-                .query_one(
-                    "SELECT count(*) FROM strongroom_grants WHERE key_id = $1",
-                    &[&id.as_str()],
-                )
-                .map_err(pre("add grant"))?
-                .get(0);
-            if usize::try_from(n).unwrap_or(usize::MAX) >= limit {
-                return Err(Retry::Stop(Error::InvalidArgument(format!(
-                    "a key may hold at most {limit} grants"
-                ))));
+        self.mutate(id, &mut |m| {
+            if m.access.all_grants().any(|g| g.grant_id == grant.grant_id) {
+                return Err(Error::invalid(format!(
+                    "grant {} already exists on this key",
+                    grant.grant_id
+                )));
             }
-            insert_grant(tx, id, grant)
+            m.access.add_grant(grant.clone(), limit, now)
         })
+        .map(drop)
     }
 
     fn remove_grant(&self, id: &KeyId, grant_id: &str) -> Result<()> {
-        self.change_access(id, |tx| {
-            let n = tx
-                .execute(
-                    "DELETE FROM strongroom_grants WHERE key_id = $1 AND grant_id = $2",
-                    &[&id.as_str(), &grant_id],
-                )
-                .map_err(pre("remove grant"))?;
-            if n == 0 {
-                return Err(Retry::Stop(Error::InvalidArgument(
-                    "no such grant on this key".into(),
-                )));
+        self.mutate(id, &mut |m| {
+            if m.access.remove_grant(grant_id) {
+                Ok(())
+            } else {
+                Err(Error::InvalidArgument("no such grant on this key".into()))
             }
-            Ok(())
         })
+        .map(drop)
     }
 
     fn list_grants(&self, id: &KeyId) -> Result<Option<Vec<Grant>>> {

@@ -2,6 +2,10 @@
 //! applied once, recorded in `strongroom_migrations`, under an advisory lock
 //! so instances starting together apply them once. A database whose schema
 //! is newer than this crate knows is refused.
+//!
+//! Migration 2 adds the metadata MACs; the rows already there are MAC'd in
+//! the same transaction (`auth::identify`, which needs the root key), so a
+//! schema at version 2 never has a row without one.
 
 use super::conn::pg_err;
 use crate::error::{Error, Result};
@@ -11,10 +15,11 @@ pub(crate) const LOCK: i64 = 0x5352_5047;
 
 /// `(version, description, SQL)`, in order. Never edit a released entry:
 /// add a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "keys, grants, aliases, material, store identity",
-    r#"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "keys, grants, aliases, material, store identity",
+        r#"
 CREATE TABLE strongroom_store (
     id integer PRIMARY KEY CHECK (id = 1),
     store_id bytea NOT NULL CHECK (length(store_id) = 16),
@@ -53,15 +58,29 @@ CREATE TABLE strongroom_material (
     PRIMARY KEY (key_id, version)
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "a MAC on every key, grant and alias row; revisions from one sequence",
+        r#"
+CREATE SEQUENCE strongroom_rev;
+SELECT setval('strongroom_rev', GREATEST((SELECT max(rev) FROM strongroom_keys), 1));
+ALTER TABLE strongroom_keys ADD COLUMN mac bytea;
+ALTER TABLE strongroom_grants ADD COLUMN mac bytea;
+ALTER TABLE strongroom_aliases ADD COLUMN rev bigint NOT NULL DEFAULT 0,
+    ADD COLUMN mac bytea;
+"#,
+    ),
+];
 
 /// The newest schema version this crate knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-/// Brings the schema up to [`SCHEMA_VERSION`]; refuses a newer one.
-/// Returns the version found before migrating (0: a new database).
-pub(crate) fn migrate(client: &mut postgres::Client) -> Result<i32> {
-    let mut tx = client.transaction().map_err(|e| pg_err("migrate", &e))?;
+/// Brings the schema up to [`SCHEMA_VERSION`] inside `tx` (which the
+/// caller commits after authenticating the rows of an older schema, see
+/// `auth::identify`); refuses a newer one. Returns the version found
+/// before migrating (0: a new database).
+pub(crate) fn migrate(tx: &mut postgres::Transaction<'_>) -> Result<i32> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
         .map_err(|e| pg_err("migrate", &e))?;
     tx.batch_execute(
@@ -95,6 +114,5 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> Result<i32> {
         )
         .map_err(|e| pg_err("migrate", &e))?;
     }
-    tx.commit().map_err(|e| pg_err("migrate", &e))?;
     Ok(found)
 }
