@@ -25,7 +25,7 @@ use crate::key::{Alias, KeyId, KeyRef, KeyState, RotationKind, SymmetricAlgorith
 use crate::policy::{Decision, Reason};
 use crate::principal::Principal;
 use crate::store::KeyMetadata;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// What an operation acts on, before resolution.
@@ -49,12 +49,20 @@ pub(crate) struct Call<'a> {
     /// The request's encryption context, if the operation has one.
     pub(crate) context: Option<&'a EncryptionContext>,
     version: Cell<Option<u32>>,
+    /// The key a ring-wide operation made (a replica), for its record.
+    made: RefCell<Option<KeyId>>,
 }
 
 impl Call<'_> {
     /// Notes the key version the work used; it goes into the audit record.
     pub(crate) fn note_version(&self, version: u32) {
         self.version.set(Some(version));
+    }
+
+    /// Notes the key a ring-wide operation created; it goes into the audit
+    /// record (an operation on a named key records that key already).
+    pub(crate) fn note_key(&self, key_id: &KeyId) {
+        *self.made.borrow_mut() = Some(key_id.clone());
     }
 }
 
@@ -90,10 +98,14 @@ impl Inner {
             action,
             context,
             version: Cell::new(None),
+            made: RefCell::new(None),
         };
         let mut seen = Seen::default();
         let result = self.run_steps(&call, target, party_of, &mut seen, work);
         seen.key_version = call.version.get();
+        if seen.key_id.is_none() {
+            seen.key_id = call.made.take();
+        }
         self.record(principal, action, context, &seen, result)
     }
 
