@@ -786,6 +786,9 @@ fn kill_dash_nine_during_replication_leaves_no_half_replica() {
     let mut cts: Vec<(String, u32, Vec<u8>)> = Vec::new();
     let mut acked: Vec<String> = Vec::new();
     let mut window = 100;
+    // Keys whose material a killed replication had left in B without a
+    // record (reported, not asserted: where a kill lands is up to timing).
+    let mut killed_midway = 0;
     // At least 30 kills, and on until 10 replications were acknowledged (a
     // bound on the work, no timing assumption: the window widens while
     // kills find nothing acknowledged).
@@ -857,6 +860,9 @@ fn kill_dash_nine_during_replication_leaves_no_half_replica() {
                     // killed attempt left is invisible, and a new attempt
                     // succeeds.
                     assert!(!acked.contains(&key));
+                    if has_material(db.path(), &key) {
+                        killed_midway += 1;
+                    }
                     if in_a.latest_version() == 4 && in_a.state == KeyState::Enabled {
                         let r = ca.replicate_key(&key, &cb, ReplicaOptions::new()).unwrap();
                         assert_eq!(r.versions, in_a.versions);
@@ -874,4 +880,78 @@ fn kill_dash_nine_during_replication_leaves_no_half_replica() {
         "only {} replications acknowledged",
         acked.len()
     );
+    eprintln!(
+        "{} replications acknowledged; {killed_midway} killed midway left invisible material",
+        acked.len()
+    );
+}
+
+/// Whether region B's keystore holds any material record of `key`.
+fn has_material(dir: &Path, key: &str) -> bool {
+    std::fs::read_dir(dir.join("material"))
+        .map(|mut entries| {
+            entries.any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{key}.v"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+// ---- PKCS#11 (feature pkcs11, SoftHSM2) ------------------------------------
+
+#[cfg(feature = "pkcs11")]
+#[path = "support/softhsm.rs"]
+mod softhsm;
+
+/// A token's keys are non-extractable: a primary on PKCS#11 is not
+/// replicated, and (the backend imports nothing yet) a token cannot hold a
+/// replica; both refusals are clear and leave nothing behind.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn pkcs11_neither_exports_nor_holds_replicas() {
+    use strongroom::backend::Pkcs11Backend;
+    if !softhsm::available() {
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let hsm = |region: &str| {
+        let config = softhsm::config()
+            .label_prefix(format!("replicas-{region}-{}-{nanos}/", std::process::id()));
+        KeyRing::builder()
+            .backend(Arc::new(Pkcs11Backend::connect(&config).unwrap()))
+            .region(region)
+            .build()
+    };
+    let da = tempfile::tempdir().unwrap();
+    let a = region(da.path(), "region-a");
+    let ca = a.ring.client(p("user:alice"));
+    let ch = hsm("region-h").client(p("user:hsm"));
+
+    let on_token = mrk(&ch);
+    let e = ch
+        .replicate_key(&on_token, &ca, ReplicaOptions::new())
+        .unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+    assert!(e.to_string().contains("non-extractable"), "{e}");
+    assert!(matches!(
+        ca.describe_key(&on_token),
+        Err(Error::KeyNotFound(_))
+    ));
+
+    let in_file = mrk(&ca);
+    let e = ca
+        .replicate_key(&in_file, &ch, ReplicaOptions::new())
+        .unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+    assert!(e.to_string().contains("cannot hold a replica"), "{e}");
+    assert!(matches!(
+        ch.describe_key(&in_file),
+        Err(Error::KeyNotFound(_))
+    ));
 }

@@ -57,8 +57,9 @@
 //! the memory backend, which keeps only key schedules) makes replication
 //! fail with [`Error::Unsupported`] before the target is asked for
 //! anything. The file keystore exports. A target backend must be able to
-//! import ([`crate::backend::ImportBackend`]; a PKCS#11 token imports into
-//! the token).
+//! import ([`crate::backend::ImportBackend`]: memory and file do; the
+//! PKCS#11 backend does not yet, so a replica cannot live on a token), or
+//! the target refuses with [`Error::Unsupported`] before anything is sealed.
 //!
 //! # Failures
 //! A replication that fails midway (a refused version, a crash, a kill -9)
@@ -343,6 +344,18 @@ fn no_export(backend: &dyn crate::backend::KeyBackend, key_id: &KeyId) -> Error 
     ))
 }
 
+/// Refuses early, before the source seals anything, if this (target)
+/// backend cannot hold imported material.
+fn check_importing(backend: &dyn crate::backend::KeyBackend, key_id: &KeyId) -> Result<()> {
+    if backend.importing().is_none() {
+        return Err(Error::Unsupported(format!(
+            "backend {} cannot import key material, so it cannot hold a replica of {key_id}",
+            backend.name()
+        )));
+    }
+    Ok(())
+}
+
 fn already_here(key_id: &KeyId, region: Option<&str>) -> Error {
     Error::invalid(format!(
         "key {key_id} already exists in region {}: a region holds one copy of a \
@@ -469,6 +482,7 @@ impl Client {
             if inner.store.get_key(&primary.key_id)?.is_some() {
                 return Err(already_here(&primary.key_id, Some(&region)));
             }
+            check_importing(inner.backend.as_ref(), &primary.key_id)?;
             let now = inner.clock.now();
             let mut record = KeyRecord::new(
                 primary.key_id.clone(),
@@ -582,6 +596,7 @@ impl Client {
             let opened = if missing.is_empty() {
                 Vec::new()
             } else {
+                check_importing(self.inner().backend.as_ref(), &rmeta.key_id)?;
                 self.exchange(&rmeta.key_id, rmeta.spec, |params| seal(params, &missing))?
             };
             Ok(self
