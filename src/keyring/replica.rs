@@ -434,7 +434,11 @@ impl Client {
                 self.inner().seal_versions(meta, params, &versions)
             })?;
             // Informational: the regions this primary has replicated to.
-            self.inner().store.update_key(&meta.key_id, &mut |m| {
+            // The replica exists now whatever happens here, so a failure to
+            // note it must not report the replication as failed (a retry
+            // would only find the key already there); the list is filled
+            // in by the next replication or promotion instead.
+            let _noted = self.inner().store.update_key(&meta.key_id, &mut |m| {
                 if let Some(mr) = m.multi_region.as_mut()
                     && !mr.replica_regions.contains(&there)
                 {
@@ -442,7 +446,7 @@ impl Client {
                     mr.replica_regions.sort();
                 }
                 Ok(())
-            })?;
+            });
             Ok(record)
         })
     }
