@@ -1000,3 +1000,130 @@ fn imported_multi_region_keys_replicate_and_records_stay_compatible() {
     let back: strongroom::key::KeyRecord = serde_json::from_str(&json).unwrap();
     assert_eq!(back, replica);
 }
+
+/// A real memory store whose `update_key` fails while armed: the injected
+/// failure of a promotion between its two regions' updates.
+#[derive(Debug, Default)]
+struct FailingUpdates {
+    inner: MemoryStore,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl strongroom::store::MetadataStore for FailingUpdates {
+    fn insert_key(
+        &self,
+        meta: strongroom::store::KeyMetadata,
+        alias: Option<&strongroom::Alias>,
+    ) -> strongroom::Result<()> {
+        self.inner.insert_key(meta, alias)
+    }
+    fn get_key(
+        &self,
+        id: &strongroom::KeyId,
+    ) -> strongroom::Result<Option<Arc<strongroom::store::KeyMetadata>>> {
+        self.inner.get_key(id)
+    }
+    fn update_key(
+        &self,
+        id: &strongroom::KeyId,
+        f: &mut dyn FnMut(&mut strongroom::store::KeyMetadata) -> strongroom::Result<()>,
+    ) -> strongroom::Result<Arc<strongroom::store::KeyMetadata>> {
+        if self.armed.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("injected: store unreachable".into()));
+        }
+        self.inner.update_key(id, f)
+    }
+    fn remove_key(&self, id: &strongroom::KeyId) -> strongroom::Result<()> {
+        self.inner.remove_key(id)
+    }
+    fn list_keys(
+        &self,
+        after: Option<&strongroom::KeyId>,
+        limit: usize,
+    ) -> strongroom::Result<Vec<Arc<strongroom::store::KeyMetadata>>> {
+        self.inner.list_keys(after, limit)
+    }
+    fn resolve_alias(
+        &self,
+        alias: &strongroom::Alias,
+    ) -> strongroom::Result<Option<strongroom::KeyId>> {
+        self.inner.resolve_alias(alias)
+    }
+    fn create_alias(
+        &self,
+        alias: &strongroom::Alias,
+        key: &strongroom::KeyId,
+    ) -> strongroom::Result<()> {
+        self.inner.create_alias(alias, key)
+    }
+    fn update_alias(
+        &self,
+        alias: &strongroom::Alias,
+        from: &strongroom::KeyId,
+        to: &strongroom::KeyId,
+    ) -> strongroom::Result<()> {
+        self.inner.update_alias(alias, from, to)
+    }
+    fn delete_alias(
+        &self,
+        alias: &strongroom::Alias,
+        expected: &strongroom::KeyId,
+    ) -> strongroom::Result<()> {
+        self.inner.delete_alias(alias, expected)
+    }
+    fn list_aliases(
+        &self,
+        key: Option<&strongroom::KeyId>,
+        after: Option<&strongroom::Alias>,
+        limit: usize,
+    ) -> strongroom::Result<Vec<(strongroom::Alias, strongroom::KeyId)>> {
+        self.inner.list_aliases(key, after, limit)
+    }
+}
+
+#[test]
+fn an_interrupted_promotion_leaves_no_primary_and_finishes_on_retry() {
+    let da = tempfile::tempdir().unwrap();
+    let a = region(da.path(), "region-a");
+    let ca = a.ring.client(p("user:alice"));
+    let store = Arc::new(FailingUpdates::default());
+    let ring_b = KeyRing::builder()
+        .store(store.clone())
+        .region("region-b")
+        .build();
+    let cb = ring_b.client(p("user:bob"));
+    let key = mrk(&ca);
+    ca.replicate_key(&key, &cb, ReplicaOptions::new()).unwrap();
+    let blob = ca.encrypt(&key, b"during", &ctx()).unwrap();
+
+    store.armed.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        ca.update_primary_region(&key, &cb),
+        Err(Error::Unavailable(_))
+    ));
+    // A was demoted first, B not promoted: nobody rotates, both decrypt.
+    let in_a = ca.describe_key(&key).unwrap().multi_region.unwrap();
+    let in_b = cb.describe_key(&key).unwrap().multi_region.unwrap();
+    assert!(!in_a.is_primary() && !in_b.is_primary());
+    assert!(ca.rotate_key_on_demand(&key).is_err());
+    assert!(cb.rotate_key_on_demand(&key).is_err());
+    assert_eq!(
+        cb.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
+        b"during"
+    );
+
+    // Calling again from the demoted region finishes the move.
+    store.armed.store(false, Ordering::SeqCst);
+    ca.update_primary_region(&key, &cb).unwrap();
+    assert!(
+        cb.describe_key(&key)
+            .unwrap()
+            .multi_region
+            .unwrap()
+            .is_primary()
+    );
+    assert_eq!(cb.rotate_key_on_demand(&key).unwrap(), 2);
+    assert!(ca.rotate_key_on_demand(&key).is_err());
+    // And not again: B is primary now.
+    assert!(ca.update_primary_region(&key, &cb).is_err());
+}
