@@ -104,6 +104,19 @@ pub enum Action {
     /// (`Client::managed_key`): allowed to service principals, for their
     /// own service only; no policy decides it.
     CreateManagedKey,
+    /// Copy a multi-region primary key's versions to a replica in another
+    /// region (`Client::replicate_key`, `Client::sync_replica`): checked on
+    /// the primary key, in the source region.
+    ReplicateKey,
+    /// Create a replica of a multi-region key in this region from wrapped
+    /// material sent by its primary: ring-wide, checked in the target region.
+    CreateReplicaKey,
+    /// Receive new versions of a multi-region key from its primary: checked
+    /// on the replica key, in the target region.
+    SyncReplica,
+    /// Move a multi-region key's primary role to another region: checked on
+    /// the key in both regions.
+    UpdatePrimaryRegion,
 }
 
 impl Action {
@@ -153,12 +166,17 @@ impl Action {
         Action::GetParametersForImport,
         Action::ImportKeyMaterial,
         Action::CreateManagedKey,
+        Action::ReplicateKey,
+        Action::CreateReplicaKey,
+        Action::SyncReplica,
+        Action::UpdatePrimaryRegion,
     ];
 
     /// The actions that act on no existing key, decided by the ring policy:
     /// create and import (new) keys, list key ids and aliases, draw random
-    /// bytes. `GetParametersForImport` and `ImportKeyMaterial` are also
-    /// decided on a key when they import a version of it.
+    /// bytes, create a replica of another region's multi-region key.
+    /// `GetParametersForImport` and `ImportKeyMaterial` are also decided on a
+    /// key when they import a version of it.
     pub const RING_WIDE: &'static [Action] = &[
         Action::CreateKey,
         Action::ListKeys,
@@ -166,6 +184,7 @@ impl Action {
         Action::GenerateRandom,
         Action::GetParametersForImport,
         Action::ImportKeyMaterial,
+        Action::CreateReplicaKey,
     ];
 
     /// The key usage this action needs, if it uses a key's material (a
@@ -255,6 +274,10 @@ impl Action {
             Action::GetParametersForImport => "strongroom:GetParametersForImport",
             Action::ImportKeyMaterial => "strongroom:ImportKeyMaterial",
             Action::CreateManagedKey => "strongroom:CreateManagedKey",
+            Action::ReplicateKey => "strongroom:ReplicateKey",
+            Action::CreateReplicaKey => "strongroom:CreateReplicaKey",
+            Action::SyncReplica => "strongroom:SyncReplica",
+            Action::UpdatePrimaryRegion => "strongroom:UpdatePrimaryRegion",
         }
     }
 }

@@ -164,6 +164,29 @@ pub enum Error {
     /// ([`Error::is_retryable`]).
     #[error("unavailable: {0}")]
     Unavailable(String),
+
+    /// The ciphertext names a version of a multi-region key that this
+    /// replica does not hold yet: its newest version is older, so the
+    /// primary has probably rotated since the replica was last synced. Call
+    /// [`crate::Client::sync_replica`] from the primary region, then retry.
+    ///
+    /// A distinct error rather than [`Error::DecryptionFailed`] because it
+    /// says nothing about the ciphertext's authenticity and nothing secret:
+    /// only the replica's newest version number, which `DescribeKey` shows
+    /// (the ciphertext itself has not been touched). It is reached only by a
+    /// caller allowed to decrypt under the key.
+    #[error(
+        "key {key_id} is a multi-region replica whose newest version is {replica_latest}; \
+         version {version} is not here: sync the replica from its primary region (sync_replica)"
+    )]
+    ReplicaVersionUnknown {
+        /// The key.
+        key_id: KeyId,
+        /// The version the ciphertext names.
+        version: u32,
+        /// The newest version this replica holds.
+        replica_latest: u32,
+    },
 }
 
 /// What kind of failure an [`Error`] is, for a caller deciding what to do:
@@ -216,7 +239,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::DecryptionFailed => ErrorKind::Decryption,
-            Error::KeyNotFound(_) | Error::AliasNotFound(_) => ErrorKind::NotFound,
+            Error::KeyNotFound(_)
+            | Error::AliasNotFound(_)
+            | Error::ReplicaVersionUnknown { .. } => ErrorKind::NotFound,
             Error::AliasExists(_) => ErrorKind::AlreadyExists,
             Error::WrongKeyUsage { .. }
             | Error::InvalidKeyState { .. }
@@ -266,6 +291,7 @@ impl Error {
             Error::Conflict(_) => "Conflict",
             Error::Unavailable(_) => "Unavailable",
             Error::VersionCannotEncrypt { .. } => "VersionCannotEncrypt",
+            Error::ReplicaVersionUnknown { .. } => "ReplicaVersionUnknown",
         }
     }
 }

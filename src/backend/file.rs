@@ -2,7 +2,8 @@
 
 use super::material::Material;
 use super::{
-    HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId, MemoryBackend, SigningBackend,
+    ExportBackend, ExportRecipient, HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId,
+    MemoryBackend, SigningBackend,
 };
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
@@ -216,6 +217,10 @@ impl KeyBackend for FileBackend {
         Some(self)
     }
 
+    fn exporting(&self) -> Option<&dyn ExportBackend> {
+        Some(self)
+    }
+
     fn destroy(&self, id: &MaterialId) -> Result<()> {
         let lock = self.ks.lock()?;
         self.ks.apply(&lock, &[], &[&material_name(id)])?;
@@ -236,6 +241,21 @@ impl KeyBackend for FileBackend {
 impl ImportBackend for FileBackend {
     fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
         self.store_new(id, spec, raw)
+    }
+}
+
+impl ExportBackend for FileBackend {
+    /// Reads the version's record from the keystore (decrypted under the
+    /// root key into a zeroizing buffer) and seals its raw material to the
+    /// recipient; the plaintext never leaves this function.
+    fn export_sealed(&self, id: &MaterialId, to: &ExportRecipient) -> Result<Vec<u8>> {
+        self.sync()?;
+        let name = material_name(id);
+        let Some((_, pt)) = self.ks.read(Kind::Material, &name)? else {
+            return Err(Error::KeyNotFound(id.to_string()));
+        };
+        let (_, raw) = decode(&name, &pt)?;
+        to.seal(raw)
     }
 }
 

@@ -104,7 +104,7 @@ pub(crate) use crate::limits::MAX_BACKEND_PAYLOAD;
 ///
 /// Optional abilities are narrow traits the backend hands out when it has
 /// them: [`KeyBackend::signing`], [`KeyBackend::macs`], [`KeyBackend::hpke`],
-/// [`KeyBackend::importing`].
+/// [`KeyBackend::importing`], [`KeyBackend::exporting`].
 ///
 /// # Remote custodians
 ///
@@ -166,6 +166,60 @@ pub trait KeyBackend: Send + Sync + Debug {
     /// Installing imported raw material, if the backend can.
     fn importing(&self) -> Option<&dyn ImportBackend> {
         None
+    }
+
+    /// Sealing material to another region's one-time key for a
+    /// multi-region replica, if the backend can. Default: `None` (a
+    /// PKCS#11 token's non-extractable keys, a remote custodian): keys held
+    /// there cannot be replicated.
+    fn exporting(&self) -> Option<&dyn ExportBackend> {
+        None
+    }
+}
+
+/// Replication of multi-region keys: an optional capability of a backend.
+///
+/// The only way material leaves a backend, and never in plaintext: the
+/// backend seals one version's raw material (docs/FORMAT.md, "Key
+/// material") to an [`ExportRecipient`], which only the ring can make (for
+/// the one-time HPKE key another region's ring issued for this exchange,
+/// after both rings authorized it). Holding the backend (for example through
+/// [`crate::KeyRing::dangerous_backend`]) is therefore not enough to export
+/// anything.
+pub trait ExportBackend: Send + Sync {
+    /// Seals the raw material of `id` with [`ExportRecipient::seal`].
+    fn export_sealed(&self, id: &MaterialId, to: &ExportRecipient) -> Result<Vec<u8>>;
+}
+
+/// Whom an [`ExportBackend`] seals material to: another region's one-time
+/// HPKE public key, bound to one import token, key and version
+/// (docs/FORMAT.md, "Replica key material"). Made only inside the crate,
+/// by [`crate::Client::replicate_key`] and [`crate::Client::sync_replica`].
+pub struct ExportRecipient {
+    public_key_der: Vec<u8>,
+    info: Vec<u8>,
+    aad: Vec<u8>,
+}
+
+impl ExportRecipient {
+    pub(crate) fn new(public_key_der: Vec<u8>, info: Vec<u8>, aad: Vec<u8>) -> Self {
+        ExportRecipient {
+            public_key_der,
+            info,
+            aad,
+        }
+    }
+
+    /// Seals `raw` (one version's material) to the recipient: HPKE base
+    /// mode, P-256 / HKDF-SHA256 / AES-256-GCM, `enc || ct`.
+    pub fn seal(&self, raw: &[u8]) -> Result<Vec<u8>> {
+        crate::verify::hpke_seal_with_info(&self.public_key_der, &self.info, raw, &self.aad)
+    }
+}
+
+impl Debug for ExportRecipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExportRecipient").finish_non_exhaustive()
     }
 }
 

@@ -10,7 +10,11 @@ use std::fmt;
 ///
 /// Any string of 1 to 255 characters of `[A-Za-z0-9_:-]` is accepted when
 /// parsing (so ids from other stores round-trip), but the ring mints only the
-/// UUID form.
+/// UUID form, and for multi-region keys `mrk-` followed by 32 lowercase hex
+/// digits ([`KeyId::MULTI_REGION_PREFIX`], as AWS KMS names them). The prefix
+/// is reserved: only a key whose record says it is multi-region
+/// ([`crate::key::KeyRecord::multi_region`]) carries it, and only such keys
+/// can be replicated to another region.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct KeyId(String);
@@ -49,6 +53,24 @@ impl KeyId {
             &h[16..20],
             &h[20..32]
         )))
+    }
+
+    /// Mints a fresh multi-region id: `mrk-` and 32 random hex digits.
+    pub(crate) fn generate_multi_region(rng: &dyn RandomSource) -> Result<Self> {
+        let b: [u8; 16] = random_array(rng)?;
+        Ok(KeyId(format!(
+            "{}{}",
+            Self::MULTI_REGION_PREFIX,
+            crate::hex::encode(&b)
+        )))
+    }
+
+    /// The prefix reserved for the ids of multi-region keys.
+    pub const MULTI_REGION_PREFIX: &'static str = "mrk-";
+
+    /// True if the id has the multi-region form (`mrk-...`).
+    pub fn is_multi_region(&self) -> bool {
+        self.0.starts_with(Self::MULTI_REGION_PREFIX)
     }
 
     /// The id as a string.

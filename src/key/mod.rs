@@ -125,6 +125,43 @@ pub struct KeyRecord {
     /// ever made under each version.
     #[serde(default, with = "version_pairs")]
     pub encryptions_reserved: BTreeMap<u32, u64>,
+    /// For a multi-region key (id `mrk-...`): its region, and which region
+    /// holds the primary. `None` for a single-region key (and absent from
+    /// the stored record, so records written before multi-region keys
+    /// existed load unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_region: Option<MultiRegion>,
+}
+
+/// Where a multi-region key lives: the region of this record and the region
+/// of the primary key. Every region's record of one key has the same id
+/// and the same material for every version it holds; its state, policy,
+/// grants, aliases and tags are its own (as in AWS KMS).
+/// See [`crate::keyring::replica`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MultiRegion {
+    /// The region this record belongs to (the ring's
+    /// [`crate::keyring::KeyRingBuilder::region`]).
+    pub region: String,
+    /// The region of the primary key: the only one that rotates, and the
+    /// source of every version the replicas hold.
+    pub primary_region: String,
+    /// On the primary: the regions it has replicated to, as this region
+    /// knows them. Empty on a replica.
+    #[serde(default)]
+    pub replica_regions: Vec<String>,
+    /// On a replica: when it last received versions from its primary
+    /// (creation or [`crate::Client::sync_replica`]); `None` on the primary.
+    #[serde(default)]
+    pub synced_at: Option<Timestamp>,
+}
+
+impl MultiRegion {
+    /// True if this record is the primary key.
+    pub fn is_primary(&self) -> bool {
+        self.region == self.primary_region
+    }
 }
 
 /// A version-keyed map as a list of `[version, value]` pairs: JSON object
@@ -173,6 +210,7 @@ impl KeyRecord {
             min_encrypt_version: 0,
             origin: KeyOrigin::Generated,
             encryptions_reserved: BTreeMap::new(),
+            multi_region: None,
         }
     }
 
@@ -184,6 +222,29 @@ impl KeyRecord {
     /// True if `version` exists for this key.
     pub fn has_version(&self, version: u32) -> bool {
         self.versions.iter().any(|v| v.version == version)
+    }
+
+    /// True if this is a multi-region replica (not the primary).
+    pub fn is_replica(&self) -> bool {
+        self.multi_region.as_ref().is_some_and(|m| !m.is_primary())
+    }
+
+    /// The error for a ciphertext naming `version`, which this key does not
+    /// have: [`Error::ReplicaVersionUnknown`] for a multi-region replica
+    /// whose newest version is older (the primary may have rotated since
+    /// the last sync), else [`Error::KeyNotFound`] naming `key#vN`. Neither
+    /// reveals anything secret: the versions a key has are in its
+    /// description.
+    pub(crate) fn missing_version(&self, version: u32) -> Error {
+        if self.is_replica() && version > self.latest_version() {
+            Error::ReplicaVersionUnknown {
+                key_id: self.key_id.clone(),
+                version,
+                replica_latest: self.latest_version(),
+            }
+        } else {
+            Error::KeyNotFound(format!("{}#v{}", self.key_id, version))
+        }
     }
 }
 
@@ -254,6 +315,9 @@ pub struct CreateKeyOptions {
     pub tags: BTreeMap<String, String>,
     /// Usage; `None` picks the spec's default.
     pub usage: Option<KeyUsage>,
+    /// Make a multi-region primary key (id `mrk-...`) in the ring's region,
+    /// which [`crate::Client::replicate_key`] can copy to other regions.
+    pub multi_region: bool,
 }
 
 impl CreateKeyOptions {
@@ -283,6 +347,13 @@ impl CreateKeyOptions {
     /// Sets the usage.
     pub fn usage(mut self, u: KeyUsage) -> Self {
         self.usage = Some(u);
+        self
+    }
+
+    /// Makes the key a multi-region primary (needs a ring with a region,
+    /// [`crate::keyring::KeyRingBuilder::region`]).
+    pub fn multi_region(mut self, yes: bool) -> Self {
+        self.multi_region = yes;
         self
     }
 }

@@ -89,10 +89,7 @@ impl Inner {
         h: &BlobHeader<'_>,
     ) -> Result<()> {
         if !meta.has_version(h.version) {
-            return Err(Error::KeyNotFound(format!(
-                "{}#v{}",
-                meta.key_id, h.version
-            )));
+            return Err(meta.missing_version(h.version));
         }
         if h.version < meta.min_decrypt_version {
             return Err(Error::VersionRetired {

@@ -57,8 +57,21 @@ pub(super) struct PendingImport {
     expires_at: Timestamp,
     /// Only this principal may use the token.
     principal: crate::Principal,
-    /// `Some`: only `import_key_version` of this key; `None`: only `import_key`.
+    /// `Some`: only `import_key_version` of this key (or, for a replica
+    /// import, only that key's versions); `None`: only `import_key`.
     key: Option<KeyId>,
+    /// What the token may import.
+    purpose: ImportPurpose,
+}
+
+/// What a pending import's token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ImportPurpose {
+    /// Caller-supplied material (`import_key`, `import_key_version`).
+    Material,
+    /// Versions of a multi-region key sent by its primary region
+    /// (`replicate_key`, `sync_replica`).
+    Replica,
 }
 
 impl ImportParameters {
@@ -90,7 +103,7 @@ impl Client {
     /// and [`MAX_PENDING_IMPORTS`] per ring.
     pub fn get_parameters_for_import(&self, spec: KeySpec) -> Result<ImportParameters> {
         self.on_ring(Action::GetParametersForImport, None, |_| {
-            self.new_import(spec, None)
+            self.new_import(spec, None, ImportPurpose::Material)
         })
     }
 
@@ -108,11 +121,23 @@ impl Client {
                     meta.key_id, meta.spec
                 )));
             }
-            self.new_import(meta.spec, Some(meta.key_id.clone()))
+            super::replica::refuse_on_replica(meta, "import versions into")?;
+            self.new_import(
+                meta.spec,
+                Some(meta.key_id.clone()),
+                ImportPurpose::Material,
+            )
         })
     }
 
-    fn new_import(&self, spec: KeySpec, key: Option<KeyId>) -> Result<ImportParameters> {
+    /// A one-time wrapping key and token for `spec`, bound to this caller,
+    /// to `key` if given, and to `purpose`.
+    pub(super) fn new_import(
+        &self,
+        spec: KeySpec,
+        key: Option<KeyId>,
+        purpose: ImportPurpose,
+    ) -> Result<ImportParameters> {
         let inner = self.inner();
         if !inner.backend.supports(spec) {
             return Err(Error::Unsupported(format!(
@@ -152,6 +177,7 @@ impl Client {
                 expires_at,
                 principal: self.principal().clone(),
                 key,
+                purpose,
             },
         );
         Ok(ImportParameters {
@@ -209,6 +235,7 @@ impl Client {
                     action: Action::ImportKeyMaterial,
                 });
             }
+            super::replica::refuse_on_replica(meta, "import versions into")?;
             let (spec, raw) =
                 self.unwrap_import(import_token, wrapped_material, Some(&meta.key_id))?;
             if spec != meta.spec {
@@ -239,8 +266,9 @@ impl Client {
         // Held across the unwrap so that one token is spent at most once.
         let mut imports = inner.asym.imports.lock().unwrap_or_else(|e| e.into_inner());
         let pending = imports.get(import_token).ok_or_else(unknown)?;
-        // Another principal's token is indistinguishable from an unknown one.
-        if &pending.principal != self.principal() {
+        // Another principal's token is indistinguishable from an unknown one,
+        // and so is a replica exchange's token.
+        if &pending.principal != self.principal() || pending.purpose != ImportPurpose::Material {
             return Err(unknown());
         }
         if pending.key.as_ref() != key {
@@ -269,5 +297,86 @@ impl Client {
         Material::from_raw(spec, raw.expose_secret())?;
         imports.remove(import_token);
         Ok((spec, raw))
+    }
+}
+
+/// HPKE `info` of one version sealed for a replica (docs/FORMAT.md,
+/// "Replica key material"): `"strongroom replica v1" || token`.
+pub(super) fn replica_info(token: &str) -> Vec<u8> {
+    let mut i = b"strongroom replica v1".to_vec();
+    i.extend_from_slice(token.as_bytes());
+    i
+}
+
+/// HPKE `aad` of one version sealed for a replica: the spec name, the key
+/// id and the version, each length-prefixed, so a sealed version cannot be
+/// replayed as another key's or another version's.
+pub(super) fn replica_aad(spec: KeySpec, key_id: &KeyId, version: u32) -> Vec<u8> {
+    let mut a = Vec::new();
+    for part in [spec.as_str().as_bytes(), key_id.as_str().as_bytes()] {
+        // Both are short (a spec name, a key id of at most 255 bytes).
+        a.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        a.extend_from_slice(part);
+    }
+    a.extend_from_slice(&version.to_be_bytes());
+    a
+}
+
+impl Client {
+    /// Forgets a pending import (a replica exchange that failed), so it does
+    /// not count against the pending-import limits until it expires.
+    pub(super) fn drop_import(&self, import_token: &str) {
+        self.inner()
+            .asym
+            .imports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(import_token);
+    }
+
+    /// Opens every sealed version of a replica exchange with its one-time
+    /// key: all of them or none (the token stays usable if any fails), each
+    /// validated against the spec. The token is spent only when all open.
+    pub(super) fn unwrap_replica(
+        &self,
+        import_token: &str,
+        key_id: &KeyId,
+        sealed: &[(u32, Vec<u8>)],
+    ) -> Result<Vec<(u32, SecretBytes)>> {
+        let inner = self.inner();
+        let now = inner.clock.now();
+        let unknown = || Error::invalid("unknown, used or foreign replica token");
+        let mut imports = inner.asym.imports.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = imports.get(import_token).ok_or_else(unknown)?;
+        if &pending.principal != self.principal()
+            || pending.purpose != ImportPurpose::Replica
+            || pending.key.as_ref() != Some(key_id)
+        {
+            return Err(unknown());
+        }
+        if now >= pending.expires_at {
+            imports.remove(import_token);
+            return Err(Error::invalid(
+                "the replica exchange's parameters have expired",
+            ));
+        }
+        let spec = pending.spec;
+        let info = replica_info(import_token);
+        let mut out = Vec::with_capacity(sealed.len());
+        for (version, wrapped) in sealed {
+            let raw = pending
+                .wrapping
+                .hpke_open(&info, &replica_aad(spec, key_id, *version), wrapped)
+                .map_err(|_| {
+                    Error::invalid(format!(
+                        "version {version} of {key_id} does not unwrap with this region's \
+                         one-time key"
+                    ))
+                })?;
+            Material::from_raw(spec, raw.expose_secret())?;
+            out.push((*version, raw));
+        }
+        imports.remove(import_token);
+        Ok(out)
     }
 }

@@ -7,7 +7,7 @@ use crate::backend::MaterialId;
 use crate::error::{Error, Result};
 use crate::key::KeyRef;
 use crate::key::{
-    Alias, CreateKeyOptions, KeyId, KeyListEntry, KeyRecord, KeySpec, MAX_TAGS,
+    Alias, CreateKeyOptions, KeyId, KeyListEntry, KeyRecord, KeySpec, MAX_TAGS, MultiRegion,
     validate_description, validate_tag,
 };
 use crate::policy::KeyAccess;
@@ -90,9 +90,24 @@ impl Client {
                 return Err(Error::AliasExists(a.to_string()));
             }
             let now = inner.clock.now();
-            let key_id = KeyId::generate(inner.rng.as_ref())?;
+            let region = if options.multi_region {
+                Some(inner.region()?.to_owned())
+            } else {
+                None
+            };
+            let key_id = if region.is_some() {
+                KeyId::generate_multi_region(inner.rng.as_ref())?
+            } else {
+                KeyId::generate(inner.rng.as_ref())?
+            };
             let mut record =
                 KeyRecord::new(key_id.clone(), spec, usage, self.principal.clone(), now);
+            record.multi_region = region.map(|r| MultiRegion {
+                region: r.clone(),
+                primary_region: r,
+                replica_regions: Vec::new(),
+                synced_at: None,
+            });
             record.description = options.description.clone();
             record.tags = options.tags.clone();
             if imported.is_some() {

@@ -7,7 +7,7 @@
 //! open), `rewrap.rs` (rewrap without re-encryption), `asymmetric.rs`
 //! (signing, MACs, HPKE, data key pairs), `import.rs` (bring your own key), `access.rs` (policies and
 //! grants), `lifecycle.rs` (enable, disable, deletion, maintenance),
-//! `rotation.rs` (versions, floors), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
+//! `rotation.rs` (versions, floors), `replica.rs` (multi-region keys), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
 //! `audit.rs` (the recording step).
 
 use crate::backend::{KeyBackend, MemoryBackend};
@@ -31,6 +31,7 @@ mod pipeline;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod ranged;
+pub mod replica;
 mod rewrap;
 mod rotation;
 mod ssh;
@@ -51,6 +52,7 @@ pub use options::{
     CreatedGrant, DEFAULT_PAGE_LIMIT, EnableRotationOptions, ExplainOptions, ListAliasesOptions,
     ListOptions, PutKeyPolicyOptions, ScheduleDeletionOptions, SignOptions, VersionFloors,
 };
+pub use replica::{ReplicaOptions, ReplicaStatus};
 pub use rewrap::RewrapOptions;
 pub use rotation::RotationStatus;
 use std::fmt;
@@ -101,6 +103,8 @@ struct Inner {
     threads: usize,
     /// The data-key cache, if the ring has one.
     dk_cache: Option<dkcache::DataKeyCache>,
+    /// The ring's region, for multi-region keys ([`KeyRingBuilder::region`]).
+    region: Option<String>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -136,6 +140,11 @@ impl KeyRing {
         self.inner.backend.name()
     }
 
+    /// The ring's region ([`KeyRingBuilder::region`]), if it has one.
+    pub fn region(&self) -> Option<&str> {
+        self.inner.region.as_deref()
+    }
+
     /// The ring's backend, for diagnostics and conformance tests.
     ///
     /// Dangerous: calls made directly on the backend bypass the pipeline
@@ -161,6 +170,7 @@ pub struct KeyRingBuilder {
     audit_context_values: bool,
     threads: Option<usize>,
     dk_cache: Option<dkcache::DataKeyCacheLimits>,
+    region: Option<String>,
 }
 
 impl fmt::Debug for KeyRingBuilder {
@@ -275,6 +285,17 @@ impl KeyRingBuilder {
         self
     }
 
+    /// The ring's region: the name under which its multi-region keys live
+    /// ([`crate::keyring::replica`]), for example `"eu-west-1"`: 1 to 64
+    /// characters of `[a-z0-9-]`, different for every ring (and key store)
+    /// that holds replicas of one key. Without a region the ring refuses to
+    /// create, replicate or receive multi-region keys; every other operation
+    /// works. A bad name is reported by the first multi-region operation.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
     /// Builds the ring.
     pub fn build(self) -> KeyRing {
         let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(OsRandom));
@@ -305,6 +326,7 @@ impl KeyRingBuilder {
                     self.audit_failure,
                     self.audit_context_values,
                 ),
+                region: self.region,
             }),
         }
     }

@@ -25,7 +25,7 @@ use crate::key::{Alias, KeyId, KeyRef, KeyState, RotationKind, SymmetricAlgorith
 use crate::policy::{Decision, Reason};
 use crate::principal::Principal;
 use crate::store::KeyMetadata;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// What an operation acts on, before resolution.
@@ -50,6 +50,8 @@ pub(crate) struct Call<'a> {
     pub(crate) context: Option<&'a EncryptionContext>,
     version: Cell<Option<u32>>,
     cached: Cell<bool>,
+    /// The key a ring-wide operation made (a replica), for its record.
+    made: RefCell<Option<KeyId>>,
 }
 
 impl Call<'_> {
@@ -66,6 +68,12 @@ impl Call<'_> {
     /// Notes that the work was served from the data-key cache.
     pub(crate) fn note_cached(&self) {
         self.cached.set(true);
+    }
+
+    /// Notes the key a ring-wide operation created; it goes into the audit
+    /// record (an operation on a named key records that key already).
+    pub(crate) fn note_key(&self, key_id: &KeyId) {
+        *self.made.borrow_mut() = Some(key_id.clone());
     }
 }
 
@@ -103,11 +111,15 @@ impl Inner {
             context,
             version: Cell::new(None),
             cached: Cell::new(false),
+            made: RefCell::new(None),
         };
         let mut seen = Seen::default();
         let result = self.run_steps(&call, target, party_of, &mut seen, work);
         seen.key_version = call.version.get();
         seen.cached = call.cached.get();
+        if seen.key_id.is_none() {
+            seen.key_id = call.made.take();
+        }
         self.record(principal, action, context, &seen, result)
     }
 

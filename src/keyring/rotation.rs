@@ -67,6 +67,15 @@ impl Inner {
         let mut generated: Option<MaterialId> = None;
         let updated = self.store.update_key(&meta.key_id, &mut |m| {
             generated = None;
+            if m.is_replica() {
+                // Only the primary region makes versions (they would diverge
+                // otherwise); a replica gets them by `sync_replica`. A
+                // rotation the ring would make on its own is skipped.
+                return match kind {
+                    RotationKind::Automatic | RotationKind::UsageLimit => Ok(()),
+                    _ => super::replica::refuse_on_replica(m, "rotate"),
+                };
+            }
             if only_if_primary.is_some_and(|v| m.primary_version != v)
                 || (kind == RotationKind::Automatic
                     && m.rotation.is_none_or(|r| now < r.next_rotation))
@@ -163,6 +172,7 @@ impl Client {
                 )));
             }
             rotatable(meta)?;
+            super::replica::refuse_on_replica(meta, "schedule rotation of")?;
             let now = self.inner().clock.now();
             let schedule = RotationSchedule {
                 period_days: period,
@@ -216,6 +226,7 @@ impl Client {
     pub fn rotate_key_on_demand<'k>(&self, key: impl Into<KeyRef<'k>>) -> Result<u32> {
         self.on_key(Action::RotateKeyOnDemand, key, None, |_, meta| {
             rotatable(meta)?;
+            super::replica::refuse_on_replica(meta, "rotate")?;
             if matches!(meta.state, KeyState::PendingDeletion { .. }) {
                 return Err(Error::InvalidKeyState {
                     key_id: meta.key_id.clone(),
