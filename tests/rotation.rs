@@ -456,7 +456,9 @@ fn writers_progress_while_eight_threads_seal() {
                 let data = vec![7u8; 1024];
                 let mut seen = Vec::new();
                 let mut last = None;
-                while !stop.load(Ordering::SeqCst) {
+                // At least one seal per sealer, however late the thread is
+                // scheduled on a loaded machine (then until stopped).
+                loop {
                     let msg = c.seal("alias/busy", &data, &ctx()).unwrap();
                     let CiphertextInfo::Message { wrapped_by, .. } = inspect(&msg).unwrap() else {
                         panic!("seal made a message");
@@ -467,6 +469,9 @@ fn writers_progress_while_eight_threads_seal() {
                     }
                     newest.fetch_max(v, Ordering::SeqCst);
                     last = Some(msg);
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                 }
                 (seen, last)
             })
