@@ -19,15 +19,17 @@ fn table() -> &'static Logins {
 
 /// The keyed hash of a PIN.
 pub(super) fn tag(pin: &[u8]) -> [u8; 32] {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    // A full HMAC-SHA-256 block of key: `KeyInit::new` takes it by type,
+    // so there is no length to get wrong and nothing to unwrap.
+    static KEY: OnceLock<[u8; 64]> = OnceLock::new();
     let key = KEY.get_or_init(|| {
-        let mut k = [0u8; 32];
+        let mut k = [0u8; 64];
         // Without OS randomness the tag is still a hash of the PIN,
         // only unkeyed; it never leaves the process.
         let _ = getrandom::fill(&mut k);
         k
     });
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new(&(*key).into());
     mac.update(pin);
     mac.finalize().into_bytes().into()
 }
