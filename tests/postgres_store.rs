@@ -1296,3 +1296,59 @@ fn a_schema_1_store_with_material_is_upgraded_under_its_root_key_only() {
         PostgresStore::connect(&url, &RootKey::raw(ROOT), PostgresOptions::default()).unwrap_err();
     assert!(matches!(e, Error::CorruptStore { .. }), "{e}");
 }
+
+#[test]
+fn list_keys_shows_each_keys_aliases_from_one_query() {
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh_db();
+    let (ring, store, _) = open(&url);
+    let c = ring.client(admin());
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let k = c
+            .create_key(KeySpec::default(), CreateKeyOptions::new())
+            .unwrap();
+        // Key i has i aliases (the first none).
+        for j in 0..i {
+            c.create_alias(&format!("alias/k{i}-{j}"), k.as_str())
+                .unwrap();
+        }
+        made.push((k, i));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let mut o = strongroom::keyring::ListOptions::default().limit(2);
+        if let Some(m) = marker.take() {
+            o = o.marker(m);
+        }
+        let page = c.list_keys(o).unwrap();
+        assert!(page.items.len() <= 2);
+        for e in page.items {
+            seen.insert(e.key_id.to_string(), e.aliases.len());
+        }
+        match page.next_marker {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    for (k, n) in &made {
+        assert_eq!(seen.get(k.as_str()), Some(n), "{k}");
+    }
+    // The store call itself: one key with aliases, one without, one unknown.
+    let ids = [made[3].0.clone(), made[0].0.clone()];
+    let map = store.aliases_of(&ids, 2).unwrap();
+    assert_eq!(map.len(), 1);
+    assert_eq!(map[&made[3].0].len(), 2, "limited per key");
+    // A tampered alias row fails the listing instead of showing it.
+    db(&url)
+        .execute(
+            "UPDATE strongroom_aliases SET key_id = $1 WHERE alias = 'alias/k4-0'",
+            &[&made[1].0.as_str()],
+        )
+        .unwrap();
+    let fresh = uncached(&url, ROOT);
+    assert!(is_corrupt(fresh.aliases_of(&[made[1].0.clone()], 10)));
+}

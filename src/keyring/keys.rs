@@ -159,21 +159,18 @@ impl Client {
             let store = &self.inner().store;
             let mut keys = store.list_keys(after.as_ref(), limit + 1)?;
             keys.truncate(limit + 1);
+            // The aliases of the keys shown (not of the one fetched only to
+            // know whether a next page exists), in one store call.
+            let shown: Vec<KeyId> = keys.iter().take(limit).map(|k| k.key_id.clone()).collect();
+            let mut aliases = store.aliases_of(&shown, MAX_PAGE_LIMIT)?;
             let items = keys
                 .iter()
-                .map(|k| {
-                    let aliases = store
-                        .list_aliases(Some(&k.key_id), None, MAX_PAGE_LIMIT)?
-                        .into_iter()
-                        .map(|(a, _)| a)
-                        .collect();
-                    Ok(KeyListEntry {
-                        key_id: k.key_id.clone(),
-                        aliases,
-                        manager: k.manager,
-                    })
+                .map(|k| KeyListEntry {
+                    key_id: k.key_id.clone(),
+                    aliases: aliases.remove(&k.key_id).unwrap_or_default(),
+                    manager: k.manager,
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Vec<_>>();
             Ok(page_of(items, limit, |e: &KeyListEntry| {
                 e.key_id.to_string()
             }))

@@ -136,6 +136,30 @@ pub trait MetadataStore: Send + Sync + Debug {
         limit: usize,
     ) -> Result<Vec<(Alias, KeyId)>>;
 
+    /// The aliases of each key of `keys`, in name order, at most
+    /// `limit_per_key` each (keys without aliases are absent): what one page
+    /// of `list_keys` shows. The default makes one
+    /// [`MetadataStore::list_aliases`] call per key; a database store
+    /// overrides it with one query.
+    fn aliases_of(
+        &self,
+        keys: &[KeyId],
+        limit_per_key: usize,
+    ) -> Result<std::collections::HashMap<KeyId, Vec<Alias>>> {
+        let mut out = std::collections::HashMap::new();
+        for k in keys {
+            let aliases: Vec<Alias> = self
+                .list_aliases(Some(k), None, limit_per_key)?
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect();
+            if !aliases.is_empty() {
+                out.insert(k.clone(), aliases);
+            }
+        }
+        Ok(out)
+    }
+
     // ---- the access part: narrow operations ---------------------------------
 
     /// The key's access part (policy and every grant), or `None` if the key

@@ -347,6 +347,36 @@ impl MetadataStore for PostgresStore {
             .map_err(|e| self.core.explain(e))
     }
 
+    /// One query for the whole page (not one per key); every row's MAC is
+    /// checked as in `list_aliases`.
+    fn aliases_of(
+        &self,
+        keys: &[KeyId],
+        limit_per_key: usize,
+    ) -> Result<std::collections::HashMap<KeyId, Vec<Alias>>> {
+        let ids: Vec<&str> = keys.iter().map(KeyId::as_str).collect();
+        let started = Instant::now();
+        let rows = self.core.run(|c| {
+            c.query(
+                "SELECT alias, key_id, rev, mac FROM strongroom_aliases \
+                 WHERE key_id = ANY($1) ORDER BY alias",
+                &[&ids],
+            )
+            .map_err(pre("list aliases of keys"))
+        })?;
+        let mut out: std::collections::HashMap<KeyId, Vec<Alias>> = Default::default();
+        for r in &rows {
+            let (alias, key) = self
+                .checked_alias(r, started)
+                .map_err(|e| self.core.explain(e))?;
+            let list = out.entry(key).or_default();
+            if list.len() < limit_per_key {
+                list.push(alias);
+            }
+        }
+        Ok(out)
+    }
+
     fn get_access(&self, id: &KeyId) -> Result<Option<KeyAccess>> {
         Ok(self.get_key(id)?.map(|m| m.access.clone()))
     }
