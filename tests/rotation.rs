@@ -455,10 +455,9 @@ fn writers_progress_while_eight_threads_seal() {
             std::thread::spawn(move || {
                 let data = vec![7u8; 1024];
                 let mut seen = Vec::new();
-                let mut last = None;
                 // At least one seal per sealer, however late the thread is
                 // scheduled on a loaded machine (then until stopped).
-                loop {
+                let last = loop {
                     let msg = c.seal("alias/busy", &data, &ctx()).unwrap();
                     let CiphertextInfo::Message { wrapped_by, .. } = inspect(&msg).unwrap() else {
                         panic!("seal made a message");
@@ -468,11 +467,10 @@ fn writers_progress_while_eight_threads_seal() {
                         seen.push(v);
                     }
                     newest.fetch_max(v, Ordering::SeqCst);
-                    last = Some(msg);
                     if stop.load(Ordering::SeqCst) {
-                        break;
+                        break msg;
                     }
-                }
+                };
                 (seen, last)
             })
         })
@@ -512,7 +510,7 @@ fn writers_progress_while_eight_threads_seal() {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
         assert!(seen.iter().all(|v| (1..=ROTATIONS + 1).contains(v)));
         all_seen.extend(seen);
-        let opened = c.open(&last.unwrap(), &ctx()).unwrap();
+        let opened = c.open(&last, &ctx()).unwrap();
         assert_eq!(opened.plaintext.expose_secret(), &[7u8; 1024][..]);
     }
     // Every version was sealed under while the sealers ran.
