@@ -16,6 +16,8 @@
 //! - `large`: seal and open of 64 MiB on every core and on one thread vs
 //!   raw AES-256-GCM of the same bytes;
 //! - `cache`: seal and open of 1 KiB with the data-key cache vs without;
+//! - `scaling`: encrypt, seal and raw AEAD of 1 KiB, the same number of
+//!   operations on one thread and split over two (one shared ring);
 //! - `ranged`: on a 64 MiB message, `open_range` of 4 KiB vs `open` of the
 //!   whole message, and `rewrap_message` (new header, body copied) and
 //!   `rewrap_header` (the header of a stream) vs `re_encrypt_message` (open
@@ -442,6 +444,62 @@ fn ranged(c: &mut Criterion) {
     g.finish();
 }
 
+/// Scaling on one shared ring: `iters` encryptions (or seals) of 1 KiB done
+/// by one thread vs split over two threads (wall time), and raw AES-GCM the
+/// same way as the ceiling.
+fn scaling(c: &mut Criterion) {
+    let (client, key) = client_with_key(SymmetricAlgorithm::Aes256Gcm);
+    let ctx = EncryptionContext::new().with("bench", "1");
+    let data = vec![0x5au8; 1024];
+    let raw = aes_gcm::Aes256Gcm::new(&Default::default());
+    let nonce = aes_gcm::Nonce::default();
+    let mut g = c.benchmark_group("scaling");
+    type Op<'a> = Box<dyn Fn() + Sync + 'a>;
+    let ops: Vec<(&str, Op<'_>)> = vec![
+        (
+            "encrypt_1k",
+            Box::new(|| {
+                black_box(client.encrypt(&key, &data, &ctx).unwrap());
+            }),
+        ),
+        (
+            "seal_1k",
+            Box::new(|| {
+                black_box(client.seal(&key, &data, &ctx).unwrap());
+            }),
+        ),
+        (
+            "raw_aead_1k",
+            Box::new(|| {
+                let mut buf = data.clone();
+                raw_seal(&raw, &nonce, &mut buf);
+                black_box(buf);
+            }),
+        ),
+    ];
+    for (name, op) in &ops {
+        for threads in [1u64, 2] {
+            g.bench_function(BenchmarkId::new(*name, format!("{threads}_threads")), |b| {
+                b.iter_custom(|iters| {
+                    let per = iters.div_ceil(threads);
+                    let start = std::time::Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            s.spawn(|| {
+                                for _ in 0..per {
+                                    op();
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -452,6 +510,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing, large, cache, ranged
+    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing, large, cache, ranged, scaling
 }
 criterion_main!(benches);
