@@ -25,7 +25,6 @@
 
 use crate::clock::Timestamp;
 use crate::key::KeyId;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -124,7 +123,7 @@ type Slots<K, E> = Mutex<HashMap<K, (u64, Slot<E>)>>;
 pub(crate) struct DataKeyCache {
     limits: DataKeyCacheLimits,
     seal: Slots<SealPartition, SealEntry>,
-    open: Slots<[u8; 32], OpenEntry>,
+    open: Slots<Vec<u8>, OpenEntry>,
     /// Insertion counter, to drop the oldest partition beyond the limit.
     tick: std::sync::atomic::AtomicU64,
 }
@@ -244,14 +243,16 @@ impl DataKeyCache {
         fill: impl FnOnce() -> crate::Result<Zeroizing<Vec<u8>>>,
     ) -> crate::Result<(Zeroizing<Vec<u8>>, bool)> {
         let l = self.limits;
-        let mut h = Sha256::new();
-        for part in wrapped {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
+        // The exact bytes, length-prefixed, are the entry's name: no two
+        // different (wrapped key, context) pairs share one. (The map's
+        // keyed SipHash keeps lookups cheap and resistant to chosen
+        // collisions; a cryptographic digest would only add cost.)
+        let mut id =
+            Vec::with_capacity(24 + context.len() + wrapped.iter().map(|p| p.len()).sum::<usize>());
+        for part in wrapped.iter().chain([&context]) {
+            id.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            id.extend_from_slice(part);
         }
-        h.update((context.len() as u64).to_be_bytes());
-        h.update(context);
-        let id: [u8; 32] = h.finalize().into();
         let slot = slot(&self.open, &id, l.max_entries, &self.tick);
         let mut entry = lock(&slot);
         if let Some(e) = entry.as_mut() {
