@@ -7,7 +7,7 @@
 //! open), `rewrap.rs` (rewrap without re-encryption), `asymmetric.rs`
 //! (signing, MACs, HPKE, data key pairs), `import.rs` (bring your own key), `access.rs` (policies and
 //! grants), `lifecycle.rs` (enable, disable, deletion, maintenance),
-//! `rotation.rs` (versions, floors), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
+//! `rotation.rs` (versions, floors), `secrets.rs` (the secrets store), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
 //! `audit.rs` (the recording step).
 
 use crate::backend::{KeyBackend, MemoryBackend};
@@ -33,6 +33,7 @@ mod postgres;
 mod ranged;
 mod rewrap;
 mod rotation;
+pub mod secrets;
 mod ssh;
 mod usage;
 
