@@ -7,13 +7,17 @@ use strongroom::audit::{MemorySink, Outcome};
 use strongroom::clock::ManualClock;
 use strongroom::keyring::ListOptions;
 use strongroom::keyring::secrets::{
-    MAX_SECRET_LEN, MAX_SECRET_VERSIONS, SECRET_RECORD_KIND, SecretInput, SecretVersion,
-    StagingLabel,
+    CONTEXT_SECRET, MAX_SECRET_LEN, MAX_SECRET_VERSIONS, SECRET_RECORD_KIND, SecretInput,
+    SecretVersion, StagingLabel,
 };
-use strongroom::policy::GrantRequest;
-use strongroom::store::{KeystoreOptions, MemoryStore, MetadataStore, OpenMode, RootKey};
+use strongroom::policy::{GrantConstraints, GrantRequest};
+use strongroom::store::{
+    KeystoreOptions, MemoryStore, MetadataStore, OpenMode, RootKey, export_backup, restore_backup,
+    rotate_root_key,
+};
 use strongroom::{
-    Action, CreateKeyOptions, Error, ErrorKind, KeyId, KeyRing, KeySpec, Principal, Timestamp,
+    Action, CreateKeyOptions, EncryptionContext, Error, ErrorKind, KeyId, KeyRing, KeySpec,
+    Principal, Timestamp,
 };
 
 const START: u64 = 1_800_000_000;
@@ -58,10 +62,14 @@ fn text(v: &strongroom::keyring::secrets::SecretValue) -> &str {
 }
 
 fn file_ring(dir: &Path, clock: Arc<ManualClock>) -> KeyRing {
+    file_ring_with(dir, clock, &RootKey::raw([0x42; 32]))
+}
+
+fn file_ring_with(dir: &Path, clock: Arc<ManualClock>, root: &RootKey) -> KeyRing {
     KeyRing::builder()
         .file_keystore(
             dir,
-            &RootKey::raw([0x42; 32]),
+            root,
             KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
         )
         .unwrap()
@@ -292,6 +300,29 @@ fn access_denied_then_allowed_by_grant() {
         bob.put_secret_value("/svc/token", SecretInput::Text("mine")),
         Err(Error::AccessDenied { .. })
     ));
+    // A grant limited to one secret by the context.
+    owner
+        .create_secret("/svc/other", &e.key, SecretInput::Text("other"))
+        .unwrap();
+    let carol = e.ring.client(p("user:carol"));
+    owner
+        .create_grant(
+            &e.key,
+            GrantRequest::new(p("user:carol"), &[Action::GetSecretValue]).constraints(
+                GrantConstraints::context_equals(
+                    EncryptionContext::new().with(CONTEXT_SECRET, "/svc/other"),
+                ),
+            ),
+        )
+        .unwrap();
+    let v = carol
+        .get_secret_value("/svc/other", &SecretVersion::CURRENT)
+        .unwrap();
+    assert_eq!(text(&v), "other");
+    assert!(matches!(
+        carol.get_secret_value("/svc/token", &SecretVersion::CURRENT),
+        Err(Error::AccessDenied { .. })
+    ));
     // Deletion is not grantable.
     assert!(
         owner
@@ -498,6 +529,54 @@ fn file_keystore_keeps_secrets_across_restarts() {
     ));
 }
 
+#[test]
+fn file_keystore_root_rotation_and_backup_keep_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(START)));
+    let old = RootKey::raw([0x42; 32]);
+    let new = RootKey::raw([0x43; 32]);
+    let before: Vec<_> = {
+        let ring = file_ring(dir.path(), clock.clone());
+        let c = ring.client(p("user:owner"));
+        let key = c
+            .create_key(KeySpec::default(), CreateKeyOptions::new())
+            .unwrap();
+        c.create_secret("/r/a", &key, SecretInput::Text("alpha"))
+            .unwrap();
+        c.create_secret("/r/b", &key, SecretInput::Binary(b"beta"))
+            .unwrap();
+        walk(&dir.path().join("records"))
+    };
+    assert_eq!(before.len(), 2);
+    rotate_root_key(
+        dir.path(),
+        &old,
+        &new,
+        &KeystoreOptions::default().mode(OpenMode::Existing),
+    )
+    .unwrap();
+    // Renamed under the new names key: none of the old files is left.
+    let after = walk(&dir.path().join("records"));
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|f| !before.contains(f)));
+    let check = |d: &Path, root: &RootKey| {
+        let ring = file_ring_with(d, clock.clone(), root);
+        let c = ring.client(p("user:owner"));
+        let a = c.get_secret_value("/r/a", &SecretVersion::CURRENT).unwrap();
+        assert_eq!(text(&a), "alpha");
+        let page = c.get_secrets_by_path("/r", ListOptions::default()).unwrap();
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.items[1].expose_bytes(), b"beta");
+    };
+    check(dir.path(), &new);
+    let archive = tempfile::tempdir().unwrap();
+    let file = archive.path().join("backup.srkb");
+    export_backup(dir.path(), &new, &file).unwrap();
+    let restored = archive.path().join("restored");
+    restore_backup(&file, &new, &restored).unwrap();
+    check(&restored, &new);
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -578,7 +657,7 @@ fn concurrent_puts_never_lose_a_version() {
                 .flat_map(|h| h.join().unwrap())
                 .collect()
         });
-        assert!(1 + THREADS * PUTS <= MAX_SECRET_VERSIONS);
+        const { assert!(THREADS * PUTS < MAX_SECRET_VERSIONS) };
         let d = c.describe_secret("shared").unwrap();
         assert_eq!(d.versions.len(), 1 + THREADS * PUTS);
         let stored: std::collections::BTreeSet<_> =

@@ -206,7 +206,8 @@ impl KeyRingBuilder {
 
     /// The policy deciding ring-wide actions ([`crate::policy::Policy::RING_ACTIONS`]:
     /// `CreateKey`, `ImportKeyMaterial` and `GetParametersForImport` for new
-    /// keys, `ListKeys`, `ListAliases` without a key, `GenerateRandom`).
+    /// keys, `ListKeys`, `ListAliases` without a key, `GenerateRandom`,
+    /// `ListSecrets`).
     ///
     /// If no ring policy is chosen, the ring uses the open policy
     /// ([`crate::policy::Policy::open_ring`]): any principal may create keys

@@ -29,8 +29,11 @@ pub struct MemoryStore {
     /// Generic records: (kind, name) -> (revision, bytes), and the last
     /// revision given out (revisions are store-wide, so a record deleted
     /// and created again never repeats one).
-    records: Mutex<(u64, BTreeMap<(String, String), (u64, Vec<u8>)>)>,
+    records: Mutex<(u64, Records)>,
 }
+
+/// Generic records by (kind, name): (revision, bytes).
+type Records = BTreeMap<(String, String), (u64, Vec<u8>)>;
 
 impl MemoryStore {
     /// An empty store.
