@@ -577,6 +577,41 @@ fn file_keystore_root_rotation_and_backup_keep_secrets() {
     check(&restored, &new);
 }
 
+#[test]
+fn two_rings_on_one_keystore_share_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(START)));
+    let a = file_ring(dir.path(), clock.clone());
+    let b = file_ring(dir.path(), clock);
+    let ca = a.client(p("user:owner"));
+    let cb = b.client(p("user:owner"));
+    let key = ca
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    let v1 = ca
+        .create_secret("shared", &key, SecretInput::Text("from-a"))
+        .unwrap();
+    assert!(matches!(
+        cb.create_secret("shared", &key, SecretInput::Text("from-b")),
+        Err(Error::SecretExists(_))
+    ));
+    let v2 = cb
+        .put_secret_value("shared", SecretInput::Text("from-b"))
+        .unwrap();
+    let v3 = ca
+        .put_secret_value("shared", SecretInput::Text("from-a-again"))
+        .unwrap();
+    for c in [&ca, &cb] {
+        let d = c.describe_secret("shared").unwrap();
+        let ids: Vec<_> = d.versions.iter().map(|v| v.version_id.clone()).collect();
+        assert_eq!(ids, [v1.clone(), v2.clone(), v3.clone()]);
+        let cur = c
+            .get_secret_value("shared", &SecretVersion::CURRENT)
+            .unwrap();
+        assert_eq!(text(&cur), "from-a-again");
+    }
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

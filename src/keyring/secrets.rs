@@ -151,7 +151,7 @@ impl SecretVersion {
 /// A value to store.
 #[derive(Clone, Copy)]
 pub enum SecretInput<'a> {
-    /// A text value (returned by [`SecretValue::as_str`]).
+    /// A text value (returned by [`SecretValue::expose_str`]).
     Text(&'a str),
     /// A binary value.
     Binary(&'a [u8]),
