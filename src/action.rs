@@ -117,6 +117,23 @@ pub enum Action {
     /// Move a multi-region key's primary role to another region: checked on
     /// the key in both regions.
     UpdatePrimaryRegion,
+    /// Create a secret protected by a key (decided on that key).
+    CreateSecret,
+    /// Read a secret's value (decided on the key that protects it).
+    GetSecretValue,
+    /// Store a new version of a secret's value.
+    PutSecretValue,
+    /// Read a secret's metadata: key, versions, labels, deletion date.
+    DescribeSecret,
+    /// List secrets by path prefix, and read values by path (decided by the
+    /// ring policy; each secret read also needs `GetSecretValue` on its key).
+    ListSecrets,
+    /// Schedule a secret's deletion after a 7 to 30 day window.
+    DeleteSecret,
+    /// Cancel a secret's scheduled deletion.
+    RestoreSecret,
+    /// Rotate a secret: a new version, tested, then made current.
+    RotateSecret,
 }
 
 impl Action {
@@ -170,13 +187,21 @@ impl Action {
         Action::CreateReplicaKey,
         Action::SyncReplica,
         Action::UpdatePrimaryRegion,
+        Action::CreateSecret,
+        Action::GetSecretValue,
+        Action::PutSecretValue,
+        Action::DescribeSecret,
+        Action::ListSecrets,
+        Action::DeleteSecret,
+        Action::RestoreSecret,
+        Action::RotateSecret,
     ];
 
     /// The actions that act on no existing key, decided by the ring policy:
     /// create and import (new) keys, list key ids and aliases, draw random
-    /// bytes, create a replica of another region's multi-region key.
-    /// `GetParametersForImport` and `ImportKeyMaterial` are also decided on a
-    /// key when they import a version of it.
+    /// bytes, create a replica of another region's multi-region key, list
+    /// secrets. `GetParametersForImport` and `ImportKeyMaterial` are also
+    /// decided on a key when they import a version of it.
     pub const RING_WIDE: &'static [Action] = &[
         Action::CreateKey,
         Action::ListKeys,
@@ -185,6 +210,7 @@ impl Action {
         Action::GetParametersForImport,
         Action::ImportKeyMaterial,
         Action::CreateReplicaKey,
+        Action::ListSecrets,
     ];
 
     /// The key usage this action needs, if it uses a key's material (a
@@ -199,7 +225,11 @@ impl Action {
             | Action::GenerateDataKey
             | Action::GenerateDataKeyWithoutPlaintext
             | Action::GenerateDataKeyPair
-            | Action::GenerateDataKeyPairWithoutPlaintext => Some(KeyUsage::EncryptDecrypt),
+            | Action::GenerateDataKeyPairWithoutPlaintext
+            | Action::CreateSecret
+            | Action::GetSecretValue
+            | Action::PutSecretValue
+            | Action::RotateSecret => Some(KeyUsage::EncryptDecrypt),
             Action::Sign | Action::Verify => Some(KeyUsage::SignVerify),
             Action::GenerateMac | Action::VerifyMac => Some(KeyUsage::GenerateVerifyMac),
             _ => None,
@@ -212,11 +242,16 @@ impl Action {
         self.required_usage().is_some()
     }
 
-    /// True if a grant may allow the action: cryptographic operations,
-    /// `DescribeKey` and `RetireGrant`. Administration (policies, deletion,
-    /// aliases, grants for others) needs the key policy.
+    /// True if a grant may allow the action: cryptographic operations (the
+    /// secret value actions among them), `DescribeKey`, `DescribeSecret`
+    /// and `RetireGrant`. Administration (policies, deletion, aliases,
+    /// grants for others, secret deletion and restore) needs the key policy.
     pub fn is_grantable(self) -> bool {
-        self.is_cryptographic() || matches!(self, Action::DescribeKey | Action::RetireGrant)
+        self.is_cryptographic()
+            || matches!(
+                self,
+                Action::DescribeKey | Action::DescribeSecret | Action::RetireGrant
+            )
     }
 
     /// True if the ring policy decides the action when no key is named
@@ -278,6 +313,14 @@ impl Action {
             Action::CreateReplicaKey => "strongroom:CreateReplicaKey",
             Action::SyncReplica => "strongroom:SyncReplica",
             Action::UpdatePrimaryRegion => "strongroom:UpdatePrimaryRegion",
+            Action::CreateSecret => "strongroom:CreateSecret",
+            Action::GetSecretValue => "strongroom:GetSecretValue",
+            Action::PutSecretValue => "strongroom:PutSecretValue",
+            Action::DescribeSecret => "strongroom:DescribeSecret",
+            Action::ListSecrets => "strongroom:ListSecrets",
+            Action::DeleteSecret => "strongroom:DeleteSecret",
+            Action::RestoreSecret => "strongroom:RestoreSecret",
+            Action::RotateSecret => "strongroom:RotateSecret",
         }
     }
 }

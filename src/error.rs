@@ -40,6 +40,15 @@ pub enum Error {
     #[error("alias already exists: {0}")]
     AliasExists(String),
 
+    /// No secret with this name (or version or label) exists, or it was
+    /// destroyed after its deletion window.
+    #[error("secret not found: {0}")]
+    SecretNotFound(String),
+
+    /// A secret with this name already exists; put a new version instead.
+    #[error("secret already exists: {0}")]
+    SecretExists(String),
+
     /// The key's usage does not allow the requested operation.
     #[error("key {key_id} has usage {usage} and cannot be used for {action}")]
     WrongKeyUsage {
@@ -241,8 +250,9 @@ impl Error {
             Error::DecryptionFailed => ErrorKind::Decryption,
             Error::KeyNotFound(_)
             | Error::AliasNotFound(_)
+            | Error::SecretNotFound(_)
             | Error::ReplicaVersionUnknown { .. } => ErrorKind::NotFound,
-            Error::AliasExists(_) => ErrorKind::AlreadyExists,
+            Error::AliasExists(_) | Error::SecretExists(_) => ErrorKind::AlreadyExists,
             Error::WrongKeyUsage { .. }
             | Error::InvalidKeyState { .. }
             | Error::VersionCannotEncrypt { .. }
@@ -275,6 +285,8 @@ impl Error {
             Error::KeyNotFound(_) => "KeyNotFound",
             Error::AliasNotFound(_) => "AliasNotFound",
             Error::AliasExists(_) => "AliasExists",
+            Error::SecretNotFound(_) => "SecretNotFound",
+            Error::SecretExists(_) => "SecretExists",
             Error::WrongKeyUsage { .. } => "WrongKeyUsage",
             Error::InvalidKeyState { .. } => "InvalidKeyState",
             Error::IncorrectKey { .. } => "IncorrectKey",

@@ -21,6 +21,9 @@ pub struct MaintenanceReport {
     pub rotated: Vec<(KeyId, u32)>,
     /// Keys whose deletion date had passed and that are now gone.
     pub deleted: Vec<KeyId>,
+    /// Secrets whose deletion date had passed and that are now destroyed
+    /// ([`crate::keyring::secrets`]).
+    pub secrets_destroyed: Vec<String>,
 }
 
 impl Inner {
@@ -65,7 +68,8 @@ impl Inner {
 impl KeyRing {
     /// Runs due work on every key, on the ring's clock: deletes keys whose
     /// deletion window has passed and rotates keys whose rotation period has
-    /// elapsed (at most once per key per call, however long ago it fell due).
+    /// elapsed (at most once per key per call, however long ago it fell due),
+    /// and destroys secrets whose deletion date has passed.
     ///
     /// The same checks also run whenever a key is used; call this from the
     /// application's scheduler so that unused keys are handled too. It is the
@@ -95,6 +99,7 @@ impl KeyRing {
                 }
             }
         }
+        report.secrets_destroyed = inner.destroy_due_secrets()?;
         Ok(report)
     }
 }

@@ -7,7 +7,7 @@
 //! open), `rewrap.rs` (rewrap without re-encryption), `asymmetric.rs`
 //! (signing, MACs, HPKE, data key pairs), `import.rs` (bring your own key), `access.rs` (policies and
 //! grants), `lifecycle.rs` (enable, disable, deletion, maintenance),
-//! `rotation.rs` (versions, floors), `replica.rs` (multi-region keys), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
+//! `rotation.rs` (versions, floors), `replica.rs` (multi-region keys), `secrets.rs` (the secrets store), `ssh.rs` (OpenSSH keys, SSHSIG), `usage.rs` (the usage meter) and
 //! `audit.rs` (the recording step).
 
 use crate::backend::{KeyBackend, MemoryBackend};
@@ -34,6 +34,7 @@ mod ranged;
 pub mod replica;
 mod rewrap;
 mod rotation;
+pub mod secrets;
 mod ssh;
 mod usage;
 
@@ -215,7 +216,8 @@ impl KeyRingBuilder {
 
     /// The policy deciding ring-wide actions ([`crate::policy::Policy::RING_ACTIONS`]:
     /// `CreateKey`, `ImportKeyMaterial` and `GetParametersForImport` for new
-    /// keys, `ListKeys`, `ListAliases` without a key, `GenerateRandom`).
+    /// keys, `ListKeys`, `ListAliases` without a key, `GenerateRandom`,
+    /// `ListSecrets`).
     ///
     /// If no ring policy is chosen, the ring uses the open policy
     /// ([`crate::policy::Policy::open_ring`]): any principal may create keys

@@ -413,7 +413,7 @@ impl Policy {
 
     /// A ring policy that lets only `admins` perform the ring-wide actions
     /// ([`Policy::RING_ACTIONS`]: create and import keys, list key ids and
-    /// aliases, draw random bytes). Everyone else can only use keys whose
+    /// aliases, draw random bytes, list secrets). Everyone else can only use keys whose
     /// policies or grants name them.
     pub fn ring_admins(admins: impl IntoIterator<Item = Principal>) -> Policy {
         let admins = admins.into_iter().map(PrincipalPattern::Exact).collect();
@@ -423,8 +423,9 @@ impl Policy {
     /// The open ring policy, the ring's default unless the builder names
     /// admins ([`crate::KeyRingBuilder::ring_admins`]): *any* principal may
     /// perform the ring-wide actions ([`Policy::RING_ACTIONS`]) — create (or
-    /// import) keys, which it then owns, list key ids and aliases, and draw
-    /// random bytes. It gives no right on any existing key: every action on a
+    /// import) keys, which it then owns, list key ids and aliases, draw
+    /// random bytes, and list secrets (their names and metadata; reading a
+    /// value is decided on the secret's key). It gives no right on any existing key: every action on a
     /// key is decided by that key's policy and grants alone.
     pub fn open_ring() -> Policy {
         Self::ring_wide(

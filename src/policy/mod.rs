@@ -5,7 +5,7 @@
 //! matching `Allow` statement or a live grant allows; anything else is denied
 //! (deny by default). Ring-wide actions ([`Policy::RING_ACTIONS`]:
 //! `CreateKey`, `ListKeys`, `ListAliases` without a key, `GenerateRandom`,
-//! and `GetParametersForImport` / `ImportKeyMaterial` for a new key) are
+//! `ListSecrets`, and `GetParametersForImport` / `ImportKeyMaterial` for a new key) are
 //! decided by the ring policy ([`crate::KeyRingBuilder::ring_policy`]); every
 //! other action by the key's policy and grants alone.
 //!

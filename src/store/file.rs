@@ -3,7 +3,8 @@
 use super::KeyMetadata;
 use super::MetadataStore;
 use super::index::Index;
-use super::keystore::{Keystore, Kind};
+use super::keystore::{Keystore, Kind, decode_generic, encode_generic};
+use super::{StoredRecord, check_record_name};
 use crate::error::{Error, Result};
 use crate::key::{Alias, KeyId};
 use std::collections::{HashMap, HashSet};
@@ -229,7 +230,116 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Reads generic record file `fname` and checks it is `kind`/`name`
+    /// (or, with `name = None`, of `kind`): `None` if absent or another kind.
+    fn read_generic(
+        &self,
+        fname: &str,
+        kind: &str,
+        name: Option<&str>,
+    ) -> Result<Option<StoredRecord>> {
+        let Some((gn, pt)) = self.ks.read(Kind::Record, fname)? else {
+            return Ok(None);
+        };
+        let (k, n, bytes) = decode_generic(&pt).ok_or_else(|| Error::CorruptStore {
+            file: fname.to_owned(),
+            reason: "bad generic record".into(),
+        })?;
+        if k != kind {
+            return Ok(None);
+        }
+        if name.is_some_and(|want| want != n) || self.ks.generic_name(&k, &n)? != fname {
+            return Err(Error::CorruptStore {
+                file: fname.to_owned(),
+                reason: "record names another record".into(),
+            });
+        }
+        Ok(Some(StoredRecord::new(n, gn, bytes.to_vec())))
+    }
+
+    /// Applies one generic-record change under the lock and notes it in the
+    /// cache.
+    fn apply_generic(
+        &self,
+        lock: &super::keystore::WriteLock<'_>,
+        puts: &[(Kind, &str, &[u8])],
+        removes: &[&str],
+    ) -> Result<u64> {
+        let g = self.ks.apply(lock, puts, removes)?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .wrote(g);
+        Ok(g)
+    }
+}
+
 impl MetadataStore for FileStore {
+    fn get_record(&self, kind: &str, name: &str) -> Result<Option<StoredRecord>> {
+        check_record_name(kind, name)?;
+        self.ks.refresh()?;
+        let fname = self.ks.generic_name(kind, name)?;
+        self.read_generic(&fname, kind, Some(name))
+    }
+
+    fn put_record_if(
+        &self,
+        kind: &str,
+        name: &str,
+        expected: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        check_record_name(kind, name)?;
+        let fname = self.ks.generic_name(kind, name)?;
+        let pt = encode_generic(kind, name, bytes)?;
+        // The lock brings the manifest up to date: the generation read
+        // here is the current one, and no other writer runs until apply.
+        let lock = self.ks.lock()?;
+        if self.ks.gen_of(&fname) != expected {
+            return Err(Error::Conflict(format!(
+                "record {kind}/{name} changed since it was read"
+            )));
+        }
+        self.apply_generic(&lock, &[(Kind::Record, &fname, &pt)], &[])
+    }
+
+    fn delete_record(&self, kind: &str, name: &str, expected: u64) -> Result<()> {
+        check_record_name(kind, name)?;
+        let fname = self.ks.generic_name(kind, name)?;
+        let lock = self.ks.lock()?;
+        if self.ks.gen_of(&fname) != Some(expected) {
+            return Err(Error::Conflict(format!(
+                "record {kind}/{name} changed since it was read"
+            )));
+        }
+        self.apply_generic(&lock, &[], &[&fname]).map(drop)
+    }
+
+    /// Reads (and authenticates) every generic record to find the names:
+    /// record file names are keyed hashes, so the names are only inside.
+    fn list_records(
+        &self,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        self.ks.refresh()?;
+        let mut out = Vec::new();
+        for (fname, _) in self.ks.names("records") {
+            if let Some(r) = self.read_generic(&fname, kind, None)?
+                && r.name.starts_with(prefix)
+                && after.is_none_or(|a| r.name.as_str() > a)
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.truncate(limit);
+        Ok(out)
+    }
+
     fn insert_key(&self, meta: KeyMetadata, alias: Option<&Alias>) -> Result<()> {
         let lock = self.ks.lock()?;
         self.sync()?;

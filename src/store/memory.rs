@@ -11,9 +11,11 @@
 use super::KeyMetadata;
 use super::MetadataStore;
 use super::index::Index;
+use super::{StoredRecord, check_record_name};
 use crate::error::{Error, Result};
 use crate::key::{Alias, KeyId};
 use crate::sync::WriterFirst;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Keeps metadata in process memory; lost when the process ends.
@@ -24,7 +26,14 @@ pub struct MemoryStore {
     /// never take it.
     writer: Mutex<()>,
     state: WriterFirst<Index>,
+    /// Generic records: (kind, name) -> (revision, bytes), and the last
+    /// revision given out (revisions are store-wide, so a record deleted
+    /// and created again never repeats one).
+    records: Mutex<(u64, Records)>,
 }
+
+/// Generic records by (kind, name): (revision, bytes).
+type Records = BTreeMap<(String, String), (u64, Vec<u8>)>;
 
 impl MemoryStore {
     /// An empty store.
@@ -135,6 +144,70 @@ impl MetadataStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<(Alias, KeyId)>> {
         Ok(self.read().list_aliases(key, after, limit))
+    }
+
+    fn get_record(&self, kind: &str, name: &str) -> Result<Option<StoredRecord>> {
+        check_record_name(kind, name)?;
+        let r = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(r.1
+            .get(&(kind.to_owned(), name.to_owned()))
+            .map(|(rev, b)| StoredRecord::new(name.to_owned(), *rev, b.clone())))
+    }
+
+    fn put_record_if(
+        &self,
+        kind: &str,
+        name: &str,
+        expected: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        check_record_name(kind, name)?;
+        let mut r = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let k = (kind.to_owned(), name.to_owned());
+        if r.1.get(&k).map(|e| e.0) != expected {
+            return Err(Error::Conflict(format!(
+                "record {kind}/{name} changed since it was read"
+            )));
+        }
+        let rev = r.0 + 1;
+        r.0 = rev;
+        r.1.insert(k, (rev, bytes.to_vec()));
+        Ok(rev)
+    }
+
+    fn delete_record(&self, kind: &str, name: &str, expected: u64) -> Result<()> {
+        check_record_name(kind, name)?;
+        let mut r = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let k = (kind.to_owned(), name.to_owned());
+        if r.1.get(&k).map(|e| e.0) != Some(expected) {
+            return Err(Error::Conflict(format!(
+                "record {kind}/{name} changed since it was read"
+            )));
+        }
+        r.1.remove(&k);
+        Ok(())
+    }
+
+    fn list_records(
+        &self,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let r = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let start = match after {
+            Some(a) if a > prefix => a,
+            _ => prefix,
+        };
+        let from = (kind.to_owned(), start.to_owned());
+        Ok(r.1
+            .range(from..)
+            .filter(|((k, n), _)| k == kind && after.is_none_or(|a| n.as_str() > a))
+            .take_while(|((k, n), _)| k == kind && n.starts_with(prefix))
+            .take(limit)
+            .map(|((_, n), (rev, b))| StoredRecord::new(n.clone(), *rev, b.clone()))
+            .collect())
     }
 }
 

@@ -68,6 +68,41 @@ impl DerefMut for KeyMetadata {
     }
 }
 
+/// One record of the generic record facility ([`MetadataStore::get_record`]
+/// and its siblings): opaque bytes and the revision they were stored at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredRecord {
+    /// The record's name (unique within its kind).
+    pub name: String,
+    /// The revision of this copy: pass it to [`MetadataStore::put_record_if`]
+    /// or [`MetadataStore::delete_record`] to change exactly this copy.
+    /// Revisions of one record only grow.
+    pub revision: u64,
+    /// The record's bytes, as the caller stored them.
+    pub bytes: Vec<u8>,
+}
+
+impl StoredRecord {
+    /// A record copy.
+    pub fn new(name: String, revision: u64, bytes: Vec<u8>) -> Self {
+        StoredRecord {
+            name,
+            revision,
+            bytes,
+        }
+    }
+}
+
+/// The error of a store without the generic record facility.
+fn records_unsupported() -> Error {
+    Error::Unsupported(
+        "this metadata store does not support generic records (secrets); \
+         use the in-memory or file store"
+            .into(),
+    )
+}
+
 /// Stores key metadata and aliases.
 ///
 /// # Contract
@@ -215,4 +250,65 @@ pub trait MetadataStore: Send + Sync + Debug {
             .get_access(id)?
             .map(|a| a.all_grants().cloned().collect()))
     }
+
+    // ---- generic records (the secrets store) --------------------------------
+    //
+    // Named, opaque records of a `kind` (e.g. "secret"), changed only by
+    // compare-and-set on their revision. The defaults fail with
+    // [`crate::Error::Unsupported`]: a store that does not keep records
+    // (PostgreSQL, for now) says so instead of losing them.
+
+    /// The record `name` of `kind`, or `None`.
+    fn get_record(&self, kind: &str, name: &str) -> Result<Option<StoredRecord>> {
+        let _ = (kind, name);
+        Err(records_unsupported())
+    }
+
+    /// Stores `bytes` as record `name` of `kind` if its current revision is
+    /// `expected` (`None`: the record must not exist), and returns the new
+    /// revision. [`crate::Error::Conflict`] (changing nothing) if another
+    /// write got there first.
+    fn put_record_if(
+        &self,
+        kind: &str,
+        name: &str,
+        expected: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        let _ = (kind, name, expected, bytes);
+        Err(records_unsupported())
+    }
+
+    /// Removes record `name` of `kind` if its current revision is
+    /// `expected`; [`crate::Error::Conflict`] (changing nothing) if it
+    /// changed or is gone.
+    fn delete_record(&self, kind: &str, name: &str, expected: u64) -> Result<()> {
+        let _ = (kind, name, expected);
+        Err(records_unsupported())
+    }
+
+    /// Up to `limit` records of `kind` whose names start with `prefix`, in
+    /// name order, starting after `after`.
+    fn list_records(
+        &self,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let _ = (kind, prefix, after, limit);
+        Err(records_unsupported())
+    }
+}
+
+/// Checks a record kind and name of the generic facility: 1 to 64 and 1 to
+/// 512 bytes, no NUL.
+pub(crate) fn check_record_name(kind: &str, name: &str) -> Result<()> {
+    if kind.is_empty() || kind.len() > 64 || kind.contains('\0') {
+        return Err(Error::invalid("record kind must be 1 to 64 bytes, no NUL"));
+    }
+    if name.is_empty() || name.len() > 512 || name.contains('\0') {
+        return Err(Error::invalid("record name must be 1 to 512 bytes, no NUL"));
+    }
+    Ok(())
 }

@@ -127,6 +127,16 @@ pub(super) fn alias_name_with(names: &[u8; 32], alias: &str) -> Result<String> {
     Ok(format!("aliases/{}", hex(&h[..16])))
 }
 
+/// The record name of a generic record: a keyed hash of its kind and
+/// name, so no secret's name shows on disk.
+pub(super) fn generic_name_with(names: &[u8; 32], kind: &str, name: &str) -> Result<String> {
+    let h = hmac(
+        names,
+        &[b"record\0", kind.as_bytes(), b"\0", name.as_bytes()],
+    )?;
+    Ok(format!("records/{}", hex(&h[..16])))
+}
+
 pub(crate) fn derive_root(
     root: &RootKey,
     kdf: &Kdf,

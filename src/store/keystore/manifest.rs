@@ -35,6 +35,7 @@ pub(super) fn kind_of(name: &str) -> Option<Kind> {
         "keys" => Some(Kind::Key),
         "material" => Some(Kind::Material),
         "aliases" => Some(Kind::Alias),
+        "records" => Some(Kind::Record),
         _ => None,
     }
 }

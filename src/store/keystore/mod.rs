@@ -48,7 +48,7 @@ const SHARD_MAGIC: &[u8; 4] = b"SRKN";
 const SHARDS: usize = 256;
 const ROTATION_MARKER: &str = "ROOT-ROTATION.json";
 const CHECK_TEXT: &[u8] = b"strongroom keystore check";
-const RECORD_DIRS: [&str; 3] = ["keys", "material", "aliases"];
+const RECORD_DIRS: [&str; 4] = ["keys", "material", "aliases", "records"];
 const HKDF_SALT: &[u8] = b"strongroom keystore v2";
 
 /// Record kinds (bound into each record's associated data).
@@ -58,6 +58,38 @@ pub(crate) enum Kind {
     Key = 1,
     Material = 2,
     Alias = 3,
+    /// A generic record (the secrets store): see [`encode_generic`].
+    Record = 4,
+}
+
+/// The plaintext of a generic record: its kind and name (so a root-key
+/// rotation can name the file again, and a read can check it got the
+/// record it asked for), then its bytes. docs/FORMAT.md, "Generic records".
+pub(crate) fn encode_generic(kind: &str, name: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let kl = u16::try_from(kind.len()).map_err(|_| Error::invalid("record kind too long"))?;
+    let nl = u16::try_from(name.len()).map_err(|_| Error::invalid("record name too long"))?;
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        4 + kind.len() + name.len() + bytes.len(),
+    ));
+    out.extend_from_slice(&kl.to_be_bytes());
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(&nl.to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(bytes);
+    Ok(out)
+}
+
+/// The inverse of [`encode_generic`]: (kind, name, bytes), or `None` if
+/// malformed.
+pub(crate) fn decode_generic(pt: &[u8]) -> Option<(String, String, &[u8])> {
+    let take = |b: &[u8]| -> Option<(String, usize)> {
+        let l = usize::from(u16::from_be_bytes(b.get(..2)?.try_into().ok()?));
+        let s = std::str::from_utf8(b.get(2..2 + l)?).ok()?.to_owned();
+        Some((s, 2 + l))
+    };
+    let (kind, a) = take(pt)?;
+    let (name, b) = take(pt.get(a..)?)?;
+    Some((kind, name, pt.get(a + b..)?))
 }
 
 #[derive(Debug, Default)]
@@ -238,6 +270,11 @@ impl Keystore {
     /// The record name of an alias.
     pub(crate) fn alias_name(&self, alias: &str) -> Result<String> {
         alias_name_with(&self.keys.names, alias)
+    }
+
+    /// The record name of generic record `name` of `kind`.
+    pub(crate) fn generic_name(&self, kind: &str, name: &str) -> Result<String> {
+        generic_name_with(&self.keys.names, kind, name)
     }
 
     /// Reads and authenticates the current generation of record `name`:
@@ -432,6 +469,10 @@ impl Keystore {
                     let (alias, _): (String, serde_json::Value) = serde_json::from_slice(&pt)
                         .map_err(|e| corrupt_file(name, format!("bad alias record: {e}")))?;
                     alias_name_with(&new_keys.names, &alias)?
+                } else if kind == Kind::Record {
+                    let (k, n, _) =
+                        decode_generic(&pt).ok_or_else(|| corrupt_file(name, "bad record"))?;
+                    generic_name_with(&new_keys.names, &k, &n)?
                 } else {
                     name.clone()
                 };
