@@ -28,6 +28,24 @@ fn root() -> RootKey {
     RootKey::raw(ROOT)
 }
 
+/// A ring on `dir` for tests where several rings or processes change the
+/// store at once. The keystore lock is not fair (a waiter polls), so one
+/// waiter may sit out many of the others' changes; on a loaded machine
+/// with slow fsyncs that can exceed the default 10 s bound. A generous
+/// bound keeps the test about what it checks (every change lands, once).
+fn patient_ring(dir: &Path) -> KeyRing {
+    KeyRing::builder()
+        .file_keystore(
+            dir,
+            &root(),
+            KeystoreOptions::default()
+                .mode(OpenMode::OpenOrCreate)
+                .lock_timeout(std::time::Duration::from_secs(120)),
+        )
+        .unwrap()
+        .build()
+}
+
 fn p(s: &str) -> Principal {
     s.parse().unwrap()
 }
@@ -511,7 +529,7 @@ fn child_process_entry() {
     let mode = std::env::var("STRONGROOM_CHILD_MODE").unwrap();
     let dir = PathBuf::from(std::env::var("STRONGROOM_CHILD_DIR").unwrap());
     let arg = std::env::var("STRONGROOM_CHILD_ARG").unwrap();
-    let ring = KeyRing::open_or_create(&dir, root()).unwrap();
+    let ring = patient_ring(&dir);
     let c = ring.client(p("user:a"));
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -703,9 +721,7 @@ fn two_processes_rotating_the_same_key() {
 #[test]
 fn several_rings_in_one_process() {
     let dir = tempfile::tempdir().unwrap();
-    let rings: Vec<KeyRing> = (0..3)
-        .map(|_| KeyRing::open_or_create(dir.path(), root()).unwrap())
-        .collect();
+    let rings: Vec<KeyRing> = (0..3).map(|_| patient_ring(dir.path())).collect();
     let key = rings[0]
         .client(p("user:a"))
         .create_key(KeySpec::default(), CreateKeyOptions::new())

@@ -160,8 +160,8 @@ fn nobody_listening_is_retryable_after_bounded_retries() {
     // a test running alongside can be listening there (a port from
     // `free_port` could be taken by one between the check and the call).
     let start = Instant::now();
-    let e = VaultTransitBackend::connect(&config("http://127.0.0.1:1", "secret-token-1"))
-        .unwrap_err();
+    let e =
+        VaultTransitBackend::connect(&config("http://127.0.0.1:1", "secret-token-1")).unwrap_err();
     assert!(matches!(e, Error::Unavailable(_)), "{e}");
     assert!(e.is_retryable());
     assert!(e.to_string().contains("3 attempt"), "{e}");
