@@ -4,8 +4,8 @@
 //! stop the runtime.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use strongroom::backend::{KeyBackend, MaterialId, MemoryBackend};
 use strongroom::{
     Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal, Result,
@@ -319,12 +319,37 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 // ---- the runtime is not blocked while a slow backend works -----------------
 
-/// The memory backend, with every wrap and unwrap taking `delay` (as a
-/// remote custodian or an HSM over the network would).
+/// The memory backend, with every wrap and unwrap taking a while (as a
+/// remote custodian or an HSM over the network would). Inline, a call
+/// takes 200 ms; once `wait_for_ticks` is set, a call lasts until the
+/// runtime's ticker has moved three times (at most 60 s, then it fails):
+/// it can only finish if the runtime ran other tasks meanwhile, which
+/// proves it without counting on how fast a loaded machine ticks.
 #[derive(Debug)]
 struct SlowBackend {
     inner: MemoryBackend,
-    delay: Duration,
+    ticks: Arc<AtomicU64>,
+    wait_for_ticks: AtomicBool,
+}
+
+impl SlowBackend {
+    fn work(&self) -> Result<()> {
+        if !self.wait_for_ticks.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(200));
+            return Ok(());
+        }
+        let start = self.ticks.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.ticks.load(Ordering::SeqCst) < start + 3 {
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable(
+                    "the runtime ran no other task while the backend worked".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
 }
 
 impl KeyBackend for SlowBackend {
@@ -338,11 +363,11 @@ impl KeyBackend for SlowBackend {
         self.inner.generate(id, spec)
     }
     fn encrypt(&self, id: &MaterialId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        std::thread::sleep(self.delay);
+        self.work()?;
         self.inner.encrypt(id, aad, plaintext)
     }
     fn decrypt(&self, id: &MaterialId, aad: &[u8], payload: &[u8]) -> Result<SecretBytes> {
-        std::thread::sleep(self.delay);
+        self.work()?;
         self.inner.decrypt(id, aad, payload)
     }
     fn destroy(&self, id: &MaterialId) -> Result<()> {
@@ -353,34 +378,33 @@ impl KeyBackend for SlowBackend {
     }
 }
 
-/// A task that counts 5 ms ticks on the current runtime.
-fn ticker() -> Arc<AtomicU64> {
-    let ticks = Arc::new(AtomicU64::new(0));
-    let t = ticks.clone();
+/// A task that counts 5 ms ticks on the current runtime, into `ticks`.
+fn ticker(ticks: Arc<AtomicU64>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            t.fetch_add(1, Ordering::SeqCst);
+            ticks.fetch_add(1, Ordering::SeqCst);
         }
     });
-    ticks
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_slow_backend_does_not_block_the_runtime() {
+    let ticks = Arc::new(AtomicU64::new(0));
     let backend = Arc::new(SlowBackend {
         inner: MemoryBackend::new(),
-        delay: Duration::from_millis(200),
+        ticks: ticks.clone(),
+        wait_for_ticks: AtomicBool::new(false),
     });
     let c = KeyRing::builder()
-        .backend(backend)
+        .backend(backend.clone())
         .build()
         .client(Principal::service("app").unwrap());
     let key = c
         .create_key(KeySpec::default(), CreateKeyOptions::new())
         .unwrap()
         .to_string();
-    let ticks = ticker();
+    ticker(ticks.clone());
     // Let the ticker start.
     tokio::time::sleep(Duration::from_millis(20)).await;
 
@@ -393,7 +417,9 @@ async fn a_slow_backend_does_not_block_the_runtime() {
     assert_eq!(ticks.load(Ordering::SeqCst), before, "inline call blocks");
     drop(w);
 
-    // The async constructors: the ticker keeps ticking during the 200 ms.
+    // From here on a backend call finishes only once the ticker moved.
+    backend.wait_for_ticks.store(true, Ordering::SeqCst);
+    // The async constructors: the ticker keeps ticking during the wrap.
     let before = ticks.load(Ordering::SeqCst);
     let mut w = c
         .seal_async_writer(&key, &ctx(), SealOptions::default(), Vec::new())

@@ -212,12 +212,17 @@ fn concurrent_first_use_creates_exactly_one_key() {
 fn two_rings_on_one_keystore_create_exactly_one_key() {
     let dir = tempfile::tempdir().unwrap();
     let root = || RootKey::raw([7; 32]);
+    // A generous lock bound: the keystore lock is not fair (a waiter
+    // polls), and eight threads on a loaded machine with slow fsyncs could
+    // keep one waiting past the default 10 s.
     let open = || {
         KeyRing::builder()
             .file_keystore(
                 dir.path(),
                 &root(),
-                KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+                KeystoreOptions::default()
+                    .mode(OpenMode::OpenOrCreate)
+                    .lock_timeout(std::time::Duration::from_secs(120)),
             )
             .unwrap()
             .build()

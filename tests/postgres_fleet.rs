@@ -385,7 +385,7 @@ fn a_lost_listener_connection_flushes_the_cache() {
         .backend(backend)
         .build();
     let cb = admin(&b);
-    assert!(store.wait_listening(Duration::from_secs(30)));
+    assert!(store.wait_listening(Duration::from_secs(60)));
     assert_eq!(
         cb.describe_key(key.as_str()).unwrap().state,
         KeyState::Enabled

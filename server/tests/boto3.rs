@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strongroom::interop::sigv4::{Credentials, Scope, amz_date, sign};
 
 const ALICE: (&str, &str) = ("AKIAALICE0000000", "alice/secret+key0000000000000000000000");
@@ -438,19 +438,21 @@ fn raw_http() {
 
     // A client that sends nothing is dropped after the read timeout, and
     // holds no one else up meanwhile.
+    // The server's read timeout is 1 s; the client waits up to 60 s (a
+    // loaded machine may be slow) and tells the server closing the
+    // connection (end of stream or a reset) from its own wait running out,
+    // so no elapsed time is asserted.
     let mut idle = TcpStream::connect(&server.addr).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(20)))
+    idle.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let started = Instant::now();
     assert_eq!(call(&server, "ListKeys", "{}").0, 200);
     let mut buf = [0u8; 16];
-    let n = idle.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "the server answered a request that was never sent");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "idle connection held {:?}",
-        started.elapsed()
-    );
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        Ok(_) => panic!("the server answered a request that was never sent"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the idle connection was not dropped within 60 s: {e}"),
+    }
 
     // The server is still healthy: a key round trip works.
     let (status, v) = call(&server, "CreateKey", "{}");

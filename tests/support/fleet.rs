@@ -56,8 +56,8 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what}: not seen within 30 s"
+            start.elapsed() < Duration::from_secs(60),
+            "{what}: not seen within 60 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
