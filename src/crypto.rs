@@ -48,19 +48,16 @@ impl Cipher {
     ) -> Result<()> {
         let start = out.len();
         out.extend_from_slice(plaintext);
-        let buf = &mut out[start..];
-        let tag: [u8; TAG_LEN] = match self {
-            Cipher::Aes(c) => c
-                .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
-                .map_err(|_| Error::invalid("message too long for the AEAD"))?
-                .into(),
-            Cipher::ChaCha(c) => c
-                .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
-                .map_err(|_| Error::invalid("message too long for the AEAD"))?
-                .into(),
-        };
-        out.extend_from_slice(&tag);
-        Ok(())
+        match self.seal_in_place(nonce, aad, &mut out[start..]) {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
     }
 
     /// Encrypts `buf` in place and returns the tag.
@@ -83,8 +80,8 @@ impl Cipher {
     }
 
     /// Decrypts `buf` in place against `tag`. False if it does not
-    /// authenticate; `buf` then holds no plaintext the caller may use (it
-    /// zeroizes it).
+    /// authenticate: `buf` may then hold unauthenticated bytes, which the
+    /// caller must zeroize and discard (every caller does).
     pub(crate) fn open_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],
@@ -120,15 +117,7 @@ impl Cipher {
         let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| Error::DecryptionFailed)?;
         let start = out.len();
         out.extend_from_slice(ct);
-        let buf = &mut out[start..];
-        let ok = match self {
-            Cipher::Aes(c) => c
-                .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &tag.into())
-                .is_ok(),
-            Cipher::ChaCha(c) => c
-                .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &tag.into())
-                .is_ok(),
-        };
+        let ok = self.open_in_place(nonce, aad, &mut out[start..], &tag);
         if ok {
             Ok(())
         } else {
