@@ -6,6 +6,8 @@
 //! ```text
 //! strongroom-kms-server --credentials creds.txt --in-memory
 //! STRONGROOM_PASSPHRASE=... strongroom-kms-server --credentials creds.txt --keystore DIR
+//! STRONGROOM_PASSPHRASE=... STRONGROOM_POSTGRES_URL=postgres://... \
+//!     strongroom-kms-server --credentials creds.txt --postgres [--pkcs11]
 //! ```
 //!
 //! The first line on stdout is `listening on ADDR` (useful with port 0).
@@ -22,15 +24,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use strongroom::KeyRing;
+use strongroom::SecretBytes;
 use strongroom::audit::{JsonlFileSink, JsonlOptions};
-use strongroom::store::{KeystoreOptions, OpenMode, RootKey};
+use strongroom::backend::{Pkcs11Backend, Pkcs11Config};
+use strongroom::store::{KeystoreOptions, OpenMode, PostgresOptions, RootKey};
 use zeroize::{Zeroize, Zeroizing};
 
 const USAGE: &str = "\
 strongroom-kms-server: a KMS-compatible HTTP endpoint (AWS KMS JSON 1.1, SigV4)
 
 USAGE:
-    strongroom-kms-server --credentials FILE (--in-memory | --keystore DIR) [OPTIONS]
+    strongroom-kms-server --credentials FILE (--in-memory | --keystore DIR | --postgres) [--pkcs11] [OPTIONS]
 
 OPTIONS:
     --listen ADDR        address to listen on [default: 127.0.0.1:4599]; port 0 picks one
@@ -41,6 +45,15 @@ OPTIONS:
     --keystore DIR       a strongroom file keystore (created if absent); the
                          passphrase is read from STRONGROOM_PASSPHRASE
     --in-memory          keys in memory only, lost on exit
+    --postgres           a PostgreSQL fleet store: the URL is read from
+                         STRONGROOM_POSTGRES_URL (so its password is not in the
+                         process list), the root-key passphrase from
+                         STRONGROOM_PASSPHRASE; several servers may share it
+    --pkcs11             key material on a PKCS#11 token (module, token label
+                         and user PIN from STRONGROOM_PKCS11_MODULE,
+                         STRONGROOM_PKCS11_TOKEN, STRONGROOM_PKCS11_PIN); with
+                         --postgres the metadata goes to the database, with
+                         --in-memory it is lost on exit
     --max-connections N  connections served at once, one thread each [default: 64]
     --max-body BYTES     largest request body [default: 262144]
     --io-timeout SECS    per read/write socket timeout [default: 10]
@@ -65,6 +78,8 @@ struct Config {
     credentials: String,
     keystore: Option<String>,
     in_memory: bool,
+    postgres: bool,
+    pkcs11: bool,
     max_connections: usize,
     max_body: usize,
     io_timeout: u64,
@@ -84,6 +99,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
         credentials: String::new(),
         keystore: None,
         in_memory: false,
+        postgres: false,
+        pkcs11: false,
         max_connections: 64,
         max_body: 256 * 1024,
         io_timeout: 10,
@@ -111,6 +128,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
             "--credentials" => c.credentials = value("--credentials")?,
             "--keystore" => c.keystore = Some(value("--keystore")?),
             "--in-memory" => c.in_memory = true,
+            "--postgres" => c.postgres = true,
+            "--pkcs11" => c.pkcs11 = true,
             "--max-connections" => {
                 c.max_connections =
                     number("--max-connections", value("--max-connections")?)?.min(4096) as usize
@@ -136,8 +155,16 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, Stri
     if c.credentials.is_empty() {
         return Err("--credentials FILE is required".into());
     }
-    if c.in_memory == c.keystore.is_some() {
-        return Err("give exactly one of --in-memory and --keystore DIR".into());
+    if [c.in_memory, c.keystore.is_some(), c.postgres]
+        .iter()
+        .filter(|x| **x)
+        .count()
+        != 1
+    {
+        return Err("give exactly one of --in-memory, --keystore DIR and --postgres".into());
+    }
+    if c.pkcs11 && c.keystore.is_some() {
+        return Err("--pkcs11 goes with --postgres or --in-memory, not --keystore".into());
     }
     if c.tls_cert.is_some() != c.tls_key.is_some() {
         return Err("give both --tls-cert and --tls-key, or neither".into());
@@ -164,6 +191,32 @@ fn run(c: Config) -> Result<(), String> {
     let table = auth::CredentialTable::parse(&creds_text)?;
     drop(zeroize::Zeroizing::new(creds_text));
     let mut builder = KeyRing::builder();
+    if c.pkcs11 {
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| format!("--pkcs11 needs {name} in the environment"))
+        };
+        let pin = Zeroizing::new(var("STRONGROOM_PKCS11_PIN")?);
+        let config = Pkcs11Config::new(
+            var("STRONGROOM_PKCS11_MODULE")?,
+            var("STRONGROOM_PKCS11_TOKEN")?,
+            SecretBytes::new(pin.as_bytes().to_vec()),
+        );
+        let backend = Pkcs11Backend::connect(&config).map_err(|e| format!("PKCS#11: {e}"))?;
+        builder = builder.backend(Arc::new(backend));
+    }
+    if c.postgres {
+        let url = Zeroizing::new(std::env::var("STRONGROOM_POSTGRES_URL").map_err(|_| {
+            "--postgres needs STRONGROOM_POSTGRES_URL in the environment".to_string()
+        })?);
+        let root =
+            RootKey::passphrase_from_env("STRONGROOM_PASSPHRASE").map_err(|e| e.to_string())?;
+        builder = if c.pkcs11 {
+            builder.postgres_metadata(&url, &root, PostgresOptions::default())
+        } else {
+            builder.postgres(&url, &root, PostgresOptions::default())
+        }
+        .map_err(|e| format!("PostgreSQL: {e}"))?;
+    }
     if let Some(dir) = &c.keystore {
         let root =
             RootKey::passphrase_from_env("STRONGROOM_PASSPHRASE").map_err(|e| e.to_string())?;

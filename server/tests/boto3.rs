@@ -808,3 +808,101 @@ fn boto3_tls() {
         "tls_client.py failed: {stdout}"
     );
 }
+
+#[path = "../../tests/support/postgres.rs"]
+mod pg;
+
+/// Creates a key with an alias and encrypts under it on a first server
+/// process, then decrypts on a second one started on the same stores: the
+/// ring really is the database (and the token).
+fn survives_a_restart(args: &[&str], envs: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = credentials_file(dir.path());
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(["--credentials", creds.to_str().unwrap()]);
+    let first = start(&full, envs);
+    let (status, made) = call(&first, "CreateKey", "{}");
+    assert_eq!(status, 200, "{made}");
+    let key_id = made["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+    let alias = format!("alias/restart-{}", std::process::id());
+    let (status, v) = call(
+        &first,
+        "CreateAlias",
+        &format!(r#"{{"AliasName":"{alias}","TargetKeyId":"{key_id}"}}"#),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, enc) = call(
+        &first,
+        "Encrypt",
+        &format!(
+            r#"{{"KeyId":"{alias}","Plaintext":"c3Vydml2ZXM=","EncryptionContext":{{"a":"b"}}}}"#
+        ),
+    );
+    assert_eq!(status, 200, "{enc}");
+    let blob = enc["CiphertextBlob"].as_str().unwrap().to_owned();
+    drop(first);
+    let second = start(&full, envs);
+    let (status, dec) = call(
+        &second,
+        "Decrypt",
+        &format!(r#"{{"CiphertextBlob":"{blob}","EncryptionContext":{{"a":"b"}}}}"#),
+    );
+    assert_eq!(status, 200, "{dec}");
+    assert_eq!(dec["Plaintext"], "c3Vydml2ZXM="); // "survives"
+    assert!(dec["KeyId"].as_str().unwrap().ends_with(&key_id));
+    // The wrong context is still refused after the restart.
+    let (status, bad) = call(
+        &second,
+        "Decrypt",
+        &format!(r#"{{"CiphertextBlob":"{blob}","EncryptionContext":{{"a":"c"}}}}"#),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(error_type(&bad), "InvalidCiphertextException");
+}
+
+#[test]
+fn a_postgres_ring_survives_a_restart() {
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh_db();
+    survives_a_restart(
+        &["--postgres"],
+        &[
+            ("STRONGROOM_POSTGRES_URL", &url),
+            ("STRONGROOM_PASSPHRASE", "endpoint fleet passphrase"),
+        ],
+    );
+}
+
+/// Material on the SoftHSM2 token, metadata in PostgreSQL. In the nextest
+/// group `softhsm` (one process at a time on the token).
+#[test]
+fn a_pkcs11_ring_with_postgres_metadata_survives_a_restart() {
+    let vars = [
+        "STRONGROOM_PKCS11_MODULE",
+        "STRONGROOM_PKCS11_TOKEN",
+        "STRONGROOM_PKCS11_PIN",
+    ];
+    if vars.iter().any(|v| std::env::var(v).is_err()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: the PKCS#11 endpoint test needs the SoftHSM2 token"
+        );
+        eprintln!(
+            "skipped: STRONGROOM_PKCS11_MODULE/TOKEN/PIN not set; run eval \"$(.ci/softhsm-setup)\" to enable"
+        );
+        return;
+    }
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh_db();
+    survives_a_restart(
+        &["--postgres", "--pkcs11"],
+        &[
+            ("STRONGROOM_POSTGRES_URL", &url),
+            ("STRONGROOM_PASSPHRASE", "endpoint hsm passphrase"),
+        ],
+    );
+}
