@@ -134,6 +134,15 @@ pub enum Action {
     RestoreSecret,
     /// Rotate a secret: a new version, tested, then made current.
     RotateSecret,
+    /// Attach (create or replace) an identity policy of a principal
+    /// (decided by the ring policy, see [`Action::IDENTITY_POLICY_ACTIONS`]).
+    PutIdentityPolicy,
+    /// Read an identity policy of a principal.
+    GetIdentityPolicy,
+    /// Detach (delete) an identity policy of a principal.
+    DeleteIdentityPolicy,
+    /// List the names of a principal's identity policies.
+    ListIdentityPolicies,
 }
 
 impl Action {
@@ -195,6 +204,24 @@ impl Action {
         Action::DeleteSecret,
         Action::RestoreSecret,
         Action::RotateSecret,
+        Action::PutIdentityPolicy,
+        Action::GetIdentityPolicy,
+        Action::DeleteIdentityPolicy,
+        Action::ListIdentityPolicies,
+    ];
+
+    /// The identity-policy management actions
+    /// ([`crate::Client::put_identity_policy`] and its siblings). They act
+    /// on no key and are decided by the ring policy (with the caller's
+    /// identity policies, `Resource: "*"`), like the ring-wide actions, but
+    /// they are *not* in [`Action::RING_WIDE`]: the open ring policy does
+    /// not allow them (else anyone could write themselves an identity
+    /// policy); [`crate::policy::Policy::ring_admins`] does.
+    pub const IDENTITY_POLICY_ACTIONS: &'static [Action] = &[
+        Action::PutIdentityPolicy,
+        Action::GetIdentityPolicy,
+        Action::DeleteIdentityPolicy,
+        Action::ListIdentityPolicies,
     ];
 
     /// The actions that act on no existing key, decided by the ring policy:
@@ -321,6 +348,10 @@ impl Action {
             Action::DeleteSecret => "strongroom:DeleteSecret",
             Action::RestoreSecret => "strongroom:RestoreSecret",
             Action::RotateSecret => "strongroom:RotateSecret",
+            Action::PutIdentityPolicy => "strongroom:PutIdentityPolicy",
+            Action::GetIdentityPolicy => "strongroom:GetIdentityPolicy",
+            Action::DeleteIdentityPolicy => "strongroom:DeleteIdentityPolicy",
+            Action::ListIdentityPolicies => "strongroom:ListIdentityPolicies",
         }
     }
 }

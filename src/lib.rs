@@ -127,7 +127,7 @@ pub use envelope::{EncryptionContext, SealOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use key::{Alias, CreateKeyOptions, KeyId, KeyRef, KeySpec};
 pub use keyring::{Client, KeyRing, KeyRingBuilder};
-pub use principal::Principal;
+pub use principal::{AccountId, Principal};
 pub use secret::SecretBytes;
 
 /// The README's code blocks, compiled and run as doc tests so they cannot

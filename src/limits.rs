@@ -32,6 +32,10 @@ pub const MAX_TAGS: usize = 50;
 pub const MAX_GRANTS_PER_KEY: usize = 50_000;
 /// Largest key policy document (bytes of JSON).
 pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+/// Most identity policies attached to one principal
+/// ([`crate::Client::put_identity_policy`]); each is at most
+/// [`MAX_POLICY_BYTES`] of JSON.
+pub const MAX_IDENTITY_POLICIES_PER_PRINCIPAL: usize = 10;
 /// Largest page of the list calls.
 pub const MAX_PAGE_LIMIT: usize = 1000;
 /// Encryptions per key version after which the ring rotates the key by

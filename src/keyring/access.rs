@@ -4,7 +4,7 @@ use super::{Client, CreatedGrant, ExplainOptions, PutKeyPolicyOptions};
 use crate::action::Action;
 use crate::error::{Error, Result};
 use crate::key::KeyRef;
-use crate::policy::{Decision, Grant, GrantRequest, GrantToken, Policy, Request, token_hash};
+use crate::policy::{Decision, Grant, GrantRequest, GrantToken, Policy, token_hash};
 use crate::principal::Principal;
 use crate::random::random_array;
 
@@ -26,7 +26,8 @@ impl Client {
     /// Replaces the key's policy after validating it.
     ///
     /// Lockout safety: the change is refused unless the caller could still
-    /// call `PutKeyPolicy` under the new policy (as AWS KMS checks), so a key
+    /// call `PutKeyPolicy` under the new policy (with its identity policies,
+    /// as AWS KMS checks), so a key
     /// cannot be left with nobody able to change its policy by accident.
     /// [`PutKeyPolicyOptions::bypass_policy_lockout_safety_check`] skips that
     /// check.
@@ -38,20 +39,23 @@ impl Client {
     ) -> Result<()> {
         self.on_key(Action::PutKeyPolicy, key, None, |_, meta| {
             policy.validate()?;
-            if !options.bypass_policy_lockout_safety_check {
-                let req = Request {
-                    principal: self.principal(),
-                    action: Action::PutKeyPolicy,
-                    context: None,
-                    now: self.inner().clock.now(),
-                };
-                if !policy.evaluate(&req, Some(&meta.record)).allowed {
-                    return Err(Error::invalid(format!(
-                        "the new policy would not let {} call PutKeyPolicy again (lockout); \
-                         set PutKeyPolicyOptions::bypass_policy_lockout_safety_check to force it",
-                        self.principal()
-                    )));
-                }
+            if !options.bypass_policy_lockout_safety_check
+                && !self
+                    .inner()
+                    .decide_as(
+                        self.principal(),
+                        Action::PutKeyPolicy,
+                        Some(meta),
+                        None,
+                        Some(policy),
+                    )?
+                    .allowed
+            {
+                return Err(Error::invalid(format!(
+                    "the new policy would not let {} call PutKeyPolicy again (lockout); \
+                     set PutKeyPolicyOptions::bypass_policy_lockout_safety_check to force it",
+                    self.principal()
+                )));
             }
             self.inner().store.put_policy(&meta.key_id, Some(policy))
         })
@@ -103,11 +107,17 @@ impl Client {
             let mut ops = request.operations.clone();
             ops.sort();
             ops.dedup();
+            // Principals of the ring's own account are stored without it,
+            // as the decision looks them up.
+            let own = &inner.account;
             let grant = Grant {
                 grant_id: grant_id.clone(),
                 name: request.name.clone(),
-                grantee: request.grantee.clone(),
-                retiring_principal: request.retiring_principal.clone(),
+                grantee: request.grantee.clone().normalized(own),
+                retiring_principal: request
+                    .retiring_principal
+                    .clone()
+                    .map(|p| p.normalized(own)),
                 operations: ops,
                 constraints: request.constraints.clone(),
                 expires_at: request.expires_at,
@@ -186,8 +196,12 @@ impl Client {
     }
 
     /// Explains, without doing anything, how a request by `principal` would be
-    /// decided: allowed or not, and the statement or grant that decided.
-    /// Needs `GetKeyPolicy` on the key (for ring-wide actions, nothing).
+    /// decided: allowed or not, and the statement or grant that decided
+    /// ([`crate::policy::Reason`]: which statement of the key policy, which
+    /// statement of which identity policy, and for a caller of another
+    /// account both halves). Uses `principal`'s identity policies as the
+    /// ring sees them. Needs `GetKeyPolicy` on the key (for ring-wide
+    /// actions, nothing).
     pub fn explain(
         &self,
         principal: &Principal,
@@ -196,19 +210,12 @@ impl Client {
     ) -> Result<Decision> {
         let context = options.context.as_ref();
         let inner = self.inner();
-        let decide = |meta: Option<&crate::store::KeyMetadata>| {
-            let meta = meta.map(|m| (&m.record, &m.access));
-            let req = Request {
-                principal,
-                action,
-                context,
-                now: inner.clock.now(),
-            };
-            crate::policy::decide(&inner.ring_policy, meta, &req)
-        };
+        let principal = principal.clone().normalized(&inner.account);
         match options.key.as_deref() {
-            None => Ok(decide(None)),
-            Some(k) => self.on_key(Action::GetKeyPolicy, k, None, |_, m| Ok(decide(Some(m)))),
+            None => inner.decide(&principal, action, None, context),
+            Some(k) => self.on_key(Action::GetKeyPolicy, k, None, |_, m| {
+                inner.decide(&principal, action, Some(m), context)
+            }),
         }
     }
 }

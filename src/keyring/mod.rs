@@ -21,6 +21,7 @@ mod dkcache;
 #[cfg(feature = "esdk")]
 mod esdk;
 mod file;
+pub mod identity;
 mod import;
 mod keys;
 mod lifecycle;
@@ -106,6 +107,10 @@ struct Inner {
     dk_cache: Option<dkcache::DataKeyCache>,
     /// The ring's region, for multi-region keys ([`KeyRingBuilder::region`]).
     region: Option<String>,
+    /// The ring's account ([`KeyRingBuilder::account`]).
+    account: crate::principal::AccountId,
+    /// Snapshots of principals' identity policies.
+    identity: identity::IdentityCache,
 }
 
 impl fmt::Debug for KeyRing {
@@ -128,12 +133,20 @@ impl KeyRing {
         KeyRingBuilder::default()
     }
 
-    /// A handle that performs operations as `principal`.
+    /// A handle that performs operations as `principal`. A principal of the
+    /// ring's own account is normalized to its form without an account
+    /// (`account:<own id>/user:alice` acts, and is recorded, as
+    /// `user:alice`).
     pub fn client(&self, principal: Principal) -> Client {
         Client {
             ring: self.clone(),
-            principal,
+            principal: principal.normalized(&self.inner.account),
         }
+    }
+
+    /// The ring's account ([`KeyRingBuilder::account`]).
+    pub fn account(&self) -> &crate::principal::AccountId {
+        &self.inner.account
     }
 
     /// The name of the ring's backend.
@@ -172,6 +185,8 @@ pub struct KeyRingBuilder {
     threads: Option<usize>,
     dk_cache: Option<dkcache::DataKeyCacheLimits>,
     region: Option<String>,
+    account: Option<crate::principal::AccountId>,
+    identity_refresh: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for KeyRingBuilder {
@@ -298,6 +313,29 @@ impl KeyRingBuilder {
         self
     }
 
+    /// The ring's account (default [`crate::principal::AccountId::DEFAULT`],
+    /// `000000000000`). Principals written without an account, and key
+    /// policy patterns without one, are in this account; principals of
+    /// other accounts need both a key policy naming them (or their account)
+    /// and an allow in their own identity policies
+    /// ([`crate::policy::decide_with`]). Rings sharing a store should agree
+    /// on it.
+    pub fn account(mut self, account: crate::principal::AccountId) -> Self {
+        self.account = Some(account);
+        self
+    }
+
+    /// How old a snapshot of a principal's identity policies may get
+    /// before the ring checks the store again (default one second;
+    /// `Duration::ZERO` reads the store on every decision). Changes made
+    /// through this ring are seen at once; this bounds how long a change
+    /// made by another ring or process on the same store takes to apply.
+    /// See [`crate::keyring::identity`].
+    pub fn identity_policy_refresh(mut self, interval: std::time::Duration) -> Self {
+        self.identity_refresh = Some(interval);
+        self
+    }
+
     /// Builds the ring.
     pub fn build(self) -> KeyRing {
         let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(OsRandom));
@@ -329,6 +367,10 @@ impl KeyRingBuilder {
                     self.audit_context_values,
                 ),
                 region: self.region,
+                account: self.account.unwrap_or_default(),
+                identity: identity::IdentityCache::new(
+                    self.identity_refresh.unwrap_or(identity::DEFAULT_REFRESH),
+                ),
             }),
         }
     }

@@ -138,9 +138,10 @@ impl Inner {
             Target::Id(id) => Some(self.load(&id?)?),
         };
         seen.key_id = meta.as_ref().map(|m| m.key_id.clone());
-        let mut decision = self.decide(call.principal, call.action, meta.as_deref(), call.context);
+        let mut decision =
+            self.decide(call.principal, call.action, meta.as_deref(), call.context)?;
         if !decision.allowed
-            && !matches!(decision.reason, Reason::DenyStatement(_))
+            && !decision.reason.is_explicit_deny()
             && let (Some(grant_id), Some(m)) = (party_of, &meta)
             && m.access.grants.values().flatten().any(|g| {
                 g.grant_id == grant_id
@@ -167,19 +168,21 @@ impl Inner {
         work(call, meta.as_ref())
     }
 
-    /// The access decision: key policy and grants, or the ring policy for
-    /// ring-wide actions ([`crate::policy::decide`]).
+    /// The access decision: key policy (or the ring policy for actions on
+    /// no key), the caller's identity policies, and grants
+    /// ([`crate::policy::decide_with`]). Fails (closed) if the caller's
+    /// identity policies cannot be read.
     pub(crate) fn decide(
         &self,
         principal: &Principal,
         action: Action,
         key: Option<&KeyMetadata>,
         context: Option<&EncryptionContext>,
-    ) -> Decision {
+    ) -> Result<Decision> {
         if action == Action::CreateManagedKey && key.is_none() {
             // Not a policy's to decide: a service may ask for its own
             // managed key (the work checks it is its own), nobody else.
-            return if super::managed::may_ask(principal) {
+            return Ok(if super::managed::may_ask(principal) {
                 Decision {
                     allowed: true,
                     reason: Reason::AllowStatement("ManagedKeyService".into()),
@@ -189,15 +192,61 @@ impl Inner {
                     allowed: false,
                     reason: Reason::NoMatchingAllow,
                 }
-            };
+            });
         }
+        self.decide_as(principal, action, key, context, None)
+    }
+
+    /// [`Inner::decide`] with, optionally, a key policy in place of the
+    /// key's own (the lockout check of `PutKeyPolicy`).
+    pub(crate) fn decide_as(
+        &self,
+        principal: &Principal,
+        action: Action,
+        key: Option<&KeyMetadata>,
+        context: Option<&EncryptionContext>,
+        policy_override: Option<&crate::policy::Policy>,
+    ) -> Result<Decision> {
         let req = crate::policy::Request {
             principal,
             action,
             context,
             now: self.clock.now(),
         };
-        crate::policy::decide(&self.ring_policy, key.map(|k| (&k.record, &k.access)), &req)
+        let snap = self.identity_of(principal)?;
+        // Which of the aliases the caller's policies name point at the key:
+        // looked up only when a policy names an alias.
+        let mut key_aliases = Vec::new();
+        if let Some(k) = key {
+            for a in snap.aliases.iter() {
+                if self.store.resolve_alias(a)?.as_ref() == Some(&k.key_id) {
+                    key_aliases.push(a.clone());
+                }
+            }
+        }
+        let identity = crate::policy::Identity {
+            account: &self.account,
+            policies: &snap.policies,
+            key_aliases: &key_aliases,
+        };
+        let overridden;
+        let key = match (key, policy_override) {
+            (Some(k), Some(p)) => {
+                overridden = crate::policy::KeyAccess {
+                    policy: Some(p.clone()),
+                    // Grants cannot allow administration: not needed.
+                    grants: Default::default(),
+                };
+                Some((&k.record, &overridden))
+            }
+            (k, _) => k.map(|k| (&k.record, &k.access)),
+        };
+        Ok(crate::policy::decide_with(
+            &self.ring_policy,
+            key,
+            &identity,
+            &req,
+        ))
     }
 
     /// [`Inner::decide`] as a result: the decision, or
@@ -210,7 +259,7 @@ impl Inner {
         key: Option<&KeyMetadata>,
         context: Option<&EncryptionContext>,
     ) -> Result<Decision> {
-        let decision = self.decide(principal, action, key, context);
+        let decision = self.decide(principal, action, key, context)?;
         denial_error(principal, action, key, decision)
     }
 

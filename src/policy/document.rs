@@ -4,7 +4,7 @@ use super::{Decision, Reason, Request};
 use crate::action::Action;
 use crate::error::{Error, Result};
 use crate::key::KeyRecord;
-use crate::principal::{Principal, PrincipalKind};
+use crate::principal::{ACCOUNT_PREFIX, AccountId, Principal, PrincipalKind, split_account};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,6 +43,15 @@ impl<T> OneOrMany<T> {
 }
 
 /// Who a statement applies to.
+///
+/// Patterns without an account (`user:*`, `user:ops-*`, `user:alice`)
+/// apply to principals of the ring's own account only;
+/// `account:<id>/<pattern>` to principals of account `<id>` (the ring's own
+/// id means the same as no account). `*` is everyone, of every account.
+/// `account:<id>` is the account itself: in an `Allow` it delegates to the
+/// identity policies of that account's principals (AWS's
+/// `arn:aws:iam::<id>:root`), in a `Deny` it denies every principal of
+/// that account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 #[non_exhaustive]
@@ -55,32 +64,72 @@ pub enum PrincipalPattern {
     Prefix(PrincipalKind, String),
     /// One principal.
     Exact(Principal),
+    /// `account:<id>`: the whole account (delegation to its identity
+    /// policies).
+    Account(AccountId),
+    /// `account:<id>/<pattern>`: principals of account `<id>` matching
+    /// `<pattern>` (`*`, a kind, a prefix or one principal, read without
+    /// an account).
+    InAccount(AccountId, Box<PrincipalPattern>),
+}
+
+/// How a principal pattern applies to a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Match {
+    /// It does not.
+    No,
+    /// It names the caller (or everyone, or the caller's kind...).
+    Direct,
+    /// It names the caller's account as a whole (`account:<id>`).
+    Account,
 }
 
 impl PrincipalPattern {
-    /// True if `p` matches. Case-sensitive.
+    /// True if the pattern names `p` directly, in a ring of the default
+    /// account ([`AccountId::DEFAULT`]). Case-sensitive. Account patterns
+    /// (`account:<id>`) never match directly: they delegate.
     pub fn matches(&self, p: &Principal) -> bool {
+        self.match_in(p, &AccountId::default_account()) == Match::Direct
+    }
+
+    /// How the pattern applies to `p` in a ring of account `own`.
+    pub(crate) fn match_in(&self, p: &Principal, own: &AccountId) -> Match {
+        let acct = p.account_or(own);
+        let hit = |b: bool| if b { Match::Direct } else { Match::No };
         match self {
-            PrincipalPattern::Any => true,
-            PrincipalPattern::Kind(k) => p.kind() == *k,
-            PrincipalPattern::Prefix(k, pre) => {
-                p.kind() == *k && p.name().starts_with(pre.as_str())
+            PrincipalPattern::Any => Match::Direct,
+            PrincipalPattern::Account(a) => {
+                if a == acct {
+                    Match::Account
+                } else {
+                    Match::No
+                }
             }
-            PrincipalPattern::Exact(e) => e == p,
+            PrincipalPattern::InAccount(a, inner) => {
+                if a != acct {
+                    return Match::No;
+                }
+                // The inner pattern is read in account `a`.
+                inner.match_in(p, a)
+            }
+            PrincipalPattern::Kind(k) => hit(acct == own && p.kind() == *k),
+            PrincipalPattern::Prefix(k, pre) => {
+                hit(acct == own && p.kind() == *k && p.name().starts_with(pre.as_str()))
+            }
+            PrincipalPattern::Exact(e) => hit(e.same_in(p, own)),
         }
     }
-}
 
-impl TryFrom<String> for PrincipalPattern {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
+    /// Parses a pattern without an account part.
+    fn parse_local(s: &str) -> Result<Self> {
         if s == "*" {
             return Ok(PrincipalPattern::Any);
         }
         if let Some(prefix) = s.strip_suffix('*') {
             let (kind, name) = prefix.split_once(':').ok_or_else(|| {
                 Error::invalid(format!(
-                    "principal pattern {s:?} must be *, kind:*, kind:prefix* or kind:name"
+                    "principal pattern {s:?} must be *, kind:*, kind:prefix*, kind:name, \
+                     account:<id> or account:<id>/<one of those>"
                 ))
             })?;
             let kind: Principal = format!("{kind}:x").parse()?;
@@ -102,6 +151,28 @@ impl TryFrom<String> for PrincipalPattern {
     }
 }
 
+impl TryFrom<String> for PrincipalPattern {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        if let Some(id) = s.strip_prefix(ACCOUNT_PREFIX)
+            && !id.contains('/')
+        {
+            return Ok(PrincipalPattern::Account(AccountId::new(id)?));
+        }
+        if let Some(split) = split_account(&s) {
+            let (account, rest) = split?;
+            if rest.starts_with(ACCOUNT_PREFIX) {
+                return Err(Error::invalid(format!(
+                    "principal pattern {s:?} names two accounts"
+                )));
+            }
+            let inner = PrincipalPattern::parse_local(rest)?;
+            return Ok(PrincipalPattern::InAccount(account, Box::new(inner)));
+        }
+        PrincipalPattern::parse_local(&s)
+    }
+}
+
 impl From<PrincipalPattern> for String {
     fn from(p: PrincipalPattern) -> String {
         p.to_string()
@@ -115,6 +186,8 @@ impl fmt::Display for PrincipalPattern {
             PrincipalPattern::Kind(k) => write!(f, "{}:*", k.as_str()),
             PrincipalPattern::Prefix(k, p) => write!(f, "{}:{p}*", k.as_str()),
             PrincipalPattern::Exact(p) => write!(f, "{p}"),
+            PrincipalPattern::Account(a) => write!(f, "{ACCOUNT_PREFIX}{a}"),
+            PrincipalPattern::InAccount(a, inner) => write!(f, "{ACCOUNT_PREFIX}{a}/{inner}"),
         }
     }
 }
@@ -178,7 +251,7 @@ fn version() -> String {
 }
 
 /// Case-insensitive glob match with `*` wildcards.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let p = pattern.as_bytes();
     let t = text.as_bytes();
     let (mut pi, mut ti) = (0usize, 0usize);
@@ -218,53 +291,22 @@ impl Statement {
             .any(|p| glob(p, action.as_str()))
     }
 
-    fn matches_principal(&self, p: &Principal) -> bool {
-        self.principal.as_slice().iter().any(|pat| pat.matches(p))
+    /// The strongest way any of the statement's patterns applies to `p`
+    /// (direct beats account).
+    fn match_principal(&self, p: &Principal, own: &AccountId) -> Match {
+        let mut best = Match::No;
+        for pat in self.principal.as_slice() {
+            match pat.match_in(p, own) {
+                Match::Direct => return Match::Direct,
+                Match::Account => best = Match::Account,
+                Match::No => {}
+            }
+        }
+        best
     }
 
     fn conditions_hold(&self, req: &Request<'_>, key: Option<&KeyRecord>) -> bool {
-        let empty = crate::EncryptionContext::new();
-        let ctx = req.context.unwrap_or(&empty);
-        self.condition.iter().all(|(op, entries)| {
-            entries.iter().all(|(ckey, val)| match (op.as_str(), val) {
-                ("StringEquals", v) => {
-                    let actual: Option<String> = if let Some(k) = ckey.strip_prefix(CONTEXT_PREFIX)
-                    {
-                        req.context.and_then(|c| c.get(k)).map(str::to_owned)
-                    } else if ckey == "strongroom:KeyUsage" {
-                        key.map(|m| m.usage.as_str().to_owned())
-                    } else if ckey == "strongroom:KeySpec" {
-                        key.map(|m| m.spec.as_str().to_owned())
-                    } else {
-                        None
-                    };
-                    match (actual, v) {
-                        (Some(a), ConditionValue::Str(s)) => a == *s,
-                        (Some(a), ConditionValue::List(l)) => l.contains(&a),
-                        _ => false,
-                    }
-                }
-                ("EncryptionContextEquals", ConditionValue::Map(m)) => {
-                    req.context.is_some()
-                        && ctx
-                            .iter()
-                            .eq(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                }
-                ("EncryptionContextSubset", ConditionValue::Map(m)) => {
-                    req.context.is_some() && m.iter().all(|(k, v)| ctx.get(k) == Some(v.as_str()))
-                }
-                ("EncryptionContextKeysPresent", ConditionValue::List(l)) => {
-                    req.context.is_some() && l.iter().all(|k| ctx.get(k).is_some())
-                }
-                ("EncryptionContextKeysPresent", ConditionValue::Str(k)) => {
-                    req.context.is_some() && ctx.get(k).is_some()
-                }
-                ("DateLessThan", ConditionValue::Num(n)) => req.now.as_secs() < *n,
-                ("DateGreaterThan", ConditionValue::Num(n)) => req.now.as_secs() > *n,
-                // Validation refuses anything else; refuse here too.
-                _ => false,
-            })
-        })
+        conditions_hold(&self.condition, req, key)
     }
 
     fn validate(&self, index: usize) -> Result<()> {
@@ -286,66 +328,121 @@ impl Statement {
                 )));
             }
         }
-        for (op, entries) in &self.condition {
-            if entries.is_empty() {
-                return Err(Error::invalid(format!(
-                    "statement {label}: condition {op} is empty"
-                )));
-            }
-            for (ckey, val) in entries {
-                let ok = match op.as_str() {
-                    "StringEquals" => {
-                        let key_ok = ckey
-                            .strip_prefix(CONTEXT_PREFIX)
-                            .is_some_and(|k| !k.is_empty())
-                            || ckey == "strongroom:KeyUsage"
-                            || ckey == "strongroom:KeySpec";
-                        if !key_ok {
-                            return Err(Error::invalid(format!(
-                                "statement {label}: unknown condition key {ckey:?} for StringEquals"
-                            )));
-                        }
-                        matches!(val, ConditionValue::Str(_) | ConditionValue::List(_))
-                    }
-                    "EncryptionContextEquals" | "EncryptionContextSubset" => {
-                        if ckey != "strongroom:EncryptionContext" {
-                            return Err(Error::invalid(format!(
-                                "statement {label}: condition key for {op} must be strongroom:EncryptionContext, not {ckey:?}"
-                            )));
-                        }
-                        matches!(val, ConditionValue::Map(_))
-                    }
-                    "EncryptionContextKeysPresent" => {
-                        if ckey != "strongroom:EncryptionContextKeys" {
-                            return Err(Error::invalid(format!(
-                                "statement {label}: condition key for {op} must be strongroom:EncryptionContextKeys, not {ckey:?}"
-                            )));
-                        }
-                        matches!(val, ConditionValue::Str(_) | ConditionValue::List(_))
-                    }
-                    "DateLessThan" | "DateGreaterThan" => {
-                        if ckey != "strongroom:CurrentTime" {
-                            return Err(Error::invalid(format!(
-                                "statement {label}: condition key for {op} must be strongroom:CurrentTime, not {ckey:?}"
-                            )));
-                        }
-                        matches!(val, ConditionValue::Num(_))
-                    }
-                    other => {
-                        return Err(Error::invalid(format!(
-                            "statement {label}: unknown condition operator {other:?}"
-                        )));
-                    }
+        validate_condition(&self.condition, &label)
+    }
+}
+
+/// True if every condition of `condition` holds for `req` on `key`.
+pub(crate) fn conditions_hold(
+    condition: &Condition,
+    req: &Request<'_>,
+    key: Option<&KeyRecord>,
+) -> bool {
+    let empty = crate::EncryptionContext::new();
+    let ctx = req.context.unwrap_or(&empty);
+    condition.iter().all(|(op, entries)| {
+        entries.iter().all(|(ckey, val)| match (op.as_str(), val) {
+            ("StringEquals", v) => {
+                let actual: Option<String> = if let Some(k) = ckey.strip_prefix(CONTEXT_PREFIX) {
+                    req.context.and_then(|c| c.get(k)).map(str::to_owned)
+                } else if ckey == "strongroom:KeyUsage" {
+                    key.map(|m| m.usage.as_str().to_owned())
+                } else if ckey == "strongroom:KeySpec" {
+                    key.map(|m| m.spec.as_str().to_owned())
+                } else {
+                    None
                 };
-                if !ok {
-                    return Err(Error::invalid(format!(
-                        "statement {label}: wrong value type for {op} {ckey}"
-                    )));
+                match (actual, v) {
+                    (Some(a), ConditionValue::Str(s)) => a == *s,
+                    (Some(a), ConditionValue::List(l)) => l.contains(&a),
+                    _ => false,
                 }
             }
+            ("EncryptionContextEquals", ConditionValue::Map(m)) => {
+                req.context.is_some()
+                    && ctx
+                        .iter()
+                        .eq(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            }
+            ("EncryptionContextSubset", ConditionValue::Map(m)) => {
+                req.context.is_some() && m.iter().all(|(k, v)| ctx.get(k) == Some(v.as_str()))
+            }
+            ("EncryptionContextKeysPresent", ConditionValue::List(l)) => {
+                req.context.is_some() && l.iter().all(|k| ctx.get(k).is_some())
+            }
+            ("EncryptionContextKeysPresent", ConditionValue::Str(k)) => {
+                req.context.is_some() && ctx.get(k).is_some()
+            }
+            ("DateLessThan", ConditionValue::Num(n)) => req.now.as_secs() < *n,
+            ("DateGreaterThan", ConditionValue::Num(n)) => req.now.as_secs() > *n,
+            // Validation refuses anything else; refuse here too.
+            _ => false,
+        })
+    })
+}
+
+/// Checks a `Condition` block: known operators, condition keys and value
+/// types. `label` names the statement in errors.
+pub(crate) fn validate_condition(condition: &Condition, label: &str) -> Result<()> {
+    for (op, entries) in condition {
+        if entries.is_empty() {
+            return Err(Error::invalid(format!(
+                "statement {label}: condition {op} is empty"
+            )));
         }
-        Ok(())
+        for (ckey, val) in entries {
+            let ok = match op.as_str() {
+                "StringEquals" => {
+                    let key_ok = ckey
+                        .strip_prefix(CONTEXT_PREFIX)
+                        .is_some_and(|k| !k.is_empty())
+                        || ckey == "strongroom:KeyUsage"
+                        || ckey == "strongroom:KeySpec";
+                    if !key_ok {
+                        return Err(Error::invalid(format!(
+                            "statement {label}: unknown condition key {ckey:?} for StringEquals"
+                        )));
+                    }
+                    matches!(val, ConditionValue::Str(_) | ConditionValue::List(_))
+                }
+                "EncryptionContextEquals" | "EncryptionContextSubset" => {
+                    if ckey != "strongroom:EncryptionContext" {
+                        return Err(Error::invalid(format!(
+                            "statement {label}: condition key for {op} must be strongroom:EncryptionContext, not {ckey:?}"
+                        )));
+                    }
+                    matches!(val, ConditionValue::Map(_))
+                }
+                "EncryptionContextKeysPresent" => {
+                    if ckey != "strongroom:EncryptionContextKeys" {
+                        return Err(Error::invalid(format!(
+                            "statement {label}: condition key for {op} must be strongroom:EncryptionContextKeys, not {ckey:?}"
+                        )));
+                    }
+                    matches!(val, ConditionValue::Str(_) | ConditionValue::List(_))
+                }
+                "DateLessThan" | "DateGreaterThan" => {
+                    if ckey != "strongroom:CurrentTime" {
+                        return Err(Error::invalid(format!(
+                            "statement {label}: condition key for {op} must be strongroom:CurrentTime, not {ckey:?}"
+                        )));
+                    }
+                    matches!(val, ConditionValue::Num(_))
+                }
+                other => {
+                    return Err(Error::invalid(format!(
+                        "statement {label}: unknown condition operator {other:?}"
+                    )));
+                }
+            };
+            if !ok {
+                return Err(Error::invalid(format!(
+                    "statement {label}: wrong value type for {op} {ckey}"
+                )));
+            }
+        }
     }
+    Ok(())
 }
 
 impl Policy {
@@ -415,9 +512,23 @@ impl Policy {
     /// ([`Policy::RING_ACTIONS`]: create and import keys, list key ids and
     /// aliases, draw random bytes, list secrets). Everyone else can only use keys whose
     /// policies or grants name them.
+    ///
+    /// The admins may also manage identity policies
+    /// ([`Action::IDENTITY_POLICY_ACTIONS`]), which the open ring policy
+    /// allows nobody.
     pub fn ring_admins(admins: impl IntoIterator<Item = Principal>) -> Policy {
         let admins = admins.into_iter().map(PrincipalPattern::Exact).collect();
-        Self::ring_wide("RingAdmins", OneOrMany::Many(admins))
+        let mut p = Self::ring_wide("RingAdmins", OneOrMany::Many(admins));
+        if let Some(s) = p.statements.first_mut()
+            && let OneOrMany::Many(actions) = &mut s.action
+        {
+            actions.extend(
+                Action::IDENTITY_POLICY_ACTIONS
+                    .iter()
+                    .map(|a| a.as_str().to_owned()),
+            );
+        }
+        p
     }
 
     /// The open ring policy, the ring's default unless the builder names
@@ -453,29 +564,62 @@ impl Policy {
         }
     }
 
-    /// Evaluates the statements alone (no grants): Deny wins, then Allow,
-    /// else the default deny.
+    /// Evaluates the statements alone (no grants, no identity policies) in
+    /// a ring of the default account: Deny wins, then an Allow that names
+    /// the caller, else the default deny. (`account:<id>` statements only
+    /// delegate; [`crate::policy::decide_with`] weighs them.)
     pub fn evaluate(&self, req: &Request<'_>, key: Option<&KeyRecord>) -> Decision {
-        let mut allow: Option<String> = None;
-        for (i, s) in self.statements.iter().enumerate() {
-            if !s.matches_principal(req.principal)
-                || !s.matches_action(req.action)
-                || !s.conditions_hold(req, key)
-            {
-                continue;
-            }
-            match s.effect {
-                Effect::Deny => return Decision::deny(Reason::DenyStatement(s.label(i))),
-                Effect::Allow => {
-                    allow.get_or_insert_with(|| s.label(i));
-                }
-            }
+        let side = self.evaluate_side(req, key, &AccountId::default_account());
+        if let Some(sid) = side.deny {
+            return Decision::deny(Reason::DenyStatement(sid));
         }
-        match allow {
+        match side.direct {
             Some(sid) => Decision::allow(Reason::AllowStatement(sid)),
             None => Decision::deny(Reason::NoMatchingAllow),
         }
     }
+
+    /// The resource side of a decision in a ring of account `own`: the
+    /// first matching Deny, the first Allow naming the caller, the first
+    /// Allow naming the caller's account as a whole.
+    pub(crate) fn evaluate_side(
+        &self,
+        req: &Request<'_>,
+        key: Option<&KeyRecord>,
+        own: &AccountId,
+    ) -> KeySide {
+        let mut side = KeySide::default();
+        for (i, s) in self.statements.iter().enumerate() {
+            let m = s.match_principal(req.principal, own);
+            if m == Match::No || !s.matches_action(req.action) || !s.conditions_hold(req, key) {
+                continue;
+            }
+            match (s.effect, m) {
+                (Effect::Deny, _) => {
+                    side.deny = Some(s.label(i));
+                    return side;
+                }
+                (Effect::Allow, Match::Direct) => {
+                    side.direct.get_or_insert_with(|| s.label(i));
+                }
+                (Effect::Allow, _) => {
+                    side.account.get_or_insert_with(|| s.label(i));
+                }
+            }
+        }
+        side
+    }
+}
+
+/// What a key policy (or the ring policy) says about one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct KeySide {
+    /// The first matching Deny statement.
+    pub deny: Option<String>,
+    /// The first matching Allow naming the caller (or `*`, its kind...).
+    pub direct: Option<String>,
+    /// The first matching Allow naming the caller's account as a whole.
+    pub account: Option<String>,
 }
 
 #[cfg(test)]

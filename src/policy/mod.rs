@@ -51,18 +51,24 @@
 
 mod document;
 mod grant;
+mod identity;
 
 pub use document::{
     Condition, ConditionValue, Effect, OneOrMany, Policy, PrincipalPattern, Statement,
 };
 pub(crate) use grant::token_hash;
 pub use grant::{Grant, GrantConstraints, GrantRequest, GrantToken};
+pub(crate) use identity::Resource;
+pub use identity::{
+    AttachedPolicy, IdentityPolicy, IdentityStatement, ResourcePattern, validate_policy_name,
+};
 
 use crate::action::Action;
 use crate::clock::Timestamp;
 use crate::envelope::EncryptionContext;
+use crate::key::Alias;
 use crate::key::KeyRecord;
-use crate::principal::Principal;
+use crate::principal::{AccountId, Principal};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -144,17 +150,90 @@ pub struct Request<'a> {
 }
 
 /// What decided a request.
+///
+/// Statements are named by their Sid, or `#index` if they have none;
+/// identity policies by the name they are attached under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reason {
-    /// An `Allow` statement (its Sid, or `#index` if it has none).
+    /// An `Allow` statement of the key policy (or of the ring policy, for
+    /// ring-wide actions) naming the caller.
     AllowStatement(String),
-    /// A `Deny` statement (its Sid, or `#index`).
+    /// A `Deny` statement of the key policy (or ring policy).
     DenyStatement(String),
     /// A live grant (its id).
     Grant(String),
     /// Nothing allowed it: deny by default.
     NoMatchingAllow,
+    /// A `Deny` statement of one of the caller's identity policies.
+    IdentityDenyStatement {
+        /// The identity policy's name.
+        policy: String,
+        /// The statement.
+        statement: String,
+    },
+    /// Inside the key's account: an `Allow` of the caller's identity policy,
+    /// effective because the key policy delegates to the account
+    /// (`"Principal": "account:<id>"`).
+    IdentityAllowStatement {
+        /// The key-policy statement that delegates to the account.
+        key_statement: String,
+        /// The identity policy's name.
+        policy: String,
+        /// Its allowing statement.
+        statement: String,
+    },
+    /// A caller of another account: the key policy names it (or its account)
+    /// and its own identity policy allows; both halves.
+    CrossAccountAllow {
+        /// The key-policy statement naming the caller or its account.
+        key_statement: String,
+        /// The identity policy's name.
+        policy: String,
+        /// Its allowing statement.
+        statement: String,
+    },
+    /// A caller of another account whom the key policy names (or whose
+    /// account it names), but none of whose identity policies allows:
+    /// denied.
+    MissingIdentityAllow {
+        /// The key-policy statement naming the caller or its account.
+        key_statement: String,
+    },
+    /// An identity policy allows, but the key policy neither names the
+    /// caller (another account) nor delegates to the caller's account:
+    /// denied.
+    MissingKeyPolicyAllow {
+        /// The identity policy's name.
+        policy: String,
+        /// Its allowing statement.
+        statement: String,
+    },
+}
+
+impl Reason {
+    /// True for an explicit `Deny` (of the key policy, the ring policy or an
+    /// identity policy): nothing can override it.
+    pub fn is_explicit_deny(&self) -> bool {
+        matches!(
+            self,
+            Reason::DenyStatement(_) | Reason::IdentityDenyStatement { .. }
+        )
+    }
+}
+
+/// The identity side of a decision: the ring's account, the identity
+/// policies attached to the caller, and which of the aliases those
+/// policies name point at the key.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// The ring's own account ([`crate::KeyRingBuilder::account`]).
+    pub account: &'a AccountId,
+    /// The caller's identity policies, in the order they are weighed.
+    pub policies: &'a [AttachedPolicy],
+    /// Aliases that point at the key of the request (for `alias/...`
+    /// resources).
+    pub key_aliases: &'a [Alias],
 }
 
 /// The outcome of a decision, with what decided it.
@@ -192,35 +271,131 @@ impl Decision {
 }
 
 /// Decides a request against a key (its policy and grants) or, with
-/// `key = None`, against the ring policy. The one decision function of the
-/// crate: explicit Deny wins, then Allow statements, then live grants, else
-/// deny.
+/// `key = None`, against the ring policy, for a ring of the default account
+/// and a caller without identity policies: explicit Deny wins, then Allow
+/// statements, then live grants, else deny. [`decide_with`] with an empty
+/// [`Identity`].
 pub fn decide(
     ring_policy: &Policy,
     key: Option<(&KeyRecord, &KeyAccess)>,
     req: &Request<'_>,
 ) -> Decision {
-    let Some((meta, access)) = key else {
-        return ring_policy.evaluate(req, None);
+    let account = AccountId::default_account();
+    let identity = Identity {
+        account: &account,
+        policies: &[],
+        key_aliases: &[],
     };
-    let by_policy = match &access.policy {
-        Some(p) => p.evaluate(req, Some(meta)),
-        // The default policy, [`Policy::default_for`], without building it:
-        // one statement allowing the creator every action.
-        None if req.principal == &meta.created_by => {
-            Decision::allow(Reason::AllowStatement("KeyCreatorFullControl".into()))
-        }
-        None => Decision::deny(Reason::NoMatchingAllow),
+    decide_with(ring_policy, key, &identity, req)
+}
+
+/// The one decision function of the crate, as in AWS KMS:
+///
+/// 1. an explicit `Deny` anywhere wins: the key policy (or, with
+///    `key = None`, the ring policy) first, then the caller's identity
+///    policies;
+/// 2. a caller of the ring's own account is allowed by a key-policy
+///    `Allow` naming it (`*`, its kind, a prefix, the principal), or by an
+///    identity-policy `Allow` when the key policy delegates to the account
+///    (an `Allow` for `account:<own id>`);
+/// 3. a caller of another account needs both halves: a key-policy `Allow`
+///    naming it or its account, and an `Allow` in its own identity
+///    policies;
+/// 4. otherwise a live grant to the caller allows (whatever its account: a
+///    grant alone suffices, as in AWS KMS);
+/// 5. else deny.
+///
+/// Ring-wide actions (`key = None`) are decided the same way with the ring
+/// policy in place of a key policy; identity statements match them only
+/// through `Resource: "*"`.
+pub fn decide_with(
+    ring_policy: &Policy,
+    key: Option<(&KeyRecord, &KeyAccess)>,
+    identity: &Identity<'_>,
+    req: &Request<'_>,
+) -> Decision {
+    let own = identity.account;
+    let side = match key {
+        None => ring_policy.evaluate_side(req, None, own),
+        Some((meta, access)) => match &access.policy {
+            Some(p) => p.evaluate_side(req, Some(meta), own),
+            // The default policy, [`Policy::default_for`], without building
+            // it: one statement allowing the creator every action.
+            None => document::KeySide {
+                direct: req
+                    .principal
+                    .same_in(&meta.created_by, own)
+                    .then(|| "KeyCreatorFullControl".to_owned()),
+                ..Default::default()
+            },
+        },
     };
-    if by_policy.allowed || matches!(by_policy.reason, Reason::DenyStatement(_)) {
-        return by_policy;
+    if let Some(sid) = side.deny {
+        return Decision::deny(Reason::DenyStatement(sid));
     }
-    if let Some(grants) = access.grants.get(req.principal) {
+    let resource = match key {
+        None => Resource::Ring,
+        Some((meta, _)) => Resource::Key(&meta.key_id, identity.key_aliases),
+    };
+    let ident =
+        identity::evaluate_identity(identity.policies, req, resource, key.map(|(meta, _)| meta));
+    if let Some((policy, statement)) = ident.deny {
+        return Decision::deny(Reason::IdentityDenyStatement { policy, statement });
+    }
+    let foreign = req.principal.account_or(own) != own;
+    if !foreign {
+        if let Some(sid) = side.direct {
+            return Decision::allow(Reason::AllowStatement(sid));
+        }
+        if let (Some(key_statement), Some((policy, statement))) =
+            (side.account.clone(), ident.allow.clone())
+        {
+            return Decision::allow(Reason::IdentityAllowStatement {
+                key_statement,
+                policy,
+                statement,
+            });
+        }
+    }
+    // Another account: the key half is a statement naming the caller or its
+    // account, either way.
+    let key_half = if foreign {
+        side.direct.or(side.account)
+    } else {
+        side.account
+    };
+    if foreign
+        && let (Some(key_statement), Some((policy, statement))) =
+            (key_half.clone(), ident.allow.clone())
+    {
+        return Decision::allow(Reason::CrossAccountAllow {
+            key_statement,
+            policy,
+            statement,
+        });
+    }
+    // Grants are indexed by the normalized grantee (no account for the
+    // ring's own).
+    let normalized;
+    let grantee = if req.principal.account() == Some(own) {
+        normalized = req.principal.clone().normalized(own);
+        &normalized
+    } else {
+        req.principal
+    };
+    if let Some((_, access)) = key
+        && let Some(grants) = access.grants.get(grantee)
+    {
         for g in grants {
             if g.allows(req) {
                 return Decision::allow(Reason::Grant(g.grant_id.clone()));
             }
         }
     }
-    by_policy
+    let reason = match (key_half, ident.allow) {
+        (Some(key_statement), None) if foreign => Reason::MissingIdentityAllow { key_statement },
+        (None, Some((policy, statement))) => Reason::MissingKeyPolicyAllow { policy, statement },
+        _ => Reason::NoMatchingAllow,
+    };
+    Decision::deny(reason)
 }
