@@ -16,7 +16,9 @@ use strongroom::policy::{
     AttachedPolicy, GrantRequest, Identity, IdentityPolicy, Policy, PrincipalPattern, Reason,
     Request, decide_with,
 };
-use strongroom::store::{KeyMetadata, KeystoreOptions, MemoryStore, MetadataStore, OpenMode, RootKey};
+use strongroom::store::{
+    KeyMetadata, KeystoreOptions, MemoryStore, MetadataStore, OpenMode, RootKey,
+};
 use strongroom::{
     AccountId, Action, CreateKeyOptions, EncryptionContext, Error, KeyId, KeyRing, KeySpec,
     Principal, Timestamp,
@@ -150,150 +152,613 @@ macro_rules! row {
     };
 }
 
-const ALICE_ENC: &str = r#"{"Sid":"KAlice","Effect":"Allow","Principal":"user:alice","Action":"strongroom:Encrypt"}"#;
-const ROOT: &str = r#"{"Sid":"Root","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:*"}"#;
-const X_ROOT: &str = r#"{"Sid":"X","Effect":"Allow","Principal":"account:{OTHER}","Action":"strongroom:*"}"#;
+const ALICE_ENC: &str =
+    r#"{"Sid":"KAlice","Effect":"Allow","Principal":"user:alice","Action":"strongroom:Encrypt"}"#;
+const ROOT: &str =
+    r#"{"Sid":"Root","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:*"}"#;
+const X_ROOT: &str =
+    r#"{"Sid":"X","Effect":"Allow","Principal":"account:{OTHER}","Action":"strongroom:*"}"#;
 const X_PAY: &str = r#"{"Sid":"XPay","Effect":"Allow","Principal":"account:{OTHER}/role:payments","Action":["strongroom:Encrypt","strongroom:Decrypt"]}"#;
-const USE_KEY: &str = r#"{"Sid":"Use","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{KEY}"}"#;
+const USE_KEY: &str =
+    r#"{"Sid":"Use","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{KEY}"}"#;
 const USE_ANY: &str = r#"{"Sid":"Use","Effect":"Allow","Action":"strongroom:*","Resource":"*"}"#;
-const NO_ENC: &str = r#"{"Sid":"NoEnc","Effect":"Deny","Action":"strongroom:Encrypt","Resource":"*"}"#;
+const NO_ENC: &str =
+    r#"{"Sid":"NoEnc","Effect":"Deny","Action":"strongroom:Encrypt","Resource":"*"}"#;
 const XP: &str = "account:444455556666/role:payments";
 
 fn rows() -> Vec<Row> {
     use Expect::*;
     vec![
         // ---- inside the key's account -------------------------------------
-        row!("key policy alone allows", ALICE_ENC, &[], "user:alice", A, true, Allow("KAlice")),
-        row!("identity deny beats a key-policy allow", ALICE_ENC, &[("p1", NO_ENC)], "user:alice", A, false, IdDeny("p1", "NoEnc")),
-        row!("delegation + identity allow", ROOT, &[("p1", USE_KEY)], "user:alice", A, true, IdAllow("Root", "p1", "Use")),
-        row!("delegation + identity allow on another key", ROOT,
-            &[("p1", r#"{"Sid":"Use","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{OKEY}"}"#)],
-            "user:alice", A, false, None),
-        row!("delegation without identity policy", ROOT, &[], "user:alice", A, false, None),
-        row!("identity allow without delegation", r#"{"Sid":"Bob","Effect":"Allow","Principal":"user:bob","Action":"strongroom:*"}"#,
-            &[("p1", USE_KEY)], "user:alice", A, false, NoKeyAllow("p1", "Use")),
-        row!("resource by alias", ROOT,
-            &[("p1", r#"{"Sid":"ByAlias","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"alias/pay"}"#)],
-            "user:alice", A, true, IdAllow("Root", "p1", "ByAlias")),
-        row!("resource by an alias of another key", ROOT,
-            &[("p1", r#"{"Sid":"ByAlias","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"alias/other"}"#)],
-            "user:alice", A, false, None),
-        row!("resource by key id prefix", ROOT,
-            &[("p1", r#"{"Sid":"Pfx","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{KEYPFX}*"}"#)],
-            "user:alice", A, true, IdAllow("Root", "p1", "Pfx")),
-        row!("mrk-* does not match a single-region key", ROOT,
-            &[("p1", r#"{"Sid":"Mrk","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"mrk-*"}"#)],
-            "user:alice", A, false, None),
-        row!("key-policy deny beats delegation and identity allow",
+        row!(
+            "key policy alone allows",
+            ALICE_ENC,
+            &[],
+            "user:alice",
+            A,
+            true,
+            Allow("KAlice")
+        ),
+        row!(
+            "identity deny beats a key-policy allow",
+            ALICE_ENC,
+            &[("p1", NO_ENC)],
+            "user:alice",
+            A,
+            false,
+            IdDeny("p1", "NoEnc")
+        ),
+        row!(
+            "delegation + identity allow",
+            ROOT,
+            &[("p1", USE_KEY)],
+            "user:alice",
+            A,
+            true,
+            IdAllow("Root", "p1", "Use")
+        ),
+        row!(
+            "delegation + identity allow on another key",
+            ROOT,
+            &[(
+                "p1",
+                r#"{"Sid":"Use","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{OKEY}"}"#
+            )],
+            "user:alice",
+            A,
+            false,
+            None
+        ),
+        row!(
+            "delegation without identity policy",
+            ROOT,
+            &[],
+            "user:alice",
+            A,
+            false,
+            None
+        ),
+        row!(
+            "identity allow without delegation",
+            r#"{"Sid":"Bob","Effect":"Allow","Principal":"user:bob","Action":"strongroom:*"}"#,
+            &[("p1", USE_KEY)],
+            "user:alice",
+            A,
+            false,
+            NoKeyAllow("p1", "Use")
+        ),
+        row!(
+            "resource by alias",
+            ROOT,
+            &[(
+                "p1",
+                r#"{"Sid":"ByAlias","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"alias/pay"}"#
+            )],
+            "user:alice",
+            A,
+            true,
+            IdAllow("Root", "p1", "ByAlias")
+        ),
+        row!(
+            "resource by an alias of another key",
+            ROOT,
+            &[(
+                "p1",
+                r#"{"Sid":"ByAlias","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"alias/other"}"#
+            )],
+            "user:alice",
+            A,
+            false,
+            None
+        ),
+        row!(
+            "resource by key id prefix",
+            ROOT,
+            &[(
+                "p1",
+                r#"{"Sid":"Pfx","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{KEYPFX}*"}"#
+            )],
+            "user:alice",
+            A,
+            true,
+            IdAllow("Root", "p1", "Pfx")
+        ),
+        row!(
+            "mrk-* does not match a single-region key",
+            ROOT,
+            &[(
+                "p1",
+                r#"{"Sid":"Mrk","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"mrk-*"}"#
+            )],
+            "user:alice",
+            A,
+            false,
+            None
+        ),
+        row!(
+            "key-policy deny beats delegation and identity allow",
             r#"{"Sid":"Root","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:*"},
                {"Sid":"NoAlice","Effect":"Deny","Principal":"user:alice","Action":"strongroom:Encrypt"}"#,
-            &[("p1", USE_KEY)], "user:alice", A, false, Deny("NoAlice")),
-        row!("key-policy deny * on Decrypt", r#"{"Sid":"KAlice","Effect":"Allow","Principal":"user:alice","Action":"strongroom:*"},
+            &[("p1", USE_KEY)],
+            "user:alice",
+            A,
+            false,
+            Deny("NoAlice")
+        ),
+        row!(
+            "key-policy deny * on Decrypt",
+            r#"{"Sid":"KAlice","Effect":"Allow","Principal":"user:alice","Action":"strongroom:*"},
                {"Sid":"NoDecrypt","Effect":"Deny","Principal":"*","Action":"strongroom:Decrypt"}"#,
-            &[], "user:alice", Action::Decrypt, false, Deny("NoDecrypt")),
-        row!("identity wildcard action", ROOT,
-            &[("p1", r#"{"Sid":"Gen","Effect":"Allow","Action":"strongroom:Generate*","Resource":"*"}"#)],
-            "user:alice", Action::GenerateDataKey, true, IdAllow("Root", "p1", "Gen")),
-        row!("identity allows Decrypt only", ROOT,
-            &[("p1", r#"{"Sid":"Dec","Effect":"Allow","Action":"strongroom:Decrypt","Resource":"*"}"#)],
-            "user:alice", A, false, None),
-        row!("two policies: the deny of b wins", ROOT, &[("a", USE_ANY), ("b", NO_ENC)], "user:alice", A, false, IdDeny("b", "NoEnc")),
-        row!("two allowing policies: the first by name decides", ROOT,
-            &[("a", r#"{"Sid":"First","Effect":"Allow","Action":"strongroom:*","Resource":"*"}"#), ("b", USE_KEY)],
-            "user:alice", A, true, IdAllow("Root", "a", "First")),
-        row!("delegation of Decrypt only", r#"{"Sid":"RootDec","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:Decrypt"}"#,
-            &[("p1", USE_ANY)], "user:alice", A, false, NoKeyAllow("p1", "Use")),
-        row!("unnamed statements are #index", ROOT,
-            &[("p1", r#"{"Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{OKEY}"},
-                       {"Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{KEY}"}"#)],
-            "user:alice", A, true, IdAllow("Root", "p1", "#1")),
-        row!("account-qualified caller of the own account", ALICE_ENC, &[], "account:111122223333/user:alice", A, true, Allow("KAlice")),
-        row!("account-qualified pattern of the own account",
+            &[],
+            "user:alice",
+            Action::Decrypt,
+            false,
+            Deny("NoDecrypt")
+        ),
+        row!(
+            "identity wildcard action",
+            ROOT,
+            &[(
+                "p1",
+                r#"{"Sid":"Gen","Effect":"Allow","Action":"strongroom:Generate*","Resource":"*"}"#
+            )],
+            "user:alice",
+            Action::GenerateDataKey,
+            true,
+            IdAllow("Root", "p1", "Gen")
+        ),
+        row!(
+            "identity allows Decrypt only",
+            ROOT,
+            &[(
+                "p1",
+                r#"{"Sid":"Dec","Effect":"Allow","Action":"strongroom:Decrypt","Resource":"*"}"#
+            )],
+            "user:alice",
+            A,
+            false,
+            None
+        ),
+        row!(
+            "two policies: the deny of b wins",
+            ROOT,
+            &[("a", USE_ANY), ("b", NO_ENC)],
+            "user:alice",
+            A,
+            false,
+            IdDeny("b", "NoEnc")
+        ),
+        row!(
+            "two allowing policies: the first by name decides",
+            ROOT,
+            &[
+                (
+                    "a",
+                    r#"{"Sid":"First","Effect":"Allow","Action":"strongroom:*","Resource":"*"}"#
+                ),
+                ("b", USE_KEY)
+            ],
+            "user:alice",
+            A,
+            true,
+            IdAllow("Root", "a", "First")
+        ),
+        row!(
+            "delegation of Decrypt only",
+            r#"{"Sid":"RootDec","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:Decrypt"}"#,
+            &[("p1", USE_ANY)],
+            "user:alice",
+            A,
+            false,
+            NoKeyAllow("p1", "Use")
+        ),
+        row!(
+            "unnamed statements are #index",
+            ROOT,
+            &[(
+                "p1",
+                r#"{"Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{OKEY}"},
+                       {"Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{KEY}"}"#
+            )],
+            "user:alice",
+            A,
+            true,
+            IdAllow("Root", "p1", "#1")
+        ),
+        row!(
+            "account-qualified caller of the own account",
+            ALICE_ENC,
+            &[],
+            "account:111122223333/user:alice",
+            A,
+            true,
+            Allow("KAlice")
+        ),
+        row!(
+            "account-qualified pattern of the own account",
             r#"{"Sid":"Q","Effect":"Allow","Principal":"account:{OWN}/user:alice","Action":"strongroom:Encrypt"}"#,
-            &[], "user:alice", A, true, Allow("Q")),
-        row!("kind pattern in the own account",
+            &[],
+            "user:alice",
+            A,
+            true,
+            Allow("Q")
+        ),
+        row!(
+            "kind pattern in the own account",
             r#"{"Sid":"Users","Effect":"Allow","Principal":"account:{OWN}/user:*","Action":"strongroom:Encrypt"}"#,
-            &[], "account:111122223333/user:carol", A, true, Allow("Users")),
-        row!("identity deny by account-qualified caller", ALICE_ENC, &[("p1", NO_ENC)], "account:111122223333/user:alice", A, false, IdDeny("p1", "NoEnc")),
-        row!("delegation for a role", ROOT, &[("p1", USE_KEY)], "role:ops", A, true, IdAllow("Root", "p1", "Use")),
+            &[],
+            "account:111122223333/user:carol",
+            A,
+            true,
+            Allow("Users")
+        ),
+        row!(
+            "identity deny by account-qualified caller",
+            ALICE_ENC,
+            &[("p1", NO_ENC)],
+            "account:111122223333/user:alice",
+            A,
+            false,
+            IdDeny("p1", "NoEnc")
+        ),
+        row!(
+            "delegation for a role",
+            ROOT,
+            &[("p1", USE_KEY)],
+            "role:ops",
+            A,
+            true,
+            IdAllow("Root", "p1", "Use")
+        ),
         row!("no statement at all", "", &[], "user:alice", A, false, None),
         // ---- conditions, on both sides ---------------------------------------
-        Row { context: &[("tenant", "acme")], ..row!("delegation with a context condition, met",
-            r#"{"Sid":"RootAcme","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:*",
+        Row {
+            context: &[("tenant", "acme")],
+            ..row!(
+                "delegation with a context condition, met",
+                r#"{"Sid":"RootAcme","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:*",
                 "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"acme"}}}"#,
-            &[("p1", USE_KEY)], "user:alice", A, true, IdAllow("RootAcme", "p1", "Use")) },
-        Row { context: &[("tenant", "evil")], ..row!("delegation with a context condition, not met",
-            r#"{"Sid":"RootAcme","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:*",
+                &[("p1", USE_KEY)],
+                "user:alice",
+                A,
+                true,
+                IdAllow("RootAcme", "p1", "Use")
+            )
+        },
+        Row {
+            context: &[("tenant", "evil")],
+            ..row!(
+                "delegation with a context condition, not met",
+                r#"{"Sid":"RootAcme","Effect":"Allow","Principal":"account:{OWN}","Action":"strongroom:*",
                 "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"acme"}}}"#,
-            &[("p1", USE_KEY)], "user:alice", A, false, NoKeyAllow("p1", "Use")) },
-        Row { context: &[("tenant", "acme")], ..row!("identity condition met", ROOT,
-            &[("p1", r#"{"Sid":"Acme","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"*",
-                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"acme"}}}"#)],
-            "user:alice", A, true, IdAllow("Root", "p1", "Acme")) },
-        Row { context: &[("tenant", "evil")], ..row!("identity condition not met", ROOT,
-            &[("p1", r#"{"Sid":"Acme","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"*",
-                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"acme"}}}"#)],
-            "user:alice", A, false, None) },
-        Row { context: &[("tenant", "evil")], ..row!("conditional identity deny applies", ALICE_ENC,
-            &[("p1", r#"{"Sid":"NoEvil","Effect":"Deny","Action":"*","Resource":"*",
-                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"evil"}}}"#)],
-            "user:alice", A, false, IdDeny("p1", "NoEvil")) },
-        Row { context: &[("tenant", "acme")], ..row!("conditional identity deny does not apply", ALICE_ENC,
-            &[("p1", r#"{"Sid":"NoEvil","Effect":"Deny","Action":"*","Resource":"*",
-                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"evil"}}}"#)],
-            "user:alice", A, true, Allow("KAlice")) },
+                &[("p1", USE_KEY)],
+                "user:alice",
+                A,
+                false,
+                NoKeyAllow("p1", "Use")
+            )
+        },
+        Row {
+            context: &[("tenant", "acme")],
+            ..row!(
+                "identity condition met",
+                ROOT,
+                &[(
+                    "p1",
+                    r#"{"Sid":"Acme","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"*",
+                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"acme"}}}"#
+                )],
+                "user:alice",
+                A,
+                true,
+                IdAllow("Root", "p1", "Acme")
+            )
+        },
+        Row {
+            context: &[("tenant", "evil")],
+            ..row!(
+                "identity condition not met",
+                ROOT,
+                &[(
+                    "p1",
+                    r#"{"Sid":"Acme","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"*",
+                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"acme"}}}"#
+                )],
+                "user:alice",
+                A,
+                false,
+                None
+            )
+        },
+        Row {
+            context: &[("tenant", "evil")],
+            ..row!(
+                "conditional identity deny applies",
+                ALICE_ENC,
+                &[(
+                    "p1",
+                    r#"{"Sid":"NoEvil","Effect":"Deny","Action":"*","Resource":"*",
+                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"evil"}}}"#
+                )],
+                "user:alice",
+                A,
+                false,
+                IdDeny("p1", "NoEvil")
+            )
+        },
+        Row {
+            context: &[("tenant", "acme")],
+            ..row!(
+                "conditional identity deny does not apply",
+                ALICE_ENC,
+                &[(
+                    "p1",
+                    r#"{"Sid":"NoEvil","Effect":"Deny","Action":"*","Resource":"*",
+                "Condition":{"StringEquals":{"strongroom:EncryptionContext:tenant":"evil"}}}"#
+                )],
+                "user:alice",
+                A,
+                true,
+                Allow("KAlice")
+            )
+        },
         // ---- grants ------------------------------------------------------------
-        Row { grant: &[Action::Encrypt], ..row!("a grant alone", "", &[], "user:alice", A, true, Grant) },
-        Row { grant: &[Action::Encrypt], ..row!("a grant never beats an identity deny", "", &[("p1", NO_ENC)], "user:alice", A, false, IdDeny("p1", "NoEnc")) },
-        Row { grant: &[Action::Encrypt], ..row!("a grant to another account suffices", "", &[], XP, A, true, Grant) },
-        Row { grant: &[Action::Decrypt], ..row!("a grant of another operation", ROOT, &[], "user:alice", A, false, None) },
+        Row {
+            grant: &[Action::Encrypt],
+            ..row!("a grant alone", "", &[], "user:alice", A, true, Grant)
+        },
+        Row {
+            grant: &[Action::Encrypt],
+            ..row!(
+                "a grant never beats an identity deny",
+                "",
+                &[("p1", NO_ENC)],
+                "user:alice",
+                A,
+                false,
+                IdDeny("p1", "NoEnc")
+            )
+        },
+        Row {
+            grant: &[Action::Encrypt],
+            ..row!(
+                "a grant to another account suffices",
+                "",
+                &[],
+                XP,
+                A,
+                true,
+                Grant
+            )
+        },
+        Row {
+            grant: &[Action::Decrypt],
+            ..row!(
+                "a grant of another operation",
+                ROOT,
+                &[],
+                "user:alice",
+                A,
+                false,
+                None
+            )
+        },
         // ---- another account -----------------------------------------------------
-        row!("cross-account: account named + identity allow", X_ROOT, &[("p1", USE_KEY)], XP, A, true, Cross("X", "p1", "Use")),
-        row!("cross-account: account named, no identity policy", X_ROOT, &[], XP, A, false, NoIdAllow("X")),
-        row!("cross-account: principal named + identity allow", X_PAY, &[("p1", USE_KEY)], XP, A, true, Cross("XPay", "p1", "Use")),
-        row!("cross-account: principal named, no identity policy", X_PAY, &[], XP, A, false, NoIdAllow("XPay")),
-        row!("cross-account: an own-account pattern does not name it",
+        row!(
+            "cross-account: account named + identity allow",
+            X_ROOT,
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            true,
+            Cross("X", "p1", "Use")
+        ),
+        row!(
+            "cross-account: account named, no identity policy",
+            X_ROOT,
+            &[],
+            XP,
+            A,
+            false,
+            NoIdAllow("X")
+        ),
+        row!(
+            "cross-account: principal named + identity allow",
+            X_PAY,
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            true,
+            Cross("XPay", "p1", "Use")
+        ),
+        row!(
+            "cross-account: principal named, no identity policy",
+            X_PAY,
+            &[],
+            XP,
+            A,
+            false,
+            NoIdAllow("XPay")
+        ),
+        row!(
+            "cross-account: an own-account pattern does not name it",
             r#"{"Sid":"Pay","Effect":"Allow","Principal":"role:payments","Action":"strongroom:*"}"#,
-            &[("p1", USE_KEY)], XP, A, false, NoKeyAllow("p1", "Use")),
-        row!("cross-account: * names every account",
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            false,
+            NoKeyAllow("p1", "Use")
+        ),
+        row!(
+            "cross-account: * names every account",
             r#"{"Sid":"Everyone","Effect":"Allow","Principal":"*","Action":"strongroom:Encrypt"}"#,
-            &[("p1", USE_KEY)], XP, A, true, Cross("Everyone", "p1", "Use")),
-        row!("cross-account: identity allow on another key", X_ROOT,
-            &[("p1", r#"{"Sid":"Use","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{OKEY}"}"#)],
-            XP, A, false, NoIdAllow("X")),
-        row!("cross-account: key-policy deny of the whole account",
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            true,
+            Cross("Everyone", "p1", "Use")
+        ),
+        row!(
+            "cross-account: identity allow on another key",
+            X_ROOT,
+            &[(
+                "p1",
+                r#"{"Sid":"Use","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"{OKEY}"}"#
+            )],
+            XP,
+            A,
+            false,
+            NoIdAllow("X")
+        ),
+        row!(
+            "cross-account: key-policy deny of the whole account",
             r#"{"Sid":"X","Effect":"Allow","Principal":"account:{OTHER}","Action":"strongroom:*"},
                {"Sid":"NoX","Effect":"Deny","Principal":"account:{OTHER}","Action":"strongroom:Encrypt"}"#,
-            &[("p1", USE_KEY)], XP, A, false, Deny("NoX")),
-        row!("cross-account: identity deny", X_ROOT, &[("a", USE_ANY), ("p1", NO_ENC)], XP, A, false, IdDeny("p1", "NoEnc")),
-        row!("cross-account: a third account is named",
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            false,
+            Deny("NoX")
+        ),
+        row!(
+            "cross-account: identity deny",
+            X_ROOT,
+            &[("a", USE_ANY), ("p1", NO_ENC)],
+            XP,
+            A,
+            false,
+            IdDeny("p1", "NoEnc")
+        ),
+        row!(
+            "cross-account: a third account is named",
             r#"{"Sid":"Y","Effect":"Allow","Principal":"account:777788889999","Action":"strongroom:*"}"#,
-            &[("p1", USE_KEY)], XP, A, false, NoKeyAllow("p1", "Use")),
-        row!("cross-account: kind pattern in that account",
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            false,
+            NoKeyAllow("p1", "Use")
+        ),
+        row!(
+            "cross-account: kind pattern in that account",
             r#"{"Sid":"XRoles","Effect":"Allow","Principal":"account:{OTHER}/role:*","Action":"strongroom:Encrypt"}"#,
-            &[("p1", USE_KEY)], XP, A, true, Cross("XRoles", "p1", "Use")),
-        row!("cross-account: prefix pattern that does not match",
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            true,
+            Cross("XRoles", "p1", "Use")
+        ),
+        row!(
+            "cross-account: prefix pattern that does not match",
             r#"{"Sid":"XOps","Effect":"Allow","Principal":"account:{OTHER}/role:ops-*","Action":"strongroom:Encrypt"}"#,
-            &[("p1", USE_KEY)], XP, A, false, NoKeyAllow("p1", "Use")),
-        row!("cross-account: own-account delegation does not cover it", ROOT, &[("p1", USE_KEY)], XP, A, false, NoKeyAllow("p1", "Use")),
-        row!("cross-account: wrong action on the key side", X_PAY,
-            &[("p1", USE_ANY)], XP, Action::ScheduleKeyDeletion, false, NoKeyAllow("p1", "Use")),
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            false,
+            NoKeyAllow("p1", "Use")
+        ),
+        row!(
+            "cross-account: own-account delegation does not cover it",
+            ROOT,
+            &[("p1", USE_KEY)],
+            XP,
+            A,
+            false,
+            NoKeyAllow("p1", "Use")
+        ),
+        row!(
+            "cross-account: wrong action on the key side",
+            X_PAY,
+            &[("p1", USE_ANY)],
+            XP,
+            Action::ScheduleKeyDeletion,
+            false,
+            NoKeyAllow("p1", "Use")
+        ),
         // ---- ring-wide actions: the ring policy in place of a key policy --------
-        Row { on_key: false, ..row!("ring: identity allow with Resource *", "",
-            &[("p1", r#"{"Sid":"Create","Effect":"Allow","Action":"strongroom:CreateKey","Resource":"*"}"#)],
-            "user:alice", Action::CreateKey, true, IdAllow("DelegateToAccount", "p1", "Create")) },
-        Row { on_key: false, ..row!("ring: a key resource does not match the ring", "",
-            &[("p1", r#"{"Sid":"Create","Effect":"Allow","Action":"strongroom:CreateKey","Resource":"{KEY}"}"#)],
-            "user:alice", Action::CreateKey, false, None) },
-        Row { on_key: false, ..row!("ring: another account is not delegated to", "",
-            &[("p1", USE_ANY)], XP, Action::CreateKey, false, NoKeyAllow("p1", "Use")) },
-        Row { on_key: false, ..row!("ring: an identity administrator", "",
-            &[("p1", r#"{"Sid":"Iam","Effect":"Allow","Action":"strongroom:*IdentityPolic*","Resource":"*"}"#)],
-            "user:alice", Action::PutIdentityPolicy, true, IdAllow("DelegateToAccount", "p1", "Iam")) },
-        Row { on_key: false, ..row!("ring: identity deny beats the ring policy", "",
-            &[("p1", r#"{"Sid":"NoKeys","Effect":"Deny","Action":"strongroom:CreateKey","Resource":"*"}"#)],
-            "role:admin", Action::CreateKey, false, IdDeny("p1", "NoKeys")) },
-        Row { on_key: false, ..row!("ring: nothing attached", "", &[], "user:alice", Action::ListKeys, false, None) },
+        Row {
+            on_key: false,
+            ..row!(
+                "ring: identity allow with Resource *",
+                "",
+                &[(
+                    "p1",
+                    r#"{"Sid":"Create","Effect":"Allow","Action":"strongroom:CreateKey","Resource":"*"}"#
+                )],
+                "user:alice",
+                Action::CreateKey,
+                true,
+                IdAllow("DelegateToAccount", "p1", "Create")
+            )
+        },
+        Row {
+            on_key: false,
+            ..row!(
+                "ring: a key resource does not match the ring",
+                "",
+                &[(
+                    "p1",
+                    r#"{"Sid":"Create","Effect":"Allow","Action":"strongroom:CreateKey","Resource":"{KEY}"}"#
+                )],
+                "user:alice",
+                Action::CreateKey,
+                false,
+                None
+            )
+        },
+        Row {
+            on_key: false,
+            ..row!(
+                "ring: another account is not delegated to",
+                "",
+                &[("p1", USE_ANY)],
+                XP,
+                Action::CreateKey,
+                false,
+                NoKeyAllow("p1", "Use")
+            )
+        },
+        Row {
+            on_key: false,
+            ..row!(
+                "ring: an identity administrator",
+                "",
+                &[(
+                    "p1",
+                    r#"{"Sid":"Iam","Effect":"Allow","Action":"strongroom:*IdentityPolic*","Resource":"*"}"#
+                )],
+                "user:alice",
+                Action::PutIdentityPolicy,
+                true,
+                IdAllow("DelegateToAccount", "p1", "Iam")
+            )
+        },
+        Row {
+            on_key: false,
+            ..row!(
+                "ring: identity deny beats the ring policy",
+                "",
+                &[(
+                    "p1",
+                    r#"{"Sid":"NoKeys","Effect":"Deny","Action":"strongroom:CreateKey","Resource":"*"}"#
+                )],
+                "role:admin",
+                Action::CreateKey,
+                false,
+                IdDeny("p1", "NoKeys")
+            )
+        },
+        Row {
+            on_key: false,
+            ..row!(
+                "ring: nothing attached",
+                "",
+                &[],
+                "user:alice",
+                Action::ListKeys,
+                false,
+                None
+            )
+        },
     ]
 }
 
@@ -310,10 +775,16 @@ fn table_ring(store: Arc<MemoryStore>) -> (KeyRing, KeyId, KeyId) {
         .build();
     let admin = ring.client(p("role:admin"));
     let key = admin
-        .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/pay"))
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/pay"),
+        )
         .unwrap();
     let other = admin
-        .create_key(KeySpec::default(), CreateKeyOptions::new().alias("alias/other"))
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/other"),
+        )
         .unwrap();
     (ring, key, other)
 }
@@ -330,15 +801,23 @@ fn decision_table() {
         } else {
             format!("{ADMIN_STMT},{}", row.key_policy)
         };
-        let policy = Policy::from_json(&fill(&format!(r#"{{"Statement":[{stmts}]}}"#), &key, &other))
-            .unwrap_or_else(|e| panic!("{}: key policy: {e}", row.name));
+        let policy = Policy::from_json(&fill(
+            &format!(r#"{{"Statement":[{stmts}]}}"#),
+            &key,
+            &other,
+        ))
+        .unwrap_or_else(|e| panic!("{}: key policy: {e}", row.name));
         admin
             .put_key_policy(&key, &policy, PutKeyPolicyOptions::default())
             .unwrap();
         let who = p(row.principal);
         for (name, stmts) in row.identity {
-            let doc = IdentityPolicy::from_json(&fill(&format!(r#"{{"Statement":[{stmts}]}}"#), &key, &other))
-                .unwrap_or_else(|e| panic!("{}: identity policy: {e}", row.name));
+            let doc = IdentityPolicy::from_json(&fill(
+                &format!(r#"{{"Statement":[{stmts}]}}"#),
+                &key,
+                &other,
+            ))
+            .unwrap_or_else(|e| panic!("{}: identity policy: {e}", row.name));
             admin.put_identity_policy(&who, name, &doc).unwrap();
         }
         if !row.grant.is_empty() {
@@ -364,7 +843,9 @@ fn decision_table() {
         );
         // The real operation agrees with explain.
         if row.action == Action::Encrypt {
-            let r = ring.client(who.clone()).encrypt(&key, b"x", &ctx(row.context));
+            let r = ring
+                .client(who.clone())
+                .encrypt(&key, b"x", &ctx(row.context));
             match (row.allowed, r) {
                 (true, Ok(_)) => {}
                 (false, Err(Error::AccessDenied { .. })) => {}
@@ -404,7 +885,12 @@ const CALLERS: &[&str] = &[
     "account:777788889999/user:alice",
 ];
 const ACTIONS: &[Action] = &[Action::Encrypt, Action::Decrypt, Action::CreateKey];
-const ACTION_PATTERNS: &[&str] = &["strongroom:*", "strongroom:Encrypt", "strongroom:Decrypt", "strongroom:Create*"];
+const ACTION_PATTERNS: &[&str] = &[
+    "strongroom:*",
+    "strongroom:Encrypt",
+    "strongroom:Decrypt",
+    "strongroom:Create*",
+];
 const RESOURCES: &[&str] = &["*", "{KEY}", "{OKEY}", "{KEYPFX}*", "alias/pay", "mrk-*"];
 
 /// The caller as `account/kind:name`, in a ring of account OWN.
@@ -515,7 +1001,10 @@ fn oracle(
     } else {
         (direct || account) && id_allow
     };
-    (by_policies || (on_key && grant && action == Action::Encrypt), false)
+    (
+        by_policies || (on_key && grant && action == Action::Encrypt),
+        false,
+    )
 }
 
 fn stmts_json(k: &[KStmt]) -> String {
@@ -549,13 +1038,29 @@ fn istmts_json(i: &[IStmt]) -> String {
 }
 
 fn kstmt() -> impl Strategy<Value = KStmt> {
-    (prop::bool::weighted(0.2), 0..KEY_PATTERNS.len(), 0..ACTION_PATTERNS.len())
-        .prop_map(|(deny, principal, action)| KStmt { deny, principal, action })
+    (
+        prop::bool::weighted(0.2),
+        0..KEY_PATTERNS.len(),
+        0..ACTION_PATTERNS.len(),
+    )
+        .prop_map(|(deny, principal, action)| KStmt {
+            deny,
+            principal,
+            action,
+        })
 }
 
 fn istmt() -> impl Strategy<Value = IStmt> {
-    (prop::bool::weighted(0.2), 0..ACTION_PATTERNS.len(), 0..RESOURCES.len())
-        .prop_map(|(deny, action, resource)| IStmt { deny, action, resource })
+    (
+        prop::bool::weighted(0.2),
+        0..ACTION_PATTERNS.len(),
+        0..RESOURCES.len(),
+    )
+        .prop_map(|(deny, action, resource)| IStmt {
+            deny,
+            action,
+            resource,
+        })
 }
 
 proptest! {
@@ -623,4 +1128,462 @@ thread_local! {
         meta.access.grants.clear();
         (meta, other, grant)
     };
+}
+
+// ---- principals, accounts and patterns ---------------------------------------
+
+#[test]
+fn principals_and_patterns_parse_and_print() {
+    let q = p("account:444455556666/role:payments");
+    assert_eq!(q.account().map(AccountId::as_str), Some(OTHER));
+    assert_eq!(q.name(), "payments");
+    assert_eq!(q.to_string(), "account:444455556666/role:payments");
+    // Names may contain '/': the account part is read first.
+    let r = p("account:444455556666/user:team/alice");
+    assert_eq!(r.name(), "team/alice");
+    assert_eq!(p("user:alice").account(), None);
+    // Own account normalizes away; others stay.
+    assert_eq!(
+        p("account:111122223333/user:alice").normalized(&own()),
+        p("user:alice")
+    );
+    assert_eq!(q.clone().normalized(&own()), q);
+    for bad in [
+        "account:12345/user:a",
+        "account:1111222233334/user:a",
+        "account:11112222333a/user:a",
+        "account:111122223333",
+        "account:111122223333/account:444455556666/user:a",
+        "account:111122223333/group:a",
+    ] {
+        assert!(
+            matches!(bad.parse::<Principal>(), Err(Error::InvalidArgument(_))),
+            "{bad}"
+        );
+    }
+    for good in [
+        "account:111122223333",
+        "account:111122223333/*",
+        "account:111122223333/user:*",
+        "account:111122223333/user:ops-*",
+        "account:111122223333/user:alice",
+    ] {
+        let pat: PrincipalPattern = serde_json::from_str(&format!("{good:?}")).unwrap();
+        assert_eq!(pat.to_string(), good);
+    }
+    assert!(serde_json::from_str::<PrincipalPattern>(r#""account:1/user:a""#).is_err());
+    assert!(
+        serde_json::from_str::<PrincipalPattern>(r#""account:111122223333/account:444455556666""#)
+            .is_err()
+    );
+    assert!(AccountId::new("000000000000").is_ok());
+    assert_eq!(AccountId::default().as_str(), AccountId::DEFAULT);
+}
+
+#[test]
+fn identity_policies_are_validated() {
+    let bad = [
+        // A Principal element belongs to key policies.
+        r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"strongroom:Encrypt","Resource":"*"}]}"#,
+        r#"{"Statement":[{"Effect":"Allow","Action":"strongroom:Encrypt"}]}"#,
+        r#"{"Statement":[{"Effect":"Allow","Action":"strongroom:Encrypt","Resource":[]}]}"#,
+        r#"{"Statement":[{"Effect":"Allow","Action":"strongroom:Nope","Resource":"*"}]}"#,
+        r#"{"Statement":[{"Effect":"Allow","Action":"strongroom:Encrypt","Resource":"alias/a*"}]}"#,
+        r#"{"Statement":[{"Effect":"Allow","Action":"strongroom:Encrypt","Resource":"not a key"}]}"#,
+        r#"{"Statement":[{"Effect":"Allow","Action":"strongroom:Encrypt","Resource":"AB*"}]}"#,
+        r#"{"Statement":[{"Effect":"Allow","Action":"strongroom:Encrypt","Resource":"*","Condition":{"Bogus":{"x":"y"}}}]}"#,
+        r#"{"Version":"2012-10-17","Statement":[]}"#,
+    ];
+    for json in bad {
+        assert!(
+            matches!(
+                IdentityPolicy::from_json(json),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{json}"
+        );
+    }
+    let huge = format!(
+        r#"{{"Statement":[{{"Sid":"{}","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"*"}}]}}"#,
+        "x".repeat(strongroom::limits::MAX_POLICY_BYTES)
+    );
+    assert!(matches!(
+        IdentityPolicy::from_json(&huge),
+        Err(Error::InvalidArgument(_))
+    ));
+    let ok = IdentityPolicy::from_json(
+        r#"{"Statement":[{"Sid":"A","Effect":"Allow","Action":["strongroom:Encrypt"],"Resource":["mrk-*","alias/pay","*"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(IdentityPolicy::from_json(&ok.to_json()).unwrap(), ok);
+}
+
+// ---- management through the ring: audit and denials ---------------------------
+
+fn admin_ring(audit: Arc<MemorySink>) -> KeyRing {
+    KeyRing::builder()
+        .account(own())
+        .ring_admins([p("role:admin")])
+        .audit_sink(audit)
+        .audit_context_values(true)
+        .build()
+}
+
+fn doc(json: &str) -> IdentityPolicy {
+    IdentityPolicy::from_json(json).unwrap()
+}
+
+const ALLOW_ALL: &str =
+    r#"{"Statement":[{"Sid":"All","Effect":"Allow","Action":"strongroom:*","Resource":"*"}]}"#;
+
+#[test]
+fn management_is_audited() {
+    let audit = Arc::new(MemorySink::new());
+    let ring = admin_ring(audit.clone());
+    let admin = ring.client(p("role:admin"));
+    let alice = p("account:111122223333/user:alice");
+    let n0 = audit.events().len();
+    admin
+        .put_identity_policy(&alice, "use", &doc(ALLOW_ALL))
+        .unwrap();
+    admin
+        .put_identity_policy(&alice, "more", &doc(ALLOW_ALL))
+        .unwrap();
+    assert_eq!(
+        admin.list_identity_policies(&p("user:alice")).unwrap(),
+        ["more", "use"]
+    );
+    assert_eq!(
+        admin.get_identity_policy(&p("user:alice"), "use").unwrap(),
+        doc(ALLOW_ALL)
+    );
+    admin.delete_identity_policy(&alice, "more").unwrap();
+    assert_eq!(admin.list_identity_policies(&alice).unwrap(), ["use"]);
+    let evs = audit.events();
+    let got: Vec<(&str, &Outcome)> = evs[n0..]
+        .iter()
+        .map(|e| (e.action.as_str(), &e.outcome))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("strongroom:PutIdentityPolicy", &Outcome::Allowed),
+            ("strongroom:PutIdentityPolicy", &Outcome::Allowed),
+            ("strongroom:ListIdentityPolicies", &Outcome::Allowed),
+            ("strongroom:GetIdentityPolicy", &Outcome::Allowed),
+            ("strongroom:DeleteIdentityPolicy", &Outcome::Allowed),
+            ("strongroom:ListIdentityPolicies", &Outcome::Allowed),
+        ]
+    );
+    // The event names whose policy changed (normalized), never its text.
+    let put = &evs[n0];
+    assert_eq!(put.principal, "role:admin");
+    assert_eq!(
+        put.context_keys,
+        [
+            "strongroom:identity-policy",
+            "strongroom:identity-principal"
+        ]
+    );
+    assert_eq!(
+        put.context_values.as_deref(),
+        Some(&["use".to_owned(), "user:alice".to_owned()][..])
+    );
+    for e in &evs[n0..] {
+        let line = serde_json::to_string(e).unwrap();
+        assert!(!line.contains("strongroom:*"), "{line}");
+    }
+    // An own-account caller written with its account is recorded without it.
+    let _ = ring
+        .client(p("account:111122223333/user:alice"))
+        .list_identity_policies(&alice);
+    assert_eq!(audit.events().last().unwrap().principal, "user:alice");
+}
+
+#[test]
+fn management_denials() {
+    let audit = Arc::new(MemorySink::new());
+    let ring = admin_ring(audit.clone());
+    let admin = ring.client(p("role:admin"));
+    let mallory = ring.client(p("user:mallory"));
+    let alice = p("user:alice");
+    admin
+        .put_identity_policy(&alice, "use", &doc(ALLOW_ALL))
+        .unwrap();
+    // Not a ring admin: every management action is refused and recorded.
+    let denied = |r: Result<(), Error>| matches!(r, Err(Error::AccessDenied { .. }));
+    assert!(denied(mallory.put_identity_policy(
+        &p("user:mallory"),
+        "me",
+        &doc(ALLOW_ALL)
+    )));
+    assert!(denied(mallory.delete_identity_policy(&alice, "use")));
+    assert!(denied(mallory.get_identity_policy(&alice, "use").map(drop)));
+    assert!(denied(mallory.list_identity_policies(&alice).map(drop)));
+    let last4: Vec<_> = audit
+        .events()
+        .iter()
+        .rev()
+        .take(4)
+        .map(|e| e.outcome.clone())
+        .collect();
+    assert!(
+        last4.iter().all(|o| matches!(o, Outcome::Denied { .. })),
+        "{last4:?}"
+    );
+    // Nothing changed.
+    assert_eq!(admin.list_identity_policies(&alice).unwrap(), ["use"]);
+    assert!(
+        admin
+            .list_identity_policies(&p("user:mallory"))
+            .unwrap()
+            .is_empty()
+    );
+    // The open ring policy lets nobody write identity policies.
+    let open = KeyRing::in_memory();
+    assert!(denied(open.client(p("user:anyone")).put_identity_policy(
+        &p("user:anyone"),
+        "me",
+        &doc(ALLOW_ALL)
+    )));
+    // An identity deny on the management actions binds even a ring admin.
+    admin
+        .put_identity_policy(
+            &p("role:admin"),
+            "guard",
+            &doc(r#"{"Statement":[{"Sid":"NoIam","Effect":"Deny","Action":"strongroom:DeleteIdentityPolicy","Resource":"*"}]}"#),
+        )
+        .unwrap();
+    assert!(denied(admin.delete_identity_policy(&alice, "use")));
+    // Bad input: clear errors, nothing stored.
+    let invalid = |r: Result<(), Error>| matches!(r, Err(Error::InvalidArgument(_)));
+    assert!(invalid(admin.put_identity_policy(
+        &alice,
+        "",
+        &doc(ALLOW_ALL)
+    )));
+    assert!(invalid(admin.put_identity_policy(
+        &alice,
+        "bad name",
+        &doc(ALLOW_ALL)
+    )));
+    assert!(invalid(admin.put_identity_policy(
+        &alice,
+        &"n".repeat(129),
+        &doc(ALLOW_ALL)
+    )));
+    assert!(invalid(
+        admin.get_identity_policy(&alice, "missing").map(drop)
+    ));
+    let mut broken = doc(ALLOW_ALL);
+    broken.version = "1999-01-01".into();
+    assert!(invalid(
+        admin.put_identity_policy(&alice, "broken", &broken)
+    ));
+    for i in 1..strongroom::limits::MAX_IDENTITY_POLICIES_PER_PRINCIPAL {
+        admin
+            .put_identity_policy(&alice, &format!("p{i:02}"), &doc(ALLOW_ALL))
+            .unwrap();
+    }
+    assert!(invalid(admin.put_identity_policy(
+        &alice,
+        "one-too-many",
+        &doc(ALLOW_ALL)
+    )));
+    // Replacing one by name is not adding one.
+    admin
+        .put_identity_policy(&alice, "p01", &doc(ALLOW_ALL))
+        .unwrap();
+    assert_eq!(
+        admin.list_identity_policies(&alice).unwrap().len(),
+        strongroom::limits::MAX_IDENTITY_POLICIES_PER_PRINCIPAL
+    );
+}
+
+// ---- the file keystore: across reopen and across rings ---------------------------
+
+fn file_ring(dir: &Path, refresh: Duration) -> KeyRing {
+    KeyRing::builder()
+        .file_keystore(
+            dir,
+            &RootKey::raw([0x42; 32]),
+            KeystoreOptions::default().mode(OpenMode::OpenOrCreate),
+        )
+        .unwrap()
+        .account(own())
+        .ring_admins([p("role:admin")])
+        .identity_policy_refresh(refresh)
+        .build()
+}
+
+const DELEGATE: &str = r#"{"Statement":[
+    {"Sid":"Admin","Effect":"Allow","Principal":"role:admin","Action":"strongroom:*"},
+    {"Sid":"Root","Effect":"Allow","Principal":"account:111122223333","Action":"strongroom:*"},
+    {"Sid":"X","Effect":"Allow","Principal":"account:444455556666","Action":["strongroom:Encrypt","strongroom:Decrypt"]}]}"#;
+
+#[test]
+fn file_keystore_keeps_identity_policies_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let payments = p(XP);
+    let key = {
+        let ring = file_ring(dir.path(), Duration::from_secs(1));
+        let admin = ring.client(p("role:admin"));
+        let key = admin
+            .create_key(
+                KeySpec::default(),
+                CreateKeyOptions::new().alias("alias/pay"),
+            )
+            .unwrap();
+        admin
+            .put_key_policy(
+                &key,
+                &Policy::from_json(DELEGATE).unwrap(),
+                PutKeyPolicyOptions::default(),
+            )
+            .unwrap();
+        admin
+            .put_identity_policy(
+                &p("user:alice"),
+                "use",
+                &doc(r#"{"Statement":[{"Sid":"Use","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"alias/pay"}]}"#),
+            )
+            .unwrap();
+        admin
+            .put_identity_policy(&payments, "pay", &doc(ALLOW_ALL))
+            .unwrap();
+        key
+    };
+    // The policy text is not on disk in the clear.
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("alias/pay"),
+            "{entry:?}"
+        );
+    }
+    let ring = file_ring(dir.path(), Duration::from_secs(1));
+    let admin = ring.client(p("role:admin"));
+    assert_eq!(
+        admin.list_identity_policies(&p("user:alice")).unwrap(),
+        ["use"]
+    );
+    assert_eq!(admin.list_identity_policies(&payments).unwrap(), ["pay"]);
+    let ct = ring
+        .client(p("user:alice"))
+        .encrypt("alias/pay", b"hello", &EncryptionContext::new())
+        .unwrap();
+    // Cross-account: the key policy names the account, its identity policy allows.
+    let opened = ring
+        .client(payments.clone())
+        .decrypt(&ct, &EncryptionContext::new())
+        .unwrap();
+    assert_eq!(opened.plaintext.expose_secret(), b"hello");
+    // Not granted by the key side: the other account may not disable it.
+    assert!(matches!(
+        ring.client(payments).disable_key(&key),
+        Err(Error::AccessDenied { .. })
+    ));
+    // Bob has no identity policy: delegation alone gives nothing.
+    assert!(matches!(
+        ring.client(p("user:bob"))
+            .encrypt(&key, b"x", &EncryptionContext::new()),
+        Err(Error::AccessDenied { .. })
+    ));
+}
+
+#[test]
+fn another_ring_sees_changes_within_its_refresh_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = file_ring(dir.path(), Duration::from_secs(1));
+    let admin = writer.client(p("role:admin"));
+    let key = admin
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    admin
+        .put_key_policy(
+            &key,
+            &Policy::from_json(DELEGATE).unwrap(),
+            PutKeyPolicyOptions::default(),
+        )
+        .unwrap();
+    admin
+        .put_identity_policy(&p("user:alice"), "use", &doc(ALLOW_ALL))
+        .unwrap();
+    let eager = file_ring(dir.path(), Duration::ZERO);
+    let lazy = file_ring(dir.path(), Duration::from_millis(300));
+    let enc = |r: &KeyRing| {
+        r.client(p("user:alice"))
+            .encrypt(&key, b"x", &EncryptionContext::new())
+    };
+    assert!(enc(&eager).is_ok());
+    assert!(enc(&lazy).is_ok());
+    // A deny written by the first ring: the eager ring sees it at once, the
+    // lazy one within its interval; the writer at once.
+    admin
+        .put_identity_policy(
+            &p("user:alice"),
+            "stop",
+            &doc(r#"{"Statement":[{"Sid":"Stop","Effect":"Deny","Action":"*","Resource":"*"}]}"#),
+        )
+        .unwrap();
+    assert!(matches!(enc(&writer), Err(Error::AccessDenied { .. })));
+    assert!(matches!(enc(&eager), Err(Error::AccessDenied { .. })));
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(matches!(enc(&lazy), Err(Error::AccessDenied { .. })));
+    let d = lazy
+        .client(p("role:admin"))
+        .explain(
+            &p("user:alice"),
+            Action::Encrypt,
+            ExplainOptions::default().key(key.to_string()),
+        )
+        .unwrap();
+    assert_eq!(
+        d.reason,
+        Reason::IdentityDenyStatement {
+            policy: "stop".into(),
+            statement: "Stop".into()
+        }
+    );
+    // Detached from another ring: allowed again.
+    eager
+        .client(p("role:admin"))
+        .delete_identity_policy(&p("user:alice"), "stop")
+        .unwrap();
+    assert!(enc(&eager).is_ok());
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(enc(&writer).is_ok());
+}
+
+#[test]
+fn grantees_of_the_own_account_are_stored_without_it() {
+    let store = Arc::new(MemoryStore::new());
+    let (ring, key, _) = table_ring(store.clone());
+    let admin = ring.client(p("role:admin"));
+    admin
+        .create_grant(
+            &key,
+            GrantRequest::new(p("account:111122223333/user:gina"), &[Action::Encrypt]),
+        )
+        .unwrap();
+    let grants = store.list_grants(&key).unwrap().unwrap();
+    assert_eq!(grants[0].grantee.to_string(), "user:gina");
+    assert!(
+        ring.client(p("user:gina"))
+            .encrypt(&key, b"x", &EncryptionContext::new())
+            .is_ok()
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
