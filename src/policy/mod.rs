@@ -1,13 +1,40 @@
-//! Access control: key policies, grants, and the one decision function.
+//! Access control: key policies, identity policies, grants, and the one
+//! decision function.
 //!
-//! Every operation of the ring is decided by [`decide`] before any key
-//! material is touched: an explicit `Deny` statement beats everything; then a
-//! matching `Allow` statement or a live grant allows; anything else is denied
-//! (deny by default). Ring-wide actions ([`Policy::RING_ACTIONS`]:
+//! Every operation of the ring is decided by [`decide_with`] before any key
+//! material is touched, as AWS KMS decides: an explicit `Deny` anywhere (the
+//! key policy, or the caller's identity policies) beats everything; inside
+//! the key's account a key-policy `Allow` naming the caller allows, and so
+//! does an identity-policy `Allow` when the key policy delegates to the
+//! account (`"Principal": "account:<id>"`); a caller of another account
+//! needs both a key-policy `Allow` naming it (or its account) and an `Allow`
+//! in its own identity policies; then a live grant allows; anything else is
+//! denied (deny by default). Ring-wide actions ([`Policy::RING_ACTIONS`]:
 //! `CreateKey`, `ListKeys`, `ListAliases` without a key, `GenerateRandom`,
-//! `ListSecrets`, and `GetParametersForImport` / `ImportKeyMaterial` for a new key) are
-//! decided by the ring policy ([`crate::KeyRingBuilder::ring_policy`]); every
-//! other action by the key's policy and grants alone.
+//! `ListSecrets`, and `GetParametersForImport` / `ImportKeyMaterial` for a new key)
+//! and the identity-policy management actions
+//! ([`crate::Action::IDENTITY_POLICY_ACTIONS`]) are decided the same way with
+//! the ring policy ([`crate::KeyRingBuilder::ring_policy`]) in place of a key
+//! policy; every other action by the key's policy, the caller's identity
+//! policies and the key's grants. [`Reason`] names what decided: which
+//! statement of the key policy, which statement of which identity policy,
+//! and for a caller of another account both halves.
+//!
+//! ## Accounts
+//!
+//! A ring belongs to one account ([`crate::KeyRingBuilder::account`], 12
+//! digits, default `000000000000`). A principal is `kind:name` in the ring's
+//! account, or `account:<id>/kind:name` in account `<id>`
+//! ([`crate::Principal`]); the ring's own id is the same as none.
+//!
+//! ## Identity policies
+//!
+//! Named documents attached to a principal of any account
+//! ([`crate::Client::put_identity_policy`]): the statement language of key
+//! policies with `Resource` (key ids, `alias/...`, key id prefixes such as
+//! `mrk-*`, or `*`) in place of `Principal` ([`IdentityPolicy`]). Only
+//! `Resource: "*"` matches the ring-wide actions. At most
+//! [`crate::limits::MAX_IDENTITY_POLICIES_PER_PRINCIPAL`] per principal.
 //!
 //! ## Policy documents
 //!
@@ -28,9 +55,14 @@
 //! }
 //! ```
 //!
-//! - `Principal`: `"*"`, a kind wildcard (`"user:*"`, `"service:*"`,
-//!   `"role:*"`), a prefix wildcard (`"user:ops-*"`), or an exact principal;
-//!   a string or a list. Principal names are case-sensitive.
+//! - `Principal`: `"*"` (everyone, of every account), a kind wildcard
+//!   (`"user:*"`, `"service:*"`, `"role:*"`), a prefix wildcard
+//!   (`"user:ops-*"`), or an exact principal, all in the ring's account;
+//!   any of those in another account (`"account:444455556666/role:*"`);
+//!   or a whole account (`"account:444455556666"`: in an `Allow` it
+//!   delegates to that account's identity policies, in a `Deny` it denies
+//!   all its principals) ([`PrincipalPattern`]); a string or a list.
+//!   Principal names are case-sensitive.
 //! - `Action`: action names ([`crate::Action::as_str`], e.g.
 //!   `strongroom:Encrypt`) with `*` wildcards (`strongroom:*`,
 //!   `strongroom:Generate*`); a string or a list. Matching is
