@@ -8,7 +8,12 @@
 //! - `grants_same_grantee/N`: N grants for the SAME grantee, the allowing one
 //!   last (the worst case: that grantee's grants are scanned);
 //! - `keys/N`: `explain` (key lookup + decision) on one key of a ring of N
-//!   keys, N = 10 and 100,000.
+//!   keys, N = 10 and 100,000;
+//! - `encrypt_1k/plain`: `Client::encrypt` of 1 KiB by the key's creator (no
+//!   identity policy: the per-principal snapshot is empty);
+//! - `encrypt_1k/identity`: the same by a principal allowed through the key
+//!   policy's delegation to the account and an identity policy naming the
+//!   key by alias (the snapshot, plus one alias lookup).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -102,6 +107,56 @@ fn grants(c: &mut Criterion) {
     g.finish();
 }
 
+fn encrypt_1k(c: &mut Criterion) {
+    use strongroom::EncryptionContext;
+    use strongroom::keyring::PutKeyPolicyOptions;
+    use strongroom::policy::IdentityPolicy;
+    let mut g = c.benchmark_group("access");
+    let ring = KeyRing::builder()
+        .ring_admins([Principal::role("admin").unwrap()])
+        .build();
+    let admin = ring.client(Principal::role("admin").unwrap());
+    let key = admin
+        .create_key(
+            KeySpec::default(),
+            CreateKeyOptions::new().alias("alias/bench"),
+        )
+        .unwrap();
+    let data = vec![7u8; 1024];
+    let ctx = EncryptionContext::new().with("tenant", "acme");
+    g.bench_function("encrypt_1k/plain", |b| {
+        b.iter(|| black_box(admin.encrypt(&key, &data, &ctx).unwrap()))
+    });
+    admin
+        .put_key_policy(
+            &key,
+            &Policy::from_json(
+                r#"{"Statement":[
+                {"Sid":"Admin","Effect":"Allow","Principal":"role:admin","Action":"strongroom:*"},
+                {"Sid":"Root","Effect":"Allow","Principal":"account:000000000000","Action":"strongroom:*"}]}"#,
+            )
+            .unwrap(),
+            PutKeyPolicyOptions::default(),
+        )
+        .unwrap();
+    let alice = Principal::user("alice").unwrap();
+    admin
+        .put_identity_policy(
+            &alice,
+            "use",
+            &IdentityPolicy::from_json(
+                r#"{"Statement":[{"Sid":"Use","Effect":"Allow","Action":"strongroom:Encrypt","Resource":"alias/bench"}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let alice = ring.client(alice);
+    g.bench_function("encrypt_1k/identity", |b| {
+        b.iter(|| black_box(alice.encrypt(&key, &data, &ctx).unwrap()))
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -112,6 +167,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = grants
+    targets = grants, encrypt_1k
 }
 criterion_main!(benches);

@@ -85,7 +85,7 @@ impl TryFrom<String> for ResourcePattern {
                 || prefix.len() > 64
                 || !prefix
                     .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'z').contains(&b) || b == b'-')
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-')
             {
                 return Err(Error::invalid(format!(
                     "resource {s:?}: a key id prefix is 1 to 64 characters of a-z 0-9 - \
