@@ -1587,3 +1587,58 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+const STOP: &str = r#"{"Statement":[{"Sid":"Stop","Effect":"Deny","Action":"*","Resource":"*"}]}"#;
+
+#[test]
+fn a_deny_written_by_another_process_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = file_ring(dir.path(), Duration::ZERO);
+    let admin = ring.client(p("role:admin"));
+    let key = admin
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    admin
+        .put_key_policy(
+            &key,
+            &Policy::from_json(DELEGATE).unwrap(),
+            PutKeyPolicyOptions::default(),
+        )
+        .unwrap();
+    admin
+        .put_identity_policy(&p("user:alice"), "use", &doc(ALLOW_ALL))
+        .unwrap();
+    let alice = ring.client(p("user:alice"));
+    assert!(alice.encrypt(&key, b"x", &EncryptionContext::new()).is_ok());
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("STRONGROOM_IAM_CHILD_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(matches!(
+        alice.encrypt(&key, b"x", &EncryptionContext::new()),
+        Err(Error::AccessDenied { .. })
+    ));
+    assert_eq!(
+        admin.list_identity_policies(&p("user:alice")).unwrap(),
+        ["stop", "use"]
+    );
+}
+
+/// The other process of `a_deny_written_by_another_process_applies`.
+#[test]
+#[ignore = "child process entry point, run by a_deny_written_by_another_process_applies"]
+fn child_process_entry() {
+    let dir = std::env::var("STRONGROOM_IAM_CHILD_DIR").unwrap();
+    let ring = file_ring(Path::new(&dir), Duration::ZERO);
+    ring.client(p("role:admin"))
+        .put_identity_policy(&p("user:alice"), "stop", &doc(STOP))
+        .unwrap();
+}
