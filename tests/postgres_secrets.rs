@@ -265,7 +265,10 @@ fn tampered_moved_and_rolled_back_records_are_refused() {
         &[],
     )
     .unwrap();
-    assert_eq!(fresh.get_record("secret", "a").unwrap().unwrap().bytes, b"body a");
+    assert_eq!(
+        fresh.get_record("secret", "a").unwrap().unwrap().bytes,
+        b"body a"
+    );
     // A row moved to another name (b's row copied over a).
     c.execute("DELETE FROM strongroom_records WHERE name = 'a'", &[])
         .unwrap();
@@ -303,7 +306,8 @@ fn tampered_moved_and_rolled_back_records_are_refused() {
             &[],
         )
         .unwrap();
-    let (old_rev, old_body, old_mac): (i64, Vec<u8>, Vec<u8>) = (old.get(0), old.get(1), old.get(2));
+    let (old_rev, old_body, old_mac): (i64, Vec<u8>, Vec<u8>) =
+        (old.get(0), old.get(1), old.get(2));
     let cur = live.get_record("secret", "b").unwrap().unwrap();
     let newer = live
         .put_record_if("secret", "b", Some(cur.revision), b"body b2")

@@ -592,7 +592,10 @@ pub(crate) fn rotate(
         let (kind, name, rev, body): (&str, &str, i64, &[u8]) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
         if !old.record_ok(kind, name, rev, body, r.get::<_, Option<&[u8]>>(4)) {
-            return Err(not_authentic("strongroom_records", &format!("{kind}/{name}")));
+            return Err(not_authentic(
+                "strongroom_records",
+                &format!("{kind}/{name}"),
+            ));
         }
         let mac = new.record_mac(kind, name, rev, body);
         tx.execute(

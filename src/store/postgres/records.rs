@@ -45,9 +45,10 @@ impl PostgresStore {
         let (name, rev, body): (&str, i64, &[u8]) = (r.get(0), r.get(1), r.get(2));
         let keys = self.core.keys();
         if !keys.record_ok(kind, name, rev, body, r.get::<_, Option<&[u8]>>(3)) {
-            return Err(self
-                .core
-                .explain(not_authentic("strongroom_records", &format!("{kind}/{name}"))));
+            return Err(self.core.explain(not_authentic(
+                "strongroom_records",
+                &format!("{kind}/{name}"),
+            )));
         }
         self.core
             .shared
