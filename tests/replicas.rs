@@ -907,8 +907,9 @@ fn has_material(dir: &Path, key: &str) -> bool {
 mod softhsm;
 
 /// A token's keys are non-extractable: a primary on PKCS#11 is not
-/// replicated, and (the backend imports nothing yet) a token cannot hold a
-/// replica; both refusals are clear and leave nothing behind.
+/// replicated, and a backend that does not allow imported material (the
+/// default) cannot hold a replica; both refusals are clear and leave
+/// nothing behind.
 #[cfg(feature = "pkcs11")]
 #[test]
 fn pkcs11_neither_exports_nor_holds_replicas() {
@@ -956,6 +957,9 @@ fn pkcs11_neither_exports_nor_holds_replicas() {
     ));
 }
 
+/// With imported material allowed, a token holds replicas (symmetric and
+/// signing keys, every version non-extractable) and imported keys.
+#[cfg(feature = "pkcs11")]
 #[test]
 fn pkcs11_holds_replicas_and_imports_when_allowed() {
     use strongroom::backend::Pkcs11Backend;
