@@ -184,7 +184,8 @@ pub struct Request<'a> {
 /// What decided a request.
 ///
 /// Statements are named by their Sid, or `#index` if they have none;
-/// identity policies by the name they are attached under.
+/// identity policies by the name they are attached under. For ring-wide
+/// actions (no key) the "key policy" of these variants is the ring policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reason {
