@@ -833,3 +833,81 @@ fn tampered_record_in_memory_store_is_refused() {
         Err(Error::CorruptStore { .. })
     ));
 }
+
+/// The default key: the secrets store's managed key, created on first
+/// use, whose fixed policy delegates the secret actions to identity
+/// policies; nobody uses or controls the key directly.
+#[test]
+fn managed_default_key_is_governed_by_identity_policies() {
+    use strongroom::keyring::secrets::MANAGED_SECRETS_KEY;
+    use strongroom::policy::IdentityPolicy;
+    let ring = KeyRing::builder().ring_admins([p("role:admin")]).build();
+    let admin = ring.client(p("role:admin"));
+    let app = ring.client(p("user:app"));
+    let other = ring.client(p("user:other"));
+    // Without an identity policy, nobody may create a secret under it
+    // (the key is created anyway on first use: it is the store's).
+    assert!(matches!(
+        app.create_managed_secret("/app/db", SecretInput::Text("pw")),
+        Err(Error::AccessDenied { .. })
+    ));
+    admin
+        .put_identity_policy(
+            &p("user:app"),
+            "app-secrets",
+            &IdentityPolicy::from_json(
+                r#"{"Statement":[{"Sid":"AppSecrets","Effect":"Allow",
+                    "Action":["strongroom:CreateSecret","strongroom:GetSecretValue",
+                              "strongroom:PutSecretValue","strongroom:DescribeSecret"],
+                    "Resource":"alias/strongroom/secrets",
+                    "Condition":{"StringEquals":{"strongroom:EncryptionContext:strongroom:secret":
+                        ["/app/db","/app/other"]}}}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let v1 = app
+        .create_managed_secret("/app/db", SecretInput::Text("pw"))
+        .unwrap();
+    let got = app
+        .get_secret_value("/app/db", &SecretVersion::CURRENT)
+        .unwrap();
+    assert_eq!((text(&got), got.version_id.as_str()), ("pw", v1.as_str()));
+    // The condition on the secret's name holds.
+    assert!(matches!(
+        app.create_managed_secret("/billing/db", SecretInput::Text("x")),
+        Err(Error::AccessDenied { .. })
+    ));
+    // Another principal, and the admin, have no identity allow.
+    for c in [&other, &admin] {
+        assert!(matches!(
+            c.get_secret_value("/app/db", &SecretVersion::CURRENT),
+            Err(Error::AccessDenied { .. })
+        ));
+    }
+    // The key: managed, one per ring, nobody encrypts, decrypts or
+    // controls it.
+    let key = admin.describe_key(MANAGED_SECRETS_KEY).unwrap();
+    assert_eq!(key.manager, strongroom::key::KeyManager::Managed);
+    for c in [&app, &admin] {
+        assert!(matches!(
+            c.encrypt(MANAGED_SECRETS_KEY, b"x", &EncryptionContext::new()),
+            Err(Error::AccessDenied { .. })
+        ));
+        assert!(matches!(
+            c.disable_key(MANAGED_SECRETS_KEY),
+            Err(Error::AccessDenied { .. })
+        ));
+    }
+    // The same key for every secret; the service name is reserved.
+    app.create_secret("/app/other", MANAGED_SECRETS_KEY, SecretInput::Text("y"))
+        .unwrap();
+    assert_eq!(
+        app.describe_secret("/app/other").unwrap().key_id,
+        app.describe_secret("/app/db").unwrap().key_id
+    );
+    assert!(matches!(
+        ring.client(p("service:secrets")).managed_key("secrets"),
+        Err(Error::InvalidArgument(_))
+    ));
+}

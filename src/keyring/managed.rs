@@ -122,6 +122,12 @@ impl Client {
     pub fn managed_key(&self, service: &str) -> Result<KeyId> {
         self.on_ring(Action::CreateManagedKey, None, |_| {
             let owner = Principal::service(service)?;
+            if service == SECRETS_SERVICE {
+                return Err(Error::invalid(format!(
+                    "the managed key of {owner} is reserved for the secrets store \
+                     (Client::create_managed_secret)"
+                )));
+            }
             if self.principal() != &owner {
                 return Err(Error::AccessDenied {
                     principal: self.principal().clone(),
@@ -130,47 +136,116 @@ impl Client {
                 });
             }
             let alias = managed_alias(service)?;
-            let inner = self.inner();
-            if let Some(id) = inner.store.resolve_alias(&alias)? {
-                return Ok(id);
-            }
-            let spec = KeySpec::default();
-            let now = inner.clock.now();
-            let key_id = KeyId::generate(inner.rng.as_ref())?;
-            let mut record = KeyRecord::new(
-                key_id.clone(),
-                spec,
-                KeyUsage::EncryptDecrypt,
-                owner.clone(),
-                now,
-            );
-            record.manager = KeyManager::Managed;
-            record.description = format!("managed key of {owner}");
-            record.rotation = Some(RotationSchedule {
-                period_days: MANAGED_ROTATION_PERIOD_DAYS,
-                next_rotation: now.plus_days(u64::from(MANAGED_ROTATION_PERIOD_DAYS)),
-            });
-            let access = KeyAccess::new(Some(managed_key_policy(&owner)?));
-            let mref = MaterialId::new(key_id.clone(), 1);
-            inner.backend.generate(&mref, spec)?;
-            match inner
-                .store
-                .insert_key(KeyMetadata::new(record, access), Some(&alias))
-            {
-                Ok(()) => Ok(key_id),
-                Err(Error::AliasExists(_)) => {
-                    // Another thread or process created it first: keep
-                    // theirs, destroy ours.
-                    let _ = inner.backend.destroy(&mref);
-                    inner
-                        .store
-                        .resolve_alias(&alias)?
-                        .ok_or_else(|| Error::AliasNotFound(alias.to_string()))
-                }
-                Err(e) => Err(e),
-            }
+            self.inner()
+                .ensure_managed_key(&alias, &owner, managed_key_policy(&owner)?)
         })
     }
+}
+
+impl super::Inner {
+    /// The managed key under `alias`, created on first use with `policy`
+    /// and `owner` as its creator. Concurrent first uses (threads, rings on
+    /// one store) create exactly one: the key and its alias are inserted in
+    /// one atomic step, and a loser destroys its material and returns the
+    /// winner's key.
+    pub(crate) fn ensure_managed_key(
+        &self,
+        alias: &Alias,
+        owner: &Principal,
+        policy: Policy,
+    ) -> Result<KeyId> {
+        if let Some(id) = self.store.resolve_alias(alias)? {
+            return Ok(id);
+        }
+        let spec = KeySpec::default();
+        let now = self.clock.now();
+        let key_id = KeyId::generate(self.rng.as_ref())?;
+        let mut record = KeyRecord::new(
+            key_id.clone(),
+            spec,
+            KeyUsage::EncryptDecrypt,
+            owner.clone(),
+            now,
+        );
+        record.manager = KeyManager::Managed;
+        record.description = format!("managed key of {owner}");
+        record.rotation = Some(RotationSchedule {
+            period_days: MANAGED_ROTATION_PERIOD_DAYS,
+            next_rotation: now.plus_days(u64::from(MANAGED_ROTATION_PERIOD_DAYS)),
+        });
+        let access = KeyAccess::new(Some(policy));
+        let mref = MaterialId::new(key_id.clone(), 1);
+        self.backend.generate(&mref, spec)?;
+        match self
+            .store
+            .insert_key(KeyMetadata::new(record, access), Some(alias))
+        {
+            Ok(()) => Ok(key_id),
+            Err(Error::AliasExists(_)) => {
+                // Another thread or process created it first: keep
+                // theirs, destroy ours.
+                let _ = self.backend.destroy(&mref);
+                self.store
+                    .resolve_alias(alias)?
+                    .ok_or_else(|| Error::AliasNotFound(alias.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The service name of the secrets store's managed key: its alias is
+/// `alias/strongroom/secrets` ([`crate::keyring::secrets::MANAGED_SECRETS_KEY`]).
+pub const SECRETS_SERVICE: &str = "secrets";
+
+/// The secret actions the secrets store's managed key delegates to the
+/// ring's account.
+const SECRET_ACTIONS: &[Action] = &[
+    Action::CreateSecret,
+    Action::GetSecretValue,
+    Action::PutSecretValue,
+    Action::RotateSecret,
+    Action::DescribeSecret,
+    Action::DeleteSecret,
+    Action::RestoreSecret,
+];
+
+/// The fixed key policy of the secrets store's managed key (the
+/// `aws/secretsmanager` key of the KMS model): the secret actions are
+/// delegated to the identity policies of the ring's `account` (a principal
+/// may use a secret under this key exactly when its identity policies
+/// allow the secret action on `alias/strongroom/secrets`, optionally
+/// conditioned on the secret's name in the context `strongroom:secret`);
+/// nobody may use the key directly (no `Encrypt`, `Decrypt` or
+/// `GenerateDataKey` for anyone: the secrets store uses its material
+/// inside the secret calls); everyone may describe it; nobody controls it.
+pub fn secrets_key_policy(account: &crate::principal::AccountId) -> Result<Policy> {
+    let names =
+        |a: &[Action]| serde_json::Value::Array(a.iter().map(|a| a.as_str().into()).collect());
+    let doc = serde_json::json!({
+        "Version": "2026-01-01",
+        "Statement": [
+            {
+                "Sid": "SecretsDelegatedToIdentityPolicies",
+                "Effect": "Allow",
+                "Principal": format!("account:{account}"),
+                "Action": names(SECRET_ACTIONS),
+            },
+            {
+                "Sid": "ManagedKeyEveryoneReads",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": names(PUBLIC_ACTIONS),
+            },
+            {
+                "Sid": "ManagedKeyNoCustomerControl",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": names(DENIED_ACTIONS),
+            },
+        ],
+    });
+    Policy::from_json(&doc.to_string())
 }
 
 /// True if `p` may ask for a managed key at all (a service principal): the

@@ -22,11 +22,15 @@
 //! like the key rows; a store without the facility fails with
 //! [`Error::Unsupported`]).
 //!
-//! The key is named explicitly when the secret is created: a customer key
-//! whose policy (or grants) name the secret actions below. A managed key
-//! ([`Client::managed_key`]) is not a default: its fixed policy lets only
-//! its service use it, for the key actions only, so no other principal
-//! could read a secret under it.
+//! The key is chosen when the secret is created: a customer key whose
+//! policy (or grants) name the secret actions below, or by default
+//! ([`Client::create_managed_secret`]) the secrets store's managed key
+//! `alias/strongroom/secrets` ([`MANAGED_SECRETS_KEY`]), created on first
+//! use. That key's fixed policy delegates the secret actions to the ring's
+//! account, so access to secrets under it is decided by identity policies
+//! (`crate::policy::IdentityPolicy`), as access to secrets under
+//! `aws/secretsmanager` is decided by IAM; nobody may encrypt or decrypt
+//! with it directly, disable, delete or re-police it.
 //!
 //! # Access
 //! Every call goes through the ring's pipeline with its own action and is
@@ -84,6 +88,23 @@ pub const MAX_SECRET_NAME_LEN: usize = 512;
 /// Versions kept per secret: when a new version would exceed it, the
 /// oldest version without a label is dropped.
 pub const MAX_SECRET_VERSIONS: usize = 20;
+
+/// The alias of the secrets store's managed key, the default key of
+/// [`Client::create_managed_secret`]. Naming it in
+/// [`Client::create_secret`] creates the key on first use.
+pub const MANAGED_SECRETS_KEY: &str = "alias/strongroom/secrets";
+
+impl Inner {
+    /// The secrets store's managed key, created on first use with its fixed
+    /// policy (see [`crate::keyring::managed::secrets_key_policy`]).
+    pub(crate) fn ensure_secrets_key(&self) -> Result<KeyId> {
+        let alias =
+            crate::keyring::managed::managed_alias(crate::keyring::managed::SECRETS_SERVICE)?;
+        let owner = crate::principal::Principal::service(crate::keyring::managed::SECRETS_SERVICE)?;
+        let policy = crate::keyring::managed::secrets_key_policy(&self.account)?;
+        self.ensure_managed_key(&alias, &owner, policy)
+    }
+}
 /// The record kind of secrets in the store's generic record facility.
 pub const SECRET_RECORD_KIND: &str = "secret";
 /// The shortest deletion window, in days.
@@ -724,6 +745,19 @@ impl Client {
         })
     }
 
+    /// Creates a secret under the secrets store's managed key
+    /// ([`MANAGED_SECRETS_KEY`], created on first use): the default key, as
+    /// `aws/secretsmanager` is in AWS. Who may use such a secret is decided
+    /// by identity policies alone (the key's fixed policy delegates the
+    /// secret actions to the ring's account,
+    /// [`crate::keyring::managed::secrets_key_policy`]): allow, for
+    /// example, `strongroom:GetSecretValue` on `alias/strongroom/secrets`
+    /// with a condition on `strongroom:secret`. Same as
+    /// `create_secret(name, MANAGED_SECRETS_KEY, value)`.
+    pub fn create_managed_secret(&self, name: &str, value: SecretInput<'_>) -> Result<String> {
+        self.create_secret(name, MANAGED_SECRETS_KEY, value)
+    }
+
     /// Creates secret `name` protected by `key` (an id or alias whose
     /// policy or grants allow `CreateSecret`), with `value` as its first,
     /// `CURRENT` version; returns the version id. [`Error::SecretExists`]
@@ -735,6 +769,10 @@ impl Client {
         key: impl Into<KeyRef<'k>>,
         value: SecretInput<'_>,
     ) -> Result<String> {
+        let key: KeyRef<'k> = key.into();
+        if key.as_str() == MANAGED_SECRETS_KEY {
+            self.inner().ensure_secrets_key()?;
+        }
         let ctx = name_context(name);
         self.on_key(Action::CreateSecret, key, Some(&ctx), |call, meta| {
             let inner = self.inner();
