@@ -158,7 +158,19 @@ impl Ed25519Key {
 pub(crate) struct Verifier {
     public: PublicKeyVerifier,
     #[cfg(feature = "aws-lc-rs")]
-    aws_lc: Option<aws_lc_rs::signature::ParsedPublicKey>,
+    aws_lc: AwsLcKey,
+}
+
+/// The key as AWS-LC holds it.
+#[cfg(feature = "aws-lc-rs")]
+#[derive(Debug)]
+enum AwsLcKey {
+    /// Not the AWS-LC provider.
+    None,
+    Parsed(aws_lc_rs::signature::ParsedPublicKey),
+    /// A key AWS-LC refuses to parse (Ed25519 keys of small order may be):
+    /// every signature is invalid, as under ed25519-dalek's strict rules.
+    Refused,
 }
 
 impl Verifier {
@@ -168,7 +180,7 @@ impl Verifier {
             Imp::RustCrypto => Ok(Verifier {
                 public,
                 #[cfg(feature = "aws-lc-rs")]
-                aws_lc: None,
+                aws_lc: AwsLcKey::None,
             }),
             #[cfg(feature = "aws-lc-rs")]
             Imp::AwsLc => {
@@ -179,12 +191,12 @@ impl Verifier {
                         vk.to_sec1_point(false).as_bytes(),
                     ),
                     PublicKeyVerifier::Ed25519(vk) => ParsedPublicKey::new(&ED25519, vk.as_bytes()),
-                }
-                .map_err(|_| Error::invalid("the public key was rejected by AWS-LC"))?;
-                Ok(Verifier {
-                    public,
-                    aws_lc: Some(parsed),
-                })
+                };
+                let aws_lc = match parsed {
+                    Ok(k) => AwsLcKey::Parsed(k),
+                    Err(_) => AwsLcKey::Refused,
+                };
+                Ok(Verifier { public, aws_lc })
             }
         }
     }
@@ -204,24 +216,32 @@ impl Verifier {
         format: SignatureFormat,
     ) -> Result<bool> {
         #[cfg(feature = "aws-lc-rs")]
-        if let Some(parsed) = &self.aws_lc {
-            return verify_aws_lc(
-                &self.public,
-                parsed,
-                message,
-                signature,
-                message_type,
-                format,
-            );
+        match &self.aws_lc {
+            AwsLcKey::None => {}
+            AwsLcKey::Parsed(k) => {
+                return verify_aws_lc(
+                    &self.public,
+                    Some(k),
+                    message,
+                    signature,
+                    message_type,
+                    format,
+                );
+            }
+            AwsLcKey::Refused => {
+                return verify_aws_lc(&self.public, None, message, signature, message_type, format);
+            }
         }
         self.public.verify(message, signature, message_type, format)
     }
 }
 
+/// Verification with AWS-LC; `parsed` is `None` for a key it refused (the
+/// arguments are still checked, then the signature is invalid).
 #[cfg(feature = "aws-lc-rs")]
 fn verify_aws_lc(
     public: &PublicKeyVerifier,
-    parsed: &aws_lc_rs::signature::ParsedPublicKey,
+    parsed: Option<&aws_lc_rs::signature::ParsedPublicKey>,
     message: &[u8],
     signature: &[u8],
     message_type: MessageType,
@@ -242,7 +262,7 @@ fn verify_aws_lc(
                 SignatureFormat::Der => p256::ecdsa::Signature::from_der(signature),
                 SignatureFormat::Raw => p256::ecdsa::Signature::from_slice(signature),
             };
-            let Ok(sig) = sig else {
+            let (Ok(sig), Some(parsed)) = (sig, parsed) else {
                 return Ok(false);
             };
             Ok(parsed.verify_digest_sig(&d, &sig.to_bytes()).is_ok())
@@ -255,7 +275,13 @@ fn verify_aws_lc(
             }
             // ed25519-dalek's strict verification refuses small-order
             // public keys; so does this one. AWS-LC checks S < L and
-            // compares R byte for byte (so R must be canonical).
+            // compares R byte for byte, so R must be canonical. (The one
+            // difference left: a small-order R, which dalek refuses and
+            // AWS-LC accepts if the equation holds; only the private key's
+            // holder can make such a signature.)
+            let Some(parsed) = parsed else {
+                return Ok(false);
+            };
             if signature.len() != 64 || vk.is_weak() {
                 return Ok(false);
             }
