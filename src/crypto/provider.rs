@@ -14,8 +14,11 @@ use std::sync::Arc;
 /// the same bytes: ciphertexts, key derivations and Ed25519 signatures are
 /// byte-identical given the same randomness, and every frozen format reads
 /// and writes the same under each (the test suite checks this for every
-/// provider compiled in). ECDSA signatures are randomized; each provider
-/// verifies the other's, and both emit low-S signatures.
+/// provider compiled in). ECDSA nonces are each provider's own (RFC 6979
+/// for RustCrypto, random for AWS-LC), so ECDSA signatures differ; each
+/// provider verifies the other's, and both emit low-S signatures.
+/// Verification makes the same decisions under every provider (strict DER
+/// parsing of ECDSA signatures; Ed25519 refuses small-order public keys).
 ///
 /// The set of providers is closed (this is a value, not a trait), so that
 /// the promise above stays testable:
