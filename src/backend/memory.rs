@@ -83,6 +83,7 @@ impl fmt::Debug for MemoryBackend {
         let n = self.keys.read().len();
         f.debug_struct("MemoryBackend")
             .field("versions_held", &n)
+            .field("crypto_provider", &self.provider)
             .finish_non_exhaustive()
     }
 }
