@@ -43,9 +43,13 @@ impl P256Key {
                 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
                 let public = *sk.verifying_key();
                 let point = public.to_sec1_point(false);
+                // The scalar as p256 read it (a shorter slice is
+                // zero-extended, as it always has been), so both providers
+                // hold the same key.
+                let scalar = zeroize::Zeroizing::new(<[u8; 32]>::from(sk.to_bytes()));
                 let key = EcdsaKeyPair::from_private_key_and_public_key(
                     &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    raw,
+                    scalar.as_slice(),
                     point.as_bytes(),
                 )
                 .map_err(|_| bad())?;

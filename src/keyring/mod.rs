@@ -116,6 +116,7 @@ impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("backend", &self.inner.backend.name())
+            .field("crypto_provider", &self.inner.provider)
             .finish_non_exhaustive()
     }
 }
