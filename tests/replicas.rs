@@ -907,8 +907,9 @@ fn has_material(dir: &Path, key: &str) -> bool {
 mod softhsm;
 
 /// A token's keys are non-extractable: a primary on PKCS#11 is not
-/// replicated, and (the backend imports nothing yet) a token cannot hold a
-/// replica; both refusals are clear and leave nothing behind.
+/// replicated, and a backend that does not allow imported material (the
+/// default) cannot hold a replica; both refusals are clear and leave
+/// nothing behind.
 #[cfg(feature = "pkcs11")]
 #[test]
 fn pkcs11_neither_exports_nor_holds_replicas() {
@@ -954,6 +955,124 @@ fn pkcs11_neither_exports_nor_holds_replicas() {
         ch.describe_key(&in_file),
         Err(Error::KeyNotFound(_))
     ));
+}
+
+/// With imported material allowed, a token holds replicas (symmetric and
+/// signing keys, every version non-extractable) and imported keys.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn pkcs11_holds_replicas_and_imports_when_allowed() {
+    use strongroom::backend::Pkcs11Backend;
+    use strongroom::keyring::SignOptions;
+    if !softhsm::available() {
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let config = softhsm::config()
+        .label_prefix(format!("replicas-import-{}-{nanos}/", std::process::id()))
+        .allow_imported_material(true);
+    let hsm_backend = Arc::new(Pkcs11Backend::connect(&config).unwrap());
+    let hsm = KeyRing::builder()
+        .backend(hsm_backend.clone())
+        .region("region-h")
+        .build();
+    let da = tempfile::tempdir().unwrap();
+    let a = region(da.path(), "region-a");
+    let ca = a.ring.client(p("user:alice"));
+    let ch = hsm.client(p("user:hsm"));
+
+    // A symmetric key: sealed in the file region, opened on the token.
+    let key = mrk(&ca);
+    let message = ca.seal(&key, b"to the token", &ctx()).unwrap();
+    ca.replicate_key(&key, &ch, ReplicaOptions::new()).unwrap();
+    assert_eq!(
+        ch.open(&message, &ctx()).unwrap().plaintext.expose_secret(),
+        b"to the token"
+    );
+    // Rotation on the primary, synced to the token; both directions open.
+    ca.rotate_key_on_demand(&key).unwrap();
+    ca.sync_replica(&key, &ch).unwrap();
+    let from_token = ch.seal(&key, b"from the token at v2", &ctx()).unwrap();
+    let opened = ca.open(&from_token, &ctx()).unwrap();
+    assert_eq!(opened.key_version, 2);
+    assert_eq!(opened.plaintext.expose_secret(), b"from the token at v2");
+    // Every version on the token is sensitive and non-extractable.
+    for v in [1, 2] {
+        let id = MaterialId::new(strongroom::KeyId::parse(&key).unwrap(), v);
+        assert!(hsm_backend.is_non_extractable(&id).unwrap(), "version {v}");
+    }
+
+    // Signing keys (P-256 and Ed25519): the token signs with the replica,
+    // the file region verifies, and the public keys are the same.
+    for spec in [KeySpec::EccNistP256, KeySpec::Ed25519] {
+        let signer = ca
+            .create_key(
+                spec,
+                CreateKeyOptions::new()
+                    .multi_region(true)
+                    .usage(KeyUsage::SignVerify),
+            )
+            .unwrap();
+        ca.replicate_key(&signer, &ch, ReplicaOptions::new())
+            .unwrap();
+        assert_eq!(
+            ch.get_public_key(&signer).unwrap().der,
+            ca.get_public_key(&signer).unwrap().der,
+            "{spec}"
+        );
+        let sig = ch
+            .sign(&signer, b"release 1.0", SignOptions::default())
+            .unwrap();
+        assert!(
+            ca.verify(&signer, b"release 1.0", &sig, SignOptions::default())
+                .unwrap(),
+            "{spec}"
+        );
+        assert!(
+            !ca.verify(&signer, b"release 1.1", &sig, SignOptions::default())
+                .unwrap()
+        );
+    }
+
+    // Plain key import onto the token (bring your own key).
+    let params = ch.get_parameters_for_import(KeySpec::default()).unwrap();
+    let wrapped = params.wrap(&[0x33; 32]).unwrap();
+    let byok = ch
+        .import_key(&params.import_token, &wrapped, CreateKeyOptions::new())
+        .unwrap();
+    let blob = ch.encrypt(&byok, b"byok on the token", &ctx()).unwrap();
+    assert_eq!(
+        ch.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
+        b"byok on the token"
+    );
+
+    // Bad material never reaches the token.
+    assert!(
+        hsm_backend
+            .import(
+                &MaterialId::new(strongroom::KeyId::parse(&key).unwrap(), 9),
+                KeySpec::EccNistP256,
+                &[0xff; 32],
+            )
+            .is_err()
+    );
+    // A second import under a label in use is refused and changes nothing.
+    assert!(
+        hsm_backend
+            .import(
+                &MaterialId::new(strongroom::KeyId::parse(&key).unwrap(), 1),
+                KeySpec::default(),
+                &[0x44; 32],
+            )
+            .is_err()
+    );
+    assert_eq!(
+        ch.open(&message, &ctx()).unwrap().plaintext.expose_secret(),
+        b"to the token"
+    );
 }
 
 #[test]

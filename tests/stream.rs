@@ -157,3 +157,91 @@ fn bad_frame_length_is_an_argument_error() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)));
 }
+
+/// A ring with `threads` frame threads and a seeded random source: two
+/// such rings make the same key and the same messages.
+fn seeded(threads: usize) -> (strongroom::Client, String) {
+    let ring = KeyRing::builder()
+        .random(std::sync::Arc::new(
+            strongroom::hazmat::InsecureSeededRandom::new([9; 32]),
+        ))
+        .threads(threads)
+        .build();
+    let c = ring.client(Principal::user("alice").unwrap());
+    let id = c
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    (c, id.to_string())
+}
+
+#[test]
+fn frame_workers_write_the_same_bytes_and_read_every_message() {
+    // Sizes around the frame count at which workers start (after two
+    // frames), write pieces smaller and larger than a frame.
+    for (n, frame, piece) in [
+        (0usize, 16u32, 1usize),
+        (32, 16, 16),
+        (33, 16, 5),
+        (48, 16, 100),
+        (49, 16, 3),
+        (1000, 16, 7),
+        (4096, 64, 4096),
+        (300_000, 4096, 10_000),
+        (1 << 20, 65_536, 65_536),
+        ((1 << 20) + 1, 65_536, 1_000_000),
+    ] {
+        let d = data(n);
+        let (serial, key) = seeded(1);
+        let reference = stream_seal(&serial, &key, &d, frame, piece);
+        for threads in [2, 3, 4] {
+            let (c, key2) = seeded(threads);
+            assert_eq!(key, key2);
+            let m = stream_seal(&c, &key2, &d, frame, piece);
+            assert_eq!(m, reference, "{n} bytes, {threads} threads");
+            for read_piece in [1usize, 7, 100_000] {
+                if n > 100_000 && read_piece == 1 {
+                    continue;
+                }
+                assert_eq!(stream_open(&c, &m, read_piece).unwrap(), d, "{n}/{threads}");
+            }
+        }
+        assert_eq!(stream_open(&serial, &reference, 64).unwrap(), d);
+    }
+}
+
+#[test]
+fn frame_workers_release_nothing_after_a_bad_frame() {
+    let (c, key) = seeded(3);
+    let frame = 64usize;
+    let d = data(frame * 20 + 10);
+    let m = stream_seal(&c, &key, &d, frame as u32, 500);
+    let body_start = m.len() - (20 * (4 + frame + 16) + (12 + 10 + 16));
+    for bad_frame in [0usize, 2, 3, 4, 10, 19, 20] {
+        let at = body_start + bad_frame * (4 + frame + 16) + 4 + 1;
+        let mut b = m.clone();
+        b[at] ^= 0x40;
+        let mut r = c.open_reader(&b[..], &ctx()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 13];
+        let err = loop {
+            match r.read(&mut buf) {
+                Ok(0) => panic!("frame {bad_frame}: a tampered message read to the end"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        // Exactly the frames before the bad one were released, in order.
+        assert_eq!(got.len(), bad_frame * frame, "frame {bad_frame}");
+        assert_eq!(got, d[..got.len()]);
+        // And the reader stays failed.
+        assert!(r.read(&mut buf).is_err());
+    }
+    // Truncated anywhere in the body, and a byte after the end: errors.
+    for cut in (body_start..m.len()).step_by(37) {
+        assert!(stream_open(&c, &m[..cut], 64).is_err(), "cut at {cut}");
+    }
+    let mut longer = m.clone();
+    longer.push(0);
+    assert!(stream_open(&c, &longer, 64).is_err());
+}

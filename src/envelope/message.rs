@@ -353,6 +353,79 @@ pub(crate) fn seal_frame(
         .seal_append(&nonce_for(seq), &aad, chunk, out)
 }
 
+/// Bytes reserved in front of a frame's plaintext by
+/// [`seal_frame_in_place`]: room for the longest frame header.
+pub(crate) const FRAME_PREFIX: usize = 12;
+
+/// Seals one frame in place: `buf` is [`FRAME_PREFIX`] reserved bytes then
+/// the plaintext. Writes the frame header at the end of the reserved bytes,
+/// encrypts in place and appends the tag; returns where the frame starts in
+/// `buf`. The bytes from there are exactly those of [`seal_frame`].
+pub(crate) fn seal_frame_in_place(
+    derived: &Derived,
+    message_id: &[u8; MESSAGE_ID_LEN],
+    seq: u32,
+    is_final: bool,
+    buf: &mut Vec<u8>,
+) -> Result<usize> {
+    let max = if is_final {
+        FINAL_MARKER - 1
+    } else {
+        FINAL_MARKER - 2
+    };
+    if seq == 0 || seq > max {
+        return Err(Error::invalid("too many frames: use a larger frame length"));
+    }
+    let n = buf
+        .len()
+        .checked_sub(FRAME_PREFIX)
+        .ok_or_else(|| Error::invalid("internal: frame buffer without its prefix"))?;
+    let len = u32::try_from(n).map_err(|_| Error::invalid("frame too large"))?;
+    let start = if is_final {
+        buf[0..4].copy_from_slice(&FINAL_MARKER.to_be_bytes());
+        buf[4..8].copy_from_slice(&seq.to_be_bytes());
+        buf[8..12].copy_from_slice(&len.to_be_bytes());
+        0
+    } else {
+        buf[8..12].copy_from_slice(&seq.to_be_bytes());
+        8
+    };
+    let aad = frame_aad(message_id, is_final, seq, u64::from(len));
+    let tag = derived
+        .cipher
+        .seal_in_place(&nonce_for(seq), &aad, &mut buf[FRAME_PREFIX..])?;
+    buf.extend_from_slice(&tag);
+    Ok(start)
+}
+
+/// Opens one frame in place: `buf` holds `ciphertext || tag` and ends up
+/// holding the plaintext (on failure, the partial plaintext is wiped and
+/// `buf` emptied). Every failure is the opaque error.
+pub(crate) fn open_frame_in_place(
+    derived: &Derived,
+    message_id: &[u8; MESSAGE_ID_LEN],
+    seq: u32,
+    is_final: bool,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    let len = buf
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(Error::DecryptionFailed)?;
+    let aad = frame_aad(message_id, is_final, seq, len as u64);
+    let tag: [u8; TAG_LEN] = buf[len..].try_into().map_err(|_| Error::DecryptionFailed)?;
+    buf.truncate(len);
+    if !derived
+        .cipher
+        .open_in_place(&nonce_for(seq), &aad, buf, &tag)
+    {
+        zeroize::Zeroize::zeroize(buf);
+        buf.clear();
+        return Err(Error::DecryptionFailed);
+    }
+    Ok(())
+}
+
 /// Decrypts one frame's `ciphertext || tag`, appending the plaintext to `out`.
 pub(crate) fn open_frame(
     derived: &Derived,

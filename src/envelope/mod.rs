@@ -10,6 +10,7 @@
 pub(crate) mod blob;
 mod context;
 mod datakey;
+pub(crate) mod frames;
 mod inspect;
 pub(crate) mod message;
 pub(crate) mod ranged;

@@ -326,7 +326,7 @@ impl Client {
         out: W,
     ) -> Result<SealWriter<W>> {
         let (header, sealer) = self.begin_stream(key.into(), context, options)?;
-        SealWriter::start(out, &header, sealer)
+        SealWriter::start(out, &header, sealer, self.inner().threads)
     }
 
     /// The blocking part of every streaming seal (sync and async): runs
@@ -362,7 +362,7 @@ impl Client {
     ) -> Result<OpenReader<R>> {
         let header_bytes = read_header(&mut input);
         let opened = self.open_stream(header_bytes, context)?;
-        Ok(OpenReader::new(input, opened))
+        Ok(OpenReader::new(input, opened, self.inner().threads))
     }
 
     /// The blocking part of every streaming open (sync and async): given

@@ -56,10 +56,14 @@
 //! keys are non-extractable; a remote custodian such as Vault or AWS KMS;
 //! the memory backend, which keeps only key schedules) makes replication
 //! fail with [`Error::Unsupported`] before the target is asked for
-//! anything. The file keystore exports. A target backend must be able to
-//! import ([`crate::backend::ImportBackend`]: memory and file do; the
-//! PKCS#11 backend does not yet, so a replica cannot live on a token), or
-//! the target refuses with [`Error::Unsupported`] before anything is sealed.
+//! anything. The file keystore and the PostgreSQL backend export. A target
+//! backend must be able to import ([`crate::backend::ImportBackend`]:
+//! memory, file and PostgreSQL do; a PKCS#11 backend does when its
+//! configuration allows imported material,
+//! [`crate::backend::Pkcs11Config::allow_imported_material`], and then
+//! creates each version on the token as a sensitive, non-extractable
+//! object), or the target refuses with [`Error::Unsupported`] before
+//! anything is sealed.
 //!
 //! # Failures
 //! A replication that fails midway (a refused version, a crash, a kill -9)

@@ -17,8 +17,10 @@
 //! ([`crate::store::MetadataStore::get_record`], kind `"secret"`; its
 //! format is in docs/FORMAT.md, "Secret record"), changed only by
 //! compare-and-set, so concurrent writers never lose a version. The
-//! in-memory and file stores keep records; the PostgreSQL store does not
-//! yet ([`Error::Unsupported`]).
+//! in-memory store, the file keystore and the PostgreSQL store keep records
+//! (on PostgreSQL each is one row of `strongroom_records`, authenticated
+//! like the key rows; a store without the facility fails with
+//! [`Error::Unsupported`]).
 //!
 //! The key is named explicitly when the secret is created: a customer key
 //! whose policy (or grants) name the secret actions below. A managed key

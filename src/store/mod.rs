@@ -98,7 +98,7 @@ impl StoredRecord {
 fn records_unsupported() -> Error {
     Error::Unsupported(
         "this metadata store does not support generic records (secrets); \
-         use the in-memory or file store"
+         use the in-memory store, the file keystore or PostgreSQL"
             .into(),
     )
 }
@@ -256,7 +256,8 @@ pub trait MetadataStore: Send + Sync + Debug {
     // Named, opaque records of a `kind` (e.g. "secret"), changed only by
     // compare-and-set on their revision. The defaults fail with
     // [`crate::Error::Unsupported`]: a store that does not keep records
-    // (PostgreSQL, for now) says so instead of losing them.
+    // says so instead of losing them. The memory store, the file keystore
+    // and PostgreSQL keep them.
 
     /// The record `name` of `kind`, or `None`.
     fn get_record(&self, kind: &str, name: &str) -> Result<Option<StoredRecord>> {

@@ -31,7 +31,7 @@
 //! backend instance, so objects added to the token later are seen (and
 //! checked) by the next instance.
 
-use super::{KeyBackend, MaterialId, SigningBackend};
+use super::{ImportBackend, KeyBackend, MaterialId, SigningBackend};
 use crate::crypto::NONCE_LEN;
 use crate::error::{Error, Result};
 use crate::random::{OsRandom, RandomSource, random_array};
@@ -67,6 +67,10 @@ pub struct Pkcs11Config {
     pub user_pin: SecretBytes,
     /// Prepended to every object label, to share a token between rings.
     pub label_prefix: String,
+    /// Accept key objects that were not generated on the token, and allow
+    /// importing material (key import, multi-region replicas). Off by
+    /// default; see [`Pkcs11Config::allow_imported_material`].
+    pub allow_imported_material: bool,
 }
 
 impl Pkcs11Config {
@@ -81,7 +85,30 @@ impl Pkcs11Config {
             token_label: token_label.into(),
             user_pin,
             label_prefix: "strongroom/".into(),
+            allow_imported_material: false,
         }
+    }
+
+    /// Lets this backend import material ([`crate::backend::ImportBackend`]:
+    /// `import_key_version`, and replicas of multi-region keys) and use
+    /// imported key objects.
+    ///
+    /// An imported object is created with `C_CreateObject` (sensitive, not
+    /// extractable, a token object), so the token marks it `CKA_LOCAL`
+    /// false, and (SoftHSM2 for private keys, as the standard allows)
+    /// `CKA_NEVER_EXTRACTABLE` false: its value did exist outside the token.
+    /// By default the backend refuses every key object that is not
+    /// `CKA_LOCAL` and `CKA_NEVER_EXTRACTABLE`: it is how a key planted on
+    /// the token under one of the ring's labels (by someone who holds the
+    /// PIN, with a value they know) is told apart from one the token
+    /// generated. With this on, those two checks are dropped for every
+    /// object under this backend's label prefix (the token cannot tell a
+    /// planted object from an imported one); `CKA_SENSITIVE` true and
+    /// `CKA_EXTRACTABLE` false are still required. Turn it on only for a
+    /// prefix that holds imported keys or replicas.
+    pub fn allow_imported_material(mut self, allow: bool) -> Self {
+        self.allow_imported_material = allow;
+        self
     }
 
     /// Sets the label prefix.
@@ -98,6 +125,7 @@ impl fmt::Debug for Pkcs11Config {
             .field("token_label", &self.token_label)
             .field("user_pin", &"<redacted>")
             .field("label_prefix", &self.label_prefix)
+            .field("allow_imported_material", &self.allow_imported_material)
             .finish()
     }
 }
@@ -147,6 +175,8 @@ pub struct Pkcs11Backend {
     /// Validated private-key handles, with "is Ed25519".
     signers: RwLock<HashMap<MaterialId, (ObjectHandle, bool)>>,
     rng: Arc<dyn RandomSource>,
+    /// [`Pkcs11Config::allow_imported_material`].
+    allow_imported: bool,
 }
 
 impl fmt::Debug for Pkcs11Backend {
@@ -201,6 +231,7 @@ impl Pkcs11Backend {
             handles: RwLock::new(HashMap::new()),
             signers: RwLock::new(HashMap::new()),
             rng: Arc::new(OsRandom),
+            allow_imported: config.allow_imported_material,
         };
         // Log in now, so a wrong PIN fails here, clearly.
         let s = backend.open_session()?;
@@ -418,7 +449,7 @@ impl Pkcs11Backend {
                 )
             })
             .map_err(other)?;
-        let problems = key_attribute_problems(&attrs);
+        let problems = key_attribute_problems(&attrs, self.allow_imported);
         if !problems.is_empty() {
             return Err(Error::Configuration(format!(
                 "the PKCS#11 {} labelled {:?} is refused: {}",

@@ -153,6 +153,148 @@ impl KeyBackend for Pkcs11Backend {
     fn signing(&self) -> Option<&dyn SigningBackend> {
         Some(self)
     }
+
+    /// Only with [`super::Pkcs11Config::allow_imported_material`].
+    fn importing(&self) -> Option<&dyn ImportBackend> {
+        if self.allow_imported {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+/// Wipes the `CKA_VALUE` of a template once the token has its copy
+/// (cryptoki's `Attribute` holds a plain `Vec`).
+fn wipe_values(template: &mut [Attribute]) {
+    use zeroize::Zeroize;
+    for a in template {
+        if let Attribute::Value(v) = a {
+            v.zeroize();
+        }
+    }
+}
+
+/// `CKA_EC_POINT`: a DER OCTET STRING around the point (short form; the
+/// points here are 65 or 32 bytes).
+fn ec_point(point: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x04, point.len() as u8];
+    v.extend_from_slice(point);
+    v
+}
+
+impl ImportBackend for Pkcs11Backend {
+    /// Creates the material on the token with `C_CreateObject`, with the
+    /// same attributes as generated keys: token object, private, sensitive,
+    /// not extractable (so it cannot be read back afterwards). AES-256 keys
+    /// become one secret-key object; P-256 and Ed25519 keys a private-key
+    /// object (the scalar or seed as `CKA_VALUE`) and its public-key object
+    /// (the point computed here from the private key). The raw bytes given
+    /// to the token are wiped from the template afterwards. Either all
+    /// objects are created or none remains.
+    fn import(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        if !self.allow_imported {
+            return Err(Error::Unsupported(
+                "this PKCS#11 backend refuses key objects not generated on the token; \
+                 import (and replicas) need Pkcs11Config::allow_imported_material(true)"
+                    .into(),
+            ));
+        }
+        if !self.supports(spec) {
+            return Err(Error::Unsupported(format!(
+                "the PKCS#11 backend cannot hold {spec} keys (AES-256-GCM, P-256 and Ed25519 only)"
+            )));
+        }
+        // Validates the bytes (length, a valid scalar) before the token sees them.
+        crate::backend::material::Material::from_raw(spec, raw)?;
+        if self.label_taken(id)? {
+            return Err(Error::invalid(format!(
+                "material {id} already exists on the token"
+            )));
+        }
+        let label = self.label(id);
+        let private = |key_type: KeyType, extra: Vec<Attribute>| {
+            let mut t = vec![
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::KeyType(key_type),
+                Attribute::Label(label.clone()),
+                Attribute::Id(label.clone()),
+                Attribute::Value(raw.to_vec()),
+            ];
+            t.extend(extra);
+            t
+        };
+        match spec {
+            KeySpec::Symmetric(_) => {
+                let mut t = private(
+                    KeyType::AES,
+                    vec![
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                    ],
+                );
+                let r = self.with_session(|s| s.create_object(&t));
+                wipe_values(&mut t);
+                let h = r.map_err(other)?;
+                self.handles
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), h);
+                Ok(())
+            }
+            _ => {
+                let (key_type, oid, point) = if spec == KeySpec::Ed25519 {
+                    let seed: [u8; 32] = raw
+                        .try_into()
+                        .map_err(|_| Error::invalid("an Ed25519 seed is 32 bytes"))?;
+                    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+                    let point = sk.verifying_key().to_bytes().to_vec();
+                    (KeyType::EC_EDWARDS, ED25519_OID, point)
+                } else {
+                    let sk = p256::ecdsa::SigningKey::from_slice(raw)
+                        .map_err(|_| Error::invalid("not a P-256 scalar"))?;
+                    let point = sk.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+                    (KeyType::EC, P256_OID, point)
+                };
+                let public = vec![
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(key_type),
+                    Attribute::Token(true),
+                    Attribute::EcParams(oid.to_vec()),
+                    Attribute::EcPoint(ec_point(&point)),
+                    Attribute::Verify(true),
+                    Attribute::Label(label.clone()),
+                    Attribute::Id(label.clone()),
+                ];
+                let mut t = private(
+                    key_type,
+                    vec![
+                        Attribute::Class(ObjectClass::PRIVATE_KEY),
+                        Attribute::EcParams(oid.to_vec()),
+                        Attribute::Sign(true),
+                    ],
+                );
+                let r = self.with_session(|s| {
+                    let pubh = s.create_object(&public)?;
+                    match s.create_object(&t) {
+                        Ok(h) => Ok(h),
+                        Err(e) => {
+                            // All or nothing: no public key without its private key.
+                            let _ = s.destroy_object(pubh);
+                            Err(e)
+                        }
+                    }
+                });
+                wipe_values(&mut t);
+                r.map_err(other)?;
+                Ok(())
+            }
+        }
+    }
 }
 
 impl SigningBackend for Pkcs11Backend {

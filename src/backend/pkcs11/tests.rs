@@ -42,7 +42,7 @@ fn key_attributes_are_all_required() {
         Attribute::NeverExtractable(true),
         Attribute::Local(true),
     ];
-    assert!(key_attribute_problems(&good).is_empty());
+    assert!(key_attribute_problems(&good, false).is_empty());
     for i in 0..good.len() {
         // Each attribute flipped...
         let mut flipped = good.clone();
@@ -53,10 +53,26 @@ fn key_attributes_are_all_required() {
             Attribute::Local(v) => Attribute::Local(!v),
             _ => unreachable!(),
         };
-        assert_eq!(key_attribute_problems(&flipped).len(), 1, "{i}");
+        assert_eq!(key_attribute_problems(&flipped, false).len(), 1, "{i}");
         // ...or missing, is a problem.
         let mut missing = good.to_vec();
         missing.remove(i);
-        assert_eq!(key_attribute_problems(&missing).len(), 1, "{i}");
+        assert_eq!(key_attribute_problems(&missing, false).len(), 1, "{i}");
+        // With imported material allowed, only the origin attributes
+        // (never extractable, generated on the token) are waived.
+        let waived = matches!(
+            good[i],
+            Attribute::NeverExtractable(_) | Attribute::Local(_)
+        );
+        assert_eq!(
+            key_attribute_problems(&flipped, true).is_empty(),
+            waived,
+            "{i}"
+        );
+        assert_eq!(
+            key_attribute_problems(&missing, true).is_empty(),
+            waived,
+            "{i}"
+        );
     }
 }

@@ -104,7 +104,10 @@ pub(super) fn decrypt_error(e: CkError) -> Error {
 /// docs, by PKCS#11 name. `local` is required for every key the backend
 /// uses, since the backend only ever generates keys on the token. An
 /// attribute the token does not report counts as broken.
-pub(super) fn key_attribute_problems(attrs: &[Attribute]) -> Vec<&'static str> {
+pub(super) fn key_attribute_problems(
+    attrs: &[Attribute],
+    allow_imported: bool,
+) -> Vec<&'static str> {
     let (mut sensitive, mut extractable, mut never_extractable, mut local) =
         (None, None, None, None);
     for a in attrs {
@@ -123,10 +126,10 @@ pub(super) fn key_attribute_problems(attrs: &[Attribute]) -> Vec<&'static str> {
     if extractable != Some(false) {
         problems.push("CKA_EXTRACTABLE is not false");
     }
-    if never_extractable != Some(true) {
+    if never_extractable != Some(true) && !allow_imported {
         problems.push("CKA_NEVER_EXTRACTABLE is not true");
     }
-    if local != Some(true) {
+    if local != Some(true) && !allow_imported {
         problems.push("CKA_LOCAL is not true (the key was not generated on the token)");
     }
     problems

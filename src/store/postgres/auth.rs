@@ -213,6 +213,30 @@ impl Keys {
         )
     }
 
+    /// The MAC of a generic record row: its kind, name, revision and body.
+    pub(crate) fn record_mac(&self, kind: &str, name: &str, rev: i64, body: &[u8]) -> Vec<u8> {
+        self.mac(
+            "strongroom_records",
+            &[kind.as_bytes(), name.as_bytes(), &rev.to_be_bytes(), body],
+        )
+    }
+
+    /// True if `tag` is the record row's MAC.
+    pub(crate) fn record_ok(
+        &self,
+        kind: &str,
+        name: &str,
+        rev: i64,
+        body: &[u8],
+        tag: Option<&[u8]>,
+    ) -> bool {
+        self.verify(
+            "strongroom_records",
+            &[kind.as_bytes(), name.as_bytes(), &rev.to_be_bytes(), body],
+            tag,
+        )
+    }
+
     /// True if `tag` is the alias row's MAC.
     pub(crate) fn alias_ok(&self, alias: &str, key_id: &str, rev: i64, tag: Option<&[u8]>) -> bool {
         self.verify(
@@ -555,6 +579,28 @@ pub(crate) fn rotate(
         tx.execute(
             "UPDATE strongroom_aliases SET mac = $2 WHERE alias = $1",
             &[&alias, &mac],
+        )
+        .map_err(e)?;
+    }
+    let records = tx
+        .query(
+            "SELECT kind, name, rev, body, mac FROM strongroom_records FOR UPDATE",
+            &[],
+        )
+        .map_err(e)?;
+    for r in &records {
+        let (kind, name, rev, body): (&str, &str, i64, &[u8]) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        if !old.record_ok(kind, name, rev, body, r.get::<_, Option<&[u8]>>(4)) {
+            return Err(not_authentic(
+                "strongroom_records",
+                &format!("{kind}/{name}"),
+            ));
+        }
+        let mac = new.record_mac(kind, name, rev, body);
+        tx.execute(
+            "UPDATE strongroom_records SET mac = $3 WHERE kind = $1 AND name = $2",
+            &[&kind, &name, &mac],
         )
         .map_err(e)?;
     }

@@ -12,7 +12,8 @@ use super::{Attempt, Core, PostgresStore, Retry, at_commit, pre};
 use crate::backend::file::{decode, encode};
 use crate::backend::material::Material;
 use crate::backend::{
-    HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId, MemoryBackend, SigningBackend,
+    ExportBackend, ExportRecipient, HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId,
+    MemoryBackend, SigningBackend,
 };
 use crate::crypto::{Cipher, NONCE_LEN};
 use crate::error::{Error, Result};
@@ -219,6 +220,38 @@ impl PostgresBackend {
         Ok(())
     }
 
+    /// Reads and opens `id`'s row (no cache): the record's plaintext, in a
+    /// zeroizing buffer.
+    fn read_row(&self, id: &MaterialId) -> Result<Zeroizing<Vec<u8>>> {
+        let i = &self.inner;
+        let row = i.core.run(|c| {
+            c.query_typed_opt(
+                "SELECT gen, record FROM strongroom_material WHERE key_id = $1 AND version = $2",
+                &[
+                    (&id.key_id.as_str(), Type::TEXT),
+                    (&i64::from(id.version), Type::INT8),
+                ],
+            )
+            .map_err(pre("read material"))
+        })?;
+        let Some(row) = row else {
+            return Err(Error::KeyNotFound(id.to_string()));
+        };
+        let name = format!("{TABLE}/{id}");
+        let g = u64::try_from(row.get::<_, i64>(0)).map_err(|_| Error::CorruptStore {
+            file: format!("postgres:{name}"),
+            reason: "bad generation".into(),
+        })?;
+        let keys = i.core.keys();
+        open_row(
+            &keys.material,
+            &aad(&keys.store_id, g, id),
+            &name,
+            row.get(1),
+        )
+        .map_err(|e| i.core.explain(e))
+    }
+
     fn store_new(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
         Material::from_raw(spec, raw)?;
         let i = &self.inner;
@@ -302,6 +335,10 @@ impl KeyBackend for PostgresBackend {
         Some(self)
     }
 
+    fn exporting(&self) -> Option<&dyn ExportBackend> {
+        Some(self)
+    }
+
     /// Deletes the row (and tells every instance to drop it from memory).
     fn destroy(&self, id: &MaterialId) -> Result<()> {
         let i = &self.inner;
@@ -333,6 +370,19 @@ impl KeyBackend for PostgresBackend {
             .map_err(pre("read material"))
         })?;
         Ok(row.is_some())
+    }
+}
+
+impl ExportBackend for PostgresBackend {
+    /// Reads the version's row (opened under the root key into a zeroizing
+    /// buffer) and seals its raw material to the recipient; the plaintext
+    /// never leaves this function. A multi-region key whose primary is on
+    /// PostgreSQL can therefore be replicated to another region.
+    fn export_sealed(&self, id: &MaterialId, to: &ExportRecipient) -> Result<Vec<u8>> {
+        let pt = self.read_row(id)?;
+        let name = format!("{TABLE}/{id}");
+        let (_, raw) = decode(&name, &pt)?;
+        to.seal(raw)
     }
 }
 

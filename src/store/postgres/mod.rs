@@ -38,6 +38,7 @@ mod cache;
 mod conn;
 mod material;
 mod ops;
+mod records;
 mod rows;
 mod schema;
 

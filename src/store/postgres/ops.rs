@@ -433,4 +433,32 @@ impl MetadataStore for PostgresStore {
             .get_key(id)?
             .map(|m| m.access.all_grants().cloned().collect()))
     }
+
+    fn get_record(&self, kind: &str, name: &str) -> Result<Option<crate::store::StoredRecord>> {
+        self.pg_get_record(kind, name)
+    }
+
+    fn put_record_if(
+        &self,
+        kind: &str,
+        name: &str,
+        expected: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<u64> {
+        self.pg_put_record_if(kind, name, expected, bytes)
+    }
+
+    fn delete_record(&self, kind: &str, name: &str, expected: u64) -> Result<()> {
+        self.pg_delete_record(kind, name, expected)
+    }
+
+    fn list_records(
+        &self,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::StoredRecord>> {
+        self.pg_list_records(kind, prefix, after, limit)
+    }
 }

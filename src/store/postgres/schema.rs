@@ -5,7 +5,8 @@
 //!
 //! Migration 2 adds the metadata MACs; the rows already there are MAC'd in
 //! the same transaction (`auth::identify`, which needs the root key), so a
-//! schema at version 2 never has a row without one.
+//! schema at version 2 never has a row without one. Migration 3 adds the
+//! generic records (`records.rs`); each row is MAC'd when written.
 
 use super::conn::pg_err;
 use crate::error::{Error, Result};
@@ -69,6 +70,20 @@ ALTER TABLE strongroom_keys ADD COLUMN mac bytea;
 ALTER TABLE strongroom_grants ADD COLUMN mac bytea;
 ALTER TABLE strongroom_aliases ADD COLUMN rev bigint NOT NULL DEFAULT 0,
     ADD COLUMN mac bytea;
+"#,
+    ),
+    (
+        3,
+        "generic records (the secrets store, identity policies), each with a MAC",
+        r#"
+CREATE TABLE strongroom_records (
+    kind text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    rev bigint NOT NULL,
+    body bytea NOT NULL,
+    mac bytea NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 "#,
     ),
 ];
