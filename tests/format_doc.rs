@@ -21,10 +21,12 @@
 //! Formulas are evaluated by a small evaluator for `+`, `-`, `×`,
 //! parentheses, integers, variables and `Σ(…)` (a sum over the wrapped keys,
 //! with `W` bound to each wrapped key's length in turn). Changing a number in
-//! the document, or the format, fails a test here.
+//! the document, or the format, fails a test here. Every test that uses a
+//! ring runs once per crypto provider compiled in (`CryptoProvider::all`).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use std::collections::BTreeMap;
+use strongroom::crypto::CryptoProvider;
 use strongroom::envelope::{CiphertextInfo, inspect};
 use strongroom::key::SymmetricAlgorithm;
 use strongroom::{
@@ -412,8 +414,11 @@ const ALGS: [SymmetricAlgorithm; 2] = [
     SymmetricAlgorithm::ChaCha20Poly1305,
 ];
 
-fn ring() -> (Client, Vec<(SymmetricAlgorithm, String)>) {
-    let c = KeyRing::in_memory().client(Principal::user("alice").unwrap());
+fn ring(provider: CryptoProvider) -> (Client, Vec<(SymmetricAlgorithm, String)>) {
+    let c = KeyRing::builder()
+        .crypto_provider(provider)
+        .build()
+        .client(Principal::user("alice").unwrap());
     let keys = ALGS
         .iter()
         .map(|&a| {
@@ -457,11 +462,18 @@ fn doc_wrapped_len(key_id: &str) -> usize {
 
 // ---- tests ------------------------------------------------------------------------
 
+/// Under every crypto provider compiled in.
 #[test]
 fn blob_table_and_size_formula_match_real_blobs() {
+    for provider in CryptoProvider::all() {
+        blob_table_and_size_formula_match_real_blobs_with(*provider);
+    }
+}
+
+fn blob_table_and_size_formula_match_real_blobs_with(provider: CryptoProvider) {
     let rows = blob_table();
     let (general, minted) = blob_size_formulas();
-    let (c, keys) = ring();
+    let (c, keys) = ring(provider);
     for (alg, key) in &keys {
         for ctx in contexts() {
             for n in [1usize, 2, 31, 32, 100, 4095, 4096] {
@@ -497,8 +509,15 @@ fn blob_table_and_size_formula_match_real_blobs() {
     }
 }
 
+/// Under every crypto provider compiled in.
 #[test]
 fn header_table_fixed_part_and_size_match_real_messages() {
+    for provider in CryptoProvider::all() {
+        header_table_fixed_part_and_size_match_real_messages_with(*provider);
+    }
+}
+
+fn header_table_fixed_part_and_size_match_real_messages_with(provider: CryptoProvider) {
     let sec = section("### Header");
     let rows = header_table();
     let stated_fixed = bold_bytes(paragraph(sec, "fixed part"));
@@ -529,7 +548,7 @@ fn header_table_fixed_part_and_size_match_real_messages() {
             .unwrap(),
     );
 
-    let (c, keys) = ring();
+    let (c, keys) = ring(provider);
     for (alg, key) in &keys {
         for ctx in contexts() {
             for frame_len in [1u32, 16, 65536, 1 << 24] {
@@ -642,9 +661,16 @@ fn check_message(m: &[u8], d: usize, f: usize, ctx: &EncryptionContext, key: &st
     assert_eq!(be(field(&fin_rows, &fin_at, fr, "content length")), n);
 }
 
+/// Under every crypto provider compiled in.
 #[test]
 fn message_sizes_and_frames_match_the_formulas() {
-    let (c, keys) = ring();
+    for provider in CryptoProvider::all() {
+        message_sizes_and_frames_match_the_formulas_with(*provider);
+    }
+}
+
+fn message_sizes_and_frames_match_the_formulas_with(provider: CryptoProvider) {
+    let (c, keys) = ring(provider);
     let (_, key) = &keys[0];
     for ctx in contexts() {
         for f in [1usize, 7, 16, 4096, 65536] {
@@ -677,8 +703,15 @@ fn message_sizes_and_frames_match_the_formulas() {
     }
 }
 
+/// Under every crypto provider compiled in.
 #[test]
 fn one_mib_overhead_figures_are_exact() {
+    for provider in CryptoProvider::all() {
+        one_mib_overhead_figures_are_exact_with(*provider);
+    }
+}
+
+fn one_mib_overhead_figures_are_exact_with(provider: CryptoProvider) {
     let para = paragraph(section("### Size"), "1 MiB");
     let figures = bold_bytes(para);
     assert_eq!(
@@ -697,7 +730,7 @@ fn one_mib_overhead_figures_are_exact() {
     let stated_c: Vec<u64> = para.split("C = ").skip(1).map(|s| numbers(s)[0]).collect();
     let ctxs = [EncryptionContext::new(), small];
     assert_eq!(stated_c.len(), 2);
-    let (c, keys) = ring();
+    let (c, keys) = ring(provider);
     let d = vec![0xa5; 1 << 20];
     // One 1 MiB message per context (sealing is slow in debug builds); the
     // two keys share the work, so both suites are covered.
@@ -830,9 +863,18 @@ fn build_message(
     m
 }
 
+/// Under every crypto provider compiled in.
 #[test]
 fn doc_built_message_opens_with_any_body_suite_and_frame_len_in_the_aad() {
-    let (c, keys) = ring();
+    for provider in CryptoProvider::all() {
+        doc_built_message_opens_with_any_body_suite_and_frame_len_in_the_aad_with(*provider);
+    }
+}
+
+fn doc_built_message_opens_with_any_body_suite_and_frame_len_in_the_aad_with(
+    provider: CryptoProvider,
+) {
+    let (c, keys) = ring(provider);
     let ctx = EncryptionContext::new().with("tenant", "acme");
     let f = 16;
     let d = data(3 * f + 5); // three regular frames and a final one

@@ -14,6 +14,9 @@
 //!    current (v2) file, so any change of the format fails CI; the v1 file
 //!    is only opened (1 and 2).
 //!
+//! 1 and 3 run once per crypto provider compiled in (`CryptoProvider::all`),
+//! and the independent decoder also reads what each provider writes.
+//!
 //! Regenerate (only for a deliberate format change, with a new format
 //! version): `STRONGROOM_WRITE_VECTORS=1 cargo nextest run --test vectors ring_opens`.
 
@@ -21,6 +24,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use strongroom::crypto::CryptoProvider;
 use strongroom::hazmat::InsecureSeededRandom;
 use strongroom::key::SymmetricAlgorithm;
 use strongroom::random::RandomSource;
@@ -131,9 +135,12 @@ fn message_inputs() -> Vec<MessageInput> {
 }
 
 /// Produces the vectors from scratch with the seeded ring.
-fn generate() -> Vectors {
+fn generate(provider: CryptoProvider) -> Vectors {
     let rng = Arc::new(InsecureSeededRandom::new(SEED));
-    let ring = KeyRing::builder().random(rng).build();
+    let ring = KeyRing::builder()
+        .random(rng)
+        .crypto_provider(provider)
+        .build();
     let c = ring.client(Principal::service("vectors").unwrap());
     // Documented draw order of create_key: 16 bytes of key id, then 32 bytes
     // of key material (the memory backend shares the ring's generator).
@@ -212,17 +219,23 @@ fn all_frozen() -> [Vectors; 2] {
 #[test]
 fn ring_opens_frozen_vectors() {
     if std::env::var_os("STRONGROOM_WRITE_VECTORS").is_some() {
-        let v = generate();
+        let v = generate(CryptoProvider::rust_crypto());
         std::fs::write(PATH, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
     }
-    for v in all_frozen() {
-        ring_opens(&v);
+    for provider in CryptoProvider::all() {
+        for v in all_frozen() {
+            ring_opens(*provider, &v);
+        }
     }
 }
 
-fn ring_opens(v: &Vectors) {
+fn ring_opens(provider: CryptoProvider, v: &Vectors) {
     let rng = Arc::new(InsecureSeededRandom::new(SEED));
-    let ring = KeyRing::builder().random(rng).build();
+    let ring = KeyRing::builder()
+        .random(rng)
+        .crypto_provider(provider)
+        .build();
+    assert_eq!(ring.crypto_provider(), provider);
     let c = ring.client(Principal::service("vectors").unwrap());
     for k in &v.keys {
         let alg = KEYS.iter().find(|(a, _)| *a == k.alias).unwrap().1;
@@ -248,11 +261,14 @@ fn ring_opens(v: &Vectors) {
 
 #[test]
 fn output_is_byte_identical_to_frozen_vectors() {
-    assert_eq!(
-        generate(),
-        load(),
-        "the format (or the RNG draw order) changed"
-    );
+    let frozen = load();
+    for provider in CryptoProvider::all() {
+        assert_eq!(
+            generate(*provider),
+            frozen,
+            "{provider}: the format (or the RNG draw order) changed"
+        );
+    }
 }
 
 // ---- an independent decoder, written from docs/FORMAT.md -------------------
@@ -413,6 +429,13 @@ fn decode_message(m: &[u8], keys: &[KeyVec]) -> Vec<u8> {
 fn independent_decoder_reads_frozen_vectors() {
     for v in all_frozen() {
         independent_decoder_reads(&v);
+    }
+}
+
+#[test]
+fn independent_decoder_reads_every_providers_output() {
+    for provider in CryptoProvider::all() {
+        independent_decoder_reads(&generate(*provider));
     }
 }
 

@@ -10,7 +10,7 @@
 //! symmetric and HPKE keys: 32 bytes (HPKE: the P-256 scalar); P-256: the
 //! 32-byte scalar; Ed25519: the 32-byte seed; HMAC: 32, 48 or 64 bytes.
 
-use crate::crypto::{Cipher, NONCE_LEN, TAG_LEN};
+use crate::crypto::{Cipher, CryptoProvider, Ed25519Key, NONCE_LEN, P256Key, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::key::{HmacAlgorithm, KeySpec};
 use crate::random::{RandomSource, random_array};
@@ -25,10 +25,10 @@ pub(crate) type HpkeAead = hpke::aead::AesGcm256;
 /// Usable material of one key version.
 pub(crate) enum Material {
     Symmetric(Cipher),
-    /// ecdsa's `SigningKey` zeroizes its scalar on drop.
-    P256(Box<p256::ecdsa::SigningKey>),
-    /// ed25519-dalek's `SigningKey` zeroizes on drop (feature `zeroize`).
-    Ed25519(Box<ed25519_dalek::SigningKey>),
+    /// Zeroized on drop (see [`P256Key`]).
+    P256(P256Key),
+    /// Zeroized on drop (see [`Ed25519Key`]).
+    Ed25519(Ed25519Key),
     Hmac(HmacAlgorithm, Zeroizing<Vec<u8>>),
     /// The P-256 scalar; the HPKE private key is rebuilt per operation.
     Hpke(Zeroizing<[u8; 32]>),
@@ -81,25 +81,30 @@ impl Material {
         }
     }
 
-    /// Builds usable material from its raw encoding.
+    /// Builds usable material from its raw encoding, with the default
+    /// provider (checks an encoding; see [`Material::from_raw_with`]).
     pub(crate) fn from_raw(spec: KeySpec, raw: &[u8]) -> Result<Material> {
+        Material::from_raw_with(CryptoProvider::default(), spec, raw)
+    }
+
+    /// Builds usable material from its raw encoding, for `provider`.
+    pub(crate) fn from_raw_with(
+        provider: CryptoProvider,
+        spec: KeySpec,
+        raw: &[u8],
+    ) -> Result<Material> {
         let bad = |what: &str| Error::invalid(format!("{spec} key material must be {what}"));
         match spec {
             KeySpec::Symmetric(alg) => {
                 let k: Zeroizing<[u8; 32]> =
                     Zeroizing::new(raw.try_into().map_err(|_| bad("32 bytes"))?);
-                Ok(Material::Symmetric(Cipher::new(alg, &k)))
+                Ok(Material::Symmetric(provider.cipher(alg, &k)))
             }
-            KeySpec::EccNistP256 => Ok(Material::P256(Box::new(
-                p256::ecdsa::SigningKey::from_slice(raw)
-                    .map_err(|_| bad("a 32-byte P-256 scalar"))?,
-            ))),
+            KeySpec::EccNistP256 => Ok(Material::P256(P256Key::from_scalar(provider, raw)?)),
             KeySpec::Ed25519 => {
                 let seed: Zeroizing<[u8; 32]> =
                     Zeroizing::new(raw.try_into().map_err(|_| bad("a 32-byte seed"))?);
-                Ok(Material::Ed25519(Box::new(
-                    ed25519_dalek::SigningKey::from_bytes(&seed),
-                )))
+                Ok(Material::Ed25519(Ed25519Key::from_seed(provider, &seed)?))
             }
             KeySpec::Hmac(alg) => {
                 if raw.len() != alg.output_len() {
@@ -157,24 +162,9 @@ impl Material {
     /// `data` is the message, returns the 64-byte signature.
     pub(crate) fn sign(&self, data: &[u8]) -> Result<Vec<u8>> {
         match self {
-            Material::P256(k) => {
-                use p256::ecdsa::signature::hazmat::PrehashSigner;
-                if data.len() != 32 {
-                    return Err(Error::invalid(
-                        "an ECDSA P-256 digest must be 32 bytes (SHA-256)",
-                    ));
-                }
-                let sig: p256::ecdsa::Signature = k
-                    .sign_prehash(data)
-                    .map_err(|_| Error::invalid("the digest cannot be signed"))?;
-                // Low-S form, so signatures are canonical.
-                let sig = sig.normalize_s();
-                Ok(sig.to_bytes().to_vec())
-            }
-            Material::Ed25519(k) => {
-                use ed25519_dalek::Signer;
-                Ok(k.sign(data).to_bytes().to_vec())
-            }
+            // Low-S form, so signatures are canonical.
+            Material::P256(k) => Ok(k.sign_digest(data)?.to_vec()),
+            Material::Ed25519(k) => Ok(k.sign(data).to_vec()),
             _ => Err(self.wrong("signing")),
         }
     }

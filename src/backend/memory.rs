@@ -3,6 +3,7 @@
 
 use super::material::Material;
 use super::{HpkeBackend, ImportBackend, KeyBackend, MacBackend, MaterialId, SigningBackend};
+use crate::crypto::CryptoProvider;
 use crate::error::{Error, Result};
 use crate::key::KeySpec;
 use crate::random::{OsRandom, RandomSource};
@@ -19,6 +20,8 @@ use std::sync::Arc;
 /// is built.
 pub struct MemoryBackend {
     rng: Arc<dyn RandomSource>,
+    /// The primitives of its keys (symmetric, P-256, Ed25519).
+    provider: CryptoProvider,
     /// Read on every operation (a lookup and an `Arc` clone); written only
     /// to insert or remove material, which is built and zeroized outside
     /// the lock. Writers are not held back by a stream of readers.
@@ -35,14 +38,23 @@ impl MemoryBackend {
     pub fn with_random(rng: Arc<dyn RandomSource>) -> Self {
         MemoryBackend {
             rng,
+            provider: CryptoProvider::default(),
             keys: WriterFirst::new(HashMap::new()),
         }
+    }
+
+    /// Uses `provider` for the primitives of its keys (default
+    /// [`CryptoProvider::default`]). The ring's default backend gets the
+    /// ring's provider ([`crate::KeyRingBuilder::crypto_provider`]).
+    pub fn with_crypto_provider(mut self, provider: CryptoProvider) -> Self {
+        self.provider = provider;
+        self
     }
 
     /// Installs material from its raw encoding (used by stores that persist
     /// material and by key import). Fails if `id` exists.
     pub(crate) fn insert_raw(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
-        let material = Material::from_raw(spec, raw)?;
+        let material = Material::from_raw_with(self.provider, spec, raw)?;
         let mut keys = self.keys.write();
         if keys.contains_key(id) {
             return Err(Error::invalid(format!("material {id} already exists")));
@@ -71,6 +83,7 @@ impl fmt::Debug for MemoryBackend {
         let n = self.keys.read().len();
         f.debug_struct("MemoryBackend")
             .field("versions_held", &n)
+            .field("crypto_provider", &self.provider)
             .finish_non_exhaustive()
     }
 }

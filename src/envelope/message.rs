@@ -1,7 +1,7 @@
 //! The envelope message (docs/FORMAT.md, "Envelope message").
 
 use super::{EncryptionContext, MAGIC, Reader};
-use crate::crypto::{Cipher, NONCE_LEN, TAG_LEN, hkdf_sha256_pair};
+use crate::crypto::{Cipher, CryptoProvider, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::key::SymmetricAlgorithm;
 use subtle::ConstantTimeEq;
@@ -73,21 +73,23 @@ pub(crate) struct Derived {
 }
 
 /// HKDF-SHA256 with the message id as salt and the data key as input:
-/// one output keys the body AEAD, the other is the key commitment.
+/// one output keys the body AEAD, the other is the key commitment. Both
+/// with `provider`'s primitives.
 pub(crate) fn derive(
+    provider: CryptoProvider,
     suite: SymmetricAlgorithm,
     message_id: &[u8; MESSAGE_ID_LEN],
     data_key: &[u8],
 ) -> Result<Derived> {
     let sid = [suite.suite_id()];
-    let (body_key, commitment) = hkdf_sha256_pair(
+    let (body_key, commitment) = provider.hkdf_sha256_pair(
         message_id,
         data_key,
         &[LABEL_BODY_KEY, &sid],
         &[LABEL_COMMIT, &sid],
     )?;
     Ok(Derived {
-        cipher: Cipher::new(suite, &body_key),
+        cipher: provider.cipher(suite, &body_key),
         commitment,
     })
 }
@@ -498,8 +500,12 @@ pub(crate) fn parse_header(msg: &[u8]) -> Result<MessageHeader<'_>> {
 
 /// Recomputes the commitment from the data key (constant-time compare) and
 /// verifies the header tag; returns the body cipher.
-pub(crate) fn verify_header(h: &MessageHeader<'_>, data_key: &[u8]) -> Result<Derived> {
-    let derived = derive(h.suite, &h.message_id, data_key)?;
+pub(crate) fn verify_header(
+    provider: CryptoProvider,
+    h: &MessageHeader<'_>,
+    data_key: &[u8],
+) -> Result<Derived> {
+    let derived = derive(provider, h.suite, &h.message_id, data_key)?;
     if !bool::from(derived.commitment.ct_eq(&h.commitment)) {
         return Err(Error::DecryptionFailed);
     }
@@ -654,7 +660,10 @@ mod tests {
 
     fn setup(suite: SymmetricAlgorithm) -> (Derived, [u8; MESSAGE_ID_LEN]) {
         let id = [7u8; MESSAGE_ID_LEN];
-        (derive(suite, &id, &[9u8; 32]).unwrap(), id)
+        (
+            derive(CryptoProvider::default(), suite, &id, &[9u8; 32]).unwrap(),
+            id,
+        )
     }
 
     fn sealed(threads: usize, suite: SymmetricAlgorithm, f: u32, data: &[u8]) -> Vec<u8> {
@@ -669,7 +678,7 @@ mod tests {
 
     fn opened(threads: usize, msg: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let h = parse_header(msg)?;
-        let d = verify_header(&h, &[9u8; 32])?;
+        let d = verify_header(CryptoProvider::default(), &h, &[9u8; 32])?;
         decrypt_frames(&h, &d, threads)
     }
 
@@ -733,7 +742,7 @@ mod tests {
         let n = msg.len();
         msg[n / 2] ^= 0x80;
         let h = parse_header(&msg).unwrap();
-        let d = verify_header(&h, &[9u8; 32]).unwrap();
+        let d = verify_header(CryptoProvider::default(), &h, &[9u8; 32]).unwrap();
         let mut out = b"kept".to_vec();
         assert!(append_plaintext(&h, &d, &mut out, 4).is_err());
         assert_eq!(out, b"kept");

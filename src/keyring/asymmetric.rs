@@ -10,6 +10,7 @@ use super::{Client, Inner, SignOptions};
 use crate::action::Action;
 use crate::backend::material::Material;
 use crate::backend::{HpkeBackend, ImportBackend, MacBackend, MaterialId, SigningBackend, lacks};
+use crate::crypto::Verifier;
 use crate::envelope::EncryptionContext;
 use crate::error::{Error, Result};
 use crate::key::KeyRef;
@@ -91,7 +92,7 @@ impl fmt::Debug for DataKeyPair {
 #[derive(Default)]
 pub(crate) struct AsymmetricState {
     pub(super) imports: Mutex<HashMap<String, super::import::PendingImport>>,
-    verifiers: RwLock<HashMap<MaterialId, Arc<PublicKeyVerifier>>>,
+    verifiers: RwLock<HashMap<MaterialId, Arc<Verifier>>>,
 }
 
 impl fmt::Debug for AsymmetricState {
@@ -142,7 +143,8 @@ impl Inner {
         b.importing().ok_or_else(|| lacks(b, "import material", id))
     }
 
-    pub(super) fn verifier(&self, meta: &KeyMetadata) -> Result<Arc<PublicKeyVerifier>> {
+    /// The key's public key, prepared for the ring's provider (cached).
+    pub(super) fn verifier(&self, meta: &KeyMetadata) -> Result<Arc<Verifier>> {
         let mref = MaterialId::new(meta.key_id.clone(), meta.primary_version);
         if let Some(v) = self
             .asym
@@ -153,8 +155,9 @@ impl Inner {
         {
             return Ok(v.clone());
         }
-        let v = Arc::new(PublicKeyVerifier::from_spki_der(
-            &self.signing_backend(&mref)?.public_key(&mref)?,
+        let v = Arc::new(Verifier::new(
+            self.provider,
+            PublicKeyVerifier::from_spki_der(&self.signing_backend(&mref)?.public_key(&mref)?)?,
         )?);
         self.asym
             .verifiers

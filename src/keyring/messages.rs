@@ -166,7 +166,8 @@ impl Client {
                 _ => fresh(&ctx)?,
             };
             let message_id: [u8; message::MESSAGE_ID_LEN] = random_array(inner.rng.as_ref())?;
-            let derived = message::derive(suite, &message_id, dk.as_slice())?;
+            let derived =
+                message::derive(self.inner().provider, suite, &message_id, dk.as_slice())?;
             let header = message::encode_header(
                 suite,
                 options.frame_len,
@@ -302,7 +303,8 @@ impl Client {
                     }
                     Err(e) => return Err(e),
                 };
-                let derived = message::verify_header(&h, dk.expose_secret())?;
+                let derived =
+                    message::verify_header(self.inner().provider, &h, dk.expose_secret())?;
                 then(&h, derived, wrapped.key_id.clone(), wrapped.version)
             },
         )

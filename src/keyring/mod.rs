@@ -39,9 +39,10 @@ pub mod secrets;
 mod ssh;
 mod usage;
 
+use crate::crypto::CryptoProvider;
 use crate::key::{Alias, KeyId};
 use crate::principal::Principal;
-use crate::random::{OsRandom, RandomSource};
+use crate::random::RandomSource;
 use crate::store::{MemoryStore, MetadataStore};
 pub use access::GrantSelector;
 pub use asymmetric::{DataKeyPair, DataKeyPairSpec, PublicKeyInfo};
@@ -91,6 +92,9 @@ struct Inner {
     store: Arc<dyn MetadataStore>,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
+    /// The primitives of the ring's own cryptography (envelope messages,
+    /// signature verification, the default backend).
+    provider: CryptoProvider,
     /// Encryptions per key version since this ring started (metering).
     usage: usage::UsageMeter,
     /// Serializes rotations and deletions within this ring.
@@ -117,6 +121,7 @@ impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("backend", &self.inner.backend.name())
+            .field("crypto_provider", &self.inner.provider)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +154,11 @@ impl KeyRing {
         &self.inner.account
     }
 
+    /// The ring's crypto provider ([`KeyRingBuilder::crypto_provider`]).
+    pub fn crypto_provider(&self) -> CryptoProvider {
+        self.inner.provider
+    }
+
     /// The name of the ring's backend.
     pub fn backend_name(&self) -> &str {
         self.inner.backend.name()
@@ -170,13 +180,15 @@ impl KeyRing {
 }
 
 /// Builds a [`KeyRing`]. Every part has a default: memory backend, memory
-/// store, system clock, OS random generator.
+/// store, system clock, the default crypto provider and its random
+/// generator (the OS's).
 #[derive(Default)]
 pub struct KeyRingBuilder {
     backend: Option<Arc<dyn KeyBackend>>,
     store: Option<Arc<dyn MetadataStore>>,
     clock: Option<Arc<dyn Clock>>,
     rng: Option<Arc<dyn RandomSource>>,
+    provider: Option<CryptoProvider>,
     encryption_limit: Option<u64>,
     ring_policy: Option<crate::policy::Policy>,
     audit_sinks: Vec<Arc<dyn crate::audit::AuditSink>>,
@@ -218,6 +230,20 @@ impl KeyRingBuilder {
     /// backend is given, for the default memory backend too).
     pub fn random(mut self, rng: Arc<dyn RandomSource>) -> Self {
         self.rng = Some(rng);
+        self
+    }
+
+    /// The crypto provider for every cryptographic operation of the ring:
+    /// envelope messages (key derivation, key commitment and the body AEAD),
+    /// signature verification, and, if no backend is given, the default
+    /// memory backend's keys; its [`CryptoProvider::random`] is the default
+    /// random source. Default [`CryptoProvider::default`] (pure Rust). A
+    /// backend given with [`KeyRingBuilder::backend`] keeps its own (e.g.
+    /// [`crate::backend::MemoryBackend::with_crypto_provider`]). Every
+    /// provider reads and writes the same bytes, so rings with different
+    /// providers open each other's messages.
+    pub fn crypto_provider(mut self, provider: CryptoProvider) -> Self {
+        self.provider = Some(provider);
         self
     }
 
@@ -338,16 +364,18 @@ impl KeyRingBuilder {
 
     /// Builds the ring.
     pub fn build(self) -> KeyRing {
-        let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| Arc::new(OsRandom));
-        let backend = self
-            .backend
-            .unwrap_or_else(|| Arc::new(MemoryBackend::with_random(rng.clone())));
+        let provider = self.provider.unwrap_or_default();
+        let rng: Arc<dyn RandomSource> = self.rng.unwrap_or_else(|| provider.random());
+        let backend = self.backend.unwrap_or_else(|| {
+            Arc::new(MemoryBackend::with_random(rng.clone()).with_crypto_provider(provider))
+        });
         KeyRing {
             inner: Arc::new(Inner {
                 backend,
                 store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 rng,
+                provider,
                 usage: usage::UsageMeter::new(
                     self.encryption_limit
                         .unwrap_or(crate::limits::DEFAULT_ENCRYPTION_LIMIT),

@@ -167,7 +167,8 @@ impl Client {
                     }
                     Err(e) => return Err(e),
                 };
-                let derived = message::verify_header(&h, dk.expose_secret())?;
+                let derived =
+                    message::verify_header(self.inner().provider, &h, dk.expose_secret())?;
                 let new_wrapped = self.on_key(
                     Action::ReEncryptTo,
                     destination_key,

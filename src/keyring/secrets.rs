@@ -574,7 +574,7 @@ impl Inner {
         let dk = self.random_key()?;
         let wrapped = self.encrypt_blob(call, meta, dk.as_slice(), &ctx)?;
         let message_id: [u8; message::MESSAGE_ID_LEN] = random_array(self.rng.as_ref())?;
-        let derived = message::derive(suite, &message_id, dk.as_slice())?;
+        let derived = message::derive(self.provider, suite, &message_id, dk.as_slice())?;
         let frame_len = crate::limits::DEFAULT_FRAME_LEN;
         let header = message::encode_header(
             suite,
@@ -625,7 +625,7 @@ impl Inner {
             }
             Err(e) => return Err(e),
         };
-        let derived = message::verify_header(&h, dk.expose_secret())?;
+        let derived = message::verify_header(self.provider, &h, dk.expose_secret())?;
         let plaintext = message::decrypt_frames(&h, &derived, self.threads)?;
         if !v.binary && std::str::from_utf8(&plaintext).is_err() {
             return Err(Error::DecryptionFailed);

@@ -119,7 +119,7 @@ impl Client {
     fn ssh_key(&self, meta: &KeyMetadata) -> Result<SshKey> {
         match meta.spec {
             KeySpec::Ed25519 | KeySpec::EccNistP256 => {
-                SshKey::from_verifier(&*self.inner().verifier(meta)?)
+                SshKey::from_verifier(self.inner().verifier(meta)?.public())
             }
             other => Err(Error::Unsupported(format!(
                 "key {} is {other}; SSH keys are Ed25519 or ECDSA P-256 signing keys",
