@@ -233,6 +233,37 @@ fn main() {
         ));
     }
 
+    // Streams (benches/streams.rs): ratios are base ÷ ours, so "seal every
+    // core vs one thread" is how many times faster the workers make it.
+    for op in ["seal", "open"] {
+        rows.push((
+            format!("stream {op} 64 MiB, every core vs one thread"),
+            mean_ns(&root, "stream", &format!("{op}_all_cores")),
+            mean_ns(&root, "stream", &format!("{op}_one_thread")),
+            "",
+        ));
+        rows.push((
+            format!("stream {op} 64 MiB, every core vs raw AES-GCM"),
+            mean_ns(&root, "stream", &format!("{op}_all_cores")),
+            mean_ns(&root, "stream", "raw_encrypt"),
+            "",
+        ));
+    }
+    for (op, age) in [("seal", "age_encrypt"), ("open", "age_decrypt")] {
+        rows.push((
+            format!("stream {op} file→file, every core vs age CLI"),
+            mean_ns(&root, "stream_file", &format!("{op}_all_cores")),
+            mean_ns(&root, "stream_file", age),
+            "≥ 1.60",
+        ));
+        rows.push((
+            format!("stream {op} file→file, one thread vs age CLI"),
+            mean_ns(&root, "stream_file", &format!("{op}_one_thread")),
+            mean_ns(&root, "stream_file", age),
+            "",
+        ));
+    }
+
     if rows.iter().all(|r| r.1.is_none() || r.2.is_none()) {
         eprintln!(
             "No benchmark results under {}.\nRun the benchmarks first, with the same \
@@ -272,5 +303,9 @@ fn main() {
     }
     if missed > 0 {
         println!("{missed} row(s) miss their target");
+    }
+    // Allocations per operation (benches/allocs.rs).
+    if let Ok(text) = std::fs::read_to_string(root.join("allocs.json")) {
+        println!("allocations per operation (benches/allocs.rs): {text}");
     }
 }
