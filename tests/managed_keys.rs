@@ -262,3 +262,109 @@ fn two_rings_on_one_keystore_create_exactly_one_key() {
     let blob = svc.encrypt(&ids[0], b"x", &ctx).unwrap();
     assert!(svc.decrypt(&blob, &ctx).is_ok());
 }
+
+fn keystore_ring(dir: &std::path::Path) -> KeyRing {
+    KeyRing::builder()
+        .file_keystore(
+            dir,
+            &RootKey::raw([7; 32]),
+            KeystoreOptions::default()
+                .mode(OpenMode::OpenOrCreate)
+                .lock_timeout(std::time::Duration::from_secs(120)),
+        )
+        .unwrap()
+        .build()
+}
+
+/// Two real processes, each with four threads, ask for the same managed key
+/// on one file keystore at once: one key exists afterwards, and every
+/// thread of both processes got its id.
+#[test]
+fn two_processes_create_exactly_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "managed_key_child_entry",
+                    "--ignored",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env("STRONGROOM_MANAGED_CHILD_DIR", dir.path())
+                .env("STRONGROOM_MANAGED_CHILD_GO", &go)
+                .env(
+                    "STRONGROOM_MANAGED_CHILD_OUT",
+                    dir.path().join(format!("ids-{i}")),
+                )
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Both start together once the flag file exists.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(&go, b"go").unwrap();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let text = std::fs::read_to_string(dir.path().join(format!("ids-{i}"))).unwrap();
+        ids.extend(text.lines().map(str::to_owned));
+    }
+    assert_eq!(ids.len(), 8);
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    let ring = keystore_ring(dir.path());
+    assert_eq!(
+        ring.client(p("service:queue"))
+            .managed_key("queue")
+            .unwrap()
+            .to_string(),
+        ids[0]
+    );
+    let keys = KeyRing::builder()
+        .file_keystore(
+            dir.path(),
+            &RootKey::raw([7; 32]),
+            KeystoreOptions::default(),
+        )
+        .unwrap()
+        .open_ring_policy()
+        .build()
+        .client(p("user:anyone"))
+        .list_keys(ListOptions::default())
+        .unwrap();
+    assert_eq!(keys.items.len(), 1);
+}
+
+/// The processes of `two_processes_create_exactly_one_key`.
+#[test]
+#[ignore = "child process entry point, run by two_processes_create_exactly_one_key"]
+fn managed_key_child_entry() {
+    let dir = std::env::var("STRONGROOM_MANAGED_CHILD_DIR").unwrap();
+    let go = std::env::var("STRONGROOM_MANAGED_CHILD_GO").unwrap();
+    let out = std::env::var("STRONGROOM_MANAGED_CHILD_OUT").unwrap();
+    let ring = keystore_ring(std::path::Path::new(&dir));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::path::Path::new(&go).exists() {
+        assert!(std::time::Instant::now() < deadline, "never told to go");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    ring.client(p("service:queue"))
+                        .managed_key("queue")
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    std::fs::write(out, ids.join("\n")).unwrap();
+}

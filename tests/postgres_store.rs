@@ -324,7 +324,7 @@ fn hostile_strings_go_through_parameters() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(n, 6);
+    assert_eq!(n, 7);
 }
 
 /// Decodes a material row as docs/FORMAT.md ("PostgreSQL material rows")
