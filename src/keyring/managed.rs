@@ -85,16 +85,23 @@ pub fn managed_alias(service: &str) -> Result<Alias> {
 
 /// The fixed key policy of the managed key of `owner` (see the module docs).
 pub fn managed_key_policy(owner: &Principal) -> Result<Policy> {
+    fixed_policy("ManagedKeyOwnerUse", &owner.to_string(), OWNER_ACTIONS)
+}
+
+/// A managed key's fixed policy: `actions` allowed to `principal` (the
+/// statement `sid`), the public actions to everyone, and no customer
+/// control for anyone.
+fn fixed_policy(sid: &str, principal: &str, actions: &[Action]) -> Result<Policy> {
     let names =
         |a: &[Action]| serde_json::Value::Array(a.iter().map(|a| a.as_str().into()).collect());
     let doc = serde_json::json!({
         "Version": "2026-01-01",
         "Statement": [
             {
-                "Sid": "ManagedKeyOwnerUse",
+                "Sid": sid,
                 "Effect": "Allow",
-                "Principal": owner.to_string(),
-                "Action": names(OWNER_ACTIONS),
+                "Principal": principal,
+                "Action": names(actions),
             },
             {
                 "Sid": "ManagedKeyEveryoneReads",
@@ -220,32 +227,11 @@ const SECRET_ACTIONS: &[Action] = &[
 /// `GenerateDataKey` for anyone: the secrets store uses its material
 /// inside the secret calls); everyone may describe it; nobody controls it.
 pub fn secrets_key_policy(account: &crate::principal::AccountId) -> Result<Policy> {
-    let names =
-        |a: &[Action]| serde_json::Value::Array(a.iter().map(|a| a.as_str().into()).collect());
-    let doc = serde_json::json!({
-        "Version": "2026-01-01",
-        "Statement": [
-            {
-                "Sid": "SecretsDelegatedToIdentityPolicies",
-                "Effect": "Allow",
-                "Principal": format!("account:{account}"),
-                "Action": names(SECRET_ACTIONS),
-            },
-            {
-                "Sid": "ManagedKeyEveryoneReads",
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": names(PUBLIC_ACTIONS),
-            },
-            {
-                "Sid": "ManagedKeyNoCustomerControl",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": names(DENIED_ACTIONS),
-            },
-        ],
-    });
-    Policy::from_json(&doc.to_string())
+    fixed_policy(
+        "SecretsDelegatedToIdentityPolicies",
+        &format!("account:{account}"),
+        SECRET_ACTIONS,
+    )
 }
 
 /// True if `p` may ask for a managed key at all (a service principal): the

@@ -345,7 +345,7 @@ struct Record {
     versions: Vec<StoredVersion>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredVersion {
     id: String,
@@ -354,6 +354,20 @@ struct StoredVersion {
     binary: bool,
     /// The envelope message, standard base64.
     sealed: String,
+}
+
+/// Shows the metadata and the sealed value's length only (the value is
+/// ciphertext, but a log has no use for it).
+impl fmt::Debug for StoredVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredVersion")
+            .field("id", &self.id)
+            .field("created_at", &self.created_at)
+            .field("labels", &self.labels)
+            .field("binary", &self.binary)
+            .field("sealed_len", &self.sealed.len())
+            .finish()
+    }
 }
 
 fn corrupt(name: &str, reason: impl Into<String>) -> Error {

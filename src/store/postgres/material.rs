@@ -171,38 +171,16 @@ impl PostgresBackend {
             return Ok(());
         }
         let ticket = i.core.shared.ticket();
-        let row = i.core.run(|c| {
-            c.query_typed_opt(
-                "SELECT gen, record FROM strongroom_material WHERE key_id = $1 AND version = $2",
-                &[
-                    (&id.key_id.as_str(), Type::TEXT),
-                    (&i64::from(id.version), Type::INT8),
-                ],
-            )
-            .map_err(pre("read material"))
-        })?;
-        let Some(row) = row else {
+        let Some((gen_, record)) = self.fetch_row(id)? else {
             i.evict(Some(id));
             return Err(Error::KeyNotFound(id.to_string()));
         };
-        let gen_: i64 = row.get(0);
         if held == Some(gen_) {
             return Ok(());
         }
         i.evict(Some(id));
         let name = format!("{TABLE}/{id}");
-        let g = u64::try_from(gen_).map_err(|_| Error::CorruptStore {
-            file: format!("postgres:{name}"),
-            reason: "bad generation".into(),
-        })?;
-        let keys = i.core.keys();
-        let pt = open_row(
-            &keys.material,
-            &aad(&keys.store_id, g, id),
-            &name,
-            row.get(1),
-        )
-        .map_err(|e| i.core.explain(e))?;
+        let pt = self.open_fetched(id, gen_, &record)?;
         let (spec, raw) = decode(&name, &pt)?;
         match i.memory.insert_raw(id, spec, raw) {
             Ok(()) => {}
@@ -220,11 +198,9 @@ impl PostgresBackend {
         Ok(())
     }
 
-    /// Reads and opens `id`'s row (no cache): the record's plaintext, in a
-    /// zeroizing buffer.
-    fn read_row(&self, id: &MaterialId) -> Result<Zeroizing<Vec<u8>>> {
-        let i = &self.inner;
-        let row = i.core.run(|c| {
+    /// `id`'s row as stored, `(generation, sealed record)`, or `None`.
+    fn fetch_row(&self, id: &MaterialId) -> Result<Option<(i64, Vec<u8>)>> {
+        let row = self.inner.core.run(|c| {
             c.query_typed_opt(
                 "SELECT gen, record FROM strongroom_material WHERE key_id = $1 AND version = $2",
                 &[
@@ -234,22 +210,26 @@ impl PostgresBackend {
             )
             .map_err(pre("read material"))
         })?;
-        let Some(row) = row else {
-            return Err(Error::KeyNotFound(id.to_string()));
-        };
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Opens a fetched row under the root key: the record's plaintext, in a
+    /// zeroizing buffer.
+    fn open_fetched(
+        &self,
+        id: &MaterialId,
+        gen_: i64,
+        record: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let i = &self.inner;
         let name = format!("{TABLE}/{id}");
-        let g = u64::try_from(row.get::<_, i64>(0)).map_err(|_| Error::CorruptStore {
+        let g = u64::try_from(gen_).map_err(|_| Error::CorruptStore {
             file: format!("postgres:{name}"),
             reason: "bad generation".into(),
         })?;
         let keys = i.core.keys();
-        open_row(
-            &keys.material,
-            &aad(&keys.store_id, g, id),
-            &name,
-            row.get(1),
-        )
-        .map_err(|e| i.core.explain(e))
+        open_row(&keys.material, &aad(&keys.store_id, g, id), &name, record)
+            .map_err(|e| i.core.explain(e))
     }
 
     fn store_new(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
@@ -379,7 +359,10 @@ impl ExportBackend for PostgresBackend {
     /// never leaves this function. A multi-region key whose primary is on
     /// PostgreSQL can therefore be replicated to another region.
     fn export_sealed(&self, id: &MaterialId, to: &ExportRecipient) -> Result<Vec<u8>> {
-        let pt = self.read_row(id)?;
+        let (gen_, record) = self
+            .fetch_row(id)?
+            .ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
+        let pt = self.open_fetched(id, gen_, &record)?;
         let name = format!("{TABLE}/{id}");
         let (_, raw) = decode(&name, &pt)?;
         to.seal(raw)
