@@ -1642,3 +1642,51 @@ fn child_process_entry() {
         .put_identity_policy(&p("user:alice"), "stop", &doc(STOP))
         .unwrap();
 }
+
+/// `explain` is not a side door to another principal's identity policies:
+/// a key-policy reader who may not read identity policies learns nothing
+/// of alice's; the caller's own, and a ring admin, do.
+#[test]
+fn explain_names_anothers_identity_policy_only_with_get_identity_policy() {
+    let ring = KeyRing::builder()
+        .account(own())
+        .ring_admins([p("role:admin")])
+        .build();
+    let admin = ring.client(p("role:admin"));
+    let key = admin
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    // A key policy that delegates to the account and lets bob read it.
+    admin
+        .put_key_policy(
+            &key,
+            &Policy::from_json(
+                r#"{"Statement":[
+                {"Sid":"Admin","Effect":"Allow","Principal":"role:admin","Action":"strongroom:*"},
+                {"Sid":"Root","Effect":"Allow","Principal":"account:111122223333","Action":"strongroom:*"},
+                {"Sid":"BobReads","Effect":"Allow","Principal":"user:bob","Action":"strongroom:GetKeyPolicy"}]}"#,
+            )
+            .unwrap(),
+            PutKeyPolicyOptions::default(),
+        )
+        .unwrap();
+    admin
+        .put_identity_policy(&p("user:alice"), "secret-plan", &doc(ALLOW_ALL))
+        .unwrap();
+    let opts = || ExplainOptions::default().key(key.to_string());
+    let bob = ring.client(p("user:bob"));
+    assert!(matches!(
+        bob.explain(&p("user:alice"), Action::Encrypt, opts()),
+        Err(Error::AccessDenied { .. })
+    ));
+    // A decision that names no identity policy is still explained to bob.
+    let d = bob
+        .explain(&p("role:admin"), Action::Encrypt, opts())
+        .unwrap();
+    assert!(d.allowed && !d.reason.names_identity_policy());
+    // The admin may read identity policies, so may see it.
+    let d = admin
+        .explain(&p("user:alice"), Action::Encrypt, opts())
+        .unwrap();
+    assert!(d.allowed && d.reason.names_identity_policy(), "{d:?}");
+}

@@ -201,7 +201,11 @@ impl Client {
     /// statement of which identity policy, and for a caller of another
     /// account both halves). Uses `principal`'s identity policies as the
     /// ring sees them. Needs `GetKeyPolicy` on the key (for ring-wide
-    /// actions, nothing).
+    /// actions, nothing); and when the answer names an identity policy of a
+    /// principal other than the caller, also `GetIdentityPolicy` on that
+    /// principal (decided by the ring policy and audited, as
+    /// [`Client::get_identity_policy`]): explaining is not a side door to
+    /// another principal's policies.
     pub fn explain(
         &self,
         principal: &Principal,
@@ -211,12 +215,17 @@ impl Client {
         let context = options.context.as_ref();
         let inner = self.inner();
         let principal = principal.clone().normalized(&inner.account);
-        match options.key.as_deref() {
-            None => inner.decide(&principal, action, None, context),
+        let decision = match options.key.as_deref() {
+            None => inner.decide(&principal, action, None, context)?,
             Some(k) => self.on_key(Action::GetKeyPolicy, k, None, |_, m| {
                 inner.decide(&principal, action, Some(m), context)
-            }),
+            })?,
+        };
+        if decision.reason.names_identity_policy() && &principal != self.principal() {
+            let ctx = super::identity::management_context(&principal, None);
+            self.on_ring(Action::GetIdentityPolicy, Some(&ctx), |_| Ok(()))?;
         }
+        Ok(decision)
     }
 }
 

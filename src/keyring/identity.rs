@@ -233,7 +233,7 @@ impl Inner {
 }
 
 /// The context recorded for a management call.
-fn management_context(principal: &Principal, name: Option<&str>) -> EncryptionContext {
+pub(crate) fn management_context(principal: &Principal, name: Option<&str>) -> EncryptionContext {
     let ctx = EncryptionContext::new().with(CONTEXT_IDENTITY_PRINCIPAL, principal.to_string());
     match name {
         Some(n) => ctx.with(CONTEXT_IDENTITY_POLICY, n),

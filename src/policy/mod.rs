@@ -253,6 +253,18 @@ impl Reason {
             Reason::DenyStatement(_) | Reason::IdentityDenyStatement { .. }
         )
     }
+
+    /// True if the reason names a statement of an identity policy (its
+    /// policy name and Sid).
+    pub fn names_identity_policy(&self) -> bool {
+        matches!(
+            self,
+            Reason::IdentityDenyStatement { .. }
+                | Reason::IdentityAllowStatement { .. }
+                | Reason::CrossAccountAllow { .. }
+                | Reason::MissingKeyPolicyAllow { .. }
+        )
+    }
 }
 
 /// The identity side of a decision: the ring's account, the identity
