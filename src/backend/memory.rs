@@ -22,8 +22,9 @@ pub struct MemoryBackend {
     rng: Arc<dyn RandomSource>,
     /// The primitives of its keys (symmetric, P-256, Ed25519).
     provider: CryptoProvider,
-    /// Read on every operation (a lookup and an `Arc` clone); written only
-    /// to insert or remove material, which is built and zeroized outside
+    /// Read on every operation (a lookup; encrypt and decrypt run under the
+    /// read lock without cloning the `Arc`); written only to insert or
+    /// remove material, which is built and zeroized outside
     /// the lock. Writers are not held back by a stream of readers.
     keys: WriterFirst<HashMap<MaterialId, Arc<Material>>>,
 }
@@ -61,6 +62,13 @@ impl MemoryBackend {
         }
         keys.insert(id.clone(), Arc::new(material));
         Ok(())
+    }
+
+    fn with<T>(&self, id: &MaterialId, f: impl FnOnce(&Material) -> Result<T>) -> Result<T> {
+        match self.keys.read().get(id) {
+            Some(m) => f(m),
+            None => Err(Error::KeyNotFound(id.to_string())),
+        }
     }
 
     fn get(&self, id: &MaterialId) -> Result<Arc<Material>> {
@@ -103,11 +111,14 @@ impl KeyBackend for MemoryBackend {
     }
 
     fn encrypt(&self, id: &MaterialId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        self.get(id)?.encrypt(self.rng.as_ref(), aad, plaintext)
+        // Under the read lock, without cloning the `Arc`: no shared
+        // reference count is written per operation (the AEAD of a data key
+        // is short; writers wait for it at most).
+        self.with(id, |m| m.encrypt(self.rng.as_ref(), aad, plaintext))
     }
 
     fn decrypt(&self, id: &MaterialId, aad: &[u8], payload: &[u8]) -> Result<SecretBytes> {
-        self.get(id)?.decrypt(aad, payload)
+        self.with(id, |m| m.decrypt(aad, payload))
     }
 
     fn raw_aead_payloads(&self) -> bool {

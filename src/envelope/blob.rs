@@ -33,7 +33,9 @@ pub(crate) struct BlobHeader<'a> {
 pub(crate) fn encode_header(suite: u8, key_id: &KeyId, version: u32) -> Result<Vec<u8>> {
     let id = key_id.as_str().as_bytes();
     let id_len = u8::try_from(id.len()).map_err(|_| Error::invalid("key id too long"))?;
-    let mut h = Vec::with_capacity(10 + id.len());
+    // Room for the payload that follows (a wrapped data key is 60 bytes
+    // from the built-in backends): one allocation per blob.
+    let mut h = Vec::with_capacity(10 + id.len() + 2 + 64);
     h.extend_from_slice(&MAGIC);
     h.push(TYPE_BLOB);
     h.push(VERSION_2);
@@ -66,6 +68,7 @@ pub(crate) fn append_payload(out: &mut Vec<u8>, payload: &[u8]) -> Result<()> {
         )));
     }
     // Fits: MAX_BACKEND_PAYLOAD < 65536.
+    out.reserve_exact(2 + payload.len());
     out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
     out.extend_from_slice(payload);
     Ok(())

@@ -115,7 +115,23 @@ fn regular_frames(len: usize, frame_len: usize) -> usize {
     if len == 0 { 0 } else { (len - 1) / frame_len }
 }
 
-/// Writes the header fields up to and including the commitment.
+/// The size of the framed body (header tag included) of `len` bytes of
+/// data: what [`encode_header`] can make room for. Saturates on lengths no
+/// message can have (the seal refuses those).
+pub(crate) fn body_size(len: u64, frame_len: u32) -> usize {
+    let f = u64::from(frame_len.max(1));
+    let regular = if len == 0 { 0 } else { (len - 1) / f };
+    let final_len = len - regular * f;
+    let size = (TAG_LEN as u64)
+        .saturating_add(regular.saturating_mul(4 + f + TAG_LEN as u64))
+        .saturating_add(12 + final_len + TAG_LEN as u64);
+    usize::try_from(size).unwrap_or(usize::MAX)
+}
+
+/// Writes the header fields up to and including the commitment, in a
+/// buffer with `room` more bytes of capacity (the body that follows, see
+/// [`body_size`], for a message whose data is in memory: the buffer then
+/// never grows).
 pub(crate) fn encode_header(
     suite: SymmetricAlgorithm,
     frame_len: u32,
@@ -123,6 +139,7 @@ pub(crate) fn encode_header(
     context_bytes: &[u8],
     wrapped_keys: &[Vec<u8>],
     commitment: &[u8; 32],
+    room: usize,
 ) -> Result<Vec<u8>> {
     let ctx_len = u16::try_from(context_bytes.len())
         .map_err(|_| Error::invalid("encryption context too large"))?;
@@ -130,7 +147,9 @@ pub(crate) fn encode_header(
         .ok()
         .filter(|c| *c >= 1)
         .ok_or_else(|| Error::invalid("a message needs 1 to 255 wrapped keys"))?;
-    let mut h = Vec::with_capacity(128 + context_bytes.len() + wrapped_keys.len() * 128);
+    let mut h = Vec::with_capacity(
+        (128 + context_bytes.len() + wrapped_keys.len() * 128).saturating_add(room),
+    );
     h.extend_from_slice(&MAGIC);
     h.push(TYPE_MESSAGE);
     h.push(VERSION_1);
@@ -312,12 +331,7 @@ pub(crate) fn check_frame_len(frame_len: u32) -> Result<()> {
 /// The header tag: AEAD of the empty string under the body key, nonce 0,
 /// with every header byte before the tag as associated data.
 pub(crate) fn header_tag(derived: &Derived, header: &[u8]) -> Result<[u8; TAG_LEN]> {
-    let mut tag = Vec::with_capacity(TAG_LEN);
-    derived
-        .cipher
-        .seal_append(&nonce_for(0), header, &[], &mut tag)?;
-    tag.try_into()
-        .map_err(|_| Error::invalid("AEAD produced a tag of the wrong length"))
+    derived.cipher.seal_in_place(&nonce_for(0), header, &mut [])
 }
 
 /// Appends one frame (regular or final) holding `chunk` to `out`.
@@ -672,7 +686,8 @@ mod tests {
             .with("k", "v")
             .canonical_bytes()
             .unwrap();
-        let header = encode_header(suite, f, &id, &ctx, &[vec![1, 2, 3]], &d.commitment).unwrap();
+        let header =
+            encode_header(suite, f, &id, &ctx, &[vec![1, 2, 3]], &d.commitment, 0).unwrap();
         encrypt_body(header, &d, &id, f, data, threads).unwrap()
     }
 

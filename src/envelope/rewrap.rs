@@ -44,6 +44,7 @@ pub(crate) fn new_header(
         &ctx,
         wrapped_keys,
         &h.commitment,
+        0,
     )?;
     let tag = message::header_tag(derived, &out)?;
     out.reserve_exact(tag.len() + body_len);

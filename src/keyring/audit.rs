@@ -23,6 +23,9 @@ pub(crate) struct AuditConfig {
     /// Last successful use per key version (Unix seconds); the map is
     /// write-locked only when a version is first used.
     last_used: RwLock<HashMap<MaterialId, std::sync::atomic::AtomicU64>>,
+    /// Unique per ring (process-wide): the ring's key in each thread's
+    /// memo of versions noted in the current second.
+    id: u64,
     /// Request ids: a random 64-bit prefix per ring, drawn on first use,
     /// and a counter.
     id_prefix: std::sync::OnceLock<u64>,
@@ -40,6 +43,7 @@ impl AuditConfig {
             failure,
             context_values,
             last_used: RwLock::new(HashMap::new()),
+            id: NEXT_AUDIT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             id_prefix: std::sync::OnceLock::new(),
             id_counter: std::sync::atomic::AtomicU64::new(0),
         }
@@ -68,9 +72,41 @@ pub struct VersionUsage {
     pub last_used: Option<Timestamp>,
 }
 
+/// Versions a thread noted recently: (ring, version) -> key -> second.
+type Noted = std::collections::HashMap<(u64, u32), std::collections::HashMap<crate::KeyId, u64>>;
+
+/// Entries a thread keeps in [`NOTED`] before it starts over.
+const NOTED_MAX: usize = 1024;
+
+thread_local! {
+    static NOTED: std::cell::RefCell<Noted> = std::cell::RefCell::new(Noted::new());
+}
+
+static NEXT_AUDIT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Inner {
     fn note_use(&self, key: &crate::KeyId, version: u32, now: Timestamp) {
         use std::sync::atomic::{AtomicU64, Ordering};
+        // This thread noted this version in this second already: nothing
+        // to write, and nothing shared to read (no lock word touched).
+        let seen = NOTED.with(|n| {
+            let mut n = n.borrow_mut();
+            if n.len() >= NOTED_MAX && !n.contains_key(&(self.audit.id, version)) {
+                n.clear();
+            }
+            let per_key = n.entry((self.audit.id, version)).or_default();
+            if per_key.get(key) == Some(&now.as_secs()) {
+                return true;
+            }
+            if per_key.len() >= NOTED_MAX {
+                per_key.clear();
+            }
+            per_key.insert(key.clone(), now.as_secs());
+            false
+        });
+        if seen {
+            return;
+        }
         let mref = MaterialId::new(key.clone(), version);
         if let Some(t) = self
             .audit

@@ -76,6 +76,9 @@ pub(crate) struct Snapshot {
 pub(crate) struct IdentityCache {
     refresh: Duration,
     entries: RwLock<HashMap<Principal, Arc<Snapshot>>>,
+    /// Per-thread snapshots of `entries` (a decision reads no lock and
+    /// writes no shared counter); every change of `entries` invalidates.
+    local: crate::sync::LocalCache<Principal, Arc<Snapshot>>,
 }
 
 impl IdentityCache {
@@ -83,6 +86,7 @@ impl IdentityCache {
         IdentityCache {
             refresh,
             entries: RwLock::new(HashMap::new()),
+            local: crate::sync::LocalCache::new(),
         }
     }
 
@@ -91,6 +95,7 @@ impl IdentityCache {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(principal);
+        self.local.invalidate();
     }
 }
 
@@ -131,12 +136,27 @@ impl Inner {
     /// revision changed). A store error fails the decision (closed).
     pub(crate) fn identity_of(&self, principal: &Principal) -> Result<Arc<Snapshot>> {
         let cache = &self.identity;
-        let old = cache
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(principal)
-            .cloned();
+        let old = cache.local.get(
+            principal,
+            || {
+                Ok::<_, Error>(
+                    cache
+                        .entries
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(principal)
+                        .cloned(),
+                )
+            },
+            |s| {
+                Arc::new(Snapshot {
+                    checked: s.checked,
+                    revision: s.revision,
+                    policies: Arc::from(s.policies.to_vec()),
+                    aliases: Arc::from(s.aliases.to_vec()),
+                })
+            },
+        )?;
         if let Some(s) = &old
             && s.checked.elapsed() < cache.refresh
         {
@@ -180,6 +200,8 @@ impl Inner {
             entries.clear();
         }
         entries.insert(principal.clone(), snap.clone());
+        drop(entries);
+        cache.local.invalidate();
         Ok(snap)
     }
 

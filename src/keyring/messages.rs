@@ -64,6 +64,8 @@ impl Client {
             context,
             options,
             Some(data.len() as u64),
+            // The header's buffer becomes the message: room for the body.
+            message::body_size(data.len() as u64, options.frame_len),
             |header, derived, message_id| {
                 message::encrypt_body(
                     header,
@@ -94,6 +96,7 @@ impl Client {
             context,
             options,
             Some(data.len() as u64),
+            0,
             |header, derived, message_id| {
                 out.extend_from_slice(&header);
                 message::append_body(
@@ -116,14 +119,15 @@ impl Client {
     /// Runs the pipeline for a new message (action `GenerateDataKey`): a fresh
     /// data key wrapped by `key` (or one from the data-key cache, if the ring
     /// has one and the message's length `len` is known), a fresh message id,
-    /// the derived body cipher and the header up to the commitment, handed
-    /// to `then`.
+    /// the derived body cipher and the header up to the commitment (in a
+    /// buffer with `room` spare bytes), handed to `then`.
     pub(crate) fn begin_message<T>(
         &self,
         key: KeyRef<'_>,
         context: &EncryptionContext,
         options: SealOptions,
         len: Option<u64>,
+        room: usize,
         then: impl FnOnce(Vec<u8>, message::Derived, [u8; message::MESSAGE_ID_LEN]) -> Result<T>,
     ) -> Result<T> {
         self.on_key(Action::GenerateDataKey, key, Some(context), |call, meta| {
@@ -175,6 +179,7 @@ impl Client {
                 &ctx,
                 &[wrapped],
                 &derived.commitment,
+                room,
             )?;
             then(header, derived, message_id)
         })
@@ -261,53 +266,49 @@ impl Client {
         let key_id = blob::key_id_of(&chosen);
         // Authorize against the message's stored context: the data key is
         // bound to it, so a forged header context cannot open anything.
-        let authz_context = header.as_ref().map(|h| h.context.clone()).ok();
-        self.on_ciphertext(
-            Action::Decrypt,
-            key_id,
-            Some(authz_context.as_ref().unwrap_or(context)),
-            |call, m| {
-                let h = header?;
-                let wrapped = chosen?;
-                let ok = match mode {
-                    ContextMatch::Exact => h.context == *context,
-                    ContextMatch::Contains => h.context.contains_all(context),
-                };
-                if !ok {
+        let authz_context = match &header {
+            Ok(h) => &h.context,
+            Err(_) => context,
+        };
+        self.on_ciphertext(Action::Decrypt, key_id, Some(authz_context), |call, m| {
+            let h = header.as_ref().map_err(Clone::clone)?;
+            let wrapped = chosen?;
+            let ok = match mode {
+                ContextMatch::Exact => h.context == *context,
+                ContextMatch::Contains => h.context.contains_all(context),
+            };
+            if !ok {
+                return Err(Error::DecryptionFailed);
+            }
+            let ctx = h
+                .context
+                .canonical_bytes()
+                .map_err(|_| Error::DecryptionFailed)?;
+            let unwrap = || inner.decrypt_blob(call, m, &wrapped, &ctx);
+            let unwrapped = match &inner.dk_cache {
+                Some(cache) => inner.check_blob(call, m, &wrapped).and_then(|()| {
+                    let now = inner.clock.now();
+                    let parts = [wrapped.header, wrapped.payload];
+                    let (dk, hit) = cache.open_key(&wrapped.key_id, &parts, &ctx, now, || {
+                        unwrap().map(|s| Zeroizing::new(s.expose_secret().to_vec()))
+                    })?;
+                    if hit {
+                        call.note_cached();
+                    }
+                    Ok(SecretBytes::from_zeroizing(dk))
+                }),
+                None => unwrap(),
+            };
+            let dk = match unwrapped {
+                Ok(dk) if dk.len() == 32 => dk,
+                Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
                     return Err(Error::DecryptionFailed);
                 }
-                let ctx = h
-                    .context
-                    .canonical_bytes()
-                    .map_err(|_| Error::DecryptionFailed)?;
-                let unwrap = || inner.decrypt_blob(call, m, &wrapped, &ctx);
-                let unwrapped = match &inner.dk_cache {
-                    Some(cache) => inner.check_blob(call, m, &wrapped).and_then(|()| {
-                        let now = inner.clock.now();
-                        let parts = [wrapped.header, wrapped.payload];
-                        let (dk, hit) =
-                            cache.open_key(&wrapped.key_id, &parts, &ctx, now, || {
-                                unwrap().map(|s| Zeroizing::new(s.expose_secret().to_vec()))
-                            })?;
-                        if hit {
-                            call.note_cached();
-                        }
-                        Ok(SecretBytes::from_zeroizing(dk))
-                    }),
-                    None => unwrap(),
-                };
-                let dk = match unwrapped {
-                    Ok(dk) if dk.len() == 32 => dk,
-                    Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
-                        return Err(Error::DecryptionFailed);
-                    }
-                    Err(e) => return Err(e),
-                };
-                let derived =
-                    message::verify_header(self.inner().provider, &h, dk.expose_secret())?;
-                then(&h, derived, wrapped.key_id.clone(), wrapped.version)
-            },
-        )
+                Err(e) => return Err(e),
+            };
+            let derived = message::verify_header(self.inner().provider, h, dk.expose_secret())?;
+            then(h, derived, wrapped.key_id.clone(), wrapped.version)
+        })
     }
 }
 
@@ -343,6 +344,7 @@ impl Client {
             context,
             options,
             None,
+            0,
             |mut header, derived, message_id| {
                 let sealer = FrameSealer::new(&mut header, derived, message_id, options.frame_len)?;
                 Ok((header, sealer))

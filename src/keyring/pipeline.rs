@@ -77,6 +77,18 @@ impl Call<'_> {
     }
 }
 
+/// The random bytes an operation usually draws, asked of the OS at once
+/// (more are drawn directly, fewer are wiped unused).
+fn random_bytes(action: Action) -> usize {
+    match action {
+        // Data key (32) + the wrap's nonce (12) + a message id (32).
+        Action::GenerateDataKey | Action::GenerateDataKeyWithoutPlaintext => 76,
+        // A nonce.
+        Action::Encrypt => 12,
+        _ => 64,
+    }
+}
+
 /// What the pipeline learned about one operation, for its event.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
@@ -114,7 +126,11 @@ impl Inner {
             made: RefCell::new(None),
         };
         let mut seen = Seen::default();
-        let result = self.run_steps(&call, target, party_of, &mut seen, work);
+        // One OS random call for the whole operation (crate::random): a
+        // seal draws a data key, the wrap's nonce and a message id.
+        let result = crate::random::with_batch(random_bytes(action), || {
+            self.run_steps(&call, target, party_of, &mut seen, work)
+        });
         seen.key_version = call.version.get();
         seen.cached = call.cached.get();
         if seen.key_id.is_none() {

@@ -597,6 +597,7 @@ impl Inner {
             &ctx,
             &[wrapped],
             &derived.commitment,
+            0,
         )?;
         let sealed =
             message::encrypt_body(header, &derived, &message_id, frame_len, data, self.threads)?;

@@ -1,7 +1,9 @@
 //! In-memory metadata store.
 //!
-//! Readers (every operation's key lookup) take the state's read lock for a
-//! hash lookup and an `Arc` clone. Writers are serialized by a separate
+//! Readers (every operation's key lookup) read their thread's snapshot of a
+//! record or alias ([`crate::sync::LocalCache`]): one atomic load that no
+//! other thread writes until something changes; on a miss they take the
+//! state's read lock for a hash lookup and an `Arc` clone. Writers are serialized by a separate
 //! mutex that readers never take, and hold the state's write lock only to
 //! publish: [`MetadataStore::update_key`] runs its closure on a private copy
 //! of the record (for a rotation that includes generating the new version's
@@ -14,7 +16,7 @@ use super::index::Index;
 use super::{StoredRecord, check_record_name};
 use crate::error::{Error, Result};
 use crate::key::{Alias, KeyId};
-use crate::sync::WriterFirst;
+use crate::sync::{LocalCache, WriterFirst};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -30,6 +32,37 @@ pub struct MemoryStore {
     /// revision given out (revisions are store-wide, so a record deleted
     /// and created again never repeats one).
     records: Mutex<(u64, Records)>,
+    /// Per-thread snapshots of key records and aliases; every write to
+    /// `state` invalidates them (see [`Written`]).
+    keys: LocalCache<KeyId, Arc<KeyMetadata>>,
+    aliases: LocalCache<Alias, KeyId>,
+}
+
+/// The state's write guard: dropping it (the change is published) marks
+/// every thread's snapshots stale, before the lock is released.
+struct Written<'a> {
+    guard: std::sync::RwLockWriteGuard<'a, Index>,
+    store: &'a MemoryStore,
+}
+
+impl std::ops::Deref for Written<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Written<'_> {
+    fn deref_mut(&mut self) -> &mut Index {
+        &mut self.guard
+    }
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        self.store.keys.invalidate();
+        self.store.aliases.invalidate();
+    }
 }
 
 /// Generic records by (kind, name): (revision, bytes).
@@ -47,8 +80,11 @@ impl MemoryStore {
 
     /// The state for a change; hold only while changing it (the caller
     /// holds the writer lock).
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.state.write()
+    fn write(&self) -> Written<'_> {
+        Written {
+            guard: self.state.write(),
+            store: self,
+        }
     }
 
     /// Serializes changes. A panic in an `update_key` closure poisons it
@@ -71,7 +107,11 @@ impl MetadataStore for MemoryStore {
     }
 
     fn get_key(&self, id: &KeyId) -> Result<Option<Arc<KeyMetadata>>> {
-        Ok(self.read().get(id).cloned())
+        self.keys.get(
+            id,
+            || Ok(self.read().get(id).cloned()),
+            |m| Arc::new(KeyMetadata::clone(m)),
+        )
     }
 
     fn update_key(
@@ -110,7 +150,11 @@ impl MetadataStore for MemoryStore {
     }
 
     fn resolve_alias(&self, alias: &Alias) -> Result<Option<KeyId>> {
-        Ok(self.read().target(alias).cloned())
+        self.aliases.get(
+            alias,
+            || Ok(self.read().target(alias).cloned()),
+            KeyId::clone,
+        )
     }
 
     fn create_alias(&self, alias: &Alias, key: &KeyId) -> Result<()> {
