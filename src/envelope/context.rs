@@ -133,18 +133,20 @@ impl EncryptionContext {
         let mut r = crate::envelope::Reader::new(bytes);
         let count = r.u16().map_err(|_| bad())?;
         let mut map = BTreeMap::new();
-        let mut last: Option<String> = None;
+        let mut last: Option<&[u8]> = None;
         for _ in 0..count {
             let klen = r.u16().map_err(|_| bad())? as usize;
             let k = r.take(klen).map_err(|_| bad())?;
             let vlen = r.u16().map_err(|_| bad())? as usize;
             let v = r.take(vlen).map_err(|_| bad())?;
-            let k = std::str::from_utf8(k).map_err(|_| bad())?.to_owned();
-            let v = std::str::from_utf8(v).map_err(|_| bad())?.to_owned();
-            if k.is_empty() || last.as_ref().is_some_and(|l| *l >= k) {
+            // Keys strictly increasing (byte order is `String` order), so
+            // the encoding is the canonical one.
+            if k.is_empty() || last.is_some_and(|l| l >= k) {
                 return Err(bad());
             }
-            last = Some(k.clone());
+            last = Some(k);
+            let k = std::str::from_utf8(k).map_err(|_| bad())?.to_owned();
+            let v = std::str::from_utf8(v).map_err(|_| bad())?.to_owned();
             map.insert(k, v);
         }
         if !r.is_empty() {

@@ -58,6 +58,9 @@ pub(crate) struct MessageHeader<'a> {
     pub frame_len: u32,
     pub message_id: [u8; MESSAGE_ID_LEN],
     pub context: EncryptionContext,
+    /// The context as stored: its canonical encoding
+    /// ([`EncryptionContext::from_canonical_bytes`] accepts nothing else).
+    pub context_bytes: &'a [u8],
     pub wrapped_keys: Vec<&'a [u8]>,
     pub commitment: [u8; 32],
     /// Every header byte before the header tag.
@@ -484,7 +487,8 @@ pub(crate) fn parse_header(msg: &[u8]) -> Result<MessageHeader<'_>> {
     check_frame_len(frame_len).map_err(|_| Error::DecryptionFailed)?;
     let message_id = r.array::<MESSAGE_ID_LEN>()?;
     let ctx_len = r.u16()? as usize;
-    let context = EncryptionContext::from_canonical_bytes(r.take(ctx_len)?)
+    let context_bytes = r.take(ctx_len)?;
+    let context = EncryptionContext::from_canonical_bytes(context_bytes)
         .map_err(|_| Error::DecryptionFailed)?;
     let count = r.u8()?;
     if count == 0 {
@@ -504,6 +508,7 @@ pub(crate) fn parse_header(msg: &[u8]) -> Result<MessageHeader<'_>> {
         frame_len,
         message_id,
         context,
+        context_bytes,
         wrapped_keys,
         commitment,
         authenticated,

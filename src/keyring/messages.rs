@@ -280,16 +280,15 @@ impl Client {
             if !ok {
                 return Err(Error::DecryptionFailed);
             }
-            let ctx = h
-                .context
-                .canonical_bytes()
-                .map_err(|_| Error::DecryptionFailed)?;
-            let unwrap = || inner.decrypt_blob(call, m, &wrapped, &ctx);
+            // The stored bytes are the canonical encoding (the parser
+            // accepts nothing else): no need to encode them again.
+            let ctx = h.context_bytes;
+            let unwrap = || inner.decrypt_blob(call, m, &wrapped, ctx);
             let unwrapped = match &inner.dk_cache {
                 Some(cache) => inner.check_blob(call, m, &wrapped).and_then(|()| {
                     let now = inner.clock.now();
                     let parts = [wrapped.header, wrapped.payload];
-                    let (dk, hit) = cache.open_key(&wrapped.key_id, &parts, &ctx, now, || {
+                    let (dk, hit) = cache.open_key(&wrapped.key_id, &parts, ctx, now, || {
                         unwrap().map(|s| Zeroizing::new(s.expose_secret().to_vec()))
                     })?;
                     if hit {
