@@ -123,7 +123,9 @@ mod tests {
 ///
 /// Entries are per thread and per cache, at most [`LOCAL_CACHE_ENTRIES`]
 /// per thread and cache (then that thread's copies of the cache start
-/// over), and are dropped when their thread ends. A value is first cached
+/// over), and are dropped when their thread ends. Memory is therefore
+/// bounded by threads × caches × 1,024 entries; a stale entry may keep an
+/// old value alive until it is replaced or its thread starts over. A value is first cached
 /// as it was loaded (sharing the reference count of the source's `Arc`);
 /// once it has served [`PROMOTE_AFTER`] reads on the thread, `promote`
 /// makes the thread its own copy, so keys used once in a while do not
@@ -138,7 +140,7 @@ pub(crate) struct LocalCache<K, V> {
 }
 
 /// Entries a thread keeps per [`LocalCache`].
-pub(crate) const LOCAL_CACHE_ENTRIES: usize = 4096;
+pub(crate) const LOCAL_CACHE_ENTRIES: usize = 1024;
 /// Reads of a shared value after which a thread takes its own copy.
 pub(crate) const PROMOTE_AFTER: u32 = 8;
 
