@@ -57,7 +57,9 @@ const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 
 /// DER OID of id-Ed25519 (1.3.101.112).
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
-/// How to reach a token.
+/// How to reach a token. Build it with [`Pkcs11Config::new`] and the
+/// setters; fields may be added (it is `#[non_exhaustive]`).
+#[non_exhaustive]
 pub struct Pkcs11Config {
     /// Path of the PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`).
     pub module: PathBuf,
