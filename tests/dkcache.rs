@@ -9,7 +9,7 @@ use std::time::Duration;
 use strongroom::audit::MemorySink;
 use strongroom::backend::{KeyBackend, MaterialId, MemoryBackend};
 use strongroom::clock::ManualClock;
-use strongroom::keyring::{DataKeyCacheLimits, VersionFloors};
+use strongroom::keyring::{DataKeyCacheLimits, RewrapOptions, VersionFloors};
 use strongroom::policy::GrantRequest;
 use strongroom::{
     Action, Client, CreateKeyOptions, EncryptionContext, Error, KeyRing, KeySpec, Principal,
@@ -372,4 +372,65 @@ fn the_oldest_partition_is_dropped_beyond_max_entries() {
     assert_eq!(e.wraps(), 3);
     e.owner.seal(&e.key, b"x", &ctx("a")).unwrap();
     assert_eq!(e.wraps(), 4);
+}
+
+#[test]
+fn rewrap_unwraps_through_the_cache_and_is_audited_as_cached() {
+    let e = env(Some(minute()));
+    let msgs: Vec<_> = (0..4)
+        .map(|i| e.owner.seal(&e.key, &[i as u8; 50], &ctx("a")).unwrap())
+        .collect();
+    assert_eq!((e.wraps(), e.unwraps()), (1, 0));
+    // Four rewraps of messages sharing one wrapped data key onto the same
+    // key (a new wrap each: the destination is never served from cache)
+    // unwrap once.
+    let rewrapped: Vec<_> = msgs
+        .iter()
+        .map(|m| {
+            e.owner
+                .rewrap_message(m, &ctx("a"), e.key.as_str(), RewrapOptions::new())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(e.unwraps(), 1);
+    assert_eq!(e.wraps(), 1 + 4);
+    let froms: Vec<_> = e
+        .audit
+        .events()
+        .into_iter()
+        .filter(|ev| ev.action == Action::ReEncryptFrom.as_str())
+        .collect();
+    assert_eq!(froms.len(), 4);
+    assert_eq!(froms.iter().filter(|ev| ev.cached).count(), 3);
+    // The rewrapped messages open (each has its own new wrapped key, so a
+    // cold unwrap each) with their plaintext.
+    for (i, m) in rewrapped.iter().enumerate() {
+        assert_eq!(
+            e.owner
+                .open(m, &ctx("a"))
+                .unwrap()
+                .plaintext
+                .expose_secret(),
+            &[i as u8; 50]
+        );
+    }
+    assert_eq!(e.unwraps(), 1 + 4);
+    // A tampered source still fails: the cache does not bypass the header
+    // and commitment checks.
+    let mut bad = msgs[0].clone();
+    let n = bad.len();
+    bad[n - 20] ^= 1;
+    assert!(
+        e.owner
+            .rewrap_message(&bad, &ctx("a"), e.key.as_str(), RewrapOptions::new())
+            .is_ok(),
+        "the body is not read by rewrap (documented); it fails when opened"
+    );
+    let mut bad_header = msgs[0].clone();
+    bad_header[12] ^= 1;
+    assert!(
+        e.owner
+            .rewrap_message(&bad_header, &ctx("a"), e.key.as_str(), RewrapOptions::new())
+            .is_err()
+    );
 }

@@ -283,31 +283,48 @@ impl Client {
             // The stored bytes are the canonical encoding (the parser
             // accepts nothing else): no need to encode them again.
             let ctx = h.context_bytes;
-            let unwrap = || inner.decrypt_blob(call, m, &wrapped, ctx);
-            let unwrapped = match &inner.dk_cache {
-                Some(cache) => inner.check_blob(call, m, &wrapped).and_then(|()| {
-                    let now = inner.clock.now();
-                    let parts = [wrapped.header, wrapped.payload];
-                    let (dk, hit) = cache.open_key(&wrapped.key_id, &parts, ctx, now, || {
-                        unwrap().map(|s| Zeroizing::new(s.expose_secret().to_vec()))
-                    })?;
-                    if hit {
-                        call.note_cached();
-                    }
-                    Ok(SecretBytes::from_zeroizing(dk))
-                }),
-                None => unwrap(),
-            };
-            let dk = match unwrapped {
-                Ok(dk) if dk.len() == 32 => dk,
-                Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
-                    return Err(Error::DecryptionFailed);
-                }
-                Err(e) => return Err(e),
-            };
+            let dk = inner.unwrap_data_key(call, m, &wrapped, ctx)?;
             let derived = message::verify_header(self.inner().provider, h, dk.expose_secret())?;
             then(h, derived, wrapped.key_id.clone(), wrapped.version)
         })
+    }
+}
+
+impl super::Inner {
+    /// Unwraps a message's data key (from the data-key cache, if the ring
+    /// has one) under the message's stored context `ctx`: the one unwrap
+    /// of open, streams, ranged open and rewrap. Anything but a 32-byte key
+    /// is the opaque decryption error; other errors (access, state, an
+    /// unreachable backend) pass through.
+    pub(crate) fn unwrap_data_key(
+        &self,
+        call: &super::pipeline::Call<'_>,
+        m: &crate::store::KeyMetadata,
+        wrapped: &blob::BlobHeader<'_>,
+        ctx: &[u8],
+    ) -> Result<SecretBytes> {
+        let unwrap = || self.decrypt_blob(call, m, wrapped, ctx);
+        let unwrapped = match &self.dk_cache {
+            Some(cache) => self.check_blob(call, m, wrapped).and_then(|()| {
+                let now = self.clock.now();
+                let parts = [wrapped.header, wrapped.payload];
+                let (dk, hit) = cache.open_key(&wrapped.key_id, &parts, ctx, now, || {
+                    unwrap().map(|s| Zeroizing::new(s.expose_secret().to_vec()))
+                })?;
+                if hit {
+                    call.note_cached();
+                }
+                Ok(SecretBytes::from_zeroizing(dk))
+            }),
+            None => unwrap(),
+        };
+        match unwrapped {
+            Ok(dk) if dk.len() == 32 => Ok(dk),
+            Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
+                Err(Error::DecryptionFailed)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

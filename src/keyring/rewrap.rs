@@ -129,13 +129,16 @@ impl Client {
             .map(|(_, b)| b.key_id.clone())
             .map_err(Clone::clone);
         // Authorize against the message's stored context, as open does.
-        let authz_context = header.as_ref().map(|h| h.context.clone()).ok();
+        let authz_context = match &header {
+            Ok(h) => &h.context,
+            Err(_) => context,
+        };
         self.on_ciphertext(
             Action::ReEncryptFrom,
             key_id,
-            Some(authz_context.as_ref().unwrap_or(context)),
+            Some(authz_context),
             |call, source| {
-                let h = header?;
+                let h = header.as_ref().map_err(Clone::clone)?;
                 let (index, wrapped) = chosen?;
                 if h.context != *context {
                     return Err(Error::DecryptionFailed);
@@ -156,24 +159,15 @@ impl Client {
                     Some(&h.context),
                 )?;
                 check_usable(&dest, Action::ReEncryptTo)?;
-                let ctx = h
-                    .context
-                    .canonical_bytes()
-                    .map_err(|_| Error::DecryptionFailed)?;
-                let dk = match inner.decrypt_blob(call, source, &wrapped, &ctx) {
-                    Ok(dk) if dk.len() == 32 => dk,
-                    Ok(_) | Err(Error::DecryptionFailed) | Err(Error::KeyNotFound(_)) => {
-                        return Err(Error::DecryptionFailed);
-                    }
-                    Err(e) => return Err(e),
-                };
-                let derived =
-                    message::verify_header(self.inner().provider, &h, dk.expose_secret())?;
+                // The stored bytes are the context's canonical encoding.
+                let ctx = h.context_bytes;
+                let dk = inner.unwrap_data_key(call, source, &wrapped, ctx)?;
+                let derived = message::verify_header(self.inner().provider, h, dk.expose_secret())?;
                 let new_wrapped = self.on_key(
                     Action::ReEncryptTo,
                     destination_key,
                     Some(&h.context),
-                    |call, d| inner.encrypt_blob(call, d, dk.expose_secret(), &ctx),
+                    |call, d| inner.encrypt_blob(call, d, dk.expose_secret(), ctx),
                 )?;
                 let old = h.wrapped_keys.iter().map(|w| w.to_vec());
                 let keys: Vec<Vec<u8>> = if options.keep_source {
@@ -184,7 +178,7 @@ impl Client {
                     *slot = new_wrapped;
                     keys
                 };
-                write(&h, &derived, &keys)
+                write(h, &derived, &keys)
             },
         )
     }
