@@ -290,6 +290,27 @@ fn main() {
         );
         std::process::exit(1);
     }
+    // Other envelope libraries (benches/references.rs): seal+open 1 KiB.
+    let refs = std::fs::read_to_string(root.join("references.json")).unwrap_or_default();
+    let ref_ns = |name: &str| -> Option<f64> {
+        let at = refs.find(&format!("\"{name}\":"))? + name.len() + 3;
+        let rest = &refs[at..];
+        rest[..rest.find([',', '}'])?].trim().parse().ok()
+    };
+    for (name, label) in [
+        ("tink_python", "seal+open 1 KiB vs Tink (Python) envelope"),
+        (
+            "esdk_python",
+            "seal+open 1 KiB vs AWS ESDK (Python), raw AES",
+        ),
+    ] {
+        rows.push((
+            label.into(),
+            ref_ns("strongroom"),
+            ref_ns(name),
+            "≥ 1.00 (keep ahead)",
+        ));
+    }
     println!("results from {}", root.display());
     println!(
         "{:<48} {:>12} {:>12} {:>7}  target",
