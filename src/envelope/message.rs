@@ -745,6 +745,11 @@ mod tests {
                 (4096u32, PARALLEL_MIN_BYTES),
                 (4096, PARALLEL_MIN_BYTES - 1),
                 (1000, PARALLEL_MIN_BYTES + 4096 * 3 + 17),
+                // Several tasks per thread, of a full job of frames and
+                // of fewer (the last task shorter).
+                (65_536, 64 * 65_536 + 1),
+                (4096, (3 << 20) + 5),
+                (300_000, 20 * 300_000),
             ] {
                 let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
                 let one = sealed(1, suite, f, &data);

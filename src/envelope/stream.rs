@@ -462,6 +462,96 @@ impl<W: Write> SealWriter<W> {
         Ok(out)
     }
 
+    /// Copies `reader` to its end into the message and returns how many
+    /// bytes it copied: like [`std::io::copy`], but once frame workers run
+    /// ([`SealWriter`]) the data is read straight into the buffers the
+    /// frames are sealed in, a frame at a time, with no copy in between.
+    /// Call [`SealWriter::finish`] afterwards. An error of `reader` is
+    /// returned as it is and leaves the writer usable (nothing of the failed
+    /// read was taken); an error writing fails the writer, as with `write`.
+    pub fn copy_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<u64> {
+        self.check()?;
+        let f = self.sealer.frame_len().min(1 << 20);
+        let mut scratch: Option<Zeroizing<Vec<u8>>> = None;
+        let mut total = 0u64;
+        loop {
+            let step = if self.par.is_some() {
+                self.par_read_from(reader)
+            } else {
+                let s = scratch.get_or_insert_with(|| Zeroizing::new(vec![0u8; f]));
+                match read_retry(reader, s) {
+                    Ok(0) => Ok(0),
+                    Ok(m) => self
+                        .write_inner(&s[..m])
+                        .map(|()| m)
+                        .map_err(Failed::Writer),
+                    Err(e) => Err(Failed::Reader(e)),
+                }
+            };
+            match step {
+                Ok(0) => return Ok(total),
+                Ok(m) => total += m as u64,
+                Err(Failed::Reader(e)) => return Err(e),
+                Err(Failed::Writer(e)) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Parallel mode: one read straight into the open frame, or, when it is
+    /// full, into the next frame's place (the data that makes the full
+    /// frame a regular one). 0 at the end of `reader`.
+    fn par_read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> Result<usize, Failed> {
+        let par = self.par().map_err(Failed::Writer)?;
+        let (f, stride) = (par.frame_len, par.stride);
+        let idx = par.cur.frames.len();
+        if par.fill < f {
+            let at = idx * stride + 4 + par.fill;
+            let m = read_retry(reader, &mut par.cur.buf[at..at + f - par.fill])
+                .map_err(Failed::Reader)?;
+            par.fill += m;
+            return Ok(m);
+        }
+        let regular = Frame {
+            seq: par.seq,
+            is_final: false,
+            start: idx * stride,
+            len: stride,
+        };
+        let next_seq = par.seq.checked_add(1).ok_or_else(|| {
+            Failed::Writer(io_err(Error::invalid(
+                "too many frames: use a larger frame length",
+            )))
+        });
+        if idx + 1 < par.frames {
+            let at = (idx + 1) * stride + 4;
+            let m = read_retry(reader, &mut par.cur.buf[at..at + f]).map_err(Failed::Reader)?;
+            if m > 0 {
+                par.seq = next_seq?;
+                par.cur.frames.push(regular);
+                par.fill = m;
+            }
+            return Ok(m);
+        }
+        let mut next = par.pool.job();
+        let m = match read_retry(reader, &mut next.buf[4..4 + f]) {
+            Ok(m) if m > 0 => m,
+            other => {
+                par.pool.recycle(next);
+                return other.map_err(Failed::Reader);
+            }
+        };
+        par.seq = next_seq?;
+        par.cur.frames.push(regular);
+        par.fill = m;
+        let full = std::mem::replace(&mut par.cur, next);
+        par.frames = (par.frames * 2).min(par.max_frames);
+        self.submit(full).map_err(Failed::Writer)?;
+        Ok(m)
+    }
+
     fn write_inner(&mut self, data: &[u8]) -> io::Result<()> {
         let mut rest = data;
         while !rest.is_empty() {
@@ -653,6 +743,22 @@ pub(crate) fn read_header<R: Read>(r: &mut R) -> crate::Result<Vec<u8>> {
     Ok(h)
 }
 
+/// Which side of a copy failed.
+enum Failed {
+    Reader(io::Error),
+    Writer(io::Error),
+}
+
+/// `reader.read(buf)`, retried on interruption.
+fn read_retry<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Reads into `buf`; 0 at the end of input. Any read error but an
 /// interruption is the opaque error.
 fn read_some<R: Read>(r: &mut R, buf: &mut [u8]) -> crate::Result<usize> {
@@ -766,6 +872,27 @@ impl<R: Read> OpenReader<R> {
     /// Its version.
     pub fn key_version(&self) -> u32 {
         self.opened.key_version
+    }
+
+    /// Copies the plaintext to `writer` up to the end of the message and
+    /// returns how many bytes it copied: like [`std::io::copy`], but each
+    /// released frame is written straight from the buffer it was decrypted
+    /// in. Everything written is authentic frame by frame; the message is
+    /// known complete only when this returns `Ok` (see [`OpenReader`]). A
+    /// decryption failure is `ErrorKind::InvalidData`, after the frames
+    /// before the bad one were written.
+    pub fn copy_to<W: Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let plain = self.fill_buf()?;
+            if plain.is_empty() {
+                return Ok(total);
+            }
+            writer.write_all(plain)?;
+            let n = plain.len();
+            self.consume(n);
+            total += n as u64;
+        }
     }
 
     /// After the final frame: checks that the input ends there.
