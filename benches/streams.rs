@@ -5,9 +5,13 @@
 //!   `open_reader` (from memory), one thread vs the ring's default (every
 //!   core), against raw AES-256-GCM over the same bytes in one call;
 //! - `stream_file`: a file (1 GiB by default; `STRONGROOM_BENCH_STREAM_MB`)
-//!   sealed file → file and opened file → file, against the `age` CLI
-//!   (X25519 recipient) on the same file, when `age` is installed (else the
-//!   group says it skipped).
+//!   sealed file → file (`SealWriter::copy_from`) and opened file → file
+//!   (`OpenReader::copy_to`), against the `age` CLI (X25519 recipient) on
+//!   the same file, when `age` is installed (else the group says it
+//!   skipped);
+//!
+//! The CPU cores kept busy and the peak memory of whole processes on such a
+//! file (ours and `age`) are measured by `examples/stream_cost.rs`.
 //!
 //! `cargo bench --bench streams`; `cargo run --release --example
 //! bench_report` prints the ratios.
@@ -15,7 +19,7 @@
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -158,27 +162,38 @@ fn stream_file(c: &mut Criterion) {
     });
     for (label, threads) in MODES {
         let (client, key) = client(threads);
-        let seal = |to: &Path| {
-            let mut input = File::open(p("in")).unwrap();
-            let out = File::create(to).unwrap();
-            let mut w = client
-                .seal_writer(&key, &ctx(), Default::default(), out)
-                .unwrap();
-            io::copy(&mut input, &mut w).unwrap();
-            w.finish().unwrap();
-        };
+        let seal = |to: &Path| seal_file(&client, &key, &p("in"), to);
         g.bench_function(format!("seal_{label}"), |b| b.iter(|| seal(&p("out.sr"))));
         seal(&p("out.sr"));
         g.bench_function(format!("open_{label}"), |b| {
             b.iter(|| {
-                let input = BufReader::with_capacity(1 << 20, File::open(p("out.sr")).unwrap());
-                let mut r = client.open_reader(input, &ctx()).unwrap();
-                let mut out = File::create(p("dec.sr")).unwrap();
-                assert_eq!(io::copy(&mut r, &mut out).unwrap(), n as u64);
+                let copied = open_file(&client, &p("out.sr"), &p("dec.sr"));
+                assert_eq!(copied, n as u64);
             })
         });
     }
     g.finish();
+}
+
+/// Seals the file `from` into the file `to` (straight into the frame
+/// buffers).
+fn seal_file(client: &Client, key: &str, from: &Path, to: &Path) {
+    let mut input = File::open(from).unwrap();
+    let out = File::create(to).unwrap();
+    let mut w = client
+        .seal_writer(key, &ctx(), Default::default(), out)
+        .unwrap();
+    w.copy_from(&mut input).unwrap();
+    w.finish().unwrap();
+}
+
+/// Opens the file `from` into the file `to` (straight from the frame
+/// buffers); the plaintext length.
+fn open_file(client: &Client, from: &Path, to: &Path) -> u64 {
+    let input = File::open(from).unwrap();
+    let mut r = client.open_reader(input, &ctx()).unwrap();
+    let mut out = File::create(to).unwrap();
+    r.copy_to(&mut out).unwrap()
 }
 
 criterion_group! {
@@ -188,4 +203,5 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = stream, stream_file
 }
+
 criterion_main!(benches);
