@@ -355,13 +355,25 @@ mod tests {
                         let c = provider.cipher(alg, &key);
                         let mut buf = t.ct.to_vec();
                         let ok = c.open_in_place(&nonce, &t.aad, &mut buf, &tag);
+                        // The same from one buffer into another.
+                        let mut out = vec![0u8; t.ct.len()];
+                        let ok_to = c.open_to(&nonce, &t.aad, &t.ct, &mut out, &tag);
+                        assert_eq!(ok, ok_to, "{provider} {name:?} {} open_to", t.tc_id);
                         match t.result {
                             TestResult::Valid => {
                                 assert!(ok, "{provider} {name:?} {} rejected", t.tc_id);
                                 assert_eq!(buf, &t.pt[..]);
+                                assert_eq!(out, &t.pt[..]);
                                 let mut ct = t.pt.to_vec();
                                 let got = c.seal_in_place(&nonce, &t.aad, &mut ct).unwrap();
                                 assert_eq!((&ct[..], got), (&t.ct[..], tag));
+                                let mut ct_to = vec![0u8; t.pt.len()];
+                                let got = c.seal_to(&nonce, &t.aad, &t.pt, &mut ct_to).unwrap();
+                                assert_eq!((&ct_to[..], got), (&t.ct[..], tag));
+                                // Lengths that differ are an error, not a panic.
+                                let mut short = vec![0u8; t.pt.len() + 1];
+                                assert!(c.seal_to(&nonce, &t.aad, &t.pt, &mut short).is_err());
+                                assert!(!c.open_to(&nonce, &t.aad, &t.ct, &mut short, &tag));
                             }
                             TestResult::Invalid => {
                                 assert!(!ok, "{provider} {name:?} {} accepted", t.tc_id)

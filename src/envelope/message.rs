@@ -308,7 +308,7 @@ fn run_tasks<T: Send>(
             .map_while(|_| {
                 std::thread::Builder::new()
                     .name("strongroom-frames".into())
-                    .spawn_scoped(s, &run)
+                    .spawn_scoped(s, run)
                     .ok()
             })
             .collect();

@@ -364,9 +364,9 @@ impl OpenedStream {
 // ---- blocking IO -------------------------------------------------------------
 
 /// The frame workers of a [`SealWriter`] and the job being filled. In a
-/// job's buffer frame `i` is at `i × stride` (`stride` = 4 + frame length
-/// + 16): its marker, its plaintext, its tag, so that a sealed job is
-/// written out in one piece. Only the job's last frame can be the final
+/// job's buffer frame `i` is at `i × stride` (the stride is the marker's 4
+/// bytes, a frame of plaintext and the tag's 16): its marker, its
+/// plaintext, its tag, so that a sealed job is written out in one piece. Only the job's last frame can be the final
 /// one; its plaintext then moves 8 bytes on for the longer header (the
 /// buffer has 8 bytes to spare).
 struct ParSeal {
