@@ -395,3 +395,27 @@ fn a_failing_source_leaves_the_writer_usable() {
         assert_eq!(stream_open(&c, &m, 999).unwrap(), vec![7u8; 10_005]);
     }
 }
+
+#[test]
+fn copy_to_a_writer_that_takes_little_at_a_time() {
+    /// Takes at most 777 bytes per call, and only from the first slice of
+    /// a vectored write (the default `write_vectored`).
+    struct Dribble(Vec<u8>);
+    impl Write for Dribble {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(777);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (c, key) = seeded(2);
+    let d = data(300 * 1024 + 5);
+    let m = stream_seal(&c, &key, &d, 1024, 10_000);
+    let mut r = c.open_reader(&m[..], &ctx()).unwrap();
+    let mut out = Dribble(Vec::new());
+    assert_eq!(r.copy_to(&mut out).unwrap(), d.len() as u64);
+    assert!(out.0 == d);
+}

@@ -29,10 +29,16 @@ pub(crate) const JOB_BYTES: usize = 1 << 20;
 /// Most frames in one job (tiny frames).
 const MAX_JOB_FRAMES: usize = 256;
 
-/// Frames per job for frames of `frame_len` bytes: about [`JOB_BYTES`] of
-/// data, 1 to 256 frames.
-pub(crate) fn frames_per_job(frame_len: usize) -> usize {
-    (JOB_BYTES / frame_len.max(1)).clamp(1, MAX_JOB_FRAMES)
+/// Data bytes in flight a stream's jobs aim to stay under: with more than
+/// 8 threads jobs get smaller than [`JOB_BYTES`].
+const IN_FLIGHT_BYTES: usize = 16 << 20;
+
+/// Frames per job for frames of `frame_len` bytes on `threads` threads:
+/// about [`JOB_BYTES`] of data (less with more than 8 threads, so that the
+/// `2 × threads` jobs in flight hold about 16 MiB), 1 to 256 frames.
+pub(crate) fn frames_per_job(frame_len: usize, threads: usize) -> usize {
+    let bytes = JOB_BYTES.min(IN_FLIGHT_BYTES / (2 * threads.max(1)));
+    (bytes / frame_len.max(1)).clamp(1, MAX_JOB_FRAMES)
 }
 
 /// One frame of a job: where it is in the job's buffer.
@@ -378,9 +384,15 @@ mod tests {
 
     #[test]
     fn frames_per_job_is_bounded() {
-        assert_eq!(frames_per_job(65_536), 16);
-        assert_eq!(frames_per_job(1), MAX_JOB_FRAMES);
-        assert_eq!(frames_per_job(1 << 24), 1);
-        assert_eq!(frames_per_job(JOB_BYTES + 1), 1);
+        for threads in [1, 2, 8] {
+            assert_eq!(frames_per_job(65_536, threads), 16);
+            assert_eq!(frames_per_job(1, threads), MAX_JOB_FRAMES);
+            assert_eq!(frames_per_job(1 << 24, threads), 1);
+            assert_eq!(frames_per_job(JOB_BYTES + 1, threads), 1);
+        }
+        // Many threads: smaller jobs, about 16 MiB in flight in all.
+        assert_eq!(frames_per_job(65_536, 16), 8);
+        assert_eq!(frames_per_job(65_536, 64), 2);
+        assert_eq!(frames_per_job(65_536, 1000), 1);
     }
 }

@@ -268,7 +268,7 @@ fn frames_per_task(n_regular: usize, f: usize, workers: usize) -> usize {
         return n_regular.max(1);
     }
     let balanced = n_regular.div_ceil(4 * workers);
-    super::frames::frames_per_job(f).min(balanced).max(1)
+    super::frames::frames_per_job(f, 1).min(balanced).max(1)
 }
 
 /// Runs `work` on every task, on `workers` threads: the calling thread

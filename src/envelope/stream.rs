@@ -396,9 +396,10 @@ struct ParSeal {
 /// frame): `T - 1` worker threads, and the calling thread, which copies
 /// data in, writes sealed jobs out in order, and seals a job itself when
 /// it would otherwise wait. Memory stays bounded: at most `2 × T` jobs in
-/// flight and one being filled, each of at most 1 MiB of data or one
-/// frame, whichever is larger (with 64 KiB frames and `T = 2`, about
-/// 5 MiB). The bytes written are the same either way.
+/// flight and one being filled, each of at most 1 MiB of data (less with
+/// more than 8 threads: about 16 MiB in all) or one frame, whichever is
+/// larger; with 64 KiB frames and `T = 2`, about 5 MiB. The bytes written
+/// are the same either way.
 pub struct SealWriter<W: Write> {
     out: Option<W>,
     sealer: FrameSealer,
@@ -578,7 +579,7 @@ impl<W: Write> SealWriter<W> {
     fn start_workers(&mut self) {
         let f = self.sealer.frame_len();
         let stride = 4 + f + TAG_LEN_PUB;
-        let max_frames = frames_per_job(f);
+        let max_frames = frames_per_job(f, self.threads);
         let Some(mut pool) = FramePool::start(
             self.threads,
             self.sealer.frame_fn(),
@@ -788,6 +789,38 @@ struct ParOpen {
 }
 
 impl ParOpen {
+    /// Writes the released plaintext not yet read to `w` (one vectored
+    /// write for the frames of the job, where `w` supports it) and marks
+    /// it read; how many bytes. On an error nothing is marked read.
+    fn write_released<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<u64> {
+        if self.available().is_empty() {
+            return Ok(0);
+        }
+        let Some(job) = self.released.as_ref() else {
+            return Ok(0);
+        };
+        let mut slices: Vec<io::IoSlice<'_>> = Vec::with_capacity(job.frames.len());
+        let mut total = 0u64;
+        for (i, fr) in job.frames.iter().enumerate().skip(self.frame) {
+            let from = if i == self.frame { self.pos } else { 0 };
+            let plain = &job.buf[fr.start + from..fr.start + fr.len - TAG_LEN_PUB];
+            total += plain.len() as u64;
+            slices.push(io::IoSlice::new(plain));
+        }
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match w.write_vectored(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.frame = job.frames.len();
+        self.pos = 0;
+        Ok(total)
+    }
+
     /// The released plaintext not yet read (of one frame); empty when the
     /// released job is read.
     fn available(&mut self) -> &[u8] {
@@ -823,7 +856,8 @@ impl ParOpen {
 /// decrypted in, and opens them on `T - 1` worker threads and on the
 /// calling thread (which decrypts a job itself when it would otherwise
 /// wait). At most `2 × T` jobs are in flight besides the one being read
-/// out, each of at most 1 MiB of data or one frame, whichever is larger.
+/// out, each of at most 1 MiB of data (less with more than 8 threads:
+/// about 16 MiB in all) or one frame, whichever is larger.
 /// Plaintext is still released strictly in order, each frame only after
 /// every earlier one verified, and the final frame only once the input
 /// has ended right after it.
@@ -884,6 +918,10 @@ impl<R: Read> OpenReader<R> {
     pub fn copy_to<W: Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
+            if let Some(par) = self.par.as_mut() {
+                // The rest of a released job in one vectored write.
+                total += par.write_released(writer)?;
+            }
             let plain = self.fill_buf()?;
             if plain.is_empty() {
                 return Ok(total);
@@ -940,7 +978,7 @@ impl<R: Read> OpenReader<R> {
     fn start_workers(&mut self) {
         let opener = &self.opened.opener;
         let stride = 4 + opener.frame_len() + TAG_LEN_PUB;
-        let max_frames = frames_per_job(opener.frame_len());
+        let max_frames = frames_per_job(opener.frame_len(), self.threads);
         if let Some(pool) =
             FramePool::start(self.threads, opener.frame_fn(), max_frames * stride + 8)
         {
