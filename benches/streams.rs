@@ -17,7 +17,7 @@
 //! bench_report` prints the ratios.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
@@ -124,7 +124,7 @@ fn stream_file(c: &mut Criterion) {
         for _ in 0..mb {
             f.write_all(&block).unwrap();
         }
-        f.flush().unwrap();
+        f.into_inner().unwrap().sync_all().unwrap();
     }
     run(Command::new("age-keygen").arg("-o").arg(p("age.key")));
     let key_text = std::fs::read_to_string(p("age.key")).unwrap();
@@ -139,37 +139,64 @@ fn stream_file(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(100));
     g.measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(n as u64));
+    // Every run, ours and age's alike, writes a new file with no backlog
+    // of dirty pages from the run before: the output is flushed to disk
+    // and removed in the (untimed) setup of the next run.
+    let fresh = |out: &Path| {
+        if let Ok(f) = File::open(out) {
+            f.sync_all().unwrap();
+            std::fs::remove_file(out).unwrap();
+        }
+    };
     g.bench_function("age_encrypt", |b| {
-        b.iter(|| {
-            run(Command::new("age")
-                .arg("-r")
-                .arg(&recipient)
-                .arg("-o")
-                .arg(p("out.age"))
-                .arg(p("in")))
-        })
+        b.iter_batched(
+            || fresh(&p("out.age")),
+            |()| {
+                run(Command::new("age")
+                    .arg("-r")
+                    .arg(&recipient)
+                    .arg("-o")
+                    .arg(p("out.age"))
+                    .arg(p("in")))
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.bench_function("age_decrypt", |b| {
-        b.iter(|| {
-            run(Command::new("age")
-                .arg("-d")
-                .arg("-i")
-                .arg(p("age.key"))
-                .arg("-o")
-                .arg(p("dec.age"))
-                .arg(p("out.age")))
-        })
+        b.iter_batched(
+            || fresh(&p("dec.age")),
+            |()| {
+                run(Command::new("age")
+                    .arg("-d")
+                    .arg("-i")
+                    .arg(p("age.key"))
+                    .arg("-o")
+                    .arg(p("dec.age"))
+                    .arg(p("out.age")))
+            },
+            BatchSize::PerIteration,
+        )
     });
     for (label, threads) in MODES {
         let (client, key) = client(threads);
         let seal = |to: &Path| seal_file(&client, &key, &p("in"), to);
-        g.bench_function(format!("seal_{label}"), |b| b.iter(|| seal(&p("out.sr"))));
+        g.bench_function(format!("seal_{label}"), |b| {
+            b.iter_batched(
+                || fresh(&p("out.sr")),
+                |()| seal(&p("out.sr")),
+                BatchSize::PerIteration,
+            )
+        });
         seal(&p("out.sr"));
         g.bench_function(format!("open_{label}"), |b| {
-            b.iter(|| {
-                let copied = open_file(&client, &p("out.sr"), &p("dec.sr"));
-                assert_eq!(copied, n as u64);
-            })
+            b.iter_batched(
+                || fresh(&p("dec.sr")),
+                |()| {
+                    let copied = open_file(&client, &p("out.sr"), &p("dec.sr"));
+                    assert_eq!(copied, n as u64);
+                },
+                BatchSize::PerIteration,
+            )
         });
     }
     g.finish();
