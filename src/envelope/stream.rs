@@ -2,7 +2,9 @@
 //!
 //! Same format as [`crate::Client::seal`] / [`crate::Client::open`]
 //! (docs/FORMAT.md, "Envelope message"): a message written by either side
-//! opens with either side. Memory use is bounded by two frames.
+//! opens with either side. Memory use is bounded: two frames on one
+//! thread; with frame workers, `2 × threads + 1` jobs of about 1 MiB of
+//! frames each (see [`SealWriter`] and [`OpenReader`]).
 //!
 //! The frame logic is IO-free ([`FrameSealer`], [`FrameOpener`],
 //! [`header_needs`]) so the blocking wrappers here and the `AsyncRead` /
