@@ -5,17 +5,21 @@
 //!   `open_reader` (from memory), one thread vs the ring's default (every
 //!   core), against raw AES-256-GCM over the same bytes in one call;
 //! - `stream_file`: a file (1 GiB by default; `STRONGROOM_BENCH_STREAM_MB`)
-//!   sealed file → file and opened file → file, against the `age` CLI
-//!   (X25519 recipient) on the same file, when `age` is installed (else the
-//!   group says it skipped).
+//!   sealed file → file (`SealWriter::copy_from`) and opened file → file
+//!   (`OpenReader::copy_to`), against the `age` CLI (X25519 recipient) on
+//!   the same file, when `age` is installed (else the group says it
+//!   skipped);
+//!
+//! The CPU cores kept busy and the peak memory of whole processes on such a
+//! file (ours and `age`) are measured by `examples/stream_cost.rs`.
 //!
 //! `cargo bench --bench streams`; `cargo run --release --example
 //! bench_report` prints the ratios.
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -120,7 +124,7 @@ fn stream_file(c: &mut Criterion) {
         for _ in 0..mb {
             f.write_all(&block).unwrap();
         }
-        f.flush().unwrap();
+        f.into_inner().unwrap().sync_all().unwrap();
     }
     run(Command::new("age-keygen").arg("-o").arg(p("age.key")));
     let key_text = std::fs::read_to_string(p("age.key")).unwrap();
@@ -135,50 +139,88 @@ fn stream_file(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(100));
     g.measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(n as u64));
+    // Every run, ours and age's alike, writes a new file with no backlog
+    // of dirty pages from the run before: the output is flushed to disk
+    // and removed in the (untimed) setup of the next run.
+    let fresh = |out: &Path| {
+        if let Ok(f) = File::open(out) {
+            f.sync_all().unwrap();
+            std::fs::remove_file(out).unwrap();
+        }
+    };
     g.bench_function("age_encrypt", |b| {
-        b.iter(|| {
-            run(Command::new("age")
-                .arg("-r")
-                .arg(&recipient)
-                .arg("-o")
-                .arg(p("out.age"))
-                .arg(p("in")))
-        })
+        b.iter_batched(
+            || fresh(&p("out.age")),
+            |()| {
+                run(Command::new("age")
+                    .arg("-r")
+                    .arg(&recipient)
+                    .arg("-o")
+                    .arg(p("out.age"))
+                    .arg(p("in")))
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.bench_function("age_decrypt", |b| {
-        b.iter(|| {
-            run(Command::new("age")
-                .arg("-d")
-                .arg("-i")
-                .arg(p("age.key"))
-                .arg("-o")
-                .arg(p("dec.age"))
-                .arg(p("out.age")))
-        })
+        b.iter_batched(
+            || fresh(&p("dec.age")),
+            |()| {
+                run(Command::new("age")
+                    .arg("-d")
+                    .arg("-i")
+                    .arg(p("age.key"))
+                    .arg("-o")
+                    .arg(p("dec.age"))
+                    .arg(p("out.age")))
+            },
+            BatchSize::PerIteration,
+        )
     });
     for (label, threads) in MODES {
         let (client, key) = client(threads);
-        let seal = |to: &Path| {
-            let mut input = File::open(p("in")).unwrap();
-            let out = File::create(to).unwrap();
-            let mut w = client
-                .seal_writer(&key, &ctx(), Default::default(), out)
-                .unwrap();
-            io::copy(&mut input, &mut w).unwrap();
-            w.finish().unwrap();
-        };
-        g.bench_function(format!("seal_{label}"), |b| b.iter(|| seal(&p("out.sr"))));
+        let seal = |to: &Path| seal_file(&client, &key, &p("in"), to);
+        g.bench_function(format!("seal_{label}"), |b| {
+            b.iter_batched(
+                || fresh(&p("out.sr")),
+                |()| seal(&p("out.sr")),
+                BatchSize::PerIteration,
+            )
+        });
         seal(&p("out.sr"));
         g.bench_function(format!("open_{label}"), |b| {
-            b.iter(|| {
-                let input = BufReader::with_capacity(1 << 20, File::open(p("out.sr")).unwrap());
-                let mut r = client.open_reader(input, &ctx()).unwrap();
-                let mut out = File::create(p("dec.sr")).unwrap();
-                assert_eq!(io::copy(&mut r, &mut out).unwrap(), n as u64);
-            })
+            b.iter_batched(
+                || fresh(&p("dec.sr")),
+                |()| {
+                    let copied = open_file(&client, &p("out.sr"), &p("dec.sr"));
+                    assert_eq!(copied, n as u64);
+                },
+                BatchSize::PerIteration,
+            )
         });
     }
     g.finish();
+}
+
+/// Seals the file `from` into the file `to` (straight into the frame
+/// buffers).
+fn seal_file(client: &Client, key: &str, from: &Path, to: &Path) {
+    let mut input = File::open(from).unwrap();
+    let out = File::create(to).unwrap();
+    let mut w = client
+        .seal_writer(key, &ctx(), Default::default(), out)
+        .unwrap();
+    w.copy_from(&mut input).unwrap();
+    w.finish().unwrap();
+}
+
+/// Opens the file `from` into the file `to` (straight from the frame
+/// buffers); the plaintext length.
+fn open_file(client: &Client, from: &Path, to: &Path) -> u64 {
+    let input = File::open(from).unwrap();
+    let mut r = client.open_reader(input, &ctx()).unwrap();
+    let mut out = File::create(to).unwrap();
+    r.copy_to(&mut out).unwrap()
 }
 
 criterion_group! {
@@ -188,4 +230,5 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = stream, stream_file
 }
+
 criterion_main!(benches);

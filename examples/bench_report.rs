@@ -50,6 +50,67 @@ fn target_min(target: &str) -> Option<f64> {
         .ok()
 }
 
+/// Whole processes streaming a file, ours and the `age` CLI
+/// (`examples/stream_cost.rs`, written to `stream_file_cost.txt`): wall
+/// time, CPU cores busy and peak RSS. Returns how many rows miss their
+/// target (every core: ≥ 1.70 cores busy, peak RSS ≤ 32 MiB, ≥ 1.60× as
+/// fast as `age`).
+fn print_stream_cost(root: &Path) -> usize {
+    let Ok(text) = std::fs::read_to_string(root.join("stream_file_cost.txt")) else {
+        println!(
+            "stream file→file CPU/RSS: not measured (run `cargo run --release --example stream_cost`)"
+        );
+        return 0;
+    };
+    let mut rows: Vec<(String, [f64; 4])> = Vec::new();
+    let mut size = String::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            size = comment.split(';').next().unwrap_or_default().to_owned();
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let Some(name) = parts.next() else { continue };
+        let v: Vec<f64> = parts.filter_map(|x| x.parse().ok()).collect();
+        if let [e, u, s, m] = v[..] {
+            rows.push((name.to_owned(), [e, u, s, m]));
+        }
+    }
+    let get = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
+    println!("stream file→file, whole processes ({size}; examples/stream_cost.rs, median of 3):");
+    println!(
+        "{:<20} {:>8} {:>11} {:>13} {:>9}  target",
+        "process", "wall (s)", "cores busy", "peak RSS MiB", "vs age"
+    );
+    let mut missed = 0;
+    for (name, [e, u, s, m]) in &rows {
+        let cores = (u + s) / e.max(0.01);
+        let rss = m / 1024.0;
+        let age = if name.starts_with("seal") {
+            get("age_encrypt")
+        } else if name.starts_with("open") {
+            get("age_decrypt")
+        } else {
+            None
+        };
+        let vs_age = age.map(|a| a[0] / e.max(0.01));
+        let mut target = String::new();
+        if name.ends_with("all_cores") {
+            target.push_str("≥ 1.70 cores, ≤ 32 MiB, ≥ 1.60 vs age");
+            let miss = cores < 1.70 || rss > 32.0 || vs_age.is_some_and(|r| r < 1.60);
+            if miss {
+                missed += 1;
+                target.push_str("  << MISSES TARGET");
+            }
+        }
+        println!(
+            "{name:<20} {e:>8.2} {cores:>11.2} {rss:>13.1} {:>9}  {target}",
+            vs_age.map_or("-".to_owned(), |r| format!("{r:.2}"))
+        );
+    }
+    missed
+}
+
 fn main() {
     let root = criterion_dir();
     let sizes = [64usize, 1024, 16384, 1048576];
@@ -340,6 +401,7 @@ fn main() {
             ),
         }
     }
+    missed += print_stream_cost(&root);
     if missed > 0 {
         println!("{missed} row(s) miss their target");
     }

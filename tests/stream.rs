@@ -245,3 +245,177 @@ fn frame_workers_release_nothing_after_a_bad_frame() {
     longer.push(0);
     assert!(stream_open(&c, &longer, 64).is_err());
 }
+
+/// A reader that returns at most `piece` bytes per call, as a pipe or a
+/// socket may.
+struct Trickle<'a> {
+    data: &'a [u8],
+    piece: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.piece).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn copy_from_and_copy_to_write_the_same_bytes_around_job_sizes() {
+    // Workers start after two frames; jobs then hold 1, 2, 4, ... frames up
+    // to about 1 MiB (16 frames of 64 KiB, 3 of 300,000 bytes), so frame
+    // counts 2 + 1 + 2 + 4 + 8 + 16 = 33 and 33 + 16 = 49 end a job.
+    for (frames, frame) in [
+        (33usize, 65_536u32),
+        (49, 65_536),
+        (2 + 1 + 2 + 3 + 3, 300_000),
+        (3, 4096),
+    ] {
+        for n in [
+            frames * frame as usize - 1,
+            frames * frame as usize,
+            frames * frame as usize + 1,
+        ] {
+            let d = data(n);
+            let (serial, key) = seeded(1);
+            let reference = stream_seal(&serial, &key, &d, frame, 65_536);
+            for threads in [1, 2, 3] {
+                for piece in [n + 1, 50_000, 65_536 + 3] {
+                    // A fresh seeded ring per message: the same key, data
+                    // key and message id as the reference.
+                    let (c, key2) = seeded(threads);
+                    assert_eq!(key, key2);
+                    let mut w = c
+                        .seal_writer(
+                            &key2,
+                            &ctx(),
+                            SealOptions::new().frame_len(frame),
+                            Vec::new(),
+                        )
+                        .unwrap();
+                    let copied = w.copy_from(&mut Trickle { data: &d, piece }).unwrap();
+                    assert_eq!(copied, n as u64);
+                    let m = w.finish().unwrap();
+                    assert!(
+                        m == reference,
+                        "{n} bytes, {threads} threads, pieces {piece}"
+                    );
+                }
+                let (c, _) = seeded(threads);
+                for piece in [1000, 1 << 20] {
+                    let mut r = c
+                        .open_reader(
+                            Trickle {
+                                data: &reference,
+                                piece,
+                            },
+                            &ctx(),
+                        )
+                        .unwrap();
+                    let mut out = Vec::new();
+                    assert_eq!(r.copy_to(&mut out).unwrap(), n as u64);
+                    assert!(out == d, "{n} bytes, {threads} threads, pieces {piece}");
+                    // The end stays the end.
+                    assert_eq!(r.read(&mut [0u8; 4]).unwrap(), 0);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn copy_to_writes_exactly_the_frames_before_a_bad_one() {
+    let frame = 4096usize;
+    let (c, key) = seeded(2);
+    // 2 + 1 + 2 + 4 + 8 + 16 + 32 + 64 + 128 + 256 frames: jobs of every size.
+    let d = data(frame * 600 + 7);
+    let m = stream_seal(&c, &key, &d, frame as u32, 100_000);
+    let body_start = m.len() - (600 * (4 + frame + 16) + (12 + 7 + 16));
+    for bad_frame in [2usize, 3, 5, 100, 255, 256, 300, 599, 600] {
+        let mut b = m.clone();
+        b[body_start + bad_frame * (4 + frame + 16) + 9] ^= 1;
+        let mut r = c
+            .open_reader(
+                Trickle {
+                    data: &b,
+                    piece: 70_000,
+                },
+                &ctx(),
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        let err = r.copy_to(&mut out).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(out.len(), bad_frame * frame, "frame {bad_frame}");
+        assert!(out == d[..out.len()], "frame {bad_frame}");
+        assert!(r.copy_to(&mut out).is_err());
+    }
+    // Truncated inside a later job, and a byte after the end.
+    for cut in [1, 17, 4096, 50_000, 1 << 20] {
+        let mut r = c.open_reader(&m[..m.len() - cut], &ctx()).unwrap();
+        assert!(r.copy_to(&mut Vec::new()).is_err(), "cut {cut}");
+    }
+    let mut longer = m.clone();
+    longer.push(0);
+    let mut r = c.open_reader(&longer[..], &ctx()).unwrap();
+    let mut out = Vec::new();
+    assert!(r.copy_to(&mut out).is_err());
+    assert_eq!(
+        out.len(),
+        600 * frame,
+        "every regular frame, not the final one"
+    );
+}
+
+#[test]
+fn a_failing_source_leaves_the_writer_usable() {
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("source broke"));
+            }
+            let n = buf.len().min(self.0).min(1000);
+            buf[..n].fill(7);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    for threads in [1, 2] {
+        let (c, key) = seeded(threads);
+        let mut w = c
+            .seal_writer(&key, &ctx(), SealOptions::new().frame_len(256), Vec::new())
+            .unwrap();
+        let err = w.copy_from(&mut Failing(10_000)).unwrap_err();
+        assert_eq!(err.to_string(), "source broke");
+        w.write_all(&[7u8; 5]).unwrap();
+        let m = w.finish().unwrap();
+        assert_eq!(stream_open(&c, &m, 999).unwrap(), vec![7u8; 10_005]);
+    }
+}
+
+#[test]
+fn copy_to_a_writer_that_takes_little_at_a_time() {
+    /// Takes at most 777 bytes per call, and only from the first slice of
+    /// a vectored write (the default `write_vectored`).
+    struct Dribble(Vec<u8>);
+    impl Write for Dribble {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(777);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (c, key) = seeded(2);
+    let d = data(300 * 1024 + 5);
+    let m = stream_seal(&c, &key, &d, 1024, 10_000);
+    let mut r = c.open_reader(&m[..], &ctx()).unwrap();
+    let mut out = Dribble(Vec::new());
+    assert_eq!(r.copy_to(&mut out).unwrap(), d.len() as u64);
+    assert!(out.0 == d);
+}

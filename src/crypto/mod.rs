@@ -144,6 +144,77 @@ impl Cipher {
         }
     }
 
+    /// Encrypts `input` into `output` (the same length; no copy of the
+    /// plaintext is made first) and returns the tag.
+    pub(crate) fn seal_to(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        let too_long = |_| Error::invalid("message too long for the AEAD");
+        let unequal = |_| Error::invalid("internal: AEAD input and output lengths differ");
+        Ok(match self {
+            Cipher::Aes(c) => {
+                let buf = aes_gcm::aead::inout::InOutBuf::new(input, output).map_err(unequal)?;
+                c.encrypt_inout_detached(&(*nonce).into(), aad, buf)
+                    .map_err(too_long)?
+                    .into()
+            }
+            Cipher::ChaCha(c) => {
+                let buf = aes_gcm::aead::inout::InOutBuf::new(input, output).map_err(unequal)?;
+                c.encrypt_inout_detached(&(*nonce).into(), aad, buf)
+                    .map_err(too_long)?
+                    .into()
+            }
+            #[cfg(feature = "aws-lc-rs")]
+            Cipher::AwsLc(_) => {
+                if input.len() != output.len() {
+                    return Err(Error::invalid(
+                        "internal: AEAD input and output lengths differ",
+                    ));
+                }
+                output.copy_from_slice(input);
+                return self.seal_in_place(nonce, aad, output);
+            }
+        })
+    }
+
+    /// Decrypts `input` into `output` (the same length) against `tag`.
+    /// False if it does not authenticate (or the lengths differ): `output`
+    /// may then hold unauthenticated bytes, which the caller must zeroize
+    /// and discard (every caller does).
+    pub(crate) fn open_to(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> bool {
+        if input.len() != output.len() {
+            return false;
+        }
+        match self {
+            Cipher::Aes(c) => aes_gcm::aead::inout::InOutBuf::new(input, output).is_ok_and(|b| {
+                c.decrypt_inout_detached(&(*nonce).into(), aad, b, &(*tag).into())
+                    .is_ok()
+            }),
+            Cipher::ChaCha(c) => {
+                aes_gcm::aead::inout::InOutBuf::new(input, output).is_ok_and(|b| {
+                    c.decrypt_inout_detached(&(*nonce).into(), aad, b, &(*tag).into())
+                        .is_ok()
+                })
+            }
+            #[cfg(feature = "aws-lc-rs")]
+            Cipher::AwsLc(_) => {
+                output.copy_from_slice(input);
+                self.open_in_place(nonce, aad, output, tag)
+            }
+        }
+    }
+
     /// Decrypts `ciphertext || tag`, appending the plaintext to `out`. On
     /// failure `out` is restored to its former length (and the partial
     /// plaintext overwritten) and the opaque error returned.
@@ -284,13 +355,25 @@ mod tests {
                         let c = provider.cipher(alg, &key);
                         let mut buf = t.ct.to_vec();
                         let ok = c.open_in_place(&nonce, &t.aad, &mut buf, &tag);
+                        // The same from one buffer into another.
+                        let mut out = vec![0u8; t.ct.len()];
+                        let ok_to = c.open_to(&nonce, &t.aad, &t.ct, &mut out, &tag);
+                        assert_eq!(ok, ok_to, "{provider} {name:?} {} open_to", t.tc_id);
                         match t.result {
                             TestResult::Valid => {
                                 assert!(ok, "{provider} {name:?} {} rejected", t.tc_id);
                                 assert_eq!(buf, &t.pt[..]);
+                                assert_eq!(out, &t.pt[..]);
                                 let mut ct = t.pt.to_vec();
                                 let got = c.seal_in_place(&nonce, &t.aad, &mut ct).unwrap();
                                 assert_eq!((&ct[..], got), (&t.ct[..], tag));
+                                let mut ct_to = vec![0u8; t.pt.len()];
+                                let got = c.seal_to(&nonce, &t.aad, &t.pt, &mut ct_to).unwrap();
+                                assert_eq!((&ct_to[..], got), (&t.ct[..], tag));
+                                // Lengths that differ are an error, not a panic.
+                                let mut short = vec![0u8; t.pt.len() + 1];
+                                assert!(c.seal_to(&nonce, &t.aad, &t.pt, &mut short).is_err());
+                                assert!(!c.open_to(&nonce, &t.aad, &t.ct, &mut short, &tag));
                             }
                             TestResult::Invalid => {
                                 assert!(!ok, "{provider} {name:?} {} accepted", t.tc_id)

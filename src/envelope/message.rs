@@ -189,7 +189,9 @@ pub(crate) fn encrypt_body(
 
 /// Appends the header tag and the framed body to `out`, whose bytes from
 /// `header_start` are the header. The buffer grows once, by exactly the
-/// body's size.
+/// body's size: into a fresh zeroed allocation when it must grow, whose
+/// pages the threads that write them fault in (so a large output is not
+/// first written once by the calling thread alone).
 pub(crate) fn append_body(
     out: &mut Vec<u8>,
     header_start: usize,
@@ -207,29 +209,64 @@ pub(crate) fn append_body(
             "data too large for this frame length: use a larger frame length",
         ));
     }
+    let stride = 4 + f + TAG_LEN;
     let final_len = data.len() - n_regular * f;
-    let body = TAG_LEN + n_regular * (4 + f + TAG_LEN) + (4 + 4 + 4 + final_len + TAG_LEN);
-    out.reserve_exact(body);
+    let body = TAG_LEN + n_regular * stride + (4 + 4 + 4 + final_len + TAG_LEN);
     let tag = header_tag(derived, &out[header_start..])?;
-    out.extend_from_slice(&tag);
+    let base = out.len();
+    grow_zeroed(out, base + body);
+    let (tag_out, frames_out) = out[base..].split_at_mut(TAG_LEN);
+    tag_out.copy_from_slice(&tag);
+    let (regular_out, final_out) = frames_out.split_at_mut(n_regular * stride);
+    let (regular_in, final_in) = data.split_at(n_regular * f);
     let workers = workers_for(threads, n_regular, data.len());
-    if workers > 1 {
-        seal_regular_parallel(derived, message_id, f, &data[..n_regular * f], out, workers)?;
-    } else {
-        for (seq, chunk) in (1u32..).zip(data[..n_regular * f].chunks_exact(f)) {
-            seal_frame(derived, message_id, seq, false, chunk, out)?;
+    let per = frames_per_task(n_regular, f, workers);
+    let tasks: Vec<FramePart<'_>> = regular_out
+        .chunks_mut(per * stride)
+        .zip(regular_in.chunks(per * f))
+        .enumerate()
+        .map(|(t, p)| (t * per, p))
+        .collect();
+    run_tasks(tasks, workers, |(first, (dst, src))| {
+        for (i, (slot, chunk)) in dst
+            .chunks_exact_mut(stride)
+            .zip(src.chunks_exact(f))
+            .enumerate()
+        {
+            // Below 2^32 - 2 frames (checked above).
+            let seq = (first + i + 1) as u32;
+            seal_frame_to(derived, message_id, seq, false, chunk, slot)?;
         }
-    }
+        Ok(())
+    })
+    .map_err(|e| e.unwrap_or_else(|| Error::invalid("a sealing thread failed")))?;
     // n_regular < 2^32 - 2 was checked above.
     let seq = n_regular as u32 + 1;
-    seal_frame(derived, message_id, seq, true, &data[n_regular * f..], out)
+    seal_frame_to(derived, message_id, seq, true, final_in, final_out)
+}
+
+/// Grows `out` to `len` bytes (new bytes zero). When its capacity is too
+/// small, the bytes move into a fresh zeroed allocation instead of being
+/// reallocated and then zero-filled: a large allocation is fresh pages
+/// from the OS, which are first touched (and faulted in) by the threads
+/// that fill them. The old buffer is zeroized before it is freed (it may
+/// hold a caller's plaintext).
+fn grow_zeroed(out: &mut Vec<u8>, len: usize) {
+    if out.capacity() >= len {
+        out.resize(len, 0);
+        return;
+    }
+    let mut fresh = vec![0u8; len];
+    fresh[..out.len()].copy_from_slice(out);
+    let mut old = std::mem::replace(out, fresh);
+    zeroize::Zeroize::zeroize(&mut old);
 }
 
 /// Messages shorter than this stay on the caller's thread: below it, the
 /// cost of starting threads is a noticeable part of the work.
 pub(crate) const PARALLEL_MIN_BYTES: usize = 512 * 1024;
 
-/// One thread's share of a message: the index of its first frame, its part
+/// A task of the parallel paths: the index of its first frame, its part
 /// of the output and its part of the input.
 type FramePart<'a> = (usize, (&'a mut [u8], &'a [u8]));
 
@@ -245,80 +282,69 @@ fn workers_for(threads: usize, n_regular: usize, len: usize) -> usize {
     threads.min(n_regular / MIN_FRAMES_PER_WORKER).max(1)
 }
 
-/// Runs `work` on each of `parts` (index of the first frame, part), the
-/// first on the calling thread and the others on scoped threads; the
-/// results in order of the parts (none for no parts). A worker that panics is reported as an
-/// error (the AEAD code does not panic on any input, but a failure of one
-/// thread must never become a silent success).
-fn run_parts<P: Send, T: Send>(
-    parts: Vec<(usize, P)>,
-    work: impl Fn(usize, P) -> T + Sync,
-) -> Vec<Option<T>> {
-    std::thread::scope(|s| {
-        let mut parts = parts.into_iter();
-        let first = parts.next();
-        let handles: Vec<_> = parts
-            .map(|(i, p)| {
-                let work = &work;
-                s.spawn(move || work(i, p))
-            })
-            .collect();
-        let mut results = Vec::with_capacity(handles.len() + 1);
-        if let Some((i, p)) = first {
-            results.push(Some(work(i, p)));
-        }
-        results.extend(handles.into_iter().map(|h| h.join().ok()));
-        results
-    })
+/// Frames per task: about [`super::frames::JOB_BYTES`] of data, and at
+/// least four tasks per thread so that a thread slowed down by other work
+/// on the machine leaves its share to the others.
+fn frames_per_task(n_regular: usize, f: usize, workers: usize) -> usize {
+    if workers <= 1 {
+        return n_regular.max(1);
+    }
+    let balanced = n_regular.div_ceil(4 * workers);
+    super::frames::frames_per_job(f, 1).min(balanced).max(1)
 }
 
-/// Appends the regular frames of `data` (a whole number of frames of `f`
-/// bytes) to `out`, `workers` threads each encrypting a run of consecutive
-/// frames in place into its own part of the output. The bytes are exactly
-/// those of the sequential loop.
-fn seal_regular_parallel(
-    derived: &Derived,
-    message_id: &[u8; MESSAGE_ID_LEN],
-    f: usize,
-    data: &[u8],
-    out: &mut Vec<u8>,
+/// Runs `work` on every task, on `workers` threads: the calling thread
+/// and `workers - 1` scoped threads, each taking the next task from a
+/// shared queue until none is left (or one failed). `Err(Some(e))` is the
+/// first error met, `Err(None)` a thread that panicked: a failure of one
+/// thread never becomes a silent success. If threads cannot be started
+/// the calling thread does every task.
+fn run_tasks<T: Send>(
+    tasks: Vec<T>,
     workers: usize,
-) -> Result<()> {
-    let stride = 4 + f + TAG_LEN;
-    let n = data.len() / f;
-    let per = n.div_ceil(workers);
-    let base = out.len();
-    out.resize(base + n * stride, 0);
-    let parts: Vec<FramePart<'_>> = out[base..]
-        .chunks_mut(per * stride)
-        .zip(data.chunks(per * f))
-        .enumerate()
-        .map(|(w, p)| (w * per, p))
-        .collect();
-    let results = run_parts(parts, |first, (dst, src)| -> Result<()> {
-        for (i, (frame, chunk)) in dst
-            .chunks_exact_mut(stride)
-            .zip(src.chunks_exact(f))
-            .enumerate()
-        {
-            // Below 2^32 - 2 frames (checked by the caller).
-            let seq = (first + i + 1) as u32;
-            let (head, rest) = frame.split_at_mut(4);
-            head.copy_from_slice(&seq.to_be_bytes());
-            let (body, tag) = rest.split_at_mut(f);
-            body.copy_from_slice(chunk);
-            let aad = frame_aad(message_id, false, seq, f as u64);
-            tag.copy_from_slice(&derived.cipher.seal_in_place(&nonce_for(seq), &aad, body)?);
+    work: impl Fn(T) -> Result<()> + Sync,
+) -> std::result::Result<(), Option<Error>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failed = AtomicBool::new(false);
+    let first_error = std::sync::Mutex::new(None);
+    let queue = std::sync::Mutex::new(tasks.into_iter());
+    let run = || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while !failed.load(Ordering::Relaxed) {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some(task) = next else { return };
+                if let Err(e) = work(task) {
+                    failed.store(true, Ordering::Relaxed);
+                    let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                    first.get_or_insert(e);
+                    return;
+                }
+            }
+        }));
+        if outcome.is_err() {
+            failed.store(true, Ordering::Relaxed);
         }
-        Ok(())
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..workers)
+            .map_while(|_| {
+                std::thread::Builder::new()
+                    .name("strongroom-frames".into())
+                    .spawn_scoped(s, run)
+                    .ok()
+            })
+            .collect();
+        run();
+        for h in helpers {
+            if h.join().is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
     });
-    for r in results {
-        match r {
-            Some(r) => r?,
-            None => return Err(Error::invalid("a sealing thread failed")),
-        }
+    if !failed.load(Ordering::Relaxed) {
+        return Ok(());
     }
-    Ok(())
+    Err(first_error.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The one frame-length rule: 1 to [`MAX_FRAME_LEN`] bytes.
@@ -370,21 +396,58 @@ pub(crate) fn seal_frame(
         .seal_append(&nonce_for(seq), &aad, chunk, out)
 }
 
-/// Bytes reserved in front of a frame's plaintext by
-/// [`seal_frame_in_place`]: room for the longest frame header.
-pub(crate) const FRAME_PREFIX: usize = 12;
-
-/// Seals one frame in place: `buf` is [`FRAME_PREFIX`] reserved bytes then
-/// the plaintext. Writes the frame header at the end of the reserved bytes,
-/// encrypts in place and appends the tag; returns where the frame starts in
-/// `buf`. The bytes from there are exactly those of [`seal_frame`].
-pub(crate) fn seal_frame_in_place(
+/// Writes one frame (regular or final) holding `chunk` into `slot`, which
+/// is exactly the frame's size (header, `chunk.len()`, tag): the bytes of
+/// [`seal_frame`], encrypted straight from `chunk` into place.
+pub(crate) fn seal_frame_to(
     derived: &Derived,
     message_id: &[u8; MESSAGE_ID_LEN],
     seq: u32,
     is_final: bool,
-    buf: &mut Vec<u8>,
-) -> Result<usize> {
+    chunk: &[u8],
+    slot: &mut [u8],
+) -> Result<()> {
+    let (head, h, len) = frame_head(seq, is_final, chunk.len())?;
+    if slot.len() != h + chunk.len() + TAG_LEN {
+        return Err(Error::invalid("internal: frame slot of the wrong size"));
+    }
+    let (slot_head, rest) = slot.split_at_mut(h);
+    slot_head.copy_from_slice(&head[..h]);
+    let (body, tag_out) = rest.split_at_mut(chunk.len());
+    let aad = frame_aad(message_id, is_final, seq, u64::from(len));
+    let tag = derived.cipher.seal_to(&nonce_for(seq), &aad, chunk, body)?;
+    tag_out.copy_from_slice(&tag);
+    Ok(())
+}
+
+/// Seals one frame in place: `slot` is the frame's header room (4 bytes
+/// for a regular frame, 12 for the final one), its plaintext, then 16
+/// bytes for the tag. The bytes are then exactly those of [`seal_frame`].
+pub(crate) fn seal_frame_slot(
+    derived: &Derived,
+    message_id: &[u8; MESSAGE_ID_LEN],
+    seq: u32,
+    is_final: bool,
+    slot: &mut [u8],
+) -> Result<()> {
+    let h = if is_final { 12 } else { 4 };
+    let n = slot
+        .len()
+        .checked_sub(h + TAG_LEN)
+        .ok_or_else(|| Error::invalid("internal: frame slot too short"))?;
+    let (head, _, len) = frame_head(seq, is_final, n)?;
+    let (slot_head, rest) = slot.split_at_mut(h);
+    slot_head.copy_from_slice(&head[..h]);
+    let (body, tag_out) = rest.split_at_mut(n);
+    let aad = frame_aad(message_id, is_final, seq, u64::from(len));
+    let tag = derived.cipher.seal_in_place(&nonce_for(seq), &aad, body)?;
+    tag_out.copy_from_slice(&tag);
+    Ok(())
+}
+
+/// A frame's header (4 bytes regular, 12 final) and its length field,
+/// with the sequence-number bounds every writer applies.
+fn frame_head(seq: u32, is_final: bool, len: usize) -> Result<([u8; 12], usize, u32)> {
     let max = if is_final {
         FINAL_MARKER - 1
     } else {
@@ -393,51 +456,41 @@ pub(crate) fn seal_frame_in_place(
     if seq == 0 || seq > max {
         return Err(Error::invalid("too many frames: use a larger frame length"));
     }
-    let n = buf
-        .len()
-        .checked_sub(FRAME_PREFIX)
-        .ok_or_else(|| Error::invalid("internal: frame buffer without its prefix"))?;
-    let len = u32::try_from(n).map_err(|_| Error::invalid("frame too large"))?;
-    let start = if is_final {
-        buf[0..4].copy_from_slice(&FINAL_MARKER.to_be_bytes());
-        buf[4..8].copy_from_slice(&seq.to_be_bytes());
-        buf[8..12].copy_from_slice(&len.to_be_bytes());
-        0
+    let len = u32::try_from(len).map_err(|_| Error::invalid("frame too large"))?;
+    let mut head = [0u8; 12];
+    if is_final {
+        head[..4].copy_from_slice(&FINAL_MARKER.to_be_bytes());
+        head[4..8].copy_from_slice(&seq.to_be_bytes());
+        head[8..].copy_from_slice(&len.to_be_bytes());
+        Ok((head, 12, len))
     } else {
-        buf[8..12].copy_from_slice(&seq.to_be_bytes());
-        8
-    };
-    let aad = frame_aad(message_id, is_final, seq, u64::from(len));
-    let tag = derived
-        .cipher
-        .seal_in_place(&nonce_for(seq), &aad, &mut buf[FRAME_PREFIX..])?;
-    buf.extend_from_slice(&tag);
-    Ok(start)
+        head[..4].copy_from_slice(&seq.to_be_bytes());
+        Ok((head, 4, len))
+    }
 }
 
-/// Opens one frame in place: `buf` holds `ciphertext || tag` and ends up
-/// holding the plaintext (on failure, the partial plaintext is wiped and
-/// `buf` emptied). Every failure is the opaque error.
-pub(crate) fn open_frame_in_place(
+/// Opens one frame in place: `slot` holds `ciphertext || tag` and ends up
+/// holding the plaintext then the (verified) tag. On failure what it held
+/// is wiped. Every failure is the opaque error.
+pub(crate) fn open_frame_slot(
     derived: &Derived,
     message_id: &[u8; MESSAGE_ID_LEN],
     seq: u32,
     is_final: bool,
-    buf: &mut Vec<u8>,
+    slot: &mut [u8],
 ) -> Result<()> {
-    let len = buf
+    let len = slot
         .len()
         .checked_sub(TAG_LEN)
         .ok_or(Error::DecryptionFailed)?;
     let aad = frame_aad(message_id, is_final, seq, len as u64);
-    let tag: [u8; TAG_LEN] = buf[len..].try_into().map_err(|_| Error::DecryptionFailed)?;
-    buf.truncate(len);
+    let (body, tag) = slot.split_at_mut(len);
+    let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::DecryptionFailed)?;
     if !derived
         .cipher
-        .open_in_place(&nonce_for(seq), &aad, buf, &tag)
+        .open_in_place(&nonce_for(seq), &aad, body, &tag)
     {
-        zeroize::Zeroize::zeroize(buf);
-        buf.clear();
+        zeroize::Zeroize::zeroize(slot);
         return Err(Error::DecryptionFailed);
     }
     Ok(())
@@ -546,10 +599,12 @@ pub(crate) fn decrypt_frames(
     Ok(out)
 }
 
-/// Appends the authenticated plaintext of every frame to `out`. Capacity is
-/// reserved up front (the plaintext is never reallocated, and so never left
-/// behind unzeroized); on any failure what was appended is zeroized and
-/// removed, and the error is the opaque one.
+/// Appends the authenticated plaintext of every frame to `out`. The buffer
+/// grows once, by exactly the plaintext's size, before any decryption (the
+/// plaintext is never reallocated, and so never left behind unzeroized;
+/// a fresh allocation's pages are faulted in by the threads that decrypt
+/// into them); on any failure what was appended is zeroized and removed,
+/// and the error is the opaque one.
 pub(crate) fn append_plaintext(
     h: &MessageHeader<'_>,
     derived: &Derived,
@@ -557,7 +612,6 @@ pub(crate) fn append_plaintext(
     threads: usize,
 ) -> Result<()> {
     let start = out.len();
-    out.reserve_exact(h.body.len());
     let result = append_frames(h, derived, out, threads);
     if result.is_err() {
         zeroize::Zeroize::zeroize(&mut out[start..]);
@@ -606,9 +660,10 @@ fn body_layout(body: &[u8], f: usize) -> Result<Layout> {
     }
 }
 
-/// Decrypts the frames of `h` into `out` (already reserved for the whole
-/// plaintext), on up to `threads` threads. The caller zeroizes and removes
-/// what was appended if this fails.
+/// Decrypts the frames of `h` into `out`, on up to `threads` threads, each
+/// decrypting tasks of consecutive frames straight from the body into its
+/// part of the output. The caller zeroizes and removes what was appended
+/// if this fails.
 fn append_frames(
     h: &MessageHeader<'_>,
     derived: &Derived,
@@ -620,19 +675,18 @@ fn append_frames(
     let layout = body_layout(h.body, f)?;
     let n = layout.regular;
     let start = out.len();
-    out.resize(start + n * f + layout.final_len, 0);
+    grow_zeroed(out, start + n * f + layout.final_len);
     let (regular_out, final_out) = out[start..].split_at_mut(n * f);
     let workers = workers_for(threads, n, n * f);
-    let per = n.div_ceil(workers).max(1);
-    let parts: Vec<FramePart<'_>> = regular_out
+    let per = frames_per_task(n, f, workers);
+    let tasks: Vec<FramePart<'_>> = regular_out
         .chunks_mut(per * f)
         .zip(h.body[..n * stride].chunks(per * stride))
         .enumerate()
-        .map(|(w, p)| (w * per, p))
+        .map(|(t, p)| (t * per, p))
         .collect();
     let message_id = &h.message_id;
-    let results = run_parts(parts, |first, (dst, src)| {
-        let mut ok = true;
+    run_tasks(tasks, workers, |(first, (dst, src))| {
         for (i, (plain, frame)) in dst
             .chunks_exact_mut(f)
             .zip(src.chunks_exact(stride))
@@ -641,32 +695,26 @@ fn append_frames(
             // Below 2^32 - 2 frames (checked by `body_layout`).
             let seq = (first + i + 1) as u32;
             let (ct, tag) = frame[4..].split_at(f);
-            let Ok(tag) = <&[u8; TAG_LEN]>::try_from(tag) else {
-                return false;
-            };
-            plain.copy_from_slice(ct);
+            let tag = <&[u8; TAG_LEN]>::try_from(tag).map_err(|_| Error::DecryptionFailed)?;
             let aad = frame_aad(message_id, false, seq, f as u64);
-            ok &= derived
+            if !derived
                 .cipher
-                .open_in_place(&nonce_for(seq), &aad, plain, tag);
-            if !ok {
-                break;
+                .open_to(&nonce_for(seq), &aad, ct, plain, tag)
+            {
+                return Err(Error::DecryptionFailed);
             }
         }
-        ok
-    });
-    if !results.into_iter().all(|r| r == Some(true)) {
-        return Err(Error::DecryptionFailed);
-    }
+        Ok(())
+    })
+    .map_err(|_| Error::DecryptionFailed)?;
     let fin = &h.body[n * stride + 12..];
     let (ct, tag) = fin.split_at(layout.final_len);
     let tag = <&[u8; TAG_LEN]>::try_from(tag).map_err(|_| Error::DecryptionFailed)?;
-    final_out.copy_from_slice(ct);
     let seq = n as u32 + 1;
     let aad = frame_aad(message_id, true, seq, layout.final_len as u64);
     if !derived
         .cipher
-        .open_in_place(&nonce_for(seq), &aad, final_out, tag)
+        .open_to(&nonce_for(seq), &aad, ct, final_out, tag)
     {
         return Err(Error::DecryptionFailed);
     }
@@ -717,6 +765,11 @@ mod tests {
                 (4096u32, PARALLEL_MIN_BYTES),
                 (4096, PARALLEL_MIN_BYTES - 1),
                 (1000, PARALLEL_MIN_BYTES + 4096 * 3 + 17),
+                // Several tasks per thread, of a full job of frames and
+                // of fewer (the last task shorter).
+                (65_536, 64 * 65_536 + 1),
+                (4096, (3 << 20) + 5),
+                (300_000, 20 * 300_000),
             ] {
                 let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
                 let one = sealed(1, suite, f, &data);
