@@ -305,6 +305,13 @@ fn run_tasks<T: Send>(
     work: impl Fn(T) -> Result<()> + Sync,
 ) -> std::result::Result<(), Option<Error>> {
     use std::sync::atomic::{AtomicBool, Ordering};
+    if workers <= 1 {
+        // The small-message path: no scope, no queue, no allocation.
+        for task in tasks {
+            work(task).map_err(Some)?;
+        }
+        return Ok(());
+    }
     let failed = AtomicBool::new(false);
     let first_error = std::sync::Mutex::new(None);
     let queue = std::sync::Mutex::new(tasks.into_iter());
