@@ -351,6 +351,20 @@ fn main() {
         );
         std::process::exit(1);
     }
+    // Two threads on one shared ring: ours = the 2-thread time per
+    // operation, base = the 1-thread time, so the ratio is the speed-up.
+    for (op, target) in [
+        ("encrypt_1k", "≥ 1.80"),
+        ("seal_1k", "≥ 1.85"),
+        ("raw_aead_1k", "(info: raw AES-GCM)"),
+    ] {
+        rows.push((
+            format!("{op}, 2 threads ÷ 1 thread (speed-up)"),
+            mean_ns(&root, "scaling", &format!("{op}/2_threads")),
+            mean_ns(&root, "scaling", &format!("{op}/1_threads")),
+            target,
+        ));
+    }
     // Other envelope libraries (benches/references.rs): seal+open 1 KiB.
     let refs = std::fs::read_to_string(root.join("references.json")).unwrap_or_default();
     let ref_ns = |name: &str| -> Option<f64> {

@@ -157,8 +157,18 @@ impl Cipher {
         let unequal = |_| Error::invalid("internal: AEAD input and output lengths differ");
         Ok(match self {
             Cipher::Aes(c) => {
-                let buf = aes_gcm::aead::inout::InOutBuf::new(input, output).map_err(unequal)?;
-                c.encrypt_inout_detached(&(*nonce).into(), aad, buf)
+                // Copy, then encrypt in place: the cipher crate's CTR over
+                // separate buffers moves the data through a temporary
+                // (a memmove of ~7% of a large seal's samples); a copy of a
+                // 64 KiB frame into a buffer being written anyway is
+                // cheaper (64 MiB on both cores: 1.5 -> 1.7 x raw).
+                if input.len() != output.len() {
+                    return Err(Error::invalid(
+                        "internal: AEAD input and output lengths differ",
+                    ));
+                }
+                output.copy_from_slice(input);
+                c.encrypt_inout_detached(&(*nonce).into(), aad, output.into())
                     .map_err(too_long)?
                     .into()
             }

@@ -118,9 +118,18 @@ fn regular_frames(len: usize, frame_len: usize) -> usize {
     if len == 0 { 0 } else { (len - 1) / frame_len }
 }
 
+/// The room [`encode_header`] should leave for the body of `len` bytes of
+/// data sealed in memory: the whole body for a message that stays on one
+/// thread (the header's buffer becomes the message and never grows), none
+/// for a large one, whose output is a fresh zeroed allocation that the
+/// worker threads fault in, in parallel ([`append_body`]).
+pub(crate) fn header_room(len: u64, frame_len: u32) -> usize {
+    let body = body_size(len, frame_len);
+    if body < PARALLEL_MIN_BYTES { body } else { 0 }
+}
+
 /// The size of the framed body (header tag included) of `len` bytes of
-/// data: what [`encode_header`] can make room for. Saturates on lengths no
-/// message can have (the seal refuses those).
+/// data. Saturates on lengths no message can have (the seal refuses those).
 pub(crate) fn body_size(len: u64, frame_len: u32) -> usize {
     let f = u64::from(frame_len.max(1));
     let regular = if len == 0 { 0 } else { (len - 1) / f };
@@ -133,7 +142,7 @@ pub(crate) fn body_size(len: u64, frame_len: u32) -> usize {
 
 /// Writes the header fields up to and including the commitment, in a
 /// buffer with `room` more bytes of capacity (the body that follows, see
-/// [`body_size`], for a message whose data is in memory: the buffer then
+/// [`header_room`], for a message whose data is in memory: the buffer then
 /// never grows).
 pub(crate) fn encode_header(
     suite: SymmetricAlgorithm,

@@ -64,8 +64,8 @@ impl Client {
             context,
             options,
             Some(data.len() as u64),
-            // The header's buffer becomes the message: room for the body.
-            message::body_size(data.len() as u64, options.frame_len),
+            // Small messages: the header's buffer becomes the message.
+            message::header_room(data.len() as u64, options.frame_len),
             |header, derived, message_id| {
                 message::encrypt_body(
                     header,
