@@ -414,3 +414,53 @@ fn a_lost_listener_connection_flushes_the_cache() {
     );
     assert!(refused(cb.encrypt(key.as_str(), b"x", &ctx())));
 }
+
+#[test]
+fn many_threads_first_use_a_cold_key_at_once() {
+    // Every new ring over the database starts with no material in memory:
+    // 8 threads released together all miss the same version and load it.
+    // No call may fail (a loader once evicted another's copy between its
+    // insert and its check: "material ... already exists", or a user saw
+    // the key missing), and each ring loads it into memory once.
+    if !pg::available() {
+        return;
+    }
+    let url = pg::fresh_db();
+    let old_key = admin(&ring(&url))
+        .create_key(KeySpec::default(), CreateKeyOptions::new())
+        .unwrap();
+    for round in 0..40 {
+        let r = ring(&url);
+        let c = admin(&r);
+        // Odd rounds: a key made by this ring just now, whose own creation
+        // notification may still be on its way (loads racing with it are
+        // not remembered, so the next miss loads again).
+        let key = if round % 2 == 1 {
+            c.create_key(KeySpec::default(), CreateKeyOptions::new())
+                .unwrap()
+        } else {
+            old_key.clone()
+        };
+        let key = &key;
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (c, barrier) = (&c, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let pt = format!("round {round} thread {t}");
+                    let blob = c.encrypt(key.as_str(), pt.as_bytes(), &ctx()).unwrap();
+                    let m = c.seal(key.as_str(), pt.as_bytes(), &ctx()).unwrap();
+                    assert_eq!(
+                        c.decrypt(&blob, &ctx()).unwrap().plaintext.expose_secret(),
+                        pt.as_bytes()
+                    );
+                    assert_eq!(
+                        c.open(&m, &ctx()).unwrap().plaintext.expose_secret(),
+                        pt.as_bytes()
+                    );
+                });
+            }
+        });
+    }
+}

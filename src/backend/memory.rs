@@ -64,6 +64,17 @@ impl MemoryBackend {
         Ok(())
     }
 
+    /// Installs material from its raw encoding, replacing any held under
+    /// `id` in one step (a loader refreshing a cached copy: a concurrent
+    /// user sees the old or the new material, never none). The replaced
+    /// material is dropped (zeroized) outside the lock.
+    pub(crate) fn replace_raw(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
+        let material = Arc::new(Material::from_raw_with(self.provider, spec, raw)?);
+        let old = self.keys.write().insert(id.clone(), material);
+        drop(old);
+        Ok(())
+    }
+
     fn with<T>(&self, id: &MaterialId, f: impl FnOnce(&Material) -> Result<T>) -> Result<T> {
         match self.keys.read().get(id) {
             Some(m) => f(m),

@@ -97,6 +97,10 @@ struct Inner {
     rng: Arc<dyn RandomSource>,
     /// Generation of each version held in memory.
     gens: RwLock<HashMap<MaterialId, i64>>,
+    /// Serializes loading a row into `memory` (replace, remember):
+    /// threads that missed the same version at once load it once, and
+    /// never remove a copy another thread is about to use.
+    load: std::sync::Mutex<()>,
 }
 
 impl MaterialCache for Inner {
@@ -148,6 +152,7 @@ impl PostgresBackend {
             memory: MemoryBackend::with_random(rng.clone()),
             rng,
             gens: RwLock::new(HashMap::new()),
+            load: std::sync::Mutex::new(()),
         });
         let weak: std::sync::Weak<dyn MaterialCache> =
             Arc::downgrade(&(inner.clone() as Arc<dyn MaterialCache>));
@@ -178,22 +183,30 @@ impl PostgresBackend {
         if held == Some(gen_) {
             return Ok(());
         }
-        i.evict(Some(id));
         let name = format!("{TABLE}/{id}");
         let pt = self.open_fetched(id, gen_, &record)?;
         let (spec, raw) = decode(&name, &pt)?;
-        match i.memory.insert_raw(id, spec, raw) {
-            Ok(()) => {}
-            Err(_) if i.memory.contains(id)? => {}
-            Err(e) => return Err(e),
+        let _load = i.load.lock().unwrap_or_else(|e| e.into_inner());
+        // Another thread loaded this generation while this one waited.
+        let now_held = i
+            .gens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied();
+        if now_held == Some(gen_) && i.memory.contains(id)? {
+            return Ok(());
         }
+        // Replaced in one step: a thread using the copy loaded before sees
+        // that one or this one, never none.
+        i.memory.replace_raw(id, spec, raw)?;
         // Remembered (trusted until a notification says otherwise) only if
         // no notification raced with this read; else checked again next use.
+        let mut gens = i.gens.write().unwrap_or_else(|e| e.into_inner());
         if i.core.shared.unchanged(&ticket) {
-            i.gens
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), gen_);
+            gens.insert(id.clone(), gen_);
+        } else {
+            gens.remove(id);
         }
         Ok(())
     }
