@@ -8,7 +8,7 @@
 //!
 //! An operation that needs several random values (a seal: the data key,
 //! the wrap's nonce, the message id) runs inside a *batch*
-//! ([`with_batch`]): the first [`OsRandom::fill`] of the batch, on that
+//! (`with_batch`): the first [`OsRandom::fill`] of the batch, on that
 //! thread, asks the operating system once for every byte the operation will
 //! need, and the later fills are served from that buffer, each byte once,
 //! in order; the bytes are wiped as they are handed out, and whatever is

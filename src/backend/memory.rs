@@ -68,6 +68,7 @@ impl MemoryBackend {
     /// `id` in one step (a loader refreshing a cached copy: a concurrent
     /// user sees the old or the new material, never none). The replaced
     /// material is dropped (zeroized) outside the lock.
+    #[cfg(feature = "postgres")]
     pub(crate) fn replace_raw(&self, id: &MaterialId, spec: KeySpec, raw: &[u8]) -> Result<()> {
         let material = Arc::new(Material::from_raw_with(self.provider, spec, raw)?);
         let old = self.keys.write().insert(id.clone(), material);
